@@ -1,0 +1,24 @@
+"""rnnjax: recurrent networks as pure functions in JAX, and the study of their gradient flow."""
+
+from rnnjax import initializers, interop
+from rnnjax.cells import Cell, elman, gru, irnn, lstm
+from rnnjax.layers import Layer, bidirectional, recurrent, stack
+from rnnjax.scan import reverse_valid, scan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cell",
+    "Layer",
+    "bidirectional",
+    "elman",
+    "gru",
+    "initializers",
+    "interop",
+    "irnn",
+    "lstm",
+    "recurrent",
+    "reverse_valid",
+    "scan",
+    "stack",
+]

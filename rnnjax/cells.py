@@ -1,0 +1,318 @@
+"""Recurrent cells as records of pure functions: Elman RNN, LSTM and GRU.
+
+A cell is to one time step what ``optax.GradientTransformation`` is to one optimiser
+update: a ``NamedTuple`` of pure functions whose parameters and carry are plain pytrees.
+It acts on ONE example and ONE time step; the time loop is :func:`rnnjax.scan` and
+batching is the caller's ``jax.vmap``.
+
+Equations, gate order and bias convention follow PyTorch/cuDNN (``torch.nn.RNN``,
+``LSTM``, ``GRU``), with both an input bias ``b_ih`` and a hidden bias ``b_hh``, so that
+weights convert exactly. Weights are stored for ``x @ W`` (the JAX/Flax layout):
+``w_ih: (input_size, G * hidden_size)`` and ``w_hh: (hidden_size, G * hidden_size)``,
+where the G gate blocks are concatenated along the last axis in PyTorch's order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import initializers
+
+Array = jax.Array
+Params = dict[str, Array]
+Carry = Any
+Initializer = Callable[..., Array]
+
+
+class Cell(NamedTuple):
+    """One recurrent step as pure functions over plain pytrees.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``, a dict of arrays.
+      initial_carry: ``initial_carry(params) -> carry``, zeros for one example.
+      step: ``step(params, carry, x) -> (carry, y)`` with ``x: (input_size,)`` and
+        ``y: (hidden_size,)``, one example and one time step.
+      hidden_size: size of the output ``y``.
+      kind: a hashable description of the step equation. Two cells with equal ``kind``
+        compute the same function of (params, carry, x), so their parameters can be
+        stacked and run as one vmapped scan (see :func:`rnnjax.bidirectional`).
+      input_size: ``input_size(params) -> int`` used to check inputs early, or ``None``
+        when the cell cannot tell.
+    """
+
+    init: Callable[[Array, int], Params]
+    initial_carry: Callable[[Params], Carry]
+    step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    hidden_size: int
+    kind: Any
+    input_size: Callable[[Params], int] | None = None
+
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,  # a linear RNN; the exact case for gradient-flow tests
+}
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _gate_params(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    num_gates: int,
+    *,
+    kernel_init: Initializer,
+    recurrent_init: Initializer,
+    bias_init: Initializer,
+    use_bias: bool,
+    param_dtype: Any,
+) -> Params:
+    """Returns ``{"w_ih", "w_hh"[, "b_ih", "b_hh"]}`` with one block per gate.
+
+    Each gate's recurrent block is initialised on its own, so an orthogonal
+    ``recurrent_init`` gives an orthogonal (hidden, hidden) matrix per gate, as in Flax.
+    """
+    _check_positive_int("input_size", input_size)
+    k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
+    h = hidden_size
+    w_ih = jnp.concatenate(
+        [kernel_init(k, (input_size, h), param_dtype) for k in jax.random.split(k_ih, num_gates)],
+        axis=1,
+    )
+    w_hh = jnp.concatenate(
+        [recurrent_init(k, (h, h), param_dtype) for k in jax.random.split(k_hh, num_gates)],
+        axis=1,
+    )
+    params = {"w_ih": w_ih, "w_hh": w_hh}
+    if use_bias:
+        params["b_ih"] = bias_init(k_bih, (num_gates * h,), param_dtype)
+        params["b_hh"] = bias_init(k_bhh, (num_gates * h,), param_dtype)
+    return params
+
+
+def _compute_dtype(params: Params, x: Array, dtype: Any) -> Any:
+    return dtype if dtype is not None else jnp.result_type(x, params["w_ih"])
+
+
+def _linear(v: Array, w: Array, b: Array | None, dtype: Any) -> Array:
+    """Returns v @ w + b in ``dtype`` (b may be None)."""
+    out = v.astype(dtype) @ w.astype(dtype)
+    return out if b is None else out + b.astype(dtype)
+
+
+def _affine(params: Params, x: Array, h: Array, dtype: Any) -> tuple[Array, Array]:
+    """Returns (x W_ih + b_ih, h W_hh + b_hh), the two pre-activations PyTorch keeps apart."""
+    dtype = _compute_dtype(params, x, dtype)
+    gi = _linear(x, params["w_ih"], params.get("b_ih"), dtype)
+    gh = _linear(h, params["w_hh"], params.get("b_hh"), dtype)
+    return gi, gh
+
+
+def _zeros_like_hidden(params: Params, hidden_size: int, dtype: Any) -> Array:
+    return jnp.zeros((hidden_size,), dtype or params["w_hh"].dtype)
+
+
+def _input_size(params: Params) -> int:
+    return params["w_ih"].shape[0]
+
+
+def elman(
+    hidden_size: int,
+    activation: str = "tanh",
+    *,
+    use_bias: bool = True,
+    kernel_init: Initializer = initializers.lecun_normal(),
+    recurrent_init: Initializer = initializers.orthogonal(),
+    bias_init: Initializer = initializers.zeros,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """Returns an Elman (vanilla) RNN cell, PyTorch's ``nn.RNN`` step.
+
+    h_t = act(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)        (Elman 1990)
+
+    Args:
+      hidden_size: size of h.
+      activation: ``"tanh"``, ``"relu"``, or ``"identity"`` (a linear RNN).
+      use_bias: include ``b_ih`` and ``b_hh``.
+      kernel_init, recurrent_init, bias_init: ``init(key, shape, dtype)`` functions.
+        ``recurrent_init=rnnjax.initializers.identity()`` with ``activation="relu"``
+        gives the IRNN of Le, Jaitly & Hinton (2015); see :func:`irnn`.
+      dtype: computation dtype (default: that of the inputs and parameters).
+      param_dtype: dtype of the initialised parameters.
+
+    Params: ``w_ih: (input_size, H)``, ``w_hh: (H, H)``, ``b_ih, b_hh: (H,)``.
+    Carry: ``h: (H,)``. Output: ``h``.
+    """
+    _check_positive_int("hidden_size", hidden_size)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+        )
+    act = _ACTIVATIONS[activation]
+
+    def init(key: Array, input_size: int) -> Params:
+        return _gate_params(
+            key, input_size, hidden_size, 1,
+            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+            use_bias=use_bias, param_dtype=param_dtype,
+        )
+
+    def initial_carry(params: Params) -> Array:
+        return _zeros_like_hidden(params, hidden_size, dtype)
+
+    def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
+        gi, gh = _affine(params, x, h, dtype)
+        h = act(gi + gh)
+        return h, h
+
+    return Cell(init, initial_carry, step, hidden_size, ("elman", activation, dtype), _input_size)
+
+
+def irnn(hidden_size: int, *, scale: float = 1.0, **kwargs: Any) -> Cell:
+    """Returns the IRNN of Le, Jaitly & Hinton (2015): a ReLU Elman cell with W_hh = scale * I.
+
+    Input weights are drawn from N(0, 0.001^2) as in the paper, and biases start at zero.
+    Keyword arguments are passed to :func:`elman` and override these defaults.
+    """
+    kwargs.setdefault("recurrent_init", initializers.identity(scale))
+    kwargs.setdefault("kernel_init", initializers.normal(1e-3))
+    return elman(hidden_size, "relu", **kwargs)
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    use_bias: bool = True,
+    forget_bias: float = 1.0,
+    chrono_t_max: float | None = None,
+    kernel_init: Initializer = initializers.lecun_normal(),
+    recurrent_init: Initializer = initializers.orthogonal(),
+    bias_init: Initializer = initializers.zeros,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """Returns an LSTM cell, PyTorch's ``nn.LSTM`` step (gate order i, f, g, o).
+
+    i = σ(x W_ii + b_ii + h W_hi + b_hi)
+    f = σ(x W_if + b_if + h W_hf + b_hf)
+    g = tanh(x W_ig + b_ig + h W_hg + b_hg)
+    o = σ(x W_io + b_io + h W_ho + b_ho)
+    c' = f ⊙ c + i ⊙ g,   h' = o ⊙ tanh(c')       (Hochreiter & Schmidhuber 1997;
+                                                     Gers et al. 2000, forget gate)
+
+    Args:
+      hidden_size: size of h and c.
+      forget_bias: added to ``b_ih``'s forget block at initialisation (1.0 by default,
+        Jozefowicz, Zaremba & Sutskever 2015); ``b_hh`` stays as ``bias_init`` made it.
+      Other arguments as in :func:`elman`.
+
+    Params: ``w_ih: (input_size, 4H)``, ``w_hh: (H, 4H)``, ``b_ih, b_hh: (4H,)``.
+    Carry: ``(h, c)``, each ``(H,)`` — h first, as PyTorch returns them.
+    Output: ``h``.
+    """
+    _check_positive_int("hidden_size", hidden_size)
+    h_size = hidden_size
+
+    def init(key: Array, input_size: int) -> Params:
+        params = _gate_params(
+            key, input_size, h_size, 4,
+            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+            use_bias=use_bias, param_dtype=param_dtype,
+        )
+        if use_bias and chrono_t_max is not None:
+            b_f = initializers.chrono_bias(chrono_t_max)(
+                jax.random.fold_in(key, 1), (h_size,), params["b_ih"].dtype
+            )
+            params["b_ih"] = params["b_ih"].at[:h_size].set(-b_f).at[h_size : 2 * h_size].set(b_f)
+        elif use_bias and forget_bias:
+            params["b_ih"] = params["b_ih"].at[h_size : 2 * h_size].add(forget_bias)
+        return params
+
+    def initial_carry(params: Params) -> tuple[Array, Array]:
+        zeros = _zeros_like_hidden(params, h_size, dtype)
+        return zeros, zeros
+
+    def step(params: Params, carry: tuple[Array, Array], x: Array):
+        h, c = carry
+        gi, gh = _affine(params, x, h, dtype)
+        i, f, g, o = jnp.split(gi + gh, 4)
+        c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    return Cell(init, initial_carry, step, hidden_size, ("lstm", dtype), _input_size)
+
+
+def gru(
+    hidden_size: int,
+    *,
+    reset_after: bool = True,
+    use_bias: bool = True,
+    kernel_init: Initializer = initializers.lecun_normal(),
+    recurrent_init: Initializer = initializers.orthogonal(),
+    bias_init: Initializer = initializers.zeros,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> Cell:
+    """Returns a GRU cell, PyTorch's ``nn.GRU`` step (gate order r, z, n).
+
+    r = σ(x W_ir + b_ir + h W_hr + b_hr)
+    z = σ(x W_iz + b_iz + h W_hz + b_hz)
+    n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))      reset_after=True (PyTorch/cuDNN)
+    n = tanh(x W_in + b_in + (r ⊙ h) W_hn + b_hn)      reset_after=False (Cho et al. 2014)
+    h' = (1 - z) ⊙ n + z ⊙ h
+
+    Args:
+      hidden_size: size of h.
+      reset_after: where the reset gate acts; see the equations above.
+      Other arguments as in :func:`elman`.
+
+    Params: ``w_ih: (input_size, 3H)``, ``w_hh: (H, 3H)``, ``b_ih, b_hh: (3H,)``.
+    Carry: ``h: (H,)``. Output: ``h``.
+    """
+    _check_positive_int("hidden_size", hidden_size)
+    h_size = hidden_size
+
+    def init(key: Array, input_size: int) -> Params:
+        return _gate_params(
+            key, input_size, h_size, 3,
+            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+            use_bias=use_bias, param_dtype=param_dtype,
+        )
+
+    def initial_carry(params: Params) -> Array:
+        return _zeros_like_hidden(params, h_size, dtype)
+
+    def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
+        if reset_after:
+            gi, gh = _affine(params, x, h, dtype)
+            i_r, i_z, i_n = jnp.split(gi, 3)
+            h_r, h_z, h_n = jnp.split(gh, 3)
+            r = jax.nn.sigmoid(i_r + h_r)
+            z = jax.nn.sigmoid(i_z + h_z)
+            n = jnp.tanh(i_n + r * h_n)
+        else:
+            compute = _compute_dtype(params, x, dtype)
+            gi = _linear(x, params["w_ih"], params.get("b_ih"), compute)
+            i_r, i_z, i_n = jnp.split(gi, 3)
+            w_rz, w_n = params["w_hh"][:, : 2 * h_size], params["w_hh"][:, 2 * h_size :]
+            b_hh = params.get("b_hh")
+            b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * h_size], b_hh[2 * h_size :])
+            h_r, h_z = jnp.split(_linear(h, w_rz, b_rz, compute), 2)
+            r = jax.nn.sigmoid(i_r + h_r)
+            z = jax.nn.sigmoid(i_z + h_z)
+            n = jnp.tanh(i_n + _linear(r * h.astype(compute), w_n, b_n, compute))
+        h = (1.0 - z) * n + z * h.astype(n.dtype)
+        return h, h
+
+    kind = ("gru", "reset_after" if reset_after else "reset_before", dtype)
+    return Cell(init, initial_carry, step, hidden_size, kind, _input_size)

@@ -1,0 +1,189 @@
+"""Layers: whole-sequence maps built from cells, and their composition.
+
+A layer is a record of pure functions like a cell, but it maps a whole sequence:
+``layer.apply(params, xs, *, length=None, carry=None, key=None, train=False)`` returns
+``(final_carry, ys)`` for ONE sequence ``xs: (T, input_size)``. Batching is ``jax.vmap``,
+with a per-example ``length`` if the batch is padded.
+
+Composition is plain functions: :func:`recurrent` lifts a cell to a layer,
+:func:`bidirectional` runs two cells in opposite directions, :func:`stack` chains layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import Cell
+from rnnjax.scan import check_inputs, check_length, reverse_valid, scan
+
+Array = jax.Array
+
+
+class Layer(NamedTuple):
+    """A sequence-to-sequence map as pure functions over plain pytrees.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, xs, *, length=None, carry=None, key=None, train=False)
+        -> (final_carry, ys)`` with ``xs: (T, input_size)``, ``ys: (T, output_size)``.
+        ``key`` and ``train`` matter only to layers with dropout.
+      output_size: size of each ``ys[t]``.
+      initial_carry: ``initial_carry(params) -> carry``, the carry ``apply`` starts from
+        by default (zeros), for one example.
+    """
+
+    init: Callable[[Array, int], Any]
+    apply: Callable[..., tuple[Any, Array]]
+    output_size: int
+    initial_carry: Callable[[Any], Any]
+
+
+def recurrent(cell: Cell, reverse: bool = False, *, unroll: int | bool = 1) -> Layer:
+    """Returns the layer that runs ``cell`` over a sequence with :func:`rnnjax.scan`.
+
+    Params are the cell's params. Carry is the cell's carry. ``reverse=True`` processes the
+    valid prefix back to front (see :func:`rnnjax.scan`).
+    """
+
+    def apply(params, xs, *, length=None, carry=None, key=None, train=False):
+        del key, train
+        return scan(cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll)
+
+    return Layer(cell.init, apply, cell.hidden_size, cell.initial_carry)
+
+
+_MERGES: dict[str, Callable[[Array, Array], Array]] = {
+    "concat": lambda f, b: jnp.concatenate([f, b], axis=-1),
+    "sum": lambda f, b: f + b,
+    "mean": lambda f, b: 0.5 * (f + b),
+}
+
+
+def _same_shapes(a: Any, b: Any) -> bool:
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(
+        jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+def bidirectional(
+    forward_cell: Cell, backward_cell: Cell | None = None, merge: str = "concat"
+) -> Layer:
+    """Returns a layer running one cell forward and another backward over the valid prefix.
+
+    ``ys[t] = merge(forward_ys[t], backward_ys[t])`` where the backward direction reads
+    ``xs[length-1], ..., xs[0]`` and its outputs are put back in input order, so both
+    outputs at ``t`` belong to ``xs[t]`` and padding gives zeros in both.
+
+    When the two cells are of the same ``kind`` and their parameters have equal shapes,
+    both directions run as ONE scan vmapped over a stacked direction axis (the backward
+    input is the valid prefix reversed), which is what makes a bidirectional layer cost
+    about as much as one direction on parallel hardware.
+
+    Args:
+      forward_cell: the forward cell.
+      backward_cell: the backward cell (default: another cell like ``forward_cell``, with
+        its own parameters).
+      merge: ``"concat"`` (output size ``H_f + H_b``), ``"sum"`` or ``"mean"`` (need
+        ``H_f == H_b``).
+
+    Params: ``{"forward": ..., "backward": ...}``. Carry: ``(forward_carry, backward_carry)``.
+    """
+    backward_cell = forward_cell if backward_cell is None else backward_cell
+    if merge not in _MERGES:
+        raise ValueError(f"merge must be one of {sorted(_MERGES)}, got {merge!r}")
+    h_f, h_b = forward_cell.hidden_size, backward_cell.hidden_size
+    if merge != "concat" and h_f != h_b:
+        raise ValueError(
+            f"merge={merge!r} needs equal hidden sizes, got forward {h_f} and backward {h_b}"
+        )
+    output_size = h_f + h_b if merge == "concat" else h_f
+    merge_fn = _MERGES[merge]
+
+    def init(key, input_size):
+        k_f, k_b = jax.random.split(key)
+        return {"forward": forward_cell.init(k_f, input_size),
+                "backward": backward_cell.init(k_b, input_size)}
+
+    def initial_carry(params):
+        return (forward_cell.initial_carry(params["forward"]),
+                backward_cell.initial_carry(params["backward"]))
+
+    def apply(params, xs, *, length=None, carry=None, key=None, train=False):
+        del key, train
+        p_f, p_b = params["forward"], params["backward"]
+        check_inputs(forward_cell, p_f, xs)
+        length = check_length(length, xs.shape[0])
+        c_f, c_b = initial_carry(params) if carry is None else carry
+        xs_b = reverse_valid(xs, length)
+        if forward_cell.kind == backward_cell.kind and _same_shapes(p_f, p_b) and _same_shapes(
+            c_f, c_b
+        ):
+            stacked = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)
+            run = jax.vmap(lambda p, x, c: scan(forward_cell, p, x, carry=c, length=length))
+            final, ys = run(stacked(p_f, p_b), jnp.stack([xs, xs_b]), stacked(c_f, c_b))
+            final_f = jax.tree.map(lambda a: a[0], final)
+            final_b = jax.tree.map(lambda a: a[1], final)
+            ys_f, ys_b = ys[0], ys[1]
+        else:
+            final_f, ys_f = scan(forward_cell, p_f, xs, carry=c_f, length=length)
+            final_b, ys_b = scan(backward_cell, p_b, xs_b, carry=c_b, length=length)
+        return (final_f, final_b), merge_fn(ys_f, reverse_valid(ys_b, length))
+
+    return Layer(init, apply, output_size, initial_carry)
+
+
+def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
+    """Returns the layer that feeds each layer's outputs to the next (a deep RNN).
+
+    Args:
+      *layers: the layers, bottom first.
+      dropout: dropout rate on the outputs between layers (not after the last), as in
+        ``torch.nn.LSTM(dropout=...)``. Active only in ``apply(..., train=True, key=key)``.
+
+    Params: a list, one entry per layer. Carry: a list of per-layer carries; the final
+    carry likewise.
+    """
+    if not layers:
+        raise ValueError("stack needs at least one layer, got none")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+    def init(key, input_size):
+        params, size = [], input_size
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            params.append(layer.init(k, size))
+            size = layer.output_size
+        return params
+
+    def initial_carry(params):
+        return [layer.initial_carry(p) for layer, p in zip(layers, params)]
+
+    def apply(params, xs, *, length=None, carry=None, key=None, train=False):
+        if not isinstance(params, (list, tuple)) or len(params) != len(layers):
+            raise ValueError(
+                f"params must be a list of {len(layers)} per-layer params, got "
+                f"{type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}"
+            )
+        use_dropout = train and dropout > 0.0 and len(layers) > 1
+        if use_dropout and key is None:
+            raise ValueError("stack(dropout>0).apply(train=True) needs a key, got key=None")
+        carries = initial_carry(params) if carry is None else carry
+        if len(carries) != len(layers):
+            raise ValueError(f"carry must be a list of {len(layers)} per-layer carries, got {len(carries)}")
+        keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+        finals = []
+        for i, (layer, p, c) in enumerate(zip(layers, params, carries)):
+            if i > 0 and use_dropout:
+                keep = jax.random.bernoulli(keys[i], 1.0 - dropout, xs.shape)
+                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
+            final, xs = layer.apply(p, xs, length=length, carry=c, key=key, train=train)
+            finals.append(final)
+        return finals, xs
+
+    return Layer(init, apply, layers[-1].output_size, initial_carry)
