@@ -1,6 +1,7 @@
 """rnnjax: recurrent networks as pure functions in JAX, and the study of their gradient flow."""
 
 from rnnjax import initializers, interop
+from rnnjax import diagnostics, plots
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.scan import reverse_valid, scan
@@ -11,12 +12,14 @@ __all__ = [
     "Cell",
     "Layer",
     "bidirectional",
+    "diagnostics",
     "elman",
     "gru",
     "initializers",
     "interop",
     "irnn",
     "lstm",
+    "plots",
     "recurrent",
     "reverse_valid",
     "scan",
