@@ -1,0 +1,302 @@
+"""Tests of rnnjax.training and rnnjax.checkpoints on a tiny LSTM regression task.
+
+References are independent of the code under test where possible: a Python loop of
+``jax.jit(train_step)`` for ``run_steps``, separate un-vmapped runs for vmapped ones, an
+uninterrupted run for a resumed one, a 1-device run (in a subprocess with 4 host devices)
+for the sharded one, and a hand-written Adam for the train step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rnnjax
+from rnnjax import checkpoints, training
+from rnnjax.training import TrainState
+
+T, I, H, B = 6, 2, 8, 8  # sequence length, input size, hidden size, batch size
+CELL = rnnjax.lstm(H)
+
+
+def init_params(key):
+    k_rnn, k_out = jax.random.split(key)
+    return {"rnn": CELL.init(k_rnn, I), "out": {"w": 0.1 * jax.random.normal(k_out, (H,)),
+                                                  "b": jnp.zeros(())}}
+
+
+def predict(params, xs):
+    (h, _), _ = rnnjax.scan(CELL, params["rnn"], xs)
+    return h @ params["out"]["w"] + params["out"]["b"]
+
+
+def loss_fn(params, batch, key):
+    del key
+    preds = jax.vmap(predict, (None, 0))(params, batch["x"])
+    err = preds - batch["y"]
+    return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err))}
+
+
+def batch_fn(key, step):
+    """The task: predict the mean of the first input channel over the sequence."""
+    del step
+    x = jax.random.normal(key, (B, T, I))
+    return {"x": x, "y": x[:, :, 0].mean(axis=1)}
+
+
+def nan_at_7(key, step):
+    batch = batch_fn(key, step)
+    return {**batch, "y": jnp.where(step == 7, jnp.nan, batch["y"])}
+
+
+def eval_fn(params, key):
+    batch = batch_fn(key, 0)
+    return {"loss": loss_fn(params, batch, key)[0]}
+
+
+OPT = optax.chain(optax.clip_by_global_norm(1.0),
+                  optax.inject_hyperparams(optax.adam)(learning_rate=1e-2))
+STEP = training.make_train_step(loss_fn, OPT)
+STEP_SKIP = training.make_train_step(loss_fn, OPT, skip_nonfinite=True)
+TRAIN_KEYS = ("loss", "mae", "grad_norm", "param_norm", "learning_rate", "nonfinite")
+
+
+def new_state(seed=0, skip=False):
+    k_param, k_train = jax.random.split(jax.random.key(seed))
+    return training.init_train_state(k_train, init_params(k_param), OPT, skip_nonfinite=skip)
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def train_rows(history):
+    return [{k: r[k] for k in TRAIN_KEYS} | {"step": r["step"]} for r in history if "loss" in r]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_train_step_matches_hand_written_adam():
+    opt = optax.adam(0.1)
+    params = {"w": jnp.array([1.0, -2.0])}
+    step = training.make_train_step(
+        lambda p, b, k: (jnp.sum((p["w"] - b) ** 2), {}), opt, learning_rate=0.1)
+    state = training.init_train_state(jax.random.key(0), params, opt)
+    target = jnp.array([0.5, 0.5])
+    w, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
+    for t in range(1, 4):
+        state, metrics = step(state, target)
+        g = 2 * (w - 0.5)
+        assert metrics["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-6)
+        assert metrics["learning_rate"] == pytest.approx(0.1)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+        w = w - 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        np.testing.assert_allclose(state.params["w"], w, rtol=1e-5)
+    assert int(state.step) == 3
+
+
+def test_run_steps_equals_python_loop_and_loss_falls():
+    state = new_state()
+    n = 60
+    final, metrics = jax.jit(training.run_steps, static_argnums=(0, 2, 3))(STEP, state, batch_fn, n)
+    step = jax.jit(STEP)
+    ref, losses = state, []
+    for s in range(n):
+        data_key, _ = training._step_keys(ref.key, ref.step)
+        ref, m = step(ref, batch_fn(data_key, jnp.int32(s)))
+        losses.append(float(m["loss"]))
+    np.testing.assert_allclose(metrics["loss"], losses, rtol=2e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(ref.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_vmapped_seeds_and_learning_rates_equal_individual_runs():
+    seeds, lrs = [0, 1, 2], jnp.array([1e-2, 3e-3, 1e-3])
+
+    def init(seed, lr):
+        state = new_state(seed)
+        opt_state = optax.tree_utils.tree_set(state.opt_state, learning_rate=lr)
+        return state._replace(opt_state=opt_state)
+
+    states = jax.vmap(init)(jnp.array(seeds), lrs)
+    run = jax.jit(training.run_steps, static_argnums=(0, 2, 3))
+    finals, metrics = jax.jit(jax.vmap(lambda s: training.run_steps(STEP, s, batch_fn, 10)))(states)
+    for i, (seed, lr) in enumerate(zip(seeds, lrs)):
+        final, m = run(STEP, init(seed, lr), batch_fn, 10)
+        np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(metrics["learning_rate"][i], lr, rtol=1e-7)
+        for a, b in zip(jax.tree.leaves(finals.params), jax.tree.leaves(final.params)):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
+
+
+def test_fit_writes_run_dir_and_resume_after_interrupt_is_bitwise_identical(tmp_path):
+    config = {"seed": 0, "lr": 1e-2, "num_steps": 20}
+    kwargs = dict(config=config, chunk_size=5, checkpoint_every=5, eval_fn=eval_fn,
+                  eval_every=10, keep_checkpoints=2, progress=False)
+    full = training.fit(STEP, new_state(), batch_fn, 20, run_dir=tmp_path / "full", **kwargs)
+
+    def ctrl_c_at_15(state):
+        if int(state.step) == 15:
+            raise KeyboardInterrupt
+        return {"step_seen": int(state.step)}
+
+    part = tmp_path / "part"
+    with pytest.raises(SystemExit) as exc:
+        training.fit(STEP, new_state(), batch_fn, 20, run_dir=part, hooks=[ctrl_c_at_15], **kwargs)
+    assert exc.value.code == 130
+    assert checkpoints.checkpoint_steps(part / "checkpoints") == [10, 15]
+    # Simulate a crash between logging rows and saving a checkpoint: drop checkpoint 15.
+    import shutil
+    shutil.rmtree(part / "checkpoints" / "15")
+    resumed = training.fit(STEP, new_state(), batch_fn, 20, run_dir=part, **kwargs)
+
+    assert_trees_equal(resumed.state, full.state)
+    assert train_rows(training.read_metrics(part)) == train_rows(full.history)
+    assert train_rows(resumed.history) == train_rows(full.history)
+    assert [r["step"] for r in train_rows(full.history)] == list(range(20))
+    evals = [r["step"] for r in full.history if "eval/loss" in r]
+    assert evals == [0, 10, 20]
+    assert checkpoints.checkpoint_steps(tmp_path / "full" / "checkpoints") == [15, 20]
+    assert training.load_config(part) == config
+    assert training.load_config(part / "config.yaml") == config
+    summary = json.loads((part / "summary.json").read_text())
+    assert summary["finished"] and summary["step"] == 20
+    # Restoring a checkpoint gives the saved state, bitwise.
+    restored = checkpoints.restore_checkpoint(part / "checkpoints", new_state(), step=20)
+    assert_trees_equal(restored, full.state)
+    with pytest.raises(ValueError, match="config differs"):
+        training.fit(STEP, new_state(), batch_fn, 20, run_dir=part, **{**kwargs, "config": {"seed": 1}})
+
+
+def test_fit_without_run_dir_equals_run_steps_and_records_hooks():
+    hook = lambda s: {"w_out_norm": jnp.linalg.norm(s.params["out"]["w"])}  # noqa: E731
+    result = training.fit(STEP, new_state(), batch_fn, 10, chunk_size=5, hooks=[hook],
+                          progress=False)
+    final, metrics = jax.jit(training.run_steps, static_argnums=(0, 2, 3))(
+        STEP, new_state(), batch_fn, 10)
+    np.testing.assert_allclose([r["loss"] for r in train_rows(result.history)], metrics["loss"],
+                               rtol=1e-6)
+    hooked = {r["step"]: r["w_out_norm"] for r in result.history if "w_out_norm" in r}
+    assert sorted(hooked) == [0, 5, 10]
+    assert hooked[10] == pytest.approx(float(jnp.linalg.norm(final.params["out"]["w"])), rel=1e-5)
+
+
+def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(training.NonFiniteError, match=r"loss is not finite at step 7") as exc:
+        training.fit(STEP, new_state(), nan_at_7, 20, run_dir=tmp_path, chunk_size=5,
+                     checkpoint_every=5, progress=False)
+    assert exc.value.step == 7 and exc.value.metric == "loss"
+    ckpt_dir = tmp_path / "checkpoints"
+    assert str(ckpt_dir / "5") in str(exc.value)
+    assert checkpoints.checkpoint_steps(ckpt_dir) == [5]
+    rows = training.read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == list(range(8)) and np.isnan(rows[-1]["loss"])
+    # The checkpoint equals 5 steps taken one by one (an independent reference).
+    ref, step = new_state(), jax.jit(STEP)
+    for s in range(5):
+        ref, _ = step(ref, nan_at_7(training._step_keys(ref.key, ref.step)[0], jnp.int32(s)))
+    restored = checkpoints.restore_checkpoint(ckpt_dir, new_state())
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert np.all(np.isfinite(a))
+
+
+def test_skip_nonfinite_skips_and_counts():
+    result = training.fit(STEP_SKIP, new_state(skip=True), nan_at_7, 10, chunk_size=10,
+                          progress=False)
+    rows = train_rows_skip = [r for r in result.history if "loss" in r]
+    assert [r["nonfinite"] for r in rows] == [int(s == 7) for s in range(10)]
+    assert [r["nonfinite_count"] for r in rows] == [int(s >= 7) for s in range(10)]
+    # Skipping step 7 leaves params and Adam moments as they were after step 7's input state.
+    assert rows[8]["param_norm"] == rows[7]["param_norm"]
+    assert all(np.isfinite(r["param_norm"]) for r in train_rows_skip)
+    with pytest.raises(TypeError, match="skip_nonfinite"):
+        STEP_SKIP(new_state(skip=False), batch_fn(jax.random.key(0), 0))
+
+
+def test_missing_and_corrupt_checkpoints_name_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(checkpoints.CheckpointNotFoundError, match=str(missing)):
+        checkpoints.restore_checkpoint(missing, new_state())
+    state = new_state()
+    path = checkpoints.save_checkpoint(tmp_path / "ck", state)
+    with pytest.raises(FileNotFoundError, match=r"ck/7.*available.*\[0\]"):
+        checkpoints.restore_checkpoint(tmp_path / "ck", state, step=7)
+    # A crash mid-write leaves only orbax's temporary directory, which is not a checkpoint.
+    os.makedirs(tmp_path / "ck" / "3.orbax-checkpoint-tmp-123")
+    assert checkpoints.checkpoint_steps(tmp_path / "ck") == [0]
+    for root, _, files in os.walk(path):
+        for name in files:
+            if name.startswith("manifest"):
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+    with pytest.raises(checkpoints.CheckpointError, match=f"{path} is corrupted"):
+        checkpoints.restore_checkpoint(tmp_path / "ck", state)
+    # fit refuses to start from a corrupted latest checkpoint, naming it.
+    run = tmp_path / "run"
+    checkpoints.save_checkpoint(run / "checkpoints", state)
+    for root, _, files in os.walk(run / "checkpoints" / "0"):
+        for name in files:
+            if name.startswith("manifest"):
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"")
+    with pytest.raises(checkpoints.CheckpointError, match=str(run / "checkpoints" / "0")):
+        training.fit(STEP, state, batch_fn, 5, run_dir=run, progress=False)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="chunk_size"):
+        training.fit(STEP, new_state(), batch_fn, 5, chunk_size=0)
+    with pytest.raises(TypeError, match="TrainState"):
+        training.fit(STEP, tuple(new_state()), batch_fn, 5)
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        training.make_train_step(loss_fn, OPT, skip_nonfinite=-1)
+    with pytest.raises(TypeError, match="key"):
+        training.init_train_state(jnp.zeros(3), {}, OPT)
+    with pytest.raises(ValueError, match="divisible"):
+        training.shard_batch(jnp.zeros((3, 2)), training.data_parallel_mesh(jax.devices() * 2))
+
+
+SHARDED_SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    sys.path.insert(0, os.path.dirname(os.path.abspath({test_file!r})))
+    import jax, numpy as np
+    import test_training as t
+    from rnnjax import training
+    assert len(jax.devices()) == 4
+    out = {{}}
+    for n in (1, 4):
+        mesh = training.data_parallel_mesh(jax.devices()[:n])
+        r = training.fit(t.STEP, t.new_state(), t.batch_fn, 10, chunk_size=5, mesh=mesh,
+                         progress=False)
+        out[n] = [row["loss"] for row in r.history if "loss" in row]
+        out[f"params{{n}}"] = [np.asarray(x).tolist() for x in jax.tree.leaves(r.state.params)]
+        out[f"devices{{n}}"] = len(r.state.params["out"]["w"].sharding.device_set)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_four_device_sharded_run_equals_one_device_run():
+    script = SHARDED_SCRIPT.format(test_file=__file__)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out["devices1"] == 1 and out["devices4"] == 4
+    np.testing.assert_allclose(out["4"], out["1"], rtol=1e-5, atol=1e-7)
+    for a, b in zip(out["params4"], out["params1"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
