@@ -79,22 +79,24 @@ def _gate_params(
 
     Each gate's recurrent block is initialised on its own, so an orthogonal
     ``recurrent_init`` gives an orthogonal (hidden, hidden) matrix per gate, as in Flax.
+    Initialisers run in float32 and the result is cast to ``param_dtype`` (LAPACK, which
+    the orthogonal initialiser needs, has no bfloat16).
     """
     _check_positive_int("input_size", input_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     h = hidden_size
     w_ih = jnp.concatenate(
-        [kernel_init(k, (input_size, h), param_dtype) for k in jax.random.split(k_ih, num_gates)],
+        [kernel_init(k, (input_size, h), jnp.float32) for k in jax.random.split(k_ih, num_gates)],
         axis=1,
-    )
+    ).astype(param_dtype)
     w_hh = jnp.concatenate(
-        [recurrent_init(k, (h, h), param_dtype) for k in jax.random.split(k_hh, num_gates)],
+        [recurrent_init(k, (h, h), jnp.float32) for k in jax.random.split(k_hh, num_gates)],
         axis=1,
-    )
+    ).astype(param_dtype)
     params = {"w_ih": w_ih, "w_hh": w_hh}
     if use_bias:
-        params["b_ih"] = bias_init(k_bih, (num_gates * h,), param_dtype)
-        params["b_hh"] = bias_init(k_bhh, (num_gates * h,), param_dtype)
+        params["b_ih"] = bias_init(k_bih, (num_gates * h,), jnp.float32).astype(param_dtype)
+        params["b_hh"] = bias_init(k_bhh, (num_gates * h,), jnp.float32).astype(param_dtype)
     return params
 
 
