@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study demo test bench clean
+.PHONY: study demo test bench notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) runs
+
+# Execute every notebook at full size and store it, outputs included, beside its text form.
+notebooks: $(VENV)/.installed
+	cd notebooks && for nb in [0-9]*.py; do ../$(PY) -m jupytext --to ipynb --execute "$$nb" || exit 1; done

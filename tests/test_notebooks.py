@@ -1,0 +1,34 @@
+"""The research notebooks run top to bottom (with RNNJAX_QUICK=1 shrinking their sizes)."""
+
+import os
+import pathlib
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("[0-9]*.py"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, monkeypatch):
+    monkeypatch.setenv("RNNJAX_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = jupytext.read(path)
+    client = nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_notebook_matches_its_text_form(path):
+    """The .ipynb beside each .py holds the same code (regenerate with `make notebooks`)."""
+    ipynb = path.with_suffix(".ipynb")
+    if not ipynb.exists():
+        pytest.skip(f"{ipynb.name} not generated")
+    source = lambda nb: [c.source for c in nb.cells if c.cell_type == "code"]
+    assert source(jupytext.read(ipynb)) == source(jupytext.read(path))
