@@ -12,7 +12,7 @@ unchanged, so they carry no gradient and their step Jacobian is the identity.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,3 +122,351 @@ def state_gradient_norms(
     """Returns ``(T,)``: the Euclidean norms ||dL/d(state_t)|| of :func:`state_gradients`."""
     grads = state_gradients(cell, params, xs, loss_fn, carry=carry, length=length)
     return jnp.linalg.norm(grads, axis=-1)
+
+
+def _flat_step(cell: Cell, params: Any, unravel: Callable) -> Callable[[Array, Array], Array]:
+    """Returns ``f(state, x) -> next_state``: one step of ``cell`` on flattened carries."""
+
+    def f(state, x):
+        new_carry, _ = cell.step(params, unravel(state), x)
+        return ravel_pytree(new_carry)[0].astype(state.dtype)
+
+    return f
+
+
+def final_state_jacobians(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+) -> Array:
+    """Returns ``(T, n, n)``: entry ``t`` is d(state_{T-1}) / d(state_t), the Jacobian product.
+
+    d h_T / d h_t = ∏_{s=t+1}^{T} ∂h_s/∂h_{s-1}, rows index the final state and columns
+    state_t; entry ``T - 1`` is the identity, entries ``t >= length`` are zero (padding
+    steps do not exist). Computed with one forward pass and ``n`` vector-Jacobian products
+    (one per row, vmapped), never by multiplying dense per-step Jacobians; memory is
+    ``T * n * n``.
+    """
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    carry = _initial_carry(cell, params, carry)
+    flat, unravel = ravel_pytree(carry)
+    num_steps, input_size = xs.shape
+    dtype = jnp.result_type(xs, flat)
+    probed = _probed_cell(cell, input_size, xs.dtype, unravel)
+
+    def final_of_probe(probe):
+        inputs = jnp.concatenate([xs.astype(dtype), probe], axis=1)
+        final, _ = scan(probed, params, inputs, carry=carry, length=length)
+        return ravel_pytree(final)[0].astype(dtype)
+
+    _, vjp = jax.vjp(final_of_probe, jnp.zeros((num_steps, flat.size), dtype))
+    (rows,) = jax.vmap(vjp)(jnp.eye(flat.size, dtype=dtype))  # (n_out, T, n_in)
+    return jnp.moveaxis(rows, 0, 1)
+
+
+def jacobian_norms(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+    ord: int | str = 2,
+) -> Array:
+    """Returns ``(T,)``: the norm of d(state_{T-1}) / d(state_t) for every step ``t``.
+
+    For a linear RNN h_t = h_{t-1} (a Q) with Q orthogonal this is a^(T-1-t). The
+    Jacobians come from :func:`final_state_jacobians` (``n`` vector-Jacobian products);
+    ``ord=2`` takes their largest singular value, ``ord="fro"`` their Frobenius norm.
+    Entries ``t >= length`` are zero.
+    """
+    if ord not in (2, "fro"):
+        raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius), got {ord!r}")
+    jacobians = final_state_jacobians(cell, params, xs, carry=carry, length=length)
+    if ord == "fro":
+        return jnp.sqrt(jnp.sum(jnp.square(jacobians), axis=(-2, -1)))
+    return singular_values(jacobians)[..., 0]
+
+
+def step_jacobians(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+) -> Array:
+    """Returns ``(T, n, n)``: entry ``t`` is d(state_t) / d(state_{t-1}) along the trajectory.
+
+    ``state_{-1}`` is the initial carry. Rows index state_t, columns state_{t-1}; for an
+    Elman cell h_t = act(x_t W_ih + h_{t-1} W_hh + b) this is diag(act'(·)) W_hh^T.
+    Entries ``t >= length`` are the identity (padding keeps the carry).
+    """
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    carry = _initial_carry(cell, params, carry)
+    flat, unravel = ravel_pytree(carry)
+    step = _flat_step(cell, params, unravel)
+
+    def emit_previous(params_, carry_, x):  # the state entering each step, as the output
+        new_carry, _ = cell.step(params_, carry_, x)
+        return new_carry, ravel_pytree(carry_)[0]
+
+    tracer = Cell(cell.init, cell.initial_carry, emit_previous, flat.size, ("previous", cell.kind))
+    _, previous = scan(tracer, params, xs, carry=carry, length=length)
+    previous = previous.astype(flat.dtype)
+    jacobians = jax.vmap(jax.jacfwd(step))(previous, xs)
+    if length is None:
+        return jacobians
+    valid = jnp.arange(xs.shape[0]) < length
+    eye = jnp.eye(flat.size, dtype=jacobians.dtype)
+    return jnp.where(valid[:, None, None], jacobians, eye)
+
+
+def singular_values(matrices: Array) -> Array:
+    """Returns ``(..., min(m, n))``: the singular values of ``matrices: (..., m, n)``, descending."""
+    matrices = jnp.asarray(matrices)
+    if matrices.ndim < 2:
+        raise ValueError(f"matrices must have shape (..., m, n), got shape {matrices.shape}")
+    return jnp.linalg.svd(matrices, compute_uv=False)
+
+
+def step_singular_values(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+) -> Array:
+    """Returns ``(T, n)``: the singular values of each step Jacobian (:func:`step_jacobians`)."""
+    return singular_values(step_jacobians(cell, params, xs, carry=carry, length=length))
+
+
+def recurrent_matrices(params: Any) -> Array:
+    """Returns ``(G, H, H)``: the recurrent weight block of each gate, from ``w_hh: (H, G*H)``.
+
+    Block ``g`` is the matrix the cell multiplies ``h`` by (``h @ W``) for gate ``g`` in
+    PyTorch's order: one block for Elman, (i, f, g, o) for LSTM, (r, z, n) for GRU.
+    """
+    if not isinstance(params, dict) or "w_hh" not in params:
+        raise TypeError(
+            "params must be a dict with a 'w_hh' entry of shape (H, G*H), as made by "
+            f"rnnjax.elman/lstm/gru; got {type(params).__name__}"
+        )
+    w = jnp.asarray(params["w_hh"])
+    h = w.shape[0]
+    if w.ndim != 2 or w.shape[1] % h:
+        raise ValueError(f"params['w_hh'] must have shape (H, G*H), got {w.shape}")
+    return jnp.moveaxis(w.reshape(h, w.shape[1] // h, h), 1, 0)
+
+
+def largest_singular_value(matrices: Array) -> Array:
+    """Returns ``(...)``: σ_max of each ``(..., m, n)`` matrix (its spectral norm)."""
+    return singular_values(matrices)[..., 0]
+
+
+def spectral_radius(matrices: Array) -> Array:
+    """Returns ``(...)``: max |λ| over the eigenvalues of each square ``(..., n, n)`` matrix.
+
+    Uses ``jnp.linalg.eigvals`` (general, non-symmetric eigenvalues), which JAX computes
+    on the CPU.
+    """
+    matrices = jnp.asarray(matrices)
+    if matrices.ndim < 2 or matrices.shape[-1] != matrices.shape[-2]:
+        raise ValueError(f"matrices must have shape (..., n, n), got shape {matrices.shape}")
+    return jnp.max(jnp.abs(jnp.linalg.eigvals(matrices)), axis=-1)
+
+
+class PascanuBound(NamedTuple):
+    """The sufficient condition for vanishing gradients of Pascanu, Mikolov & Bengio (2013).
+
+    For h_t = σ(W_hh^T h_{t-1} + W_ih^T x_t + b) with |σ'| ≤ γ,
+    ||∂h_t/∂h_{t-1}|| ≤ ||W_hh|| ||diag σ'|| ≤ σ_max(W_hh) γ = ``bound``, so
+    σ_max(W_hh) < 1/γ (``vanishing``) makes ||∂h_T/∂h_t|| ≤ bound^(T-t) → 0 (their eq. 7
+    and Section 3.1). Its converse, σ_max > 1/γ, is only necessary for exploding.
+
+    Attributes:
+      sigma_max: largest singular value of W_hh.
+      gamma: bound on the derivative of the nonlinearity.
+      bound: ``sigma_max * gamma``, a bound on the norm of every step Jacobian.
+      vanishing: ``sigma_max < 1 / gamma``.
+    """
+
+    sigma_max: Array
+    gamma: float
+    bound: Array
+    vanishing: Array
+
+
+_DERIVATIVE_BOUNDS = {"tanh": 1.0, "relu": 1.0, "identity": 1.0, "sigmoid": 0.25}
+
+
+def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
+    """Returns the :class:`PascanuBound` of an Elman cell's ``params``.
+
+    Args:
+      params: Elman parameters with ``w_hh: (H, H)``.
+      activation: the nonlinearity's name (``"tanh"``, ``"relu"``, ``"identity"``,
+        ``"sigmoid"``; γ = 1, 1, 1, 1/4) or the :func:`rnnjax.elman` cell itself.
+    """
+    if isinstance(activation, Cell):
+        kind = activation.kind
+        if not (isinstance(kind, tuple) and kind and kind[0] == "elman"):
+            raise ValueError(
+                f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), "
+                f"got a cell of kind {kind!r}"
+            )
+        activation = kind[1]
+    if activation not in _DERIVATIVE_BOUNDS:
+        raise ValueError(
+            f"activation must be one of {sorted(_DERIVATIVE_BOUNDS)}, got {activation!r}"
+        )
+    blocks = recurrent_matrices(params)
+    if blocks.shape[0] != 1:
+        raise ValueError(
+            f"pascanu_bound needs Elman params with w_hh of shape (H, H), got "
+            f"{tuple(params['w_hh'].shape)} ({blocks.shape[0]} gate blocks)"
+        )
+    gamma = _DERIVATIVE_BOUNDS[activation]
+    sigma_max = largest_singular_value(blocks[0])
+    return PascanuBound(sigma_max, gamma, sigma_max * gamma, sigma_max < 1.0 / gamma)
+
+
+def lyapunov_spectrum(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+    k: int | None = None,
+    reorth_every: int = 1,
+    key: Array | None = None,
+) -> Array:
+    """Returns ``(k,)``: the top-``k`` Lyapunov exponents of the input-driven cell, in nats per step.
+
+    The QR method of Benettin et al. (1980), as Engelken, Wolf & Abbott (2020) apply it to
+    RNNs: an orthonormal basis Q (n, k) is pushed through the step Jacobians,
+    J_t Q_{t-1} = Q_t R_t (with ``jax.jvp``, no dense Jacobian), re-orthonormalised every
+    ``reorth_every`` steps, and
+
+        λ_i = (1 / T) Σ_t log |(R_t)_{ii}|,
+
+    in the order of the QR decomposition, which converges to descending order as T
+    grows (for short T it may not be sorted, and the top-``k`` exponents are the first
+    ``k`` of the full spectrum only in this order). Steps ``t >= length`` are skipped and T is the number of
+    valid steps. For a linear RNN with W_hh = a Q every exponent is log a.
+
+    Args:
+      cell, params, xs, carry, length: as in :func:`state_gradients`.
+      k: number of exponents, ``1 <= k <= n`` (default ``n``).
+      reorth_every: steps between QR decompositions (products of a few steps stay finite).
+      key: draws a random initial basis; by default the first ``k`` unit vectors.
+    """
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    carry = _initial_carry(cell, params, carry)
+    flat, unravel = ravel_pytree(carry)
+    n, num_steps = flat.size, xs.shape[0]
+    k = n if k is None else k
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
+    if not isinstance(reorth_every, int) or isinstance(reorth_every, bool) or reorth_every < 1:
+        raise ValueError(f"reorth_every must be a positive int, got {reorth_every!r}")
+    if key is None:
+        basis = jnp.eye(n, k, dtype=flat.dtype)
+    else:
+        basis = jnp.linalg.qr(jax.random.normal(key, (n, k), flat.dtype))[0]
+    step = _flat_step(cell, params, unravel)
+    num_valid = num_steps if length is None else jnp.clip(length, 0, num_steps)
+    last = num_valid - 1
+
+    def orthonormalise(q, log_r):
+        q, r = jnp.linalg.qr(q)
+        d = jnp.diagonal(r)
+        # Positive diagonal keeps Q continuous from one step to the next.
+        return q * jnp.where(d < 0, -1.0, 1.0).astype(q.dtype), log_r + jnp.log(jnp.abs(d))
+
+    def body(state, inputs):
+        h, q, log_r = state
+        x, t = inputs
+        new_h, jq = jax.vmap(lambda v: jax.jvp(lambda s: step(s, x), (h,), (v,)), in_axes=1,
+                             out_axes=(None, 1))(q)
+        valid = t < num_valid
+        new_h, jq = jnp.where(valid, new_h, h), jnp.where(valid, jq, q)
+        due = valid & (((t + 1) % reorth_every == 0) | (t == last))
+        q, log_r = jax.lax.cond(due, orthonormalise, lambda a, b: (a, b), jq, log_r)
+        return (new_h, q, log_r), None
+
+    init = (flat, basis, jnp.zeros((k,), flat.dtype))
+    steps = jnp.arange(num_steps)
+    (_, _, log_r), _ = jax.lax.scan(body, init, (xs, steps))
+    return log_r / jnp.maximum(num_valid, 1)
+
+
+def gradient_flow_hook(
+    cell: Cell,
+    xs: Array,
+    loss_fn: Callable[..., Array],
+    *,
+    length: Any = None,
+    carry: Any = None,
+    get_params: Callable[[Any], Any] = lambda state: state.params,
+    get_loss_params: Callable[[Any], Any] | None = None,
+) -> Callable[[Any], dict[str, Any]]:
+    """Returns ``hook(state) -> dict``: gradient-flow metrics for a training loop to record.
+
+    The hook evaluates :func:`state_gradient_norms` on a fixed probe batch with the
+    current parameters (one jitted call) and returns
+
+      ``"state_grad_norms"``: ``(T,)`` NumPy array, ||dL/dh_t|| averaged over the batch;
+      ``"grad_ratio_first_last"``: float, the batch mean of ||dL/dh_1|| / ||dL/dh_T||
+        (h_T being the last valid state of each sequence), the attenuation of the
+        gradient across the whole sequence (< 1: vanishing, > 1: exploding).
+
+    Args:
+      cell: the :class:`rnnjax.Cell` whose state is probed.
+      xs: ``(T, input_size)`` or a batch ``(B, T, input_size)``.
+      loss_fn: ``loss_fn(final_carry, ys) -> scalar`` for one sequence, or
+        ``loss_fn(final_carry, ys, loss_params)`` when ``get_loss_params`` is given (e.g.
+        to apply a trained readout).
+      length: ``()`` or ``(B,)`` valid lengths (default: all ``T``).
+      carry: initial carry for one sequence (shared by the batch).
+      get_params: maps the training state to the cell's parameters.
+      get_loss_params: maps the training state to ``loss_fn``'s third argument.
+    """
+    _check_cell(cell)
+    xs = jnp.asarray(xs)
+    if xs.ndim not in (2, 3):
+        raise ValueError(f"xs must have shape (T, input_size) or (B, T, input_size), got {xs.shape}")
+    batched = xs if xs.ndim == 3 else xs[None]
+    num_steps = batched.shape[1]
+    lengths = jnp.broadcast_to(
+        jnp.asarray(num_steps if length is None else length, jnp.int32), batched.shape[:1]
+    )
+
+    @jax.jit
+    def metrics(params, loss_params):
+        def one(x, n):
+            loss = loss_fn if get_loss_params is None else (
+                lambda c, ys: loss_fn(c, ys, loss_params)
+            )
+            return state_gradient_norms(cell, params, x, loss, carry=carry, length=n)
+
+        norms = jax.vmap(one)(batched, lengths)  # (B, T)
+        first = norms[:, 0]
+        last = jnp.take_along_axis(norms, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+        ratio = jnp.where(last > 0, first / jnp.where(last > 0, last, 1.0), jnp.nan)
+        return jnp.mean(norms, axis=0), jnp.mean(ratio)
+
+    def hook(state: Any) -> dict[str, Any]:
+        loss_params = None if get_loss_params is None else get_loss_params(state)
+        norms, ratio = jax.device_get(metrics(get_params(state), loss_params))
+        return {"state_grad_norms": norms, "grad_ratio_first_last": float(ratio)}
+
+    return hook
