@@ -5,12 +5,21 @@ from rnnjax import diagnostics, plots
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.scan import reverse_valid, scan
+from rnnjax import checkpoints, training
+from rnnjax.training import TrainState, fit, init_train_state, make_train_step, run_steps
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cell",
     "Layer",
+    "TrainState",
+    "checkpoints",
+    "fit",
+    "init_train_state",
+    "make_train_step",
+    "run_steps",
+    "training",
     "bidirectional",
     "diagnostics",
     "elman",
