@@ -1,0 +1,110 @@
+"""Losses over padded sequences that average over the valid steps only.
+
+A padded batch holds ``length[b]`` valid steps in row ``b`` and arbitrary values after
+them. The losses here take a boolean ``mask`` over the leading (batch/time) axes and
+return the mean over the positions where it is true, so padding changes neither the loss
+nor its gradient, even when the padded predictions are ``inf`` or ``nan``: masked entries
+are replaced by zeros BEFORE the per-step loss is computed (the "double where"), so no
+``0 * nan`` reaches the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def length_mask(length: Any, num_steps: int) -> Array:
+    """Returns ``mask: (..., num_steps)`` bool, true at steps ``t < length``.
+
+    ``length`` is an int scalar (one sequence) or an int array ``(...)`` (a batch).
+    """
+    return jnp.arange(num_steps) < jnp.asarray(length)[..., None]
+
+
+def _check_mask(mask: Any, lead_shape: tuple[int, ...], name: str) -> Array:
+    mask = jnp.asarray(mask)
+    if mask.shape != lead_shape[: mask.ndim]:
+        raise ValueError(
+            f"mask must have the leading shape of {name}: expected a prefix of {lead_shape}, "
+            f"got {mask.shape}"
+        )
+    return mask.astype(bool)
+
+
+def _masked_mean(per_position: Array, mask: Array | None) -> Array:
+    if mask is None:
+        return jnp.mean(per_position)
+    count = jnp.sum(mask)
+    total = jnp.sum(jnp.where(mask, per_position, 0.0))
+    return total / jnp.maximum(count, 1)
+
+
+def _mask_to(mask: Array, x: Array) -> Array:
+    """Returns mask reshaped to broadcast against x (extra trailing axes of size 1)."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
+    """Returns the mean squared error over valid positions, a scalar.
+
+    loss = Σ_{m_i} mean_f (p_{i,f} - y_{i,f})² / max(Σ m_i, 1)
+
+    Args:
+      predictions: ``(*lead, *features)``, e.g. ``(T, D)`` or ``(B, T, D)``.
+      targets: same shape as ``predictions``.
+      mask: bool ``lead`` (a prefix of ``predictions.shape``, e.g. ``(T,)`` or ``(B, T)``),
+        true at valid positions; ``None`` means all valid. Each valid position contributes
+        the mean of its squared errors over the remaining (feature) axes. With no valid
+        position the loss is 0.
+    """
+    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+    if predictions.shape != targets.shape:
+        raise ValueError(
+            f"targets must have the shape of predictions {predictions.shape}, got {targets.shape}"
+        )
+    if mask is None:
+        return jnp.mean(jnp.square(predictions - targets))
+    mask = _check_mask(mask, predictions.shape, "predictions")
+    m = _mask_to(mask, predictions)
+    error = jnp.where(m, predictions, 0) - jnp.where(m, targets, 0)
+    feature_axes = tuple(range(mask.ndim, predictions.ndim))
+    per_position = jnp.mean(jnp.square(error), axis=feature_axes) if feature_axes else jnp.square(error)
+    return _masked_mean(per_position, mask)
+
+
+def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Array:
+    """Returns the mean softmax cross-entropy over valid positions, a scalar.
+
+    loss = Σ_{m_i} (logsumexp(z_i) - z_{i, y_i}) / max(Σ m_i, 1)
+
+    Args:
+      logits: ``(*lead, num_classes)``, e.g. ``(T, V)`` or ``(B, T, V)``.
+      labels: integer ``lead``, each in ``[0, num_classes)`` at valid positions (padded
+        positions may hold anything).
+      mask: bool, a prefix of ``lead`` (e.g. ``(B, T)``, or ``(B,)`` to mask whole
+        sequences), true at valid positions; ``None`` means all valid.
+    """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}"
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if mask is not None:
+        mask = _check_mask(mask, labels.shape, "labels")
+        full = _mask_to(mask, labels)
+        logits = jnp.where(full[..., None], logits, 0)
+        labels = jnp.where(full, labels, 0)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    if mask is None:
+        return jnp.mean(nll)
+    axes = tuple(range(mask.ndim, nll.ndim))
+    per_position = jnp.mean(nll, axis=axes) if axes else nll
+    return _masked_mean(per_position, mask)

@@ -1,0 +1,504 @@
+"""The kinds of recurrent network, by how inputs and outputs line up.
+
+* :func:`one_to_one`: one vector in, one out; a feed-forward baseline.
+* :func:`one_to_many`: one vector in, a token sequence out, generated step by step.
+* :func:`many_to_one`: a sequence in, one vector out (final step, or pooled).
+* :func:`many_to_many`: a sequence in, one output per input step (aligned).
+* :func:`encoder_decoder`: a sequence in, a sequence of another length out.
+
+Each constructor takes cells, layers and readouts and returns a record of pure functions.
+:class:`Model` maps an input to outputs; :class:`Generator` also decodes tokens. Both act
+on ONE example; batch with ``jax.vmap``. Generation runs inside ``jax.lax.scan`` for a fixed
+``max_length`` of steps; after the end token, tokens are ``pad_token`` and the carry is frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax.cells import Cell
+from rnnjax.layers import Layer
+from rnnjax.readouts import Readout, embedding, linear
+from rnnjax.scan import check_length, scan
+
+Array = jax.Array
+
+
+class Model(NamedTuple):
+    """A network mapping one input to its outputs, as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, inputs, *, length=None, key=None, train=False) -> outputs``;
+        shapes depend on the kind (see the constructor). ``key`` and ``train`` matter
+        only with dropout; one-to-one takes no ``length``.
+      output_size: size of the last axis of ``outputs``.
+    """
+
+    init: Callable[..., Any]
+    apply: Callable[..., Array]
+    output_size: int
+
+
+class Generator(NamedTuple):
+    """A network that emits a token sequence, trained by teacher forcing, as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, source, targets, **kw) -> logits: (T, vocab_size)``, the
+        teacher-forced logits: step ``t`` reads ``targets[t-1]`` (``start_token`` at
+        ``t = 0``) and predicts ``targets[t]``.
+      decode: ``decode(params, source, *, max_length, key=None, temperature=1.0, **kw)
+        -> (tokens: (max_length,) int32, length: () int32)``. Greedy when ``key`` is None,
+        else sampled from ``softmax(logits / temperature)``. ``length`` counts the tokens
+        up to and including the first ``end_token`` (``max_length`` if none); later
+        positions hold ``pad_token``.
+      vocab_size: number of output tokens.
+    """
+
+    init: Callable[..., Any]
+    apply: Callable[..., Array]
+    decode: Callable[..., tuple[Array, Array]]
+    vocab_size: int
+
+
+# --------------------------------------------------------------------------- one-to-one
+
+
+def one_to_one(network: Readout) -> Model:
+    """Returns the one-to-one model: a feed-forward ``network`` on a fixed-size input.
+
+    The baseline the recurrent kinds are compared with (no time axis at all).
+    ``apply(params, x)`` maps ``x: (input_size,)`` to ``(output_size,)``; params are
+    ``network``'s. Build ``network`` with :func:`rnnjax.readouts.mlp`.
+    """
+
+    def apply(params, x, *, key=None, train=False):
+        del key, train
+        if jnp.ndim(x) != 1:
+            hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
+            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+        return network.apply(params, x)
+
+    return Model(network.init, apply, network.output_size)
+
+
+# --------------------------------------------------------------------------- many-to-one
+
+
+def _last_valid(ys: Array, length: Array | None) -> Array:
+    """Returns ``ys[length - 1]`` (zeros when ``length == 0``); ``ys[-1]`` without length."""
+    if length is None:
+        return ys[-1]
+    last = jnp.take(ys, jnp.maximum(length - 1, 0), axis=0)
+    return jnp.where(length > 0, last, jnp.zeros_like(last))
+
+
+def _pool_last(final, ys, length):
+    return _last_valid(ys, length)
+
+
+def _pool_first_last(final, ys, length):
+    first = ys[0] if length is None else jnp.where(length > 0, ys[0], jnp.zeros_like(ys[0]))
+    return jnp.concatenate([first, _last_valid(ys, length)])
+
+
+def _pool_mean(final, ys, length):
+    if length is None:
+        return jnp.mean(ys, axis=0)
+    valid = (jnp.arange(ys.shape[0]) < length)[:, None]
+    return jnp.sum(jnp.where(valid, ys, 0), axis=0) / jnp.maximum(length, 1).astype(ys.dtype)
+
+
+def _pool_max(final, ys, length):
+    if length is None:
+        return jnp.max(ys, axis=0)
+    valid = (jnp.arange(ys.shape[0]) < length)[:, None]
+    pooled = jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
+    return jnp.where(length > 0, pooled, jnp.zeros_like(pooled))
+
+
+_POOLS: dict[str, Callable[[Any, Array, Any], Array]] = {
+    "last": _pool_last,
+    "first_last": _pool_first_last,
+    "mean": _pool_mean,
+    "max": _pool_max,
+}
+
+
+def many_to_one(
+    layer: Layer,
+    readout: Readout,
+    pool: str | Callable[[Any, Array, Any], Array] = "last",
+) -> Model:
+    """Returns the many-to-one model: ``readout(pool(layer(xs)))``, one output per sequence.
+
+    Args:
+      layer: the recurrent layer (``recurrent``, ``bidirectional``, ``stack``, ...).
+      readout: maps the pooled features to the output.
+      pool: how the sequence becomes one vector, over the valid steps ``t < length``:
+        ``"last"``: ``ys[length-1]``, the last valid output (for a unidirectional top
+        layer, its final hidden state).
+        ``"first_last"``: ``concat(ys[0], ys[length-1])``; for a bidirectional top layer
+        this holds both directions' final states (forward at ``length-1``, backward at 0).
+        ``"mean"`` / ``"max"``: mean / max over valid steps (zeros when ``length == 0``).
+        A callable ``pool(final_carry, ys, length) -> (F,)`` reads anything else, e.g.
+        the LSTM cell state ``lambda carry, ys, n: carry[1]``.
+
+    Params: ``{"rnn": layer params, "readout": readout params}``.
+    ``apply(params, xs, *, length=None, key=None, train=False)`` maps ``xs: (T, input_size)``
+    (valid prefix ``length``) to ``(readout.output_size,)``.
+    """
+    if callable(pool):
+        pool_fn = pool
+    elif pool in _POOLS:
+        pool_fn = _POOLS[pool]
+    else:
+        raise ValueError(f"pool must be one of {sorted(_POOLS)} or a callable, got {pool!r}")
+
+    def features(rnn_params, xs, length, key, train):
+        final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
+        return pool_fn(final, ys, length)
+
+    def init(key, input_size):
+        k_rnn, k_out = jax.random.split(key)
+        rnn_params = layer.init(k_rnn, input_size)
+        xs = jax.ShapeDtypeStruct((1, input_size), jnp.float32)
+        shape = jax.eval_shape(lambda p, x: features(p, x, None, None, False), rnn_params, xs).shape
+        if len(shape) != 1:
+            raise ValueError(f"pool must return a vector (F,), got shape {shape}")
+        return {"rnn": rnn_params, "readout": readout.init(k_out, shape[0])}
+
+    def apply(params, xs, *, length=None, key=None, train=False):
+        length = check_length(length, jnp.shape(xs)[0]) if jnp.ndim(xs) == 2 else length
+        return readout.apply(params["readout"], features(params["rnn"], xs, length, key, train))
+
+    return Model(init, apply, readout.output_size)
+
+
+# --------------------------------------------------------------------------- many-to-many
+
+
+def many_to_many(layer: Layer, readout: Readout) -> Model:
+    """Returns the aligned many-to-many model: ``outputs[t] = readout(layer(xs)[t])``.
+
+    One output per input step (tagging, per-step forecasting); a bidirectional ``layer``
+    lets ``outputs[t]`` depend on the whole valid sequence.
+
+    Params: ``{"rnn": layer params, "readout": readout params}``.
+    ``apply(params, xs, *, length=None, key=None, train=False)`` maps ``xs: (T, input_size)``
+    to ``outputs: (T, readout.output_size)``, zero at padded steps ``t >= length``.
+    """
+
+    def init(key, input_size):
+        k_rnn, k_out = jax.random.split(key)
+        return {"rnn": layer.init(k_rnn, input_size),
+                "readout": readout.init(k_out, layer.output_size)}
+
+    def apply(params, xs, *, length=None, key=None, train=False):
+        _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
+        outputs = readout.apply(params["readout"], ys)
+        if length is None:
+            return outputs
+        valid = (jnp.arange(outputs.shape[0]) < length)[:, None]
+        return jnp.where(valid, outputs, jnp.zeros_like(outputs))
+
+    return Model(init, apply, readout.output_size)
+
+
+# --------------------------------------------------------------------------- token decoder
+
+
+def _flat_size(tree: Any) -> int:
+    return sum(int(np.prod(jnp.shape(a))) for a in jax.tree.leaves(tree))
+
+
+def _flatten(tree: Any) -> Array:
+    return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(tree)])
+
+
+class _Decoder(NamedTuple):
+    init: Callable[[Array, int], Any]
+    teacher_force: Callable[[Any, Array, Array], Array]
+    decode: Callable[..., tuple[Array, Array]]
+
+
+def _check_token(name: str, value: Any, vocab_size: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < vocab_size:
+        raise ValueError(f"{name} must be an int in [0, vocab_size={vocab_size}), got {value!r}")
+    return value
+
+
+def _token_decoder(
+    cell: Cell,
+    vocab_size: int,
+    *,
+    embed_size: int,
+    readout: Readout | None,
+    init_carry: bool,
+    feed_context: bool,
+    start_token: int,
+    end_token: int | None,
+    pad_token: int,
+) -> _Decoder:
+    """Returns a decoder that generates tokens from a context vector ``(C,)``.
+
+    The context sets the initial carry through a bridge, one affine map per carry leaf,
+    ``carry_0 = tanh(context W + b)``, and/or is concatenated to every step's input,
+    ``x_t = [embed(token_{t-1}), context]`` (Cho et al. 2014, "Learning Phrase
+    Representations using RNN Encoder-Decoder", eqs. for the decoder).
+    """
+    if not (init_carry or feed_context):
+        raise ValueError("the context must initialise the carry, be fed at each step, or both")
+    _check_token("start_token", start_token, vocab_size)
+    _check_token("pad_token", pad_token, vocab_size)
+    if end_token is not None:
+        _check_token("end_token", end_token, vocab_size)
+    embed = embedding(vocab_size, embed_size)
+    readout = linear(vocab_size) if readout is None else readout
+    if readout.output_size != vocab_size:
+        raise ValueError(
+            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
+        )
+
+    def init(key, context_size):
+        k_emb, k_cell, k_out, k_bridge = jax.random.split(key, 4)
+        cell_params = cell.init(k_cell, embed_size + (context_size if feed_context else 0))
+        params = {"embed": embed.init(k_emb),
+                  "cell": cell_params,
+                  "readout": readout.init(k_out, cell.hidden_size)}
+        if init_carry:
+            leaves = jax.tree.leaves(cell.initial_carry(cell_params))
+            keys = jax.random.split(k_bridge, len(leaves))
+            params["bridge"] = [linear(a.size).init(k, context_size) for a, k in zip(leaves, keys)]
+        return params
+
+    def start_carry(params, context):
+        zeros = cell.initial_carry(params["cell"])
+        if not init_carry:
+            return zeros
+        leaves, treedef = jax.tree.flatten(zeros)
+        new = [
+            jnp.tanh(context @ p["w"] + p["b"]).reshape(a.shape).astype(a.dtype)
+            for p, a in zip(params["bridge"], leaves)
+        ]
+        return jax.tree.unflatten(treedef, new)
+
+    def step_input(params, context, tokens):
+        e = embed.apply(params["embed"], tokens)
+        if not feed_context:
+            return e
+        ctx = jnp.broadcast_to(context, e.shape[:-1] + context.shape)
+        return jnp.concatenate([e, ctx.astype(e.dtype)], axis=-1)
+
+    def teacher_force(params, context, targets):
+        if jnp.ndim(targets) != 1:
+            raise ValueError(f"targets must have shape (T,) for one sequence, got {jnp.shape(targets)}")
+        if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+            raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
+        previous = jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
+        _, ys = scan(cell, params["cell"], step_input(params, context, previous),
+                     carry=start_carry(params, context))
+        return readout.apply(params["readout"], ys)
+
+    def decode(params, context, max_length, key, temperature):
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int (static), got {max_length!r}")
+        greedy = key is None
+        if not greedy and isinstance(temperature, (int, float)) and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+        keys = jnp.zeros((max_length, 2), jnp.uint32) if greedy else jax.random.split(key, max_length)
+
+        def body(state, k):
+            carry, previous, done = state
+            new_carry, y = cell.step(params["cell"], carry, step_input(params, context, previous))
+            logits = readout.apply(params["readout"], y)
+            if greedy:
+                token = jnp.argmax(logits).astype(jnp.int32)
+            else:
+                token = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
+            token = jnp.where(done, pad_token, token)
+            # Freeze the carry after the end token, as rnnjax.scan does on padding.
+            carry = jax.tree.map(lambda n, o: jnp.where(done, o, n.astype(o.dtype)), new_carry, carry)
+            emitted = ~done
+            if end_token is not None:
+                done = done | (token == end_token)
+            return (carry, token, done), (token, emitted)
+
+        state = (start_carry(params, context), jnp.array(start_token, jnp.int32), jnp.array(False))
+        _, (tokens, emitted) = jax.lax.scan(body, state, keys)
+        return tokens, jnp.sum(emitted).astype(jnp.int32)
+
+    return _Decoder(init, teacher_force, decode)
+
+
+_CONDITIONS = {"carry": (True, False), "input": (False, True), "both": (True, True)}
+
+
+def one_to_many(
+    cell: Cell,
+    vocab_size: int,
+    *,
+    start_token: int,
+    end_token: int | None,
+    pad_token: int = 0,
+    embed_size: int = 16,
+    condition: str = "both",
+    readout: Readout | None = None,
+) -> Generator:
+    """Returns the one-to-many model: a fixed-size input conditions a token generator.
+
+    The input ``x: (input_size,)`` (an image's features, a vector) sets the initial carry
+    through one affine map per carry leaf, ``carry_0 = tanh(x W + b)``, and/or is
+    concatenated to every step's input ``[embed(token_{t-1}), x]`` (image captioning:
+    Vinyals et al. 2015; Karpathy & Fei-Fei 2015). The logits are
+    ``readout(h_t): (vocab_size,)``.
+
+    Args:
+      cell: the recurrent cell.
+      vocab_size: number of tokens (including the start, end and pad tokens).
+      start_token: fed at step 0.
+      end_token: generation stops after it (``None``: always ``max_length`` tokens).
+      pad_token: emitted after the end token.
+      embed_size: size of the token embeddings.
+      condition: ``"carry"``, ``"input"`` or ``"both"``, where ``x`` enters (see above).
+      readout: maps ``h_t`` to logits (default :func:`rnnjax.readouts.linear`).
+
+    Params: ``{"embed": {"table"}, "cell": ..., "readout": ...[, "bridge": [linear, ...]]}``.
+    ``apply(params, x, targets, *, key=None, train=False)``: ``x: (input_size,)``,
+    ``targets: (T,)`` int, returns teacher-forced logits ``(T, vocab_size)``. Logits at
+    ``t`` depend only on ``targets[:t]``, so padding after a target's end changes no
+    logit before it; mask the loss with the target length.
+    ``decode(params, x, *, max_length, key=None, temperature=1.0) -> (tokens, length)``,
+    see :class:`Generator`.
+    """
+    if condition not in _CONDITIONS:
+        raise ValueError(f"condition must be one of {sorted(_CONDITIONS)}, got {condition!r}")
+    init_carry, feed_context = _CONDITIONS[condition]
+    decoder = _token_decoder(
+        cell, vocab_size, embed_size=embed_size, readout=readout, init_carry=init_carry,
+        feed_context=feed_context, start_token=start_token, end_token=end_token,
+        pad_token=pad_token,
+    )
+
+    def check_x(x):
+        if jnp.ndim(x) != 1:
+            hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
+            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+
+    def apply(params, x, targets, *, key=None, train=False):
+        del key, train
+        check_x(x)
+        return decoder.teacher_force(params, x, targets)
+
+    def decode(params, x, *, max_length, key=None, temperature=1.0):
+        check_x(x)
+        return decoder.decode(params, x, max_length, key, temperature)
+
+    return Generator(decoder.init, apply, decode, vocab_size)
+
+
+# --------------------------------------------------------------------------- encoder-decoder
+
+
+def encoder_decoder(
+    encoder: Layer,
+    decoder_cell: Cell,
+    vocab_size: int,
+    *,
+    start_token: int,
+    end_token: int | None,
+    pad_token: int = 0,
+    embed_size: int = 16,
+    source_vocab_size: int | None = None,
+    source_embed_size: int = 16,
+    feed_context: bool = True,
+    readout: Readout | None = None,
+) -> Generator:
+    """Returns the encoder–decoder: a source sequence in, a target sequence of its own length out.
+
+    The encoder reads the valid prefix of the source; its final carry, flattened to a
+    context vector ``c`` (every leaf concatenated: both directions of a bidirectional
+    encoder, every layer of a stack), initialises the decoder through a bridge
+    ``carry_0 = tanh(c W + b)`` and, with ``feed_context``, is also fed at every decoder
+    step, ``x_t = [embed(y_{t-1}), c]`` (Sutskever, Vinyals & Le 2014; Cho et al. 2014).
+
+    Args:
+      encoder: the encoder layer (``recurrent``, ``bidirectional``, ``stack``, ...).
+      decoder_cell: the decoder's cell.
+      vocab_size: number of target tokens (including start, end and pad).
+      start_token, end_token, pad_token: target-side special tokens, see :class:`Generator`.
+      embed_size: size of target token embeddings.
+      source_vocab_size: if given, the source is integer tokens ``(T_src,)`` embedded with
+        their own table of ``source_embed_size`` features; otherwise it is vectors
+        ``(T_src, input_size)``.
+      feed_context: also feed ``c`` at every decoder step.
+      readout: maps decoder outputs to logits (default :func:`rnnjax.readouts.linear`).
+
+    Params: ``{"encoder": ..., "decoder": {"embed", "cell", "readout", "bridge"}[,
+    "source_embed": {"table"}]}``. ``init(key, input_size=None)``: ``input_size`` is the
+    source feature size (omit it for token sources).
+    ``apply(params, source, targets, *, source_length=None, key=None, train=False)`` returns
+    teacher-forced logits ``(T_tgt, vocab_size)``; mask the loss with the target length.
+    ``decode(params, source, *, max_length, source_length=None, key=None, temperature=1.0)
+    -> (tokens, length)``, see :class:`Generator`.
+    """
+    decoder = _token_decoder(
+        decoder_cell, vocab_size, embed_size=embed_size, readout=readout, init_carry=True,
+        feed_context=feed_context, start_token=start_token, end_token=end_token,
+        pad_token=pad_token,
+    )
+    source_embed = None if source_vocab_size is None else embedding(source_vocab_size, source_embed_size)
+
+    def init(key, input_size=None):
+        k_src, k_enc, k_dec = jax.random.split(key, 3)
+        params = {}
+        if source_embed is not None:
+            if input_size not in (None, source_vocab_size):
+                raise ValueError(
+                    f"input_size must be None for token sources (source_vocab_size="
+                    f"{source_vocab_size}), got {input_size}"
+                )
+            params["source_embed"] = source_embed.init(k_src)
+            input_size = source_embed.features
+        elif input_size is None:
+            raise ValueError("init needs input_size (the source feature size) for vector sources")
+        encoder_params = encoder.init(k_enc, input_size)
+        params["encoder"] = encoder_params
+        params["decoder"] = decoder.init(k_dec, _flat_size(encoder.initial_carry(encoder_params)))
+        return params
+
+    def context(params, source, source_length, key, train):
+        if source_embed is not None:
+            if jnp.ndim(source) != 1:
+                raise ValueError(
+                    f"source must be tokens of shape (T_src,) for one sequence, got {jnp.shape(source)}"
+                )
+            source = source_embed.apply(params["source_embed"], source)
+        final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key, train=train)
+        return _flatten(final)
+
+    def apply(params, source, targets, *, source_length=None, key=None, train=False):
+        c = context(params, source, source_length, key, train)
+        return decoder.teacher_force(params["decoder"], c, targets)
+
+    def decode(params, source, *, max_length, source_length=None, key=None, temperature=1.0):
+        c = context(params, source, source_length, None, False)
+        return decoder.decode(params["decoder"], c, max_length, key, temperature)
+
+    return Generator(init, apply, decode, vocab_size)
+
+
+__all__ = [
+    "Generator",
+    "Model",
+    "encoder_decoder",
+    "many_to_many",
+    "many_to_one",
+    "one_to_many",
+    "one_to_one",
+]
