@@ -10,6 +10,7 @@ from rnnjax.models import (
     Generator, Model, encoder_decoder, many_to_many, many_to_one, one_to_many, one_to_one,
 )
 from rnnjax import checkpoints, training
+from rnnjax import tasks
 from rnnjax.training import TrainState, fit, init_train_state, make_train_step, run_steps
 
 __version__ = "0.1.0"
@@ -47,4 +48,5 @@ __all__ = [
     "reverse_valid",
     "scan",
     "stack",
+    "tasks",
 ]
