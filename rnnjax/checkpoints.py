@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
+
+
+def _ocp():
+    import orbax.checkpoint  # imported on first use: it takes longer to import than rnnjax
+
+    return orbax.checkpoint
 
 
 class CheckpointError(RuntimeError):
@@ -43,6 +51,7 @@ def open_checkpoints(directory: str | os.PathLike, *, keep: int | None = 3,
     """
     if keep is not None and (not isinstance(keep, int) or keep < 1):
         raise ValueError(f"keep must be a positive int or None, got {keep!r}")
+    ocp = _ocp()
     directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=create, enable_async_checkpointing=False
@@ -64,6 +73,7 @@ def save(manager: ocp.CheckpointManager, state: Any) -> str:
     path = os.path.join(os.fspath(manager.directory), str(step))
     if step in manager.all_steps():
         return path
+    ocp = _ocp()
     try:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
         manager.wait_until_finished()
@@ -96,6 +106,7 @@ def restore(manager: ocp.CheckpointManager, like: Any, step: int | None = None) 
         raise CheckpointNotFoundError(
             f"no checkpoint at {path}; steps available in {directory}: {sorted(steps)}"
         )
+    ocp = _ocp()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
         restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
