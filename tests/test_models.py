@@ -1,0 +1,392 @@
+"""The five topologies: exactness against Python-loop references, and training to a target.
+
+Each training test trains a tiny model on a generated task with one jitted
+``lax.scan`` over Adam steps (a fresh batch per step) and evaluates on fresh data.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rnnjax
+from rnnjax import losses, models, readouts
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _train_and_eval(loss_fn, evaluate, params, make_batch, steps, lr, key):
+    """Returns ``evaluate(trained_params)`` after ``steps`` Adam steps, all in one jit."""
+    opt = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
+    )
+
+    def step(state, k):
+        p, s = state
+        g = jax.grad(loss_fn)(p, make_batch(k))
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    @jax.jit
+    def run(p, key):
+        k_train, k_eval = jax.random.split(key)
+        (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), jax.random.split(k_train, steps))
+        return evaluate(p, k_eval)
+
+    return float(run(params, key))
+
+
+# ---------------------------------------------------------------------------- one-to-one
+
+
+def test_one_to_one_learns_xor_quadrants():
+    model = models.one_to_one(readouts.mlp([32], 2))
+
+    def batch(k, n=128):
+        x = jax.random.uniform(k, (n, 2), minval=-1.0, maxval=1.0)
+        return x, (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)
+
+    def loss(p, b):
+        x, y = b
+        return losses.masked_cross_entropy(jax.vmap(lambda u: model.apply(p, u))(x), y)
+
+    def accuracy(p, k):
+        x, y = batch(k, 2000)
+        return jnp.mean(jnp.argmax(jax.vmap(lambda u: model.apply(p, u))(x), -1) == y)
+
+    acc = _train_and_eval(loss, accuracy, model.init(KEY, 2), batch, 300, 3e-2, jax.random.PRNGKey(1))
+    assert acc >= 0.95, acc
+
+
+# ---------------------------------------------------------------------------- many-to-one
+
+
+def _truncated_features(layer, p, xs, n):
+    """Reference: run the layer on the valid prefix only, no masking involved."""
+    return layer.apply(p, xs[:n])
+
+
+@pytest.mark.parametrize("bidi", [False, True])
+def test_many_to_one_pools_match_unpadded_reference(bidi):
+    cell = rnnjax.gru(4)
+    layer = rnnjax.bidirectional(cell) if bidi else rnnjax.recurrent(cell)
+    xs = jax.random.normal(jax.random.PRNGKey(3), (6, 3))
+    n = 4
+    padded = xs.at[n:].set(100.0)
+    for pool in ["last", "first_last", "mean", "max"]:
+        model = models.many_to_one(layer, readouts.linear(2), pool=pool)
+        p = model.init(KEY, 3)
+        final, ys = _truncated_features(layer, p["rnn"], xs, n)
+        ys = np.asarray(ys)
+        features = {
+            "last": ys[-1],
+            "first_last": np.concatenate([ys[0], ys[-1]]),
+            "mean": ys.mean(0),
+            "max": ys.max(0),
+        }[pool]
+        expected = features @ np.asarray(p["readout"]["w"]) + np.asarray(p["readout"]["b"])
+        np.testing.assert_allclose(model.apply(p, padded, length=n), expected, rtol=1e-5, atol=1e-6)
+        if pool == "first_last" and bidi:
+            # both directions' final hidden states are in the pooled features
+            h = 4
+            np.testing.assert_allclose(ys[-1][:h], final[0], rtol=1e-5)
+            np.testing.assert_allclose(ys[0][h:], final[1], rtol=1e-5)
+
+
+def test_many_to_one_callable_pool_reads_the_final_carry():
+    layer = rnnjax.recurrent(rnnjax.lstm(4))
+    model = models.many_to_one(layer, readouts.linear(1), pool=lambda carry, ys, n: carry[1])
+    p = model.init(KEY, 2)
+    xs = jax.random.normal(jax.random.PRNGKey(4), (5, 2))
+    (h, c), _ = layer.apply(p["rnn"], xs[:3])
+    expected = np.asarray(c) @ np.asarray(p["readout"]["w"]) + np.asarray(p["readout"]["b"])
+    np.testing.assert_allclose(model.apply(p, xs, length=3), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_many_to_one_zero_length_pools_to_zeros():
+    for pool in ["last", "mean", "max"]:
+        model = models.many_to_one(rnnjax.recurrent(rnnjax.elman(3)), readouts.linear(2), pool=pool)
+        p = model.init(KEY, 2)
+        np.testing.assert_allclose(model.apply(p, jnp.ones((4, 2)), length=0), p["readout"]["b"])
+
+
+def test_many_to_one_learns_sign_of_sum_with_noisy_padding():
+    T, B = 10, 64
+    model = models.many_to_one(rnnjax.recurrent(rnnjax.gru(16)), readouts.linear(2))
+
+    def batch(k, n_examples=B):
+        ka, kb, kc = jax.random.split(k, 3)
+        xs = jax.random.normal(ka, (n_examples, T, 1))
+        n = jax.random.randint(kb, (n_examples,), 3, T + 1)
+        valid = (jnp.arange(T)[None] < n[:, None])[..., None]
+        y = (jnp.sum(jnp.where(valid, xs, 0.0), (1, 2)) > 0).astype(jnp.int32)
+        # large padding values: accuracy would collapse if padding leaked into the output
+        xs = jnp.where(valid, xs, 5.0 * jax.random.normal(kc, xs.shape))
+        return xs, n, y
+
+    def predict(p, xs, n):
+        return jax.vmap(lambda x, m: model.apply(p, x, length=m))(xs, n)
+
+    def loss(p, b):
+        xs, n, y = b
+        return losses.masked_cross_entropy(predict(p, xs, n), y)
+
+    def accuracy(p, k):
+        xs, n, y = batch(k, 1000)
+        return jnp.mean(jnp.argmax(predict(p, xs, n), -1) == y)
+
+    acc = _train_and_eval(loss, accuracy, model.init(KEY, 1), batch, 300, 1e-2, jax.random.PRNGKey(1))
+    assert acc >= 0.95, acc
+
+
+# ---------------------------------------------------------------------------- many-to-many
+
+
+def test_many_to_many_matches_unpadded_reference_and_zeros_padding():
+    layer = rnnjax.bidirectional(rnnjax.lstm(3))
+    model = models.many_to_many(layer, readouts.linear(2))
+    p = model.init(KEY, 2)
+    xs = jax.random.normal(jax.random.PRNGKey(5), (6, 2))
+    _, ys = layer.apply(p["rnn"], xs[:4])
+    expected = np.asarray(ys) @ np.asarray(p["readout"]["w"]) + np.asarray(p["readout"]["b"])
+    out = model.apply(p, xs.at[4:].set(-7.0), length=4)
+    np.testing.assert_allclose(out[:4], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[4:], 0.0)
+
+
+def test_many_to_many_bidirectional_learns_lookahead_tagging():
+    # tag[t] = 1 iff token[t] == token[t+1]: needs the next input, i.e. the backward direction
+    T, B, K = 8, 64, 3
+    model = models.many_to_many(rnnjax.bidirectional(rnnjax.gru(16)), readouts.linear(2))
+
+    def batch(k, n_examples=B):
+        ka, kb = jax.random.split(k)
+        tokens = jax.random.randint(ka, (n_examples, T), 0, K)
+        n = jax.random.randint(kb, (n_examples,), 2, T + 1)
+        valid = jnp.arange(T)[None] < n[:, None]
+        nxt = jnp.concatenate([tokens[:, 1:], -jnp.ones((n_examples, 1), tokens.dtype)], 1)
+        nxt = jnp.where(jnp.arange(T)[None] < n[:, None] - 1, nxt, -1)
+        tags = (tokens == nxt).astype(jnp.int32)
+        xs = jnp.where(valid[..., None], jax.nn.one_hot(tokens, K), 3.0)
+        return xs, n, tags, valid
+
+    def predict(p, xs, n):
+        return jax.vmap(lambda x, m: model.apply(p, x, length=m))(xs, n)
+
+    def loss(p, b):
+        xs, n, tags, valid = b
+        return losses.masked_cross_entropy(predict(p, xs, n), tags, valid)
+
+    def accuracy(p, k):
+        xs, n, tags, valid = batch(k, 500)
+        right = jnp.argmax(predict(p, xs, n), -1) == tags
+        return jnp.sum(right & valid) / jnp.sum(valid)
+
+    acc = _train_and_eval(loss, accuracy, model.init(KEY, K), batch, 300, 2e-2, jax.random.PRNGKey(2))
+    assert acc >= 0.95, acc
+
+
+# ---------------------------------------------------------------------------- one-to-many
+
+
+def _loop_decoder_logits(cell, p, context, previous_tokens, *, feed_context=True, bridge=True):
+    """Reference teacher-forced decoder: a Python loop over ``cell.step``."""
+    if bridge:
+        leaves, treedef = jax.tree.flatten(cell.initial_carry(p["cell"]))
+        carry = jax.tree.unflatten(treedef, [
+            np.tanh(np.asarray(context) @ np.asarray(q["w"]) + np.asarray(q["b"])) for q in p["bridge"]
+        ])
+    else:
+        carry = cell.initial_carry(p["cell"])
+    out = []
+    for tok in previous_tokens:
+        x = np.asarray(p["embed"]["table"])[tok]
+        if feed_context:
+            x = np.concatenate([x, np.asarray(context)])
+        carry, y = cell.step(p["cell"], carry, jnp.asarray(x))
+        out.append(np.asarray(y) @ np.asarray(p["readout"]["w"]) + np.asarray(p["readout"]["b"]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("condition", ["carry", "input", "both"])
+def test_one_to_many_teacher_forcing_matches_loop(condition):
+    cell = rnnjax.lstm(5)
+    gen = models.one_to_many(cell, 6, start_token=1, end_token=2, embed_size=3, condition=condition)
+    x = jax.random.normal(jax.random.PRNGKey(6), (4,))
+    p = gen.init(KEY, 4)
+    targets = jnp.array([3, 5, 4, 2])
+    expected = _loop_decoder_logits(
+        cell, p, x, [1, 3, 5, 4], feed_context=condition != "carry", bridge=condition != "input"
+    )
+    logits = gen.apply(p, x, targets)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    # causal: changing a later target changes no earlier logit
+    np.testing.assert_allclose(gen.apply(p, x, targets.at[2:].set(0))[:3], expected[:3], rtol=1e-5, atol=1e-6)
+
+
+def test_greedy_decode_matches_loop_and_stops_at_end_token():
+    cell = rnnjax.gru(8)
+    vocab, end, pad = 5, 2, 0
+    gen = models.one_to_many(cell, vocab, start_token=1, end_token=end, pad_token=pad, embed_size=3)
+    x = jax.random.normal(jax.random.PRNGKey(7), (3,))
+    seen_stop = False
+    for seed in range(6):
+        p = gen.init(jax.random.PRNGKey(seed), 3)
+        # make the end token likely to be chosen somewhere, but not necessarily first
+        p["readout"]["b"] = p["readout"]["b"].at[end].add(0.5 * seed - 1.0)
+        tokens, length = gen.decode(p, x, max_length=6)
+        # reference: greedy loop with explicit stopping
+        ref, prev = [], 1
+        for _ in range(6):
+            logits = _loop_decoder_logits(cell, p, x, [1] + ref)[-1]
+            tok = int(np.argmax(logits))
+            ref.append(tok)
+            if tok == end:
+                break
+        np.testing.assert_array_equal(tokens[: len(ref)], ref)
+        np.testing.assert_array_equal(tokens[len(ref):], pad)
+        assert int(length) == len(ref)
+        seen_stop |= len(ref) < 6
+    assert seen_stop
+
+
+def test_sampling_follows_softmax_with_temperature():
+    gen = models.one_to_many(rnnjax.elman(4), 4, start_token=0, end_token=None, embed_size=2)
+    p = gen.init(KEY, 2)
+    x = jnp.array([0.3, -0.2])
+    p["readout"]["b"] = jnp.array([1.0, 0.0, -1.0, 0.5])
+    logits0 = _loop_decoder_logits(rnnjax.elman(4), p, x, [0])[0]
+    temperature = 2.0
+    keys = jax.random.split(jax.random.PRNGKey(8), 4000)
+    first = jax.jit(jax.vmap(
+        lambda k: gen.decode(p, x, max_length=2, key=k, temperature=temperature)[0][0]
+    ))(keys)
+    freq = np.bincount(np.asarray(first), minlength=4) / len(keys)
+    z = logits0 / temperature
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    # 4000 draws: standard error <= 0.008 per class
+    np.testing.assert_allclose(freq, expected, atol=0.03)
+    greedy, _ = gen.decode(p, x, max_length=3)
+    cold, _ = gen.decode(p, x, max_length=3, key=keys[0], temperature=1e-4)
+    np.testing.assert_array_equal(cold, greedy)
+
+
+def _digits_data(n, num_bits=10, max_len=4):
+    """Inputs: n in binary as +-1; targets: decimal digits as tokens d + 3, then end (2), pad 0."""
+    x = 2.0 * ((n[:, None] >> jnp.arange(num_bits)) & 1) - 1.0
+    num_digits = 1 + (n >= 10) + (n >= 100)
+    pos = jnp.arange(max_len)[None]
+    digit = (n[:, None] // 10 ** jnp.clip(num_digits[:, None] - 1 - pos, 0)) % 10
+    targets = jnp.where(pos < num_digits[:, None], digit + 3, jnp.where(pos == num_digits[:, None], 2, 0))
+    return x, targets.astype(jnp.int32), num_digits + 1
+
+
+def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
+    gen = models.one_to_many(rnnjax.gru(64), 13, start_token=1, end_token=2, embed_size=8)
+
+    def loss(p, b):
+        x, targets, length = b
+        logits = jax.vmap(lambda u, t: gen.apply(p, u, t))(x, targets)
+        return losses.masked_cross_entropy(logits, targets, losses.length_mask(length, 4))
+
+    def exact_match(p, k):
+        x, targets, length = _digits_data(jnp.arange(1000))  # every integer 0..999
+        tokens, n = jax.vmap(lambda u: gen.decode(p, u, max_length=4))(x)
+        return jnp.mean(jnp.all(tokens == targets, 1) & (n == length))
+
+    batch = lambda k: _digits_data(jax.random.randint(k, (128,), 0, 1000))
+    acc = _train_and_eval(loss, exact_match, gen.init(KEY, 10), batch, 400, 2e-2, jax.random.PRNGKey(1))
+    assert acc >= 0.95, acc
+
+
+# ---------------------------------------------------------------------------- encoder-decoder
+
+
+def test_encoder_decoder_ignores_source_padding_and_matches_loop():
+    enc = rnnjax.bidirectional(rnnjax.gru(3))
+    dec_cell = rnnjax.lstm(4)
+    model = models.encoder_decoder(enc, dec_cell, 6, start_token=1, end_token=2, source_vocab_size=5,
+                                   embed_size=2, source_embed_size=3)
+    p = model.init(KEY)
+    src = jnp.array([3, 4, 4, 1, 0, 0])
+    targets = jnp.array([4, 3, 2])
+    padded = src.at[3:].set(2)
+    logits = model.apply(p, padded, targets, source_length=3)
+    # reference: encode the unpadded source, flatten the final carry, loop the decoder
+    final, _ = enc.apply(p["encoder"], np.asarray(p["source_embed"]["table"])[np.asarray(src[:3])])
+    context = np.concatenate([np.ravel(a) for a in jax.tree.leaves(final)])
+    expected = _loop_decoder_logits(dec_cell, p["decoder"], context, [1, 4, 3])
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    tokens, _ = model.decode(p, padded, max_length=4, source_length=3)
+    tokens_unpadded, _ = model.decode(p, src[:3], max_length=4)
+    np.testing.assert_array_equal(tokens, tokens_unpadded)
+
+
+def test_encoder_decoder_vector_source():
+    model = models.encoder_decoder(rnnjax.recurrent(rnnjax.elman(3)), rnnjax.gru(3), 4,
+                                   start_token=0, end_token=1, feed_context=False)
+    p = model.init(KEY, 2)
+    assert p["decoder"]["cell"]["w_ih"].shape == (16, 9)  # embed_size only: no context fed
+    assert model.apply(p, jnp.ones((5, 2)), jnp.array([2, 1])).shape == (2, 4)
+    with pytest.raises(ValueError, match="input_size"):
+        model.init(KEY)
+
+
+def _reverse_data(k, batch, vocab=8, max_len=8):
+    """Source: 5..8 tokens from 3..vocab-1, padded with 0; target: reversed, then end (2)."""
+    ka, kb = jax.random.split(k)
+    src = jax.random.randint(ka, (batch, max_len), 3, vocab)
+    n = jax.random.randint(kb, (batch,), 5, max_len + 1)
+    valid = jnp.arange(max_len)[None] < n[:, None]
+    src = jnp.where(valid, src, 0)
+    index = jnp.where(valid, n[:, None] - 1 - jnp.arange(max_len)[None], 0)
+    rev = jnp.where(valid, jnp.take_along_axis(src, index, 1), 0)
+    targets = jnp.concatenate([rev, jnp.zeros((batch, 1), jnp.int32)], 1).at[jnp.arange(batch), n].set(2)
+    return src, n, targets, n + 1
+
+
+def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
+    V, L = 8, 9
+    model = models.encoder_decoder(
+        rnnjax.bidirectional(rnnjax.gru(32)), rnnjax.gru(32), V, start_token=1, end_token=2,
+        source_vocab_size=V, embed_size=8, source_embed_size=8,
+    )
+
+    def loss(p, b):
+        src, n, targets, tn = b
+        logits = jax.vmap(lambda s, m, t: model.apply(p, s, t, source_length=m))(src, n, targets)
+        return losses.masked_cross_entropy(logits, targets, losses.length_mask(tn, L))
+
+    def exact_match(p, k):
+        src, n, targets, tn = _reverse_data(k, 500)
+        tokens, length = jax.vmap(lambda s, m: model.decode(p, s, max_length=L, source_length=m))(src, n)
+        return jnp.mean(jnp.all(tokens == targets, 1) & (length == tn))
+
+    batch = lambda k: _reverse_data(k, 64)
+    acc = _train_and_eval(loss, exact_match, model.init(KEY), batch, 500, 2e-2, jax.random.PRNGKey(1))
+    assert acc >= 0.95, acc
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="pool"):
+        models.many_to_one(rnnjax.recurrent(rnnjax.gru(2)), readouts.linear(1), pool="median")
+    with pytest.raises(ValueError, match="end_token"):
+        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=4)
+    with pytest.raises(ValueError, match="condition"):
+        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, condition="nowhere")
+    with pytest.raises(ValueError, match="readout.output_size"):
+        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, readout=readouts.linear(3))
+    gen = models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1)
+    p = gen.init(KEY, 3)
+    with pytest.raises(ValueError, match="max_length"):
+        gen.decode(p, jnp.ones(3), max_length=0)
+    with pytest.raises(ValueError, match="temperature"):
+        gen.decode(p, jnp.ones(3), max_length=2, key=KEY, temperature=0.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(input_size,\)"):
+        gen.apply(p, jnp.ones((2, 3)), jnp.array([1]))
+    with pytest.raises(ValueError, match="targets"):
+        gen.apply(p, jnp.ones(3), jnp.array([[1]]))
+    one = models.one_to_one(readouts.linear(2))
+    with pytest.raises(ValueError, match="jax.vmap"):
+        one.apply(one.init(KEY, 3), jnp.ones((4, 3)))
