@@ -429,6 +429,9 @@ def gradient_flow_hook(
         (h_T being the last valid state of each sequence), the attenuation of the
         gradient across the whole sequence (< 1: vanishing, > 1: exploding).
 
+    When ``state.step`` has shape ``(R,)`` (a state batched over R runs, as
+    :func:`rnnjax.training.fit` runs vmapped seeds), both gain a leading ``(R,)`` axis.
+
     Args:
       cell: the :class:`rnnjax.Cell` whose state is probed.
       xs: ``(T, input_size)`` or a batch ``(B, T, input_size)``.
@@ -464,8 +467,15 @@ def gradient_flow_hook(
         ratio = jnp.where(last > 0, first / jnp.where(last > 0, last, 1.0), jnp.nan)
         return jnp.mean(norms, axis=0), jnp.mean(ratio)
 
+    over_runs = jax.jit(jax.vmap(metrics))
+
     def hook(state: Any) -> dict[str, Any]:
         loss_params = None if get_loss_params is None else get_loss_params(state)
+        # A state batched over runs (vmapped seeds, as rnnjax.training.fit allows) has a
+        # step counter of shape (R,); each run is probed with its own parameters.
+        if jnp.ndim(getattr(state, "step", 0)) == 1:
+            norms, ratio = jax.device_get(over_runs(get_params(state), loss_params))
+            return {"state_grad_norms": norms, "grad_ratio_first_last": ratio}
         norms, ratio = jax.device_get(metrics(get_params(state), loss_params))
         return {"state_grad_norms": norms, "grad_ratio_first_last": float(ratio)}
 

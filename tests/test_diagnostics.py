@@ -260,6 +260,22 @@ def test_gradient_flow_hook_records_norms_and_ratio():
     np.testing.assert_allclose(out["grad_ratio_first_last"], np.mean(ratios), rtol=1e-5)
     assert isinstance(out["grad_ratio_first_last"], float)
 
+    class RunsState(NamedTuple):  # two runs stacked, as a vmapped training state
+        params: dict
+        readout: jnp.ndarray
+        step: jnp.ndarray
+
+    runs = RunsState(
+        jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params),
+        jnp.stack([state.readout, state.readout]), jnp.zeros((2,), jnp.int32),
+    )
+    out_runs = hook(runs)
+    assert out_runs["state_grad_norms"].shape == (2, 12)
+    np.testing.assert_allclose(out_runs["state_grad_norms"][0], out["state_grad_norms"], rtol=1e-5)
+    np.testing.assert_allclose(out_runs["grad_ratio_first_last"][0], out["grad_ratio_first_last"], rtol=1e-5)
+    half = hook(State(jax.tree.map(lambda a: 0.5 * a, params), state.readout))
+    np.testing.assert_allclose(out_runs["state_grad_norms"][1], half["state_grad_norms"], rtol=1e-5)
+
 
 def test_state_gradients_bad_input_raises():
     cell, params, xs, _ = setup("elman")
