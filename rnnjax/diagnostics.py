@@ -42,15 +42,22 @@ def _probed_cell(cell: Cell, input_size: int, x_dtype: Any, unravel: Callable) -
 
     With ``p = 0`` it computes exactly what ``cell`` computes, and the gradient of a loss
     with respect to ``p_t`` is the total derivative dL/d(state_t): every path from the
-    carry leaving step ``t`` to the loss, in one backward pass (the probe trick).
+    carry leaving step ``t`` to the loss, in one backward pass (the probe trick). When the
+    step returns one of its new carry's leaves as its output (``y_t = h_t``, as every
+    built-in cell does), the output is the state itself and is probed with it.
     """
 
     def step(params, carry, x_and_probe):
         x = x_and_probe[:input_size].astype(x_dtype)
         new_carry, y = cell.step(params, carry, x)
-        probe = unravel(x_and_probe[input_size:])
-        new_carry = jax.tree.map(lambda c, p: c + p.astype(c.dtype), new_carry, probe)
-        return new_carry, y
+        leaves, treedef = jax.tree.flatten(new_carry)
+        probes = jax.tree.leaves(unravel(x_and_probe[input_size:]))
+        probed = [c + p.astype(c.dtype) for c, p in zip(leaves, probes)]
+        for leaf, new_leaf in zip(leaves, probed):
+            if y is leaf:
+                y = new_leaf.astype(y.dtype)
+                break
+        return jax.tree.unflatten(treedef, probed), y
 
     return Cell(cell.init, cell.initial_carry, step, cell.hidden_size, ("probed", cell.kind))
 
@@ -73,9 +80,12 @@ def state_gradients(
 
         dL/dh_t = ∂L/∂h_T ∏_{s=t+1}^{T} ∂h_s/∂h_{s-1} + Σ_{s>t} ∂L/∂y_s ∂y_s/∂h_t
 
-    (Pascanu, Mikolov & Bengio 2013, eqs. 3-5). The output ``y_t`` of step ``t`` is a
-    sibling of ``state_t`` in the graph, not a function of it, so ∂L/∂y_t does not enter
-    row ``t`` (it enters row ``t - 1``). Rows ``t >= length`` are zero.
+    (Pascanu, Mikolov & Bengio 2013, eqs. 3-5). When the step's output ``y_t`` is (a leaf
+    of) its new carry, as in every built-in cell (``y_t = h_t``; for LSTM the ``h`` of
+    ``(h, c)``), ∂L/∂y_t is part of row ``t``, so a loss on ``ys[-1]`` gives the last row
+    ∂L/∂y_T. A cell whose output is computed apart from its carry (e.g. a readout inside
+    the step) has ∂L/∂y_t in row ``t - 1`` instead, where ``y_t`` depends on the state.
+    Rows ``t >= length`` are zero.
 
     Cost: one forward and one backward pass. A zero probe ``p_t`` is added to the carry
     leaving each step and the loss is differentiated with respect to the ``(T, n)`` probe.

@@ -46,16 +46,18 @@ def loss_fn(final_carry, ys):
 
 
 def unrolled(cell, params, xs, carry, length):
-    """Returns f(probe) -> (final_carry, ys): a Python loop that adds probe[t] to the carry
-    leaving step t, and skips steps t >= length (padding keeps the carry, emits zeros)."""
+    """Returns f(probe) -> (final_carry, ys): a Python loop that adds probe[t] to the state
+    h_t leaving step t, whose output is y_t = h_t (the h of an LSTM's (h, c)), and skips
+    steps t >= length (padding keeps the carry, emits zeros)."""
     _, unravel = ravel_pytree(carry)
 
     def f(probe):
         h, ys = carry, []
         for t in range(xs.shape[0]):
             if length is None or t < length:
-                h, y = cell.step(params, h, xs[t])
+                h, _ = cell.step(params, h, xs[t])
                 h = jax.tree.map(jnp.add, h, unravel(probe[t]))
+                y = jax.tree.leaves(h)[0]
             else:
                 y = jnp.zeros((cell.hidden_size,))
             ys.append(y)
@@ -125,6 +127,31 @@ def test_state_gradients_and_jacobians_match_brute_force(name, length):
     )
 
 
+def test_state_gradients_of_a_cell_whose_output_is_not_its_carry():
+    """A user cell emitting y_t = 2 h_t computed apart from the carry: ∂L/∂y_t reaches
+    the state through step t's input h_{t-1}, so it enters row t - 1, not row t."""
+    base = CELLS["elman"]
+
+    def step(params, h, x):
+        h, _ = base.step(params, h, x)
+        return h, 2.0 * h
+
+    cell = base._replace(step=step, kind="doubled")
+    _, params, xs, carry = setup("elman")
+
+    def reference(probe):
+        h, ys = carry, []
+        for t in range(T):
+            h, _ = base.step(params, h, xs[t])
+            ys.append(2.0 * h)  # emitted before the probe: not the probed state
+            h = h + probe[t]
+        return loss_fn(h, jnp.stack(ys))
+
+    want = jax.jit(jax.grad(reference))(jnp.zeros((T, H)))
+    got = dg.state_gradients(cell, params, xs, loss_fn, carry=carry)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_state_gradients_under_jit_and_vmap_with_per_example_length():
     cell, params, _, carry = setup("lstm")
     xs = jax.random.normal(jax.random.PRNGKey(3), (3, T, I))
@@ -148,7 +175,7 @@ def test_linear_orthogonal_rnn_is_exact(a):
     xs = jax.random.normal(jax.random.PRNGKey(1), (steps, I))
     powers = a ** (steps - 1 - np.arange(steps))
     u = jnp.array([1.0, -2.0, 0.5, 3.0])
-    norms = dg.state_gradient_norms(cell, params, xs, lambda h, ys: jnp.dot(u, h))
+    norms = dg.state_gradient_norms(cell, params, xs, lambda h, ys: jnp.dot(u, ys[-1]))
     np.testing.assert_allclose(norms, powers * np.linalg.norm(u), rtol=1e-4)
     np.testing.assert_allclose(dg.jacobian_norms(cell, params, xs), powers, rtol=1e-4)
     np.testing.assert_allclose(
