@@ -178,23 +178,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
 # --------------------------------------------------------------------------- one group
 
 
-def _output_of_carry(carry: Any) -> Any:
-    """Returns the output h of a carry: the carry itself (Elman, GRU) or its first part (LSTM)."""
-    return carry[0] if isinstance(carry, tuple) else carry
-
-
 def gradient_norm_profile(cell, readout, task, params, xs, targets):
     """Returns (T,): ||dL/d state_t|| averaged over the sequences ``xs: (B, T, I)``, one seed.
 
-    ``state_t`` is the whole carry leaving step t (h, and c for the LSTM). The last output
-    is read from the final carry (it equals ``ys[-1]``) so that the loss reaches the last
-    state through it; otherwise ``ys[-1]`` would be a sibling of ``state_{T-1}`` in the
-    graph (see :func:`rnnjax.diagnostics.state_gradients`) and row T-1 would be zero.
+    ``state_t`` is the whole carry leaving step t (h, and c for the LSTM); the gradient is
+    the total one that backpropagation through time delivers to it
+    (:func:`rnnjax.diagnostics.state_gradient_norms`).
     """
 
     def norms(x, target):
         def loss_fn(final_carry, ys):
-            ys = ys.at[-1].set(_output_of_carry(final_carry))
+            del final_carry
             return task.loss(readout.apply(params["readout"], ys), target)
 
         return diagnostics.state_gradient_norms(cell, params["rnn"], x, loss_fn)
