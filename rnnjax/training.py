@@ -612,8 +612,9 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
     if interrupted:
         saved = checkpoints.save(manager, state) if manager is not None else None
         last_saved = saved or last_saved
-        print(f"Interrupted: {'checkpoint of step %d saved to %s; run again to resume.' % (step, saved) if saved else 'no run_dir, nothing saved.'}",
-              file=sys.stderr)
+        where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
+                 else "no run_dir, so nothing was saved")
+        print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
     if run_dir is not None:
         _write_summary(run_dir, history, step, num_steps, interrupted,
                        time.perf_counter() - t_start, last_saved)
