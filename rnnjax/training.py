@@ -607,14 +607,19 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         interrupted = True
     finally:
         bar.close()
-    if pending:
-        _append(history, [{"step": step, **pending}], metrics_path)
     if interrupted:
+        # Ctrl-C can land between logging a chunk and taking its state: keep exactly the rows
+        # before the state that is saved, as a resumed run expects.
+        history[:] = [r for r in history if r["step"] < step]
+        if metrics_path is not None:
+            _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
         saved = checkpoints.save(manager, state) if manager is not None else None
         last_saved = saved or last_saved
         where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
                  else "no run_dir, so nothing was saved")
         print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
+    elif pending:
+        _append(history, [{"step": step, **pending}], metrics_path)
     if run_dir is not None:
         _write_summary(run_dir, history, step, num_steps, interrupted,
                        time.perf_counter() - t_start, last_saved)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -314,20 +317,42 @@ SHARDED_SCRIPT = textwrap.dedent("""
         "loss": [row["loss"] for row in t.train_rows(r.history)],
         "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.state.params)],
         "devices": len(r.state.params["out"]["w"].sharding.device_set),
-    }}))
+    }}), flush=True)
+    # Then a long run for the parent to stop with a real SIGINT (Ctrl-C).
+    def started(state):
+        print("STARTED", flush=True)
+        return {{}}
+    t.fit(t.new_state(), 10**7, run_dir={run_dir!r}, hooks=[started], checkpoint_every=10**6)
 """)
 
 
-def test_four_device_sharded_run_equals_one_device_run():
+def test_four_device_sharded_run_equals_one_device_run_and_ctrl_c_saves(tmp_path):
+    script = SHARDED_SCRIPT.format(test_dir=os.path.dirname(__file__), run_dir=str(tmp_path))
     proc = subprocess.Popen(  # started first: it compiles while this process does
-        [sys.executable, "-c", SHARDED_SCRIPT.format(test_dir=os.path.dirname(__file__))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    one = fit(new_state(), 10, mesh=training.data_parallel_mesh(jax.devices()[:1]))
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
-    four = json.loads(stdout.split("RESULT")[-1])
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        one = fit(new_state(), 10, mesh=training.data_parallel_mesh(jax.devices()[:1]))
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("STARTED"):
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    four = json.loads(next(x for x in lines if x.startswith("RESULT"))[len("RESULT"):])
     assert four["devices"] == 4
     np.testing.assert_allclose(four["loss"], [r["loss"] for r in train_rows(one.history)],
                                rtol=1e-5, atol=1e-7)
     for a, b in zip(four["params"], jax.tree.leaves(one.state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Ctrl-C saved the last completed chunk, named it, and left the metrics consistent with it.
+    match = re.search(r"Interrupted at step (\d+): checkpoint of step \d+ saved to (\S+);", stderr)
+    assert match, stderr[-3000:]
+    step = int(match.group(1))
+    assert step > 0 and match.group(2) == str(tmp_path / "checkpoints" / str(step))
+    assert checkpoints.checkpoint_steps(tmp_path / "checkpoints") == [step]
+    assert [r["step"] for r in training.read_metrics(tmp_path)] == list(range(step))
