@@ -1,7 +1,7 @@
 import os
 
 # Tests run on the CPU in float32; keep XLA from grabbing every core per worker.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 from hypothesis import settings  # noqa: E402
 
