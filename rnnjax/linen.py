@@ -87,6 +87,12 @@ def _batch_axes(x: Any, example_ndim: int, name: str) -> int:
     return n
 
 
+def _check_layer(layer: Any) -> None:
+    if not isinstance(layer, _layers.Layer):
+        hint = " (wrap a cell with rnnjax.recurrent)" if isinstance(layer, _cells.Cell) else ""
+        raise TypeError(f"layer must be an rnnjax.Layer{hint}, got {type(layer).__name__}")
+
+
 class RNNCell(nn.RNNCellBase):
     """A :class:`rnnjax.Cell` as a Flax cell: ``(carry, x) -> (carry, y)``, one time step.
 
@@ -151,6 +157,7 @@ class RNN(nn.Module):
 
     @nn.compact
     def __call__(self, xs, seq_lengths=None, initial_carry=None, train: bool = False):
+        _check_layer(self.layer)
         num_batch = _batch_axes(xs, 2, "xs")
         params = declare_params(self, lambda k: self.layer.init(k, xs.shape[-1]))
         if initial_carry is None:

@@ -137,3 +137,63 @@ def test_dropout_uses_the_dropout_rng_only_when_training():
     a = module.apply(variables, XS, train=True, rngs={"dropout": jax.random.PRNGKey(5)})
     b = module.apply(variables, XS, train=True, rngs={"dropout": jax.random.PRNGKey(6)})
     assert not np.allclose(a, eval_out) and not np.allclose(a, b)
+
+
+# ---------------------------------------------------------------------------- flax.nnx
+
+
+def test_nnx_rnn_params_outputs_and_grads_equal_pure_inside_a_users_module():
+    from flax import nnx
+
+    from rnnjax import nnx as rnx
+
+    layer, head = rnnjax.bidirectional(rnnjax.gru(3)), readouts.linear(2)
+
+    class Tagger(nnx.Module):
+        def __init__(self, rngs):
+            self.rnn = rnx.RNN(layer, 2, rngs=rngs)
+            self.head = rnx.Readout(head, 6, rngs=rngs)
+
+        def __call__(self, xs, lengths):
+            return self.head(self.rnn(xs, lengths))
+
+    net = Tagger(nnx.Rngs(0))
+    p_rnn, p_head = net.rnn.pure_params(), net.head.pure_params()
+    _same_structure(p_rnn, layer.init(KEY, 2))
+    _same_structure(p_head, head.init(KEY, 6))
+
+    def pure_loss(p_rnn, p_head):
+        ys = jax.vmap(lambda x, n: layer.apply(p_rnn, x, length=n)[1])(XS, LENGTHS)
+        return jnp.sum(head.apply(p_head, ys) ** 2)
+
+    @nnx.jit
+    def nnx_value_and_grad(net):
+        return nnx.value_and_grad(lambda m: jnp.sum(m(XS, LENGTHS) ** 2))(net)
+
+    loss, grads = nnx_value_and_grad(net)
+    ref_loss, (g_rnn, g_head) = jax.jit(jax.value_and_grad(pure_loss, argnums=(0, 1)))(p_rnn, p_head)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    grads = grads.to_pure_dict()
+    _assert_tree_close(grads["rnn"]["params"], g_rnn)
+    _assert_tree_close(grads["head"]["params"], g_head)
+
+    # load_pure round-trips a pure tree
+    new = layer.init(jax.random.PRNGKey(9), 2)
+    net.rnn.load_pure(new)
+    _assert_tree_close(net.rnn.pure_params(), new)
+    cell = rnx.RNNCell(rnnjax.lstm(4), 2, rngs=nnx.Rngs(1))
+    carry, y = cell(cell.initial_carry((3,)), XS[:, 0])
+    ref = jax.vmap(lambda x: rnnjax.lstm(4).step(cell.pure_params(), rnnjax.lstm(4).initial_carry(cell.pure_params()), x))(XS[:, 0])
+    _assert_tree_close((carry, y), ref)
+
+
+def test_a_cell_where_a_layer_is_needed_raises_type_error():
+    import pytest
+    from flax import nnx
+
+    from rnnjax import nnx as rnx
+
+    with pytest.raises(TypeError, match="rnnjax.recurrent"):
+        rl.RNN(rnnjax.gru(3)).init(KEY, XS)
+    with pytest.raises(TypeError, match="rnnjax.recurrent"):
+        rnx.RNN(rnnjax.gru(3), 2, rngs=nnx.Rngs(0))
