@@ -353,6 +353,17 @@ def summary_table(config: Config, records: list[dict]) -> str:
             b = np.median([r["grad_ratio_final"] for r in rs])
             row.append(f"{_sci(a)} → {_sci(b)}")
         lines.append("| " + " | ".join(row) + " |")
+    if any("final_accuracy" in r for r in records):
+        chance = {"copy": " (on the 10 recalled symbols; chance 1/8)",
+                  "temporal_order": " (chance 1/4)"}.get(config.task, "")
+        lines += ["", f"Median final test accuracy{chance}:", "",
+                  "| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
+                  "|---|" + "---|" * len(config.lengths)]
+        for cell in config.cells:
+            accs = [[r["final_accuracy"] for r in records if r["cell"] == cell and r["T"] == t]
+                    for t in config.lengths]
+            lines.append("| " + " | ".join([LABELS[cell]] + [
+                f"{np.median(a):.3f}" if a else "–" for a in accs]) + " |")
     return "\n".join(lines)
 
 
@@ -547,8 +558,9 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t_start
     summary = "\n".join([
         f"# Vanishing gradients: {config.task}", "",
-        f"Median final test loss / baseline (baseline: {groups[0]['baseline_loss']:.4g} at "
-        f"T={groups[0]['T']}), and the number of seeds solved (loss <= "
+        f"Median final test loss / baseline (the memoryless baseline: "
+        + ", ".join(f"{g['baseline_loss']:.4g} at T={g['T']}" for g in groups if g["cell"] == config.cells[0])
+        + "), and the number of seeds solved (loss <= "
         f"{config.solved_fraction:g} x baseline), after {config.num_steps} steps:", "",
         table, "", *[f"- {ln}" if i else f"**{ln}**" for i, ln in enumerate(lines)], "",
         f"Config: `{json.dumps(config_dict)}`", "",
