@@ -11,13 +11,15 @@ Composition is plain functions: :func:`recurrent` lifts a cell to a layer,
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax import fused
 from rnnjax.cells import Cell
-from rnnjax.scan import check_inputs, check_length, reverse_valid, scan
+from rnnjax.scan import check_inputs, check_length, reverse_valid
 
 Array = jax.Array
 
@@ -41,16 +43,32 @@ class Layer(NamedTuple):
     initial_carry: Callable[[Any], Any]
 
 
-def recurrent(cell: Cell, reverse: bool = False, *, unroll: int | bool = 1) -> Layer:
+def recurrent(
+    cell: Cell,
+    reverse: bool = False,
+    *,
+    unroll: int | bool = 1,
+    impl: str = "auto",
+    remat: Any = None,
+) -> Layer:
     """Returns the layer that runs ``cell`` over a sequence with :func:`rnnjax.scan`.
 
     Params are the cell's params. Carry is the cell's carry. ``reverse=True`` processes the
     valid prefix back to front (see :func:`rnnjax.scan`).
+
+    ``impl`` and ``remat`` choose how the loop runs, not what it computes (see
+    :func:`rnnjax.fused.scan`): ``impl="auto"`` uses the fast path for the built-in cells
+    and ``cell.step`` in ``lax.scan`` otherwise; ``remat="sqrt"`` (or a segment length)
+    recomputes the forward pass in segments during backpropagation to bound memory.
     """
+    fused.check_options(impl, remat)
 
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
-        return scan(cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll)
+        return fused.scan(
+            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll,
+            remat=remat, impl=impl,
+        )
 
     return Layer(cell.init, apply, cell.hidden_size, cell.initial_carry)
 
@@ -72,7 +90,12 @@ def _same_shapes(a: Any, b: Any) -> bool:
 
 
 def bidirectional(
-    forward_cell: Cell, backward_cell: Cell | None = None, merge: str = "concat"
+    forward_cell: Cell,
+    backward_cell: Cell | None = None,
+    merge: str = "concat",
+    *,
+    impl: str = "auto",
+    remat: Any = None,
 ) -> Layer:
     """Returns a layer running one cell forward and another backward over the valid prefix.
 
@@ -91,10 +114,13 @@ def bidirectional(
         its own parameters).
       merge: ``"concat"`` (output size ``H_f + H_b``), ``"sum"`` or ``"mean"`` (need
         ``H_f == H_b``).
+      impl, remat: how each direction's loop runs, as in :func:`recurrent`.
 
     Params: ``{"forward": ..., "backward": ...}``. Carry: ``(forward_carry, backward_carry)``.
     """
     backward_cell = forward_cell if backward_cell is None else backward_cell
+    fused.check_options(impl, remat)
+    scan = functools.partial(fused.scan, impl=impl, remat=remat)
     if merge not in _MERGES:
         raise ValueError(f"merge must be one of {sorted(_MERGES)}, got {merge!r}")
     h_f, h_b = forward_cell.hidden_size, backward_cell.hidden_size

@@ -1,0 +1,379 @@
+"""Times rnnjax's recurrent layers against flax.linen, Equinox and PyTorch, side by side.
+
+Method: every implementation of a case runs in this one process on the same shapes; the
+repetitions are interleaved (rep 1 of every implementation, then rep 2, ...) so that load
+on the machine hits all of them alike, and the table reports medians. Forward and
+forward+backward (gradient of mean(ys^2) with respect to the parameters) are timed
+separately; compile time is the first call, excluded from the medians. Peak memory is
+XLA's own account of a compiled function (arguments + outputs + temporaries), for the JAX
+implementations. The roofline is one GEMM with the same FLOPs as the case, timed in the
+same run: ``fraction = flops / GEMM rate / time``.
+
+    python experiments/benchmark.py                       # all cases
+    python experiments/benchmark.py --quick               # reference shapes, few reps
+    python experiments/benchmark.py --case lstm --json out.json
+    python experiments/benchmark.py --case long-remat     # T=100,000, peak memory vs remat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rnnjax
+
+# case: cell type, batch B, steps T, input I, hidden H, bidirectional 2-layer?
+CASES: dict[str, dict[str, Any]] = {
+    "lstm": dict(cell="lstm", B=32, T=200, I=32, H=128),
+    "gru": dict(cell="gru", B=32, T=200, I=32, H=128),
+    "elman": dict(cell="elman", B=32, T=200, I=32, H=128),
+    "lstm-b1": dict(cell="lstm", B=1, T=200, I=32, H=128),
+    "lstm-b8": dict(cell="lstm", B=8, T=200, I=32, H=128),
+    "lstm-long": dict(cell="lstm", B=8, T=2000, I=32, H=128),
+    "lstm-wide": dict(cell="lstm", B=32, T=200, I=32, H=512),
+    "lstm-bi2": dict(cell="lstm", B=32, T=200, I=32, H=128, bi=True),
+    "lstm-uni2": dict(cell="lstm", B=32, T=200, I=32, H=128, uni2=True),
+}
+QUICK = ["lstm", "gru", "elman", "lstm-bi2", "lstm-uni2"]
+GATES = {"lstm": 4, "gru": 3, "elman": 1}
+
+
+def flops(case: dict[str, Any]) -> float:
+    """Returns the matmul FLOPs of one forward pass (x W_ih and h W_hh, all steps)."""
+    b, t, i, h, g = case["B"], case["T"], case["I"], case["H"], GATES[case["cell"]]
+    if case.get("bi"):  # 2 layers x 2 directions; layer 2 reads 2H features
+        return 2 * (2 * b * t * (i + h) * g * h + 2 * b * t * (2 * h + h) * g * h)
+    if case.get("uni2"):
+        return 2 * b * t * (i + h) * g * h + 2 * b * t * (h + h) * g * h
+    return 2 * b * t * (i + h) * g * h
+
+
+# ----------------------------------------------------------------------------- models
+# Each builder returns (forward, forward_and_backward, args) as callables of *args.
+
+
+def _jax_pair(loss_of_params: Callable, params: Any, xs: Any):
+    fwd = jax.jit(loss_of_params)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss_of_params))
+    return fwd, fwd_bwd, (params, xs)
+
+
+def rnnjax_model(case, key, impl="auto", remat=None):
+    cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[case["cell"]](case["H"])
+    if case.get("bi"):
+        layer = rnnjax.stack(
+            rnnjax.bidirectional(cell, impl=impl, remat=remat),
+            rnnjax.bidirectional(cell, impl=impl, remat=remat),
+        )
+    elif case.get("uni2"):
+        layer = rnnjax.stack(
+            rnnjax.recurrent(cell, impl=impl, remat=remat),
+            rnnjax.recurrent(cell, impl=impl, remat=remat),
+        )
+    else:
+        layer = rnnjax.recurrent(cell, impl=impl, remat=remat)
+    params = layer.init(key, case["I"])
+
+    def loss(params, xs):
+        ys = jax.vmap(lambda x: layer.apply(params, x)[1])(xs)
+        return jnp.mean(ys**2)
+
+    return loss, params
+
+
+def flax_model(case, key, cell_name):
+    import flax.linen as nn
+
+    make = getattr(nn, cell_name)
+    h = case["H"]
+    if case.get("bi"):
+        model = nn.Sequential([
+            nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h))),
+            nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h))),
+        ])
+    elif case.get("uni2"):
+        model = nn.Sequential([nn.RNN(make(h)), nn.RNN(make(h))])
+    else:
+        model = nn.RNN(make(h))
+    xs = jnp.zeros((case["B"], case["T"], case["I"]))
+    params = model.init(key, xs)
+    return (lambda p, xs: jnp.mean(model.apply(p, xs) ** 2)), params
+
+
+def equinox_model(case, key, cell_name):
+    import equinox as eqx
+
+    if case.get("bi") or case.get("uni2"):
+        raise NotImplementedError("no stacked/bidirectional Equinox model in this benchmark")
+    cell = getattr(eqx.nn, cell_name)(case["I"], case["H"], key=key)
+    params, static = eqx.partition(cell, eqx.is_array)
+
+    def one(p, x):
+        c = eqx.combine(p, static)
+        h0 = jnp.zeros(case["H"])
+        carry = (h0, h0) if cell_name == "LSTMCell" else h0
+
+        def step(carry, x):
+            carry = c(x, carry)
+            return carry, carry[0] if cell_name == "LSTMCell" else carry
+
+        return jax.lax.scan(step, carry, x)[1]
+
+    return (lambda p, xs: jnp.mean(jax.vmap(lambda x: one(p, x))(xs) ** 2)), params
+
+
+def torch_model(case, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[case["cell"]]
+    layers = 2 if case.get("bi") or case.get("uni2") else 1
+    model = cls(case["I"], case["H"], num_layers=layers, bidirectional=bool(case.get("bi")),
+                batch_first=True)
+    xs = torch.randn(case["B"], case["T"], case["I"])
+
+    def fwd():
+        with torch.no_grad():
+            return model(xs)[0].pow(2).mean().item()
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        loss = model(xs)[0].pow(2).mean()
+        loss.backward()
+        return loss.item()
+
+    return fwd, fwd_bwd
+
+
+FLAX_CELLS = {"lstm": ["LSTMCell", "OptimizedLSTMCell"], "gru": ["GRUCell"], "elman": ["SimpleCell"]}
+EQX_CELLS = {"lstm": ["LSTMCell"], "gru": ["GRUCell"], "elman": []}
+
+
+def implementations(case: dict[str, Any], notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Returns name -> {"fwd", "fwd_bwd": callables of no arguments, "jax": (f, args) | None}."""
+    key = jax.random.key(0)
+    xs = jax.random.normal(jax.random.key(1), (case["B"], case["T"], case["I"]))
+    out: dict[str, dict[str, Any]] = {}
+
+    def add_jax(name, loss, params):
+        fwd, fwd_bwd, _ = _jax_pair(loss, params, xs)
+        out[name] = {
+            "fwd": lambda: jax.block_until_ready(fwd(params, xs)),
+            "fwd_bwd": lambda: jax.block_until_ready(fwd_bwd(params, xs)),
+            "jax": (fwd, fwd_bwd, (params, xs)),
+        }
+
+    add_jax("rnnjax", *rnnjax_model(case, key, "auto"))
+    add_jax("rnnjax-reference", *rnnjax_model(case, key, "reference"))
+    try:
+        import flax.linen  # noqa: F401
+
+        for name in FLAX_CELLS[case["cell"]]:
+            add_jax(f"flax.{name}", *flax_model(case, key, name))
+    except ImportError:
+        notes.append("flax not installed: skipped")
+    try:
+        import equinox  # noqa: F401
+
+        for name in EQX_CELLS[case["cell"]]:
+            try:
+                add_jax(f"equinox.{name}", *equinox_model(case, key, name))
+            except NotImplementedError as e:
+                notes.append(f"equinox.{name}: {e}")
+    except ImportError:
+        notes.append("equinox not installed: skipped")
+    try:
+        import torch  # noqa: F401
+
+        fwd, fwd_bwd = torch_model(case, 0)
+        cls = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}[case["cell"]]
+        out[f"torch.{cls}"] = {"fwd": fwd, "fwd_bwd": fwd_bwd, "jax": None}
+    except ImportError:
+        notes.append("torch not installed: skipped")
+    return out
+
+
+def gemm_rate(case: dict[str, Any], reps: int) -> float:
+    """Returns the measured FLOP/s of one (B*T, I+H) @ (I+H, G*H) GEMM, float32."""
+    m, k, n = case["B"] * case["T"], case["I"] + case["H"], GATES[case["cell"]] * case["H"]
+    a = jax.random.normal(jax.random.key(2), (m, k))
+    b = jax.random.normal(jax.random.key(3), (k, n))
+    f = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(max(reps, 5)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        times.append(time.perf_counter() - t0)
+    return 2 * m * k * n / statistics.median(times)
+
+
+def jax_memory(fn, args) -> int | None:
+    """Returns XLA's bytes for arguments + outputs + temporaries of ``fn(*args)``."""
+    try:
+        m = fn.lower(*args).compile().memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+    except Exception:  # memory_analysis is not available on every backend
+        return None
+
+
+def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
+    notes: list[str] = []
+    impls = implementations(case, notes)
+    result: dict[str, Any] = {"case": name, **case, "notes": notes, "impls": {}}
+    for mode in ("fwd", "fwd_bwd"):
+        compile_s = {}
+        for impl, fns in impls.items():  # the first call compiles
+            t0 = time.perf_counter()
+            fns[mode]()
+            compile_s[impl] = time.perf_counter() - t0
+        times: dict[str, list[float]] = {impl: [] for impl in impls}
+        for _ in range(reps):
+            for impl, fns in impls.items():
+                t0 = time.perf_counter()
+                fns[mode]()
+                times[impl].append(time.perf_counter() - t0)
+        for impl in impls:
+            entry = result["impls"].setdefault(impl, {})
+            entry[f"{mode}_ms"] = 1e3 * statistics.median(times[impl])
+            entry[f"{mode}_first_call_s"] = compile_s[impl]
+    for impl, fns in impls.items():
+        if fns["jax"] is not None:
+            fwd, fwd_bwd, args = fns["jax"]
+            result["impls"][impl]["fwd_bwd_peak_mb"] = (
+                None if (b := jax_memory(fwd_bwd, args)) is None else b / 2**20
+            )
+    rate = gemm_rate(case, reps)
+    result["gemm_gflops"] = rate / 1e9
+    result["flops_fwd"] = flops(case)
+    for impl, entry in result["impls"].items():
+        entry["fwd_roofline"] = flops(case) / rate / (entry["fwd_ms"] / 1e3)
+        # backward: two matmuls per forward matmul (dW and dx/dh)
+        entry["fwd_bwd_roofline"] = 3 * flops(case) / rate / (entry["fwd_bwd_ms"] / 1e3)
+    return result
+
+
+def print_case(r: dict[str, Any]) -> None:
+    shape = f"B={r['B']} T={r['T']} I={r['I']} H={r['H']}" + (
+        " bidirectional 2-layer" if r.get("bi") else " 2-layer" if r.get("uni2") else ""
+    )
+    print(f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s)")
+    base = r["impls"]["rnnjax"]
+    print(
+        "| impl | fwd ms | fwd+bwd ms | x rnnjax (fwd+bwd) | roofline (fwd+bwd) | "
+        "first call fwd+bwd s | peak MB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for impl, e in r["impls"].items():
+        peak = e.get("fwd_bwd_peak_mb")
+        print(
+            f"| {impl} | {e['fwd_ms']:.1f} | {e['fwd_bwd_ms']:.1f} | "
+            f"{e['fwd_bwd_ms'] / base['fwd_bwd_ms']:.2f} | {100 * e['fwd_bwd_roofline']:.0f}% | "
+            f"{e['fwd_bwd_first_call_s']:.2f} | {'-' if peak is None else f'{peak:.0f}'} |"
+        )
+    for note in r["notes"]:
+        print(f"- {note}")
+
+
+# ------------------------------------------------------------------ long sequences, remat
+
+
+def long_remat_child(remat: str, steps: int) -> None:
+    """Runs one fwd+bwd of a T=`steps` LSTM (B=8, H=128, I=32) and prints JSON."""
+    case = dict(cell="lstm", B=8, T=steps, I=32, H=128)
+    loss, params = rnnjax_model(case, jax.random.key(0), "auto", None if remat == "none" else remat)
+    xs = jax.random.normal(jax.random.key(1), (case["B"], steps, case["I"]))
+    f = jax.jit(jax.value_and_grad(loss))
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(params, xs))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(params, xs))
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({
+        "remat": remat, "T": steps, "first_call_s": first, "fwd_bwd_s": min(times),
+        "xla_peak_mb": (jax_memory(f, (params, xs)) or 0) / 2**20,
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def long_remat(steps: int) -> list[dict[str, Any]]:
+    """Returns one record per remat setting, each measured in a fresh process (peak RSS)."""
+    out = []
+    for remat in ("sqrt", "none"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--long-remat-child", remat, "--steps", str(steps)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            out.append({"remat": remat, "T": steps, "error": proc.stderr.strip()[-500:]})
+        else:
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"jax": jax.__version__, "rnnjax": rnnjax.__version__}
+    for mod in ("flax", "equinox", "torch"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "devices": [str(d) for d in jax.devices()],
+            "load_avg": os.getloadavg(), "versions": versions}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", nargs="*", help=f"cases among {sorted(CASES)} or long-remat")
+    parser.add_argument("--quick", action="store_true", help="reference-shape cases, 5 reps")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=100_000, help="T of long-remat")
+    parser.add_argument("--json", type=str, default=None, help="write the results here")
+    parser.add_argument("--long-remat-child", type=str, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.long_remat_child:
+        return long_remat_child(args.long_remat_child, args.steps)
+
+    names = args.case or (QUICK if args.quick else list(CASES) + ["long-remat"])
+    reps = args.reps or (5 if args.quick else 15)
+    report: dict[str, Any] = {"machine": machine(), "reps": reps, "cases": []}
+    print(json.dumps(report["machine"]))
+    for name in names:
+        if name == "long-remat":
+            report["long_remat"] = long_remat(args.steps)
+            continue
+        if name not in CASES:
+            raise ValueError(f"--case must be among {sorted(CASES)} or long-remat, got {name!r}")
+        r = run_case(name, CASES[name], reps)
+        report["cases"].append(r)
+        print_case(r)
+        sys.stdout.flush()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""A fast sequence implementation of the built-in cells, and rematerialisation in segments.
+
+:func:`rnnjax.scan` runs ``cell.step`` once per time step: the readable reference. This
+module computes the same function faster, in the way cuDNN does (Appleyard, Kocisky &
+Blunsom 2016, "Optimizing performance of recurrent neural networks on GPUs"):
+
+1. the input projection ``x_t W_ih + b_ih`` of all T steps is ONE matmul before the loop
+   (under ``vmap`` it is a single ``(B*T, I) @ (I, G*H)`` GEMM);
+2. all gates of a step come from one ``h W_hh`` matmul (the cells already concatenate the
+   gate blocks);
+3. a custom VJP whose backward loop carries only the state gradient: each step emits the
+   gradient of its pre-activations, and the weight gradients ``dW_hh = sum_t h_{t-1}^T dz_t``
+   and ``dW_ih = sum_t x_t^T dz_t`` are ONE matmul each after the loop, instead of a small
+   accumulating matmul per step as in autodiff of ``lax.scan``.
+
+The element-wise part of a step, the cell's equation given its two pre-activations, is
+written out below per cell ``kind``; ``tests/test_fused.py`` checks values and gradients
+against :func:`rnnjax.scan` over ``cell.step``. Cells of other kinds fall back to the
+reference scan.
+
+Long sequences: with ``remat`` the sequence is cut into segments, only the carry at the
+segment boundaries is kept for the backward pass, and each segment's forward is recomputed
+during backpropagation (``jax.checkpoint``; Chen et al. 2016, "Training deep nets with
+sublinear memory cost"). Segments of sqrt(T) steps bring the memory of the loop's residuals
+from O(T) to O(sqrt(T)) for about one extra forward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import _ACTIVATIONS, Cell
+from rnnjax.scan import check_carry, check_inputs, check_length
+from rnnjax.scan import scan as reference_scan
+
+Array = jax.Array
+
+
+class _Equation(NamedTuple):
+    """A cell's step split as ``carry' = update(carry, gi, gh)`` around its two matmuls.
+
+    ``gi = x W_ih + b_ih`` and ``gh = h W_hh + b_hh``. When ``additive``, the update reads
+    only ``gi + gh`` (Elman, LSTM), so ``b_hh`` is folded into the input projection and the
+    backward pass emits one pre-activation gradient per step instead of two.
+    """
+
+    update: Callable[[Any, Array, Array], Any]
+    hidden: Callable[[Any], Array]  # the h in the carry: it is both W_hh's input and y
+    additive: bool
+
+
+def _elman_equation(activation: str) -> _Equation:
+    act = _ACTIVATIONS[activation]
+    # h' = act(x W_ih + b_ih + h W_hh + b_hh), as rnnjax.elman.
+    return _Equation(lambda h, gi, gh: act(gi + gh), lambda h: h, True)
+
+
+def _lstm_update(carry, gi, gh):
+    # As rnnjax.lstm: gates i, f, g, o; c' = f c + i g; h' = o tanh(c').
+    h, c = carry
+    i, f, g, o = jnp.split(gi + gh, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, c
+
+
+def _gru_update(h, gi, gh):
+    # As rnnjax.gru(reset_after=True): n = tanh(gi_n + r (h W_hn + b_hn)); h' = (1-z) n + z h.
+    i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+    r = jax.nn.sigmoid(i_r + h_r)
+    z = jax.nn.sigmoid(i_z + h_z)
+    n = jnp.tanh(i_n + r * h_n)
+    return (1.0 - z) * n + z * h.astype(n.dtype)
+
+
+@functools.lru_cache(maxsize=None)  # one _Equation per kind, so jit caches hit
+def _equation(kind: Any) -> _Equation | None:
+    if not isinstance(kind, tuple) or not kind:
+        return None
+    if kind[0] == "elman" and len(kind) == 3 and kind[1] in _ACTIVATIONS:
+        return _elman_equation(kind[1])
+    if kind[0] == "lstm" and len(kind) == 2:
+        return _Equation(_lstm_update, lambda carry: carry[0], True)
+    if kind[0] == "gru" and len(kind) == 3 and kind[1] == "reset_after":
+        return _Equation(_gru_update, lambda h: h, False)
+    return None
+
+
+def supports(cell: Cell) -> bool:
+    """Returns whether :func:`scan` has a fast path for ``cell`` (else it runs the reference).
+
+    The fast path covers ``rnnjax.elman`` (any activation), ``rnnjax.lstm`` and
+    ``rnnjax.gru(reset_after=True)``, recognised by ``cell.kind``.
+    """
+    return _equation(cell.kind) is not None
+
+
+def _cast_like(new, old):
+    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
+
+
+def _masked_update(eq, carry, gi, gh, valid):
+    """Returns ``(carry', y)`` from the pre-activations; ``valid=False`` keeps the carry."""
+    new = _cast_like(eq.update(carry, gi, gh), carry)
+    if valid is None:
+        return new, eq.hidden(new)
+    new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry)
+    y = eq.hidden(new)
+    return new, jnp.where(valid, y, jnp.zeros_like(y))
+
+
+def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
+    """Returns ``(final_carry, ys)`` and the residuals: every step's input carry and
+    pre-activations (``gi + gh`` when the update is additive, else ``(gi, gh)``)."""
+
+    def body(c, inputs):
+        x, v = inputs
+        # The input projection stays in the loop: on XLA:CPU, hoisting it as one GEMM
+        # before the loop made the loop ~2x slower (docs/benchmarks.md).
+        gi = x @ w_ih + b_in
+        gh = eq.hidden(c).astype(w_hh.dtype) @ w_hh
+        gh = gh if b_hh is None else gh + b_hh
+        new, y = _masked_update(eq, c, gi, gh, v)
+        # Saving the pre-activations spares the backward pass a matmul per step.
+        return new, (y, c, gi + gh if eq.additive else (gi, gh))
+
+    final, (ys, carries, pre) = jax.lax.scan(
+        body, carry, (xs, valid), reverse=reverse, unroll=unroll
+    )
+    return (final, ys), (carries, pre)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+    """Returns ``out = (final_carry, ys)``, computed before, with the recurrence's VJP attached.
+
+    ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
+    functions of the weights (``h_prev`` held constant). Their values are not used (XLA
+    drops them); the backward pass (:func:`_attach_bwd`) returns their cotangents, so JAX
+    differentiates those two products into ``dW_hh = h_prev^T dgh``, ``dW_ih = xs^T dgi``
+    and ``dxs = dgi W_ih^T``: one GEMM each, over all steps and, under ``vmap``, all
+    examples (a VJP that returned the weight gradients itself would get them per example
+    under ``vmap``, a batched matmul and a sum that cost more than the loop).
+    """
+    del gi, gh, carry, w_hh, residuals, valid
+    return out
+
+
+def _attach_fwd(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+    return out, (w_hh, residuals, valid)
+
+
+def _attach_bwd(eq, reverse, unroll, saved, cotangents):
+    """Returns the pre-activation and initial-carry cotangents from one backward loop.
+
+    Each backward step maps ``d carry_t`` to ``d carry_{t-1}`` through the element-wise
+    update (its VJP at the saved pre-activations) and one ``dgh_t W_hh^T`` matmul; the
+    loop carries only this state gradient and emits ``dgi_t, dgh_t``.
+    """
+    w_hh, (carries, pre), valid = saved
+    d_final, d_ys = cotangents
+    w_hh_t = w_hh.T  # once, outside the loop
+
+    def body(d_carry, inputs):
+        c, p, v, dy = inputs
+        gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
+        _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
+        d_c, d_gi, d_gh = vjp((d_carry, dy))
+        d_gh = d_gi if eq.additive else d_gh
+        d_h = eq.hidden(d_c) + (d_gh @ w_hh_t).astype(eq.hidden(d_c).dtype)
+        d_c = (d_h, d_c[1]) if isinstance(d_c, tuple) else d_h
+        return d_c, (d_gi if eq.additive else (d_gi, d_gh))
+
+    d_carry, d_pre = jax.lax.scan(
+        body, d_final, (carries, pre, valid, d_ys), reverse=not reverse, unroll=unroll
+    )
+    d_gi, d_gh = (d_pre, d_pre) if eq.additive else d_pre
+    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+    return d_gi, d_gh, d_carry, zeros(w_hh), zeros(cotangents), zeros((carries, pre)), None
+
+
+_attach.defvjp(_attach_fwd, _attach_bwd)
+
+
+def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
+    """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks)."""
+    dtype = cell.kind[-1]
+    dtype = dtype if dtype is not None else jnp.result_type(xs, params["w_ih"])
+    w_ih, w_hh = params["w_ih"].astype(dtype), params["w_hh"].astype(dtype)
+    b_in = params.get("b_ih", jnp.zeros((w_hh.shape[-1],), dtype)).astype(dtype)
+    b_hh = params.get("b_hh")
+    if b_hh is not None:
+        b_hh = b_hh.astype(dtype)
+        if eq.additive:  # only gi + gh matters: one bias
+            b_in, b_hh = b_in + b_hh, None
+    xs = xs.astype(dtype)
+    valid = None if length is None else jnp.arange(xs.shape[0]) < length
+    sg = jax.lax.stop_gradient
+    out, residuals = _loop_forward(
+        eq, reverse, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
+    )
+    out, residuals = sg(out), sg(residuals)
+    h_prev = eq.hidden(residuals[0]).astype(dtype)
+    gi = xs @ w_ih + b_in
+    gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
+    return _attach(eq, reverse, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
+
+
+def check_options(impl: Any, remat: Any) -> None:
+    """Raises ValueError unless ``impl`` and ``remat`` are valid options of :func:`scan`."""
+    if impl not in ("auto", "fused", "reference"):
+        raise ValueError(f"impl must be 'auto', 'fused' or 'reference', got {impl!r}")
+    ok_int = isinstance(remat, int) and not isinstance(remat, bool) and remat > 0
+    if not (remat is None or remat == "sqrt" or ok_int):
+        raise ValueError(f"remat must be None, 'sqrt' or a positive int, got {remat!r}")
+
+
+def _segment_length(remat: Any, num_steps: int) -> int:
+    if remat == "sqrt":  # ceil(sqrt(T))
+        return max(1, math.isqrt(max(num_steps - 1, 0)) + 1)
+    return remat
+
+
+def scan(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    length: Any = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    remat: Any = None,
+    impl: str = "auto",
+) -> tuple[Any, Array]:
+    """Returns ``(final_carry, ys)`` equal to :func:`rnnjax.scan`, computed faster.
+
+    Args:
+      cell, params, xs, carry, length, reverse, unroll: as in :func:`rnnjax.scan`;
+        ``xs: (T, input_size)`` is one sequence (batch with ``jax.vmap``).
+      remat: ``None`` keeps every step's residuals for the backward pass (memory O(T));
+        ``"sqrt"`` or an int ``k`` cuts the sequence into segments of ``ceil(sqrt(T))`` or
+        ``k`` steps, keeps only the carries between segments and recomputes each segment
+        during backpropagation (memory O(T/k + k), about one more forward pass of time).
+      impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
+        ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"`` (fused when
+        :func:`supports` the cell).
+
+    Returns:
+      ``final_carry`` (like ``carry``) and ``ys: (T, hidden_size)``.
+    """
+    check_options(impl, remat)
+    eq = _equation(cell.kind) if impl != "reference" else None
+    if impl == "fused" and eq is None:
+        raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
+    check_inputs(cell, params, xs)
+    num_steps = xs.shape[0]
+    length = check_length(length, num_steps)
+    if carry is None:
+        carry = cell.initial_carry(params)
+    else:
+        check_carry(cell, params, carry)
+
+    def run(carry, xs, length):
+        if eq is None:
+            return reference_scan(
+                cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
+            )
+        return _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll)
+
+    if remat is None:
+        return run(carry, xs, length)
+
+    seg = _segment_length(remat, num_steps)
+    num_segments = -(-num_steps // seg)
+    padded = num_segments * seg
+    if padded != num_steps:  # padding goes at the end, where `length` masks it out
+        xs = jnp.concatenate([xs, jnp.zeros((padded - num_steps,) + xs.shape[1:], xs.dtype)])
+        length = jnp.asarray(num_steps, jnp.int32) if length is None else length
+    offsets = jnp.arange(num_segments, dtype=jnp.int32) * seg
+
+    @jax.checkpoint
+    def segment(c, inputs):
+        xs_k, offset = inputs
+        local = None if length is None else jnp.clip(length - offset, 0, seg)
+        return run(c, xs_k, local)
+
+    final, ys = jax.lax.scan(
+        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets),
+        reverse=reverse,
+    )
+    return final, ys.reshape((padded,) + ys.shape[2:])[:num_steps]
