@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import diagnostics, models, readouts, tasks, training
+from rnnjax import diagnostics, models, plots, readouts, tasks, training
 
 # --------------------------------------------------------------------------------- config
 
@@ -426,7 +426,7 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
 
     def save(fig, name):
         path = os.path.join(fig_dir, name)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
 
@@ -475,17 +475,28 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
     axes[0][0].legend(fontsize=8)
     save(fig, "learning_curves.png")
 
-    fig, axes = plt.subplots(1, len(config.cells), figsize=(4 * len(config.cells), 3.5),
-                             squeeze=False, sharey=True)
-    for ax, cell in zip(axes[0], config.cells):
+    def grid():
+        return plt.subplots(1, len(config.cells), figsize=(4.5 * len(config.cells), 3.5),
+                            squeeze=False)[1][0]
+
+    axes = grid()
+    for ax, cell in zip(axes, config.cells):
         if (cell, t_long) in by:
-            grad_profile(ax, cell, t_long, 0, "--", "at initialisation")
-            grad_profile(ax, cell, t_long, -1, "-", "after training")
-        ax.set_title(f"{LABELS[cell]}, T = {t_long}")
-        ax.set_xlabel("time step t")
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("||dL/dh_t|| (median over seeds)")
-    save(fig, "gradient_norms.png")
+            g = np.asarray(by[(cell, t_long)]["grad_norms"], np.float64)  # (evals, seeds, T)
+            plots.gradient_norms({"at initialisation": np.median(g[0], axis=0),
+                                  "after training": np.median(g[-1], axis=0)},
+                                 ax=ax, title=f"{LABELS[cell]}, T = {t_long}",
+                                 ylabel=r"$\|\partial L / \partial h_t\|$ (median over seeds)")
+    save(axes[0].figure, "gradient_norms.png")
+
+    axes = grid()
+    for ax, cell in zip(axes, config.cells):
+        if (cell, t_long) in by:
+            g = by[(cell, t_long)]
+            plots.gradient_heatmap(np.median(np.asarray(g["grad_norms"], np.float64), axis=1),
+                                   train_steps=g["hook_steps"], ax=ax,
+                                   title=f"{LABELS[cell]}, T = {t_long}")
+    save(axes[0].figure, "gradient_heatmap.png")
 
     # The story at a glance: who solves long T, and how much gradient reaches early steps.
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -566,7 +577,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Config: `{json.dumps(config_dict)}`", "",
         f"Wall time of this invocation: {wall:.0f} s.",
         "Figures: figures/summary.png, final_loss_vs_T.png, learning_curves.png, "
-        "gradient_norms.png.", "",
+        "gradient_norms.png, gradient_heatmap.png (||dL/dh_t|| over training).", "",
     ])
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write(summary)

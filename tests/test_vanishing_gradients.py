@@ -57,7 +57,8 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
     assert "| vanilla RNN (tanh) |" in summary and "| LSTM |" in summary
     assert "VERDICT" in summary and "||dL/dh_1|| / ||dL/dh_T||" in summary
 
-    for name in ("summary", "final_loss_vs_T", "learning_curves", "gradient_norms"):
+    for name in ("summary", "final_loss_vs_T", "learning_curves", "gradient_norms",
+                 "gradient_heatmap"):
         path = os.path.join(run_dir, "figures", name + ".png")
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
