@@ -374,7 +374,7 @@ def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
         return jnp.mean(jnp.all(tokens == targets, 1) & (length == tn))
 
     batch = lambda k: _reverse_data(k, 64)
-    acc = _train_and_eval(loss, exact_match, model.init(KEY), batch, 500, 2e-2, jax.random.PRNGKey(1))
+    acc = _train_and_eval(loss, exact_match, model.init(KEY), batch, 600, 2e-2, jax.random.PRNGKey(1))
     _report("metric", acc)
     assert acc >= 0.95, acc
 
