@@ -202,13 +202,14 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
         carries = initial_carry(params) if carry is None else carry
         if len(carries) != len(layers):
             raise ValueError(f"carry must be a list of {len(layers)} per-layer carries, got {len(carries)}")
-        keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+        # One key for the dropout before layer i, another for layer i's own randomness.
+        keys = [None] * (2 * len(layers)) if key is None else list(jax.random.split(key, 2 * len(layers)))
         finals = []
         for i, (layer, p, c) in enumerate(zip(layers, params, carries)):
             if i > 0 and use_dropout:
-                keep = jax.random.bernoulli(keys[i], 1.0 - dropout, xs.shape)
+                keep = jax.random.bernoulli(keys[2 * i], 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
-            final, xs = layer.apply(p, xs, length=length, carry=c, key=key, train=train)
+            final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1], train=train)
             finals.append(final)
         return finals, xs
 
