@@ -133,22 +133,24 @@ def check_config(config: Config) -> None:
         raise ValueError(f"lengths must be >= 2, got {config.lengths}")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError("learning_rate and clip_norm must be > 0")
+    if config.diag_size > config.test_size:
+        raise ValueError(f"diag_size ({config.diag_size}) must be <= test_size ({config.test_size})")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     """Returns (config, other options): the preset, overridden by any flag given."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         epilog="Presets: " + "; ".join(
             f"{name}: " + (", ".join(f"{k}={v}" for k, v in p.items()) or "the defaults above")
             for name, p in PRESETS.items()
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="starting values for every field; flags override them")
+                        help="starting values for every field; flags override them (default quick)")
     parser.add_argument("--run-dir", default=None,
-                        help="output directory (default: runs/vanishing_gradients/<preset>)")
+                        help="output directory (default runs/vanishing_gradients/<preset>)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: when stderr is a terminal)")
     hints = typing.get_type_hints(Config)
@@ -158,9 +160,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         if typing.get_origin(hint) is tuple:
             elem = typing.get_args(hint)[0]
             parser.add_argument(flag, type=elem, nargs="+", default=None,
-                                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})")
+                                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})",
+                                metavar=elem.__name__.upper())
         else:
-            parser.add_argument(flag, type=hint, default=None,
+            parser.add_argument(flag, type=hint, default=None, metavar=hint.__name__.upper(),
                                 help=f"{f.metadata['help']} (default {f.default})")
     args = parser.parse_args(argv)
     values = dict(PRESETS[args.preset])
