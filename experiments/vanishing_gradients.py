@@ -446,7 +446,7 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
         ax.set_ylabel("final test loss / baseline")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center right")
 
     def grad_profile(ax, cell, t, which, style, label):
         g = by[(cell, t)]
@@ -511,9 +511,9 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
             grad_profile(a2, cell, t_long, -1, "-", LABELS[cell])
     a2.set_xlabel("time step t")
     a2.set_ylabel("||dL/dh_t||")
-    a2.set_title(f"Gradient reaching step t at T = {t_long}\n(dotted: at init, solid: trained)")
+    a2.set_title(f"Gradient reaching step t, T = {t_long} (dotted: init)")
     a2.legend(fontsize=8)
-    fig.suptitle(f"Vanishing gradients on the {config.task} task", fontweight="bold")
+    fig.suptitle(f"Vanishing gradients on the {config.task} task", fontweight="bold", y=1.02)
     save(fig, "summary.png")
     return paths
 
