@@ -138,11 +138,12 @@ def torch_model(case, seed):
     import torch
 
     torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # cuDNN's RNNs on a GPU
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[case["cell"]]
     layers = 2 if case.get("bi") or case.get("uni2") else 1
     model = cls(case["I"], case["H"], num_layers=layers, bidirectional=bool(case.get("bi")),
-                batch_first=True)
-    xs = torch.randn(case["B"], case["T"], case["I"])
+                batch_first=True).to(device)
+    xs = torch.randn(case["B"], case["T"], case["I"], device=device)
 
     def fwd():
         with torch.no_grad():
@@ -334,7 +335,7 @@ def machine() -> dict[str, Any]:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {"jax": jax.__version__, "rnnjax": rnnjax.__version__}
+    versions = {"jax": jax.__version__, "rnnjax": rnnjax.__version__, "python": platform.python_version()}
     for mod in ("flax", "equinox", "torch"):
         try:
             versions[mod] = __import__(mod).__version__

@@ -52,6 +52,10 @@ class _Equation(NamedTuple):
     update: Callable[[Any, Array, Array], Any]
     hidden: Callable[[Any], Array]  # the h in the carry: it is both W_hh's input and y
     additive: bool
+    # (carry, z, d_new_carry, dy) -> (d_carry, dz), the update's VJP written out, for an
+    # additive update; None: jax.vjp of `update`. XLA:CPU runs one kernel per fusion per
+    # step, and autodiff's VJP of the LSTM update splits into more of them.
+    vjp: Callable | None = None
 
 
 def _elman_equation(activation: str) -> _Equation:
@@ -67,6 +71,22 @@ def _lstm_update(carry, gi, gh):
     c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return h, c
+
+
+def _lstm_vjp(carry, z, d_carry, dy):
+    # The derivative of _lstm_update with z = gi + gh (h enters only through gh).
+    (h, c), (d_h, d_c) = carry, d_carry
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = c.astype(z.dtype)
+    tanh_c = jnp.tanh(f * c + i * g)
+    d_h = d_h + dy
+    d_c = d_c + d_h * o * (1.0 - tanh_c**2)
+    dz = jnp.concatenate([
+        d_c * g * i * (1.0 - i), d_c * c * f * (1.0 - f), d_c * i * (1.0 - g**2),
+        d_h * tanh_c * o * (1.0 - o),
+    ], axis=-1)
+    return (jnp.zeros_like(h), (d_c * f).astype(carry[1].dtype)), dz
 
 
 def _gru_update(h, gi, gh):
@@ -86,7 +106,7 @@ def _equation(kind: Any) -> _Equation | None:
     if kind[0] == "elman" and len(kind) == 3 and kind[1] in _ACTIVATIONS:
         return _elman_equation(kind[1])
     if kind[0] == "lstm" and len(kind) == 2:
-        return _Equation(_lstm_update, lambda carry: carry[0], True)
+        return _Equation(_lstm_update, lambda carry: carry[0], True, _lstm_vjp)
     if kind[0] == "gru" and len(kind) == 3 and kind[1] == "reset_after":
         return _Equation(_gru_update, lambda h: h, False)
     return None
@@ -169,9 +189,16 @@ def _attach_bwd(eq, reverse, unroll, saved, cotangents):
 
     def body(d_carry, inputs):
         c, p, v, dy = inputs
-        gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
-        _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
-        d_c, d_gi, d_gh = vjp((d_carry, dy))
+        if eq.vjp is not None:
+            d_c, d_gi = eq.vjp(c, p, d_carry, dy)
+            if v is not None:  # a padded step: the carry's gradient passes through
+                d_c = jax.tree.map(lambda d, keep: jnp.where(v, d, keep), d_c, d_carry)
+                d_gi = jnp.where(v, d_gi, jnp.zeros_like(d_gi))
+            d_gh = d_gi
+        else:
+            gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
+            _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
+            d_c, d_gi, d_gh = vjp((d_carry, dy))
         d_gh = d_gi if eq.additive else d_gh
         d_h = eq.hidden(d_c) + (d_gh @ w_hh_t).astype(eq.hidden(d_c).dtype)
         d_c = (d_h, d_c[1]) if isinstance(d_c, tuple) else d_h
@@ -249,8 +276,11 @@ def scan(
         ``k`` steps, keeps only the carries between segments and recomputes each segment
         during backpropagation (memory O(T/k + k), about one more forward pass of time).
       impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
-        ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"`` (fused when
-        :func:`supports` the cell).
+        ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"``: fused when
+        :func:`supports` the cell and it measured faster there (every supported cell
+        on GPU; on CPU the LSTM only), else the reference. The fast path's derivative is a custom VJP, so it
+        supports reverse mode (``grad``, ``vjp``, ``jacrev``) but not forward mode
+        (``jvp``, ``jacfwd``): use ``impl="reference"`` for those.
 
     Returns:
       ``final_carry`` (like ``carry``) and ``ys: (T, hidden_size)``.
@@ -259,6 +289,10 @@ def scan(
     eq = _equation(cell.kind) if impl != "reference" else None
     if impl == "fused" and eq is None:
         raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
+    if impl == "auto" and eq is not None and eq.vjp is None and jax.default_backend() == "cpu":
+        # Measured (docs/benchmarks.md): on XLA:CPU the custom VJP beats autodiff of the
+        # reference only with a hand-written update VJP (LSTM); on GPU it wins for all.
+        eq = None
     check_inputs(cell, params, xs)
     num_steps = xs.shape[0]
     length = check_length(length, num_steps)

@@ -60,6 +60,8 @@ def recurrent(
     :func:`rnnjax.fused.scan`): ``impl="auto"`` uses the fast path for the built-in cells
     and ``cell.step`` in ``lax.scan`` otherwise; ``remat="sqrt"`` (or a segment length)
     recomputes the forward pass in segments during backpropagation to bound memory.
+    The fast path is differentiable in reverse mode only; forward mode (``jax.jvp``,
+    ``jax.jacfwd``) needs ``impl="reference"``.
     """
     fused.check_options(impl, remat)
 

@@ -18,7 +18,6 @@ T, I, H, B = 7, 3, 4, 3
 CELLS = {
     "lstm": rnnjax.lstm(H),
     "gru": rnnjax.gru(H),
-    "elman": rnnjax.elman(H),
     "elman-relu-nobias": rnnjax.elman(H, "relu", use_bias=False),
 }
 
@@ -28,6 +27,8 @@ def _inputs(name):
     params = cell.init(jax.random.key(0), I)
     # nonzero biases so that the bias folding is exercised
     params = {k: v + 0.1 * jax.random.normal(jax.random.key(5), v.shape) for k, v in params.items()}
+    if name.startswith("elman"):  # keep the ReLU RNN from blowing up over T steps
+        params = {k: 0.5 * v for k, v in params.items()}
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
     carry = jax.tree.map(
         lambda a: 0.5 * jax.random.normal(jax.random.key(2), (B,) + a.shape),
@@ -90,7 +91,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_remat_sqrt_matches_no_remat_and_reference_cells_fall_back():
-    cell, params, xs, carry, lengths = _inputs("elman")
+    cell, params, xs, carry, lengths = _inputs("elman-relu-nobias")
     x = jnp.concatenate([xs[0]] * 3)  # T = 21, segments of ceil(sqrt(21)) = 5
     run = lambda p, **kw: fused.scan(cell, p, x, length=17, **kw)[1]
     want = jax.grad(lambda p: jnp.sum(run(p, impl="reference") ** 2))(params)
