@@ -105,7 +105,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_11
+# Takeaway: the one-to-one MLP fits $\sin(3x)$ to grid MSE 0.0012, missing the target only
+# near the edges $x = \pm 2$ of its training range.
 
 # %% [markdown]
 # ## Many-to-one: a sequence in, one output (sign of a sum)
@@ -149,7 +150,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_M1
+# Takeaway: the GRU's $P(\text{sum} > 0)$ is a sharp step at sum 0 for every length from 5 to 40
+# (test accuracy 0.989): the noisy padding is ignored, and the only errors are sums near 0.
 
 # %% [markdown]
 # ## Many-to-many, aligned: one output per step (a centred moving average)
@@ -205,7 +207,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_MM
+# Takeaway: without the future the unidirectional GRU stalls at test MSE 0.077 (it can only
+# guess $x_{t+1}, x_{t+2}$); the bidirectional GRU reaches 0.0001 and lies on the target.
 
 # %% [markdown]
 # ## One-to-many: a vector in, a token sequence out (the digits of an integer)
@@ -257,7 +260,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_1M
+# Takeaway: after 600 steps the one-to-many GRU spells every integer from 0 to 999 correctly
+# (exact match 1.0: every cell is green).
 
 # %% [markdown]
 # ## Encoder–decoder: a sequence in, a sequence of its own length out (reversal)
@@ -317,4 +321,5 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_ED
+# Takeaway: the encoder–decoder reverses 99.7% of 1000 test sources exactly; its few errors
+# are in 8-token sources, and token accuracy is at least 0.99 at every position.
