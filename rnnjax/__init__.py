@@ -1,6 +1,7 @@
 """rnnjax: recurrent networks as pure functions in JAX, and the study of their gradient flow."""
 
 from rnnjax import initializers, interop
+from rnnjax import fused
 from rnnjax import diagnostics, plots
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
@@ -38,6 +39,7 @@ __all__ = [
     "bidirectional",
     "diagnostics",
     "elman",
+    "fused",
     "gru",
     "initializers",
     "interop",
