@@ -62,6 +62,27 @@ def _probed_cell(cell: Cell, input_size: int, x_dtype: Any, unravel: Callable) -
     return Cell(cell.init, cell.initial_carry, step, cell.hidden_size, ("probed", cell.kind))
 
 
+def _probed_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Any):
+    """Returns ``(run, zero_probe)``: ``run(probe) -> (final_carry, ys)`` of the probed scan.
+
+    ``zero_probe: (T, n)`` is the probe at which ``run`` equals ``rnnjax.scan(cell, ...)``;
+    derivatives of ``run`` at it are the derivatives with respect to each ``state_t``.
+    """
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    carry = _initial_carry(cell, params, carry)
+    flat, unravel = ravel_pytree(carry)
+    num_steps, input_size = xs.shape
+    dtype = jnp.result_type(xs, flat)
+    probed = _probed_cell(cell, input_size, xs.dtype, unravel)
+
+    def run(probe):
+        inputs = jnp.concatenate([xs.astype(dtype), probe], axis=1)
+        return scan(probed, params, inputs, carry=carry, length=length)
+
+    return run, jnp.zeros((num_steps, flat.size), dtype)
+
+
 def state_gradients(
     cell: Cell,
     params: Any,
@@ -102,22 +123,10 @@ def state_gradients(
       ``(T, n)`` with ``n`` the size of the flattened carry (``2 * hidden_size`` for LSTM,
       ``h`` before ``c``), in the dtype of the flattened carry (promoted with ``xs``).
     """
-    _check_cell(cell)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(final_carry, ys), got {loss_fn!r}")
-    check_inputs(cell, params, xs)
-    carry = _initial_carry(cell, params, carry)
-    flat, unravel = ravel_pytree(carry)
-    num_steps, input_size = xs.shape
-    dtype = jnp.result_type(xs, flat)
-    probed = _probed_cell(cell, input_size, xs.dtype, unravel)
-
-    def loss_of_probe(probe):
-        inputs = jnp.concatenate([xs.astype(dtype), probe], axis=1)
-        final, ys = scan(probed, params, inputs, carry=carry, length=length)
-        return loss_fn(final, ys)
-
-    return jax.grad(loss_of_probe)(jnp.zeros((num_steps, flat.size), dtype))
+    run, zero_probe = _probed_scan(cell, params, xs, carry, length)
+    return jax.grad(lambda probe: loss_fn(*run(probe)))(zero_probe)
 
 
 def state_gradient_norms(
@@ -160,21 +169,11 @@ def final_state_jacobians(
     (one per row, vmapped), never by multiplying dense per-step Jacobians; memory is
     ``T * n * n``.
     """
-    _check_cell(cell)
-    check_inputs(cell, params, xs)
-    carry = _initial_carry(cell, params, carry)
-    flat, unravel = ravel_pytree(carry)
-    num_steps, input_size = xs.shape
-    dtype = jnp.result_type(xs, flat)
-    probed = _probed_cell(cell, input_size, xs.dtype, unravel)
-
-    def final_of_probe(probe):
-        inputs = jnp.concatenate([xs.astype(dtype), probe], axis=1)
-        final, _ = scan(probed, params, inputs, carry=carry, length=length)
-        return ravel_pytree(final)[0].astype(dtype)
-
-    _, vjp = jax.vjp(final_of_probe, jnp.zeros((num_steps, flat.size), dtype))
-    (rows,) = jax.vmap(vjp)(jnp.eye(flat.size, dtype=dtype))  # (n_out, T, n_in)
+    run, zero_probe = _probed_scan(cell, params, xs, carry, length)
+    dtype, size = zero_probe.dtype, zero_probe.shape[1]
+    final_of_probe = lambda probe: ravel_pytree(run(probe)[0])[0].astype(dtype)
+    _, vjp = jax.vjp(final_of_probe, zero_probe)
+    (rows,) = jax.vmap(vjp)(jnp.eye(size, dtype=dtype))  # (n_out, T, n_in)
     return jnp.moveaxis(rows, 0, 1)
 
 
