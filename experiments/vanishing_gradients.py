@@ -42,7 +42,7 @@ import os
 import sys
 import time
 import typing
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -326,47 +326,41 @@ def _sci(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.1e}"
 
 
-def summary_table(config: Config, records: list[dict]) -> str:
-    """Returns the markdown tables: loss / baseline (solved fraction) and gradient ratios."""
+def _cell_by_length(config: Config, records: list[dict], entry: Callable[[list[dict]], str]) -> list[str]:
+    """Returns markdown table lines: one row per cell, one column per T, ``entry(records)`` in each."""
     lines = ["| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
              "|---|" + "---|" * len(config.lengths)]
     for cell in config.cells:
         row = [LABELS[cell]]
         for t in config.lengths:
             rs = [r for r in records if r["cell"] == cell and r["T"] == t]
-            if not rs:
-                row.append("–")
-                continue
-            med = np.median([r["loss_over_baseline"] for r in rs])
-            solved = sum(r["solved"] for r in rs)
-            row.append(f"{med:.3f} ({solved}/{len(rs)})")
+            row.append(entry(rs) if rs else "–")
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def summary_table(config: Config, records: list[dict]) -> str:
+    """Returns the markdown tables: loss / baseline (solved fraction) and gradient ratios."""
+
+    def loss_entry(rs):
+        med = np.median([r["loss_over_baseline"] for r in rs])
+        return f"{med:.3f} ({sum(r['solved'] for r in rs)}/{len(rs)})"
+
+    def ratio_entry(rs):
+        a = np.median([r["grad_ratio_init"] for r in rs])
+        b = np.median([r["grad_ratio_final"] for r in rs])
+        return f"{_sci(a)} → {_sci(b)}"
+
+    lines = _cell_by_length(config, records, loss_entry)
     lines += ["", "Gradient reaching the first step, median over seeds of "
-              "||dL/dh_1|| / ||dL/dh_T||, at initialisation → after training:", "",
-              "| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
-              "|---|" + "---|" * len(config.lengths)]
-    for cell in config.cells:
-        row = [LABELS[cell]]
-        for t in config.lengths:
-            rs = [r for r in records if r["cell"] == cell and r["T"] == t]
-            if not rs:
-                row.append("–")
-                continue
-            a = np.median([r["grad_ratio_init"] for r in rs])
-            b = np.median([r["grad_ratio_final"] for r in rs])
-            row.append(f"{_sci(a)} → {_sci(b)}")
-        lines.append("| " + " | ".join(row) + " |")
+              "||dL/dh_1|| / ||dL/dh_T||, at initialisation → after training:", ""]
+    lines += _cell_by_length(config, records, ratio_entry)
     if any("final_accuracy" in r for r in records):
         chance = {"copy": " (on the 10 recalled symbols; chance 1/8)",
                   "temporal_order": " (chance 1/4)"}.get(config.task, "")
-        lines += ["", f"Median final test accuracy{chance}:", "",
-                  "| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
-                  "|---|" + "---|" * len(config.lengths)]
-        for cell in config.cells:
-            accs = [[r["final_accuracy"] for r in records if r["cell"] == cell and r["T"] == t]
-                    for t in config.lengths]
-            lines.append("| " + " | ".join([LABELS[cell]] + [
-                f"{np.median(a):.3f}" if a else "–" for a in accs]) + " |")
+        lines += ["", f"Median final test accuracy{chance}:", ""]
+        lines += _cell_by_length(
+            config, records, lambda rs: f"{np.median([r['final_accuracy'] for r in rs]):.3f}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from rnnjax import cells as _cells
 from rnnjax import layers as _layers
 from rnnjax import models as _models
 from rnnjax import readouts as _readouts
+from rnnjax.linen import _batch_axes, _check_layer  # the same checks as the linen wrappers
 
 Array = jax.Array
 
@@ -30,26 +31,11 @@ def _is_variable(v: Any) -> bool:
     return isinstance(v, _nnx.Variable)
 
 
-def _batch_axes(x: Any, example_ndim: int, name: str) -> int:
-    n = jnp.ndim(x) - example_ndim
-    if n < 0:
-        raise ValueError(
-            f"{name} must have at least {example_ndim} axes (one example), got shape {jnp.shape(x)}"
-        )
-    return n
-
-
 def _example_keys(key: Array | None, batch_shape: tuple[int, ...]) -> Array | None:
     if key is None:
         return None
     keys = jax.random.split(key, int(np.prod(batch_shape)))
     return keys.reshape(*batch_shape, *keys.shape[1:])
-
-
-def _check_layer(layer: Any) -> None:
-    if not isinstance(layer, _layers.Layer):
-        hint = " (wrap a cell with rnnjax.recurrent)" if isinstance(layer, _cells.Cell) else ""
-        raise TypeError(f"layer must be an rnnjax.Layer{hint}, got {type(layer).__name__}")
 
 
 class _Pure(_nnx.Module):
