@@ -375,7 +375,10 @@ def lyapunov_spectrum(
       cell, params, xs, carry, length: as in :func:`state_gradients`.
       k: number of exponents, ``1 <= k <= n`` (default ``n``).
       reorth_every: steps between QR decompositions (products of a few steps stay finite).
-      key: draws a random initial basis; by default the first ``k`` unit vectors.
+      key: draws a random initial basis; by default the first ``k`` unit vectors. Pass a
+        key for cells whose step Jacobian can be singular along a unit vector (ReLU units
+        that switch off, as in an IRNN): a zero diagonal entry of R gives an exponent of
+        -inf for that direction and the basis loses its order.
     """
     _check_cell(cell)
     check_inputs(cell, params, xs)
