@@ -68,6 +68,18 @@ def test_values_and_gradients_match_reference(name):
         _close(grad(_fused(remat=remat)), grad(rnnjax.scan))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "identity"])
+def test_elman_backward_for_each_activation_matches_reference(activation):
+    # the fast path writes act'(z) per activation by hand (relu is covered above)
+    cell = rnnjax.elman(H, activation)
+    params = {k: 0.5 * v for k, v in cell.init(jax.random.key(0), I).items()}
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    grad = lambda run: jax.grad(
+        lambda p, x: jnp.sum(jnp.sin(jax.vmap(lambda s: run(cell, p, s)[1])(x))), (0, 1)
+    )(params, xs)
+    _close(grad(_fused()), grad(rnnjax.scan))
+
+
 def test_outputs_match_reference_per_step():
     cell, params, xs, carry, lengths = _inputs("lstm")
     x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
