@@ -258,6 +258,7 @@ def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
             )
     rate = gemm_rate(case, reps)
     result["gemm_gflops"] = rate / 1e9
+    result["load_avg_after"] = os.getloadavg()  # other jobs on the machine skew the times
     result["flops_fwd"] = flops(case)
     for impl, entry in result["impls"].items():
         entry["fwd_roofline"] = flops(case) / rate / (entry["fwd_ms"] / 1e3)
@@ -270,7 +271,9 @@ def print_case(r: dict[str, Any]) -> None:
     shape = f"B={r['B']} T={r['T']} I={r['I']} H={r['H']}" + (
         " bidirectional 2-layer" if r.get("bi") else " 2-layer" if r.get("uni2") else ""
     )
-    print(f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s)")
+    load = ", ".join(f"{x:.1f}" for x in r["load_avg_after"])
+    print(f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s; "
+          f"load average after: {load})")
     base = r["impls"]["rnnjax"]
     print(
         "| impl | fwd ms | fwd+bwd ms | x rnnjax (fwd+bwd) | roofline (fwd+bwd) | "

@@ -156,7 +156,7 @@ def _equation(kind: Any) -> _Equation | None:
 
 # Kinds whose reference path measured faster than the fast path on XLA:CPU, fwd+bwd at
 # B=32, T=200, H=128 (docs/benchmarks.md); impl="auto" runs the reference for them there.
-_CPU_REFERENCE_KINDS = ("elman",)
+_CPU_REFERENCE_KINDS = ("elman", "gru")
 
 
 def supports(cell: Cell) -> bool:
@@ -360,9 +360,9 @@ def scan(
       impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
         ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"``: fused when
         :func:`supports` the cell and it measured faster there (every supported cell
-        on GPU; on CPU the LSTM and GRU), else the reference. The fast path's
-        derivative is a custom VJP, so it supports reverse mode (``grad``, ``vjp``, ``jacrev``) but not forward mode
-        (``jvp``, ``jacfwd``): use ``impl="reference"`` for those.
+        on GPU; on CPU the LSTM only), else the reference. The fast path's derivative
+        is a custom VJP, so it supports reverse mode (``grad``, ``vjp``, ``jacrev``) but
+        not forward mode (``jvp``, ``jacfwd``): use ``impl="reference"`` for those.
 
     Returns:
       ``final_carry`` (like ``carry``) and ``ys: (T, hidden_size)``.
