@@ -154,7 +154,7 @@ def _equation(kind: Any) -> _Equation | None:
     return None
 
 
-# Kinds whose reference path measured faster than the fast path on XLA:CPU, fwd+bwd at
+# Kinds whose fast path did not measure faster than the reference on XLA:CPU, fwd+bwd at
 # B=32, T=200, H=128 (docs/benchmarks.md); impl="auto" runs the reference for them there.
 _CPU_REFERENCE_KINDS = ("elman", "gru")
 
