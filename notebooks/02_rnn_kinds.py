@@ -321,5 +321,5 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Takeaway: the encoder–decoder reverses 99.7% of 1000 test sources exactly; its few errors
+# Takeaway: the encoder–decoder reverses 99.9% of 1000 test sources exactly; its few errors
 # are in 8-token sources, and token accuracy is at least 0.99 at every position.
