@@ -126,6 +126,29 @@ def _input_size(params: Params) -> int:
     return params["w_ih"].shape[0]
 
 
+# The element-wise part of each step, around its two matmuls gi = x W_ih + b_ih and
+# gh = h W_hh + b_hh. cell.step and the fast path (rnnjax.fused) both call these, so each
+# equation is written once. They act on the last axis, so they also take batched arrays.
+
+
+def _lstm_update(carry: tuple[Array, Array], gi: Array, gh: Array) -> tuple[Array, Array]:
+    h, c = carry
+    i, f, g, o = jnp.split(gi + gh, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, c
+
+
+def _gru_update(h: Array, gi: Array, gh: Array) -> Array:
+    """The PyTorch/cuDNN GRU (``reset_after=True``): the reset gate scales ``h W_hn + b_hn``."""
+    i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+    r = jax.nn.sigmoid(i_r + h_r)
+    z = jax.nn.sigmoid(i_z + h_z)
+    n = jnp.tanh(i_n + r * h_n)
+    return (1.0 - z) * n + z * h.astype(n.dtype)
+
+
 def elman(
     hidden_size: int,
     activation: str = "tanh",
@@ -244,11 +267,8 @@ def lstm(
         return zeros, zeros
 
     def step(params: Params, carry: tuple[Array, Array], x: Array):
-        h, c = carry
-        gi, gh = _affine(params, x, h, dtype)
-        i, f, g, o = jnp.split(gi + gh, 4)
-        c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        gi, gh = _affine(params, x, carry[0], dtype)
+        h, c = _lstm_update(carry, gi, gh)
         return (h, c), h
 
     return Cell(init, initial_carry, step, hidden_size, ("lstm", dtype), _input_size)
@@ -296,23 +316,19 @@ def gru(
 
     def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
         if reset_after:
-            gi, gh = _affine(params, x, h, dtype)
-            i_r, i_z, i_n = jnp.split(gi, 3)
-            h_r, h_z, h_n = jnp.split(gh, 3)
-            r = jax.nn.sigmoid(i_r + h_r)
-            z = jax.nn.sigmoid(i_z + h_z)
-            n = jnp.tanh(i_n + r * h_n)
-        else:
-            compute = _compute_dtype(params, x, dtype)
-            gi = _linear(x, params["w_ih"], params.get("b_ih"), compute)
-            i_r, i_z, i_n = jnp.split(gi, 3)
-            w_rz, w_n = params["w_hh"][:, : 2 * h_size], params["w_hh"][:, 2 * h_size :]
-            b_hh = params.get("b_hh")
-            b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * h_size], b_hh[2 * h_size :])
-            h_r, h_z = jnp.split(_linear(h, w_rz, b_rz, compute), 2)
-            r = jax.nn.sigmoid(i_r + h_r)
-            z = jax.nn.sigmoid(i_z + h_z)
-            n = jnp.tanh(i_n + _linear(r * h.astype(compute), w_n, b_n, compute))
+            h = _gru_update(h, *_affine(params, x, h, dtype))
+            return h, h
+        # Cho et al. (2014): the reset gate scales h before the matmul.
+        compute = _compute_dtype(params, x, dtype)
+        gi = _linear(x, params["w_ih"], params.get("b_ih"), compute)
+        i_r, i_z, i_n = jnp.split(gi, 3)
+        w_rz, w_n = params["w_hh"][:, : 2 * h_size], params["w_hh"][:, 2 * h_size :]
+        b_hh = params.get("b_hh")
+        b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * h_size], b_hh[2 * h_size :])
+        h_r, h_z = jnp.split(_linear(h, w_rz, b_rz, compute), 2)
+        r = jax.nn.sigmoid(i_r + h_r)
+        z = jax.nn.sigmoid(i_z + h_z)
+        n = jnp.tanh(i_n + _linear(r * h.astype(compute), w_n, b_n, compute))
         h = (1.0 - z) * n + z * h.astype(n.dtype)
         return h, h
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells import _ACTIVATIONS, Cell
+from rnnjax.cells import _ACTIVATIONS, Cell, _gru_update, _lstm_update
 from rnnjax.scan import check_carry, check_inputs, check_length
 from rnnjax.scan import scan as reference_scan
 
@@ -64,15 +64,6 @@ def _elman_equation(activation: str) -> _Equation:
     return _Equation(lambda h, gi, gh: act(gi + gh), lambda h: h, True)
 
 
-def _lstm_update(carry, gi, gh):
-    # As rnnjax.lstm: gates i, f, g, o; c' = f c + i g; h' = o tanh(c').
-    h, c = carry
-    i, f, g, o = jnp.split(gi + gh, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return h, c
-
-
 def _lstm_vjp(carry, z, d_carry, dy):
     # The derivative of _lstm_update with z = gi + gh (h enters only through gh).
     (h, c), (d_h, d_c) = carry, d_carry
@@ -87,16 +78,6 @@ def _lstm_vjp(carry, z, d_carry, dy):
         d_h * tanh_c * o * (1.0 - o),
     ], axis=-1)
     return (jnp.zeros_like(h), (d_c * f).astype(carry[1].dtype)), dz
-
-
-def _gru_update(h, gi, gh):
-    # As rnnjax.gru(reset_after=True): n = tanh(gi_n + r (h W_hn + b_hn)); h' = (1-z) n + z h.
-    i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
-    r = jax.nn.sigmoid(i_r + h_r)
-    z = jax.nn.sigmoid(i_z + h_z)
-    n = jnp.tanh(i_n + r * h_n)
-    return (1.0 - z) * n + z * h.astype(n.dtype)
 
 
 @functools.lru_cache(maxsize=None)  # one _Equation per kind, so jit caches hit
