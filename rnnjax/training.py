@@ -30,7 +30,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -478,7 +480,8 @@ def fit(
       resume: continue from the latest checkpoint in ``run_dir``; ``False`` raises if there
         is one (it is never overwritten silently).
       exit_on_interrupt: on Ctrl-C, save a checkpoint of the last completed chunk, then
-        ``SystemExit(130)`` if True, or return with ``interrupted=True`` if False.
+        ``SystemExit(130)`` if True, or return with ``interrupted=True`` if False. The
+        first Ctrl-C takes effect when the running chunk ends; a second one at once.
 
     Raises:
       NonFiniteError: a loss, gradient norm or parameter norm became non-finite (only the
@@ -557,6 +560,33 @@ def _check_or_save_config(run_dir: str, config: Any, lead: bool) -> None:
         save_config(run_dir, config)
 
 
+@contextlib.contextmanager
+def _deferred_ctrl_c():
+    """Yields ``pending() -> bool``: whether Ctrl-C was pressed, to be acted on at a safe point.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, and where that
+    is a finaliser (a garbage-collected array's, say) Python prints "Exception ignored" and
+    the interrupt is lost. So the first Ctrl-C only sets a flag that the loop checks after
+    each chunk; a second one interrupts at once. Outside the main thread, signals cannot be
+    handled and the default behaviour stays.
+    """
+    hits = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, manager,
           chunk_size, eval_fn, eval_every, ckpt_every, hooks, hook_every, mesh, batched,
           progress, exit_on_interrupt):
@@ -574,35 +604,38 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
     pending: dict = {}  # eval/hook results at `step`, merged into that step's row
     interrupted = False
     try:
-        ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
-        for end in [start, *ends]:
-            if end > step:
-                t0 = time.perf_counter()
-                new_state, metrics = _run_chunk(train_step, state, batch_fn, end - step,
-                                                batched, mesh)
-                metrics = jax.device_get(metrics)
-                dt = (time.perf_counter() - t0) / (end - step)
-                rows = _rows(metrics, step, end - step, batched, dt)
-                rows[0].update(pending)
-                pending = {}
-                bad = _first_nonfinite(metrics, skipping)
-                if bad is not None:
-                    rows = rows[: bad[0] + 1]
-                _append(history, rows, metrics_path)
-                if bad is not None:
-                    raise _nonfinite_error(step + bad[0], bad, manager, last_saved)
-                state, step = new_state, end
-                bar.update(end - bar.n)
-                bar.set_postfix(loss=f"{np.mean(rows[-1]['loss']):.4g}", refresh=False)
-            # Events at `step`: eval and hooks describe the state after `step` updates.
-            if eval_fn is not None and (step % eval_every == 0 or step == num_steps):
-                out = _evaluate(eval_fn, state.params, _eval_keys(state, batched), batched)
-                pending.update({f"eval/{k}": _to_python(v) for k, v in jax.device_get(out).items()})
-            if hooks and (step % hook_every == 0 or step == num_steps):
-                for hook in hooks:
-                    pending.update({k: _to_python(v) for k, v in hook(state).items()})
-            if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
-                last_saved = checkpoints.save(manager, state)
+        with _deferred_ctrl_c() as ctrl_c_pressed:
+            ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
+            for end in [start, *ends]:
+                if ctrl_c_pressed():
+                    raise KeyboardInterrupt
+                if end > step:
+                    t0 = time.perf_counter()
+                    new_state, metrics = _run_chunk(train_step, state, batch_fn, end - step,
+                                                    batched, mesh)
+                    metrics = jax.device_get(metrics)
+                    dt = (time.perf_counter() - t0) / (end - step)
+                    rows = _rows(metrics, step, end - step, batched, dt)
+                    rows[0].update(pending)
+                    pending = {}
+                    bad = _first_nonfinite(metrics, skipping)
+                    if bad is not None:
+                        rows = rows[: bad[0] + 1]
+                    _append(history, rows, metrics_path)
+                    if bad is not None:
+                        raise _nonfinite_error(step + bad[0], bad, manager, last_saved)
+                    state, step = new_state, end
+                    bar.update(end - bar.n)
+                    bar.set_postfix(loss=f"{np.mean(rows[-1]['loss']):.4g}", refresh=False)
+                # Events at `step`: eval and hooks describe the state after `step` updates.
+                if eval_fn is not None and (step % eval_every == 0 or step == num_steps):
+                    out = _evaluate(eval_fn, state.params, _eval_keys(state, batched), batched)
+                    pending.update({f"eval/{k}": _to_python(v) for k, v in jax.device_get(out).items()})
+                if hooks and (step % hook_every == 0 or step == num_steps):
+                    for hook in hooks:
+                        pending.update({k: _to_python(v) for k, v in hook(state).items()})
+                if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
+                    last_saved = checkpoints.save(manager, state)
     except KeyboardInterrupt:
         interrupted = True
     finally:
