@@ -138,6 +138,22 @@ def _broadcast_carry(carry: Any, batch_shape: tuple[int, ...]) -> Any:
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (*batch_shape, *jnp.shape(a))), carry)
 
 
+def _apply_over_batch(layer, params, xs, seq_lengths, carry, keys, train, num_batch):
+    """Returns ``layer.apply`` vmapped over the ``num_batch`` leading axes of ``xs``.
+
+    ``seq_lengths`` and ``keys`` (either may be None) and ``carry`` have the same leading axes.
+    """
+
+    def one(x, n, c, k):
+        return layer.apply(params, x, length=n, carry=c, key=k, train=train)
+
+    in_axes = (0, None if seq_lengths is None else 0, 0, None if keys is None else 0)
+    fn = one
+    for _ in range(num_batch):
+        fn = jax.vmap(fn, in_axes=in_axes)
+    return fn(xs, seq_lengths, carry, keys)
+
+
 class RNN(nn.Module):
     """A :class:`rnnjax.Layer` as a Flax module over (batched) sequences.
 
@@ -163,15 +179,8 @@ class RNN(nn.Module):
         if initial_carry is None:
             initial_carry = _broadcast_carry(self.layer.initial_carry(params), xs.shape[:num_batch])
         keys = _example_keys(self, train, xs.shape[:num_batch])
-
-        def one(x, n, c, k):
-            return self.layer.apply(params, x, length=n, carry=c, key=k, train=train)
-
-        in_axes = (0, None if seq_lengths is None else 0, 0, None if keys is None else 0)
-        fn = one
-        for _ in range(num_batch):
-            fn = jax.vmap(fn, in_axes=in_axes)
-        final, ys = fn(xs, seq_lengths, initial_carry, keys)
+        final, ys = _apply_over_batch(self.layer, params, xs, seq_lengths, initial_carry, keys,
+                                      train, num_batch)
         return (final, ys) if self.return_carry else ys
 
 

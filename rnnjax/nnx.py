@@ -22,7 +22,12 @@ from rnnjax import cells as _cells
 from rnnjax import layers as _layers
 from rnnjax import models as _models
 from rnnjax import readouts as _readouts
-from rnnjax.linen import _batch_axes, _check_layer  # the same checks as the linen wrappers
+from rnnjax.linen import (  # the same checks and batching as the linen wrappers
+    _apply_over_batch,
+    _batch_axes,
+    _broadcast_carry,
+    _check_layer,
+)
 
 Array = jax.Array
 
@@ -110,19 +115,10 @@ class RNN(_Pure):
         batch_shape = xs.shape[:num_batch]
         params, layer = self.pure_params(), self.record
         if initial_carry is None:
-            initial_carry = jax.tree.map(
-                lambda a: jnp.broadcast_to(a, (*batch_shape, *a.shape)), layer.initial_carry(params)
-            )
+            initial_carry = _broadcast_carry(layer.initial_carry(params), batch_shape)
         keys = _example_keys(key, batch_shape) if train else None
-
-        def one(x, n, c, k):
-            return layer.apply(params, x, length=n, carry=c, key=k, train=train)
-
-        in_axes = (0, None if seq_lengths is None else 0, 0, None if keys is None else 0)
-        fn = one
-        for _ in range(num_batch):
-            fn = jax.vmap(fn, in_axes=in_axes)
-        final, ys = fn(xs, seq_lengths, initial_carry, keys)
+        final, ys = _apply_over_batch(layer, params, xs, seq_lengths, initial_carry, keys, train,
+                                      num_batch)
         return (final, ys) if self.return_carry else ys
 
 

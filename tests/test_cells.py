@@ -7,20 +7,11 @@ import pytest
 from flax import linen as nn
 
 import rnnjax
+from random_params import random_params
 
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def random_params(cell, key, input_size, *, scale=0.5):
-    """Cell params with every entry random (biases included), so no term hides behind a zero."""
-    params = cell.init(key, input_size)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, 7), len(leaves))
-    return jax.tree.unflatten(
-        treedef, [scale * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)]
-    )
 
 
 def numpy_step(kind, p, h, x, *, activation="tanh", reset_after=True):

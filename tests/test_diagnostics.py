@@ -1,6 +1,8 @@
 """Gradient-flow diagnostics against brute force: jax.jacrev of Python-unrolled loops, NumPy
 QR loops, and the closed form of a linear RNN with W_hh = a·Q."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,21 +10,12 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import rnnjax
+from random_params import random_params as _random_params
 from rnnjax import diagnostics as dg
 
 T, I, H = 6, 2, 3
 
-
-def random_params(cell, key, input_size, *, scale=0.6):
-    """Cell params with every entry random (biases included), so no term hides behind a zero."""
-    params = cell.init(key, input_size)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, 7), len(leaves))
-    return jax.tree.unflatten(
-        treedef, [scale * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)]
-    )
-
-
+random_params = functools.partial(_random_params, scale=0.6)
 CELLS = {"elman": rnnjax.elman(H), "lstm": rnnjax.lstm(H), "gru": rnnjax.gru(H)}
 
 
