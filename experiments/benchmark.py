@@ -71,20 +71,20 @@ def _jax_pair(loss_of_params: Callable, params: Any, xs: Any):
     return fwd, fwd_bwd, (params, xs)
 
 
-def rnnjax_model(case, key, impl="auto", remat=None):
+def rnnjax_model(case, key, impl="auto", remat=None, unroll=1):
     cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[case["cell"]](case["H"])
     if case.get("bi"):
         layer = rnnjax.stack(
-            rnnjax.bidirectional(cell, impl=impl, remat=remat),
-            rnnjax.bidirectional(cell, impl=impl, remat=remat),
+            rnnjax.bidirectional(cell, impl=impl, remat=remat, unroll=unroll),
+            rnnjax.bidirectional(cell, impl=impl, remat=remat, unroll=unroll),
         )
     elif case.get("uni2"):
         layer = rnnjax.stack(
-            rnnjax.recurrent(cell, impl=impl, remat=remat),
-            rnnjax.recurrent(cell, impl=impl, remat=remat),
+            rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll),
+            rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll),
         )
     else:
-        layer = rnnjax.recurrent(cell, impl=impl, remat=remat)
+        layer = rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll)
     params = layer.init(key, case["I"])
 
     def loss(params, xs):

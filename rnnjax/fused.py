@@ -5,7 +5,8 @@ module computes the same function faster, in the way cuDNN does (Appleyard, Koci
 Blunsom 2016, "Optimizing performance of recurrent neural networks on GPUs"):
 
 1. the input projection ``x_t W_ih + b_ih`` of all T steps is ONE matmul before the loop
-   (under ``vmap`` it is a single ``(B*T, I) @ (I, G*H)`` GEMM);
+   (under ``vmap`` it is a single ``(B*T, I) @ (I, G*H)`` GEMM) on GPU and TPU; on
+   XLA:CPU it stays in the loop, where it measured faster;
 2. all gates of a step come from one ``h W_hh`` matmul (the cells already concatenate the
    gate blocks);
 3. a custom VJP whose backward loop carries only the state gradient: each step emits the
@@ -116,15 +117,38 @@ def _masked_update(eq, carry, gi, gh, valid):
     return new, jnp.where(valid, y, jnp.zeros_like(y))
 
 
+# Whether the input projection of all steps is one matmul before the loop (True) or a
+# small matmul per step inside it (False); None: the measured default of the backend. A
+# module switch so that experiments (scratch A/B runs, tests) can compare the two.
+HOIST_INPUT: bool | None = None
+
+
+def _hoist_input() -> bool:
+    if HOIST_INPUT is not None:
+        return HOIST_INPUT
+    # Measured (docs/benchmarks.md): on an H200 hoisting took LSTM fwd+bwd from 5.16 to
+    # 4.59 ms; on XLA:CPU it made the loop slower (60 -> 75 ms).
+    return jax.default_backend() != "cpu"
+
+
+def default_unroll() -> int:
+    """Returns the ``unroll`` that ``unroll=None`` means on the default backend.
+
+    1 on CPU, where unrolling made the loops slower; 4 elsewhere: on an H200, LSTM
+    fwd+bwd at B=32, T=200, H=128 took 4.59 ms with ``unroll=1``, 2.64 ms with 4 and
+    2.41 ms with 8, whose compile time (1.4 s) is twice that of 4 (docs/benchmarks.md).
+    """
+    return 1 if jax.default_backend() == "cpu" else 4
+
+
 def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
     """Returns ``(final_carry, ys)`` and the residuals: every step's input carry and
     pre-activations (``gi + gh`` when the update is additive, else ``(gi, gh)``)."""
+    hoist = _hoist_input()
 
     def body(c, inputs):
         x, v = inputs
-        # The input projection stays in the loop: on XLA:CPU, hoisting it as one GEMM
-        # before the loop made the loop ~2x slower (docs/benchmarks.md).
-        gi = x @ w_ih + b_in
+        gi = x if hoist else x @ w_ih + b_in
         gh = eq.hidden(c).astype(w_hh.dtype) @ w_hh
         gh = gh if b_hh is None else gh + b_hh
         new, y = _masked_update(eq, c, gi, gh, v)
@@ -132,7 +156,8 @@ def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid)
         return new, (y, c, gi + gh if eq.additive else (gi, gh))
 
     final, (ys, carries, pre) = jax.lax.scan(
-        body, carry, (xs, valid), reverse=reverse, unroll=unroll
+        body, carry, (xs @ w_ih + b_in if hoist else xs, valid), reverse=reverse,
+        unroll=unroll,
     )
     return (final, ys), (carries, pre)
 
@@ -243,15 +268,17 @@ def scan(
     carry: Any = None,
     length: Any = None,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     remat: Any = None,
     impl: str = "auto",
 ) -> tuple[Any, Array]:
     """Returns ``(final_carry, ys)`` equal to :func:`rnnjax.scan`, computed faster.
 
     Args:
-      cell, params, xs, carry, length, reverse, unroll: as in :func:`rnnjax.scan`;
+      cell, params, xs, carry, length, reverse: as in :func:`rnnjax.scan`;
         ``xs: (T, input_size)`` is one sequence (batch with ``jax.vmap``).
+      unroll: steps per loop iteration, as in ``jax.lax.scan``; ``None`` (default) is
+        :func:`default_unroll`, the measured best of the backend (1 on CPU, 4 on GPU).
       remat: ``None`` keeps every step's residuals for the backward pass (memory O(T));
         ``"sqrt"`` or an int ``k`` cuts the sequence into segments of ``ceil(sqrt(T))`` or
         ``k`` steps, keeps only the carries between segments and recomputes each segment
@@ -268,6 +295,7 @@ def scan(
       ``final_carry`` (like ``carry``) and ``ys: (T, hidden_size)``.
     """
     check_options(impl, remat)
+    unroll = default_unroll() if unroll is None else unroll
     eq = _equation(cell.kind) if impl != "reference" else None
     if impl == "fused" and eq is None:
         raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")

@@ -47,7 +47,7 @@ def recurrent(
     cell: Cell,
     reverse: bool = False,
     *,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     impl: str = "auto",
     remat: Any = None,
 ) -> Layer:
@@ -56,10 +56,11 @@ def recurrent(
     Params are the cell's params. Carry is the cell's carry. ``reverse=True`` processes the
     valid prefix back to front (see :func:`rnnjax.scan`).
 
-    ``impl`` and ``remat`` choose how the loop runs, not what it computes (see
-    :func:`rnnjax.fused.scan`): ``impl="auto"`` uses the fast path for the built-in cells
-    and ``cell.step`` in ``lax.scan`` otherwise; ``remat="sqrt"`` (or a segment length)
-    recomputes the forward pass in segments during backpropagation to bound memory.
+    ``unroll``, ``impl`` and ``remat`` choose how the loop runs, not what it computes (see
+    :func:`rnnjax.fused.scan`): ``unroll=None`` is the backend's measured best;
+    ``impl="auto"`` uses the fast path for the built-in cells and ``cell.step`` in
+    ``lax.scan`` otherwise; ``remat="sqrt"`` (or a segment length) recomputes the forward
+    pass in segments during backpropagation to bound memory.
     The fast path is differentiable in reverse mode only; forward mode (``jax.jvp``,
     ``jax.jacfwd``) needs ``impl="reference"``.
     """
@@ -96,6 +97,7 @@ def bidirectional(
     backward_cell: Cell | None = None,
     merge: str = "concat",
     *,
+    unroll: int | bool | None = None,
     impl: str = "auto",
     remat: Any = None,
 ) -> Layer:
@@ -116,13 +118,13 @@ def bidirectional(
         its own parameters).
       merge: ``"concat"`` (output size ``H_f + H_b``), ``"sum"`` or ``"mean"`` (need
         ``H_f == H_b``).
-      impl, remat: how each direction's loop runs, as in :func:`recurrent`.
+      unroll, impl, remat: how each direction's loop runs, as in :func:`recurrent`.
 
     Params: ``{"forward": ..., "backward": ...}``. Carry: ``(forward_carry, backward_carry)``.
     """
     backward_cell = forward_cell if backward_cell is None else backward_cell
     fused.check_options(impl, remat)
-    scan = functools.partial(fused.scan, impl=impl, remat=remat)
+    scan = functools.partial(fused.scan, unroll=unroll, impl=impl, remat=remat)
     if merge not in _MERGES:
         raise ValueError(f"merge must be one of {sorted(_MERGES)}, got {merge!r}")
     h_f, h_b = forward_cell.hidden_size, backward_cell.hidden_size

@@ -57,15 +57,31 @@ def _close(a, b, tol=1e-5):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
 
 
+# The loop layouts the backends use by default: on CPU the input projection is in the loop
+# and the loop is rolled; on GPU/TPU the projection is one matmul before the loop and the
+# loop is unrolled 4 steps per iteration (4 does not divide T = 7: a remainder too).
+LAYOUTS = {"cpu": (False, 1), "gpu": (True, 4)}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_values_and_gradients_match_reference(name):
+def test_values_and_gradients_match_reference(name, layout, monkeypatch):
+    hoist, unroll = LAYOUTS[layout]
+    monkeypatch.setattr(fused, "HOIST_INPUT", hoist)
     cell, params, xs, carry, lengths = _inputs(name)
     # (reverse, masked, remat): remat=3 does not divide T, so it also tests the padding
     for reverse, masked, remat in ((False, False, None), (True, True, None), (False, True, 3)):
         grad = lambda run: jax.jit(jax.value_and_grad(
             lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, masked), (0, 1, 2)
         ))(params, xs, carry)
-        _close(grad(_fused(remat=remat)), grad(rnnjax.scan))
+        _close(grad(_fused(remat=remat, unroll=unroll)), grad(rnnjax.scan))
+
+
+def test_default_layout_of_the_backend():
+    assert fused.HOIST_INPUT is None  # tests that change it restore it
+    on_cpu = jax.default_backend() == "cpu"
+    assert fused._hoist_input() is not on_cpu
+    assert fused.default_unroll() == (1 if on_cpu else 4)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "identity"])
