@@ -31,7 +31,14 @@ from rnnjax.models import (
     one_to_one,
 )
 from rnnjax.scan import reverse_valid, scan
-from rnnjax.training import TrainState, fit, init_train_state, make_train_step, run_steps
+from rnnjax.training import (
+    TrainState,
+    fit,
+    init_train_state,
+    make_train_step,
+    run_steps,
+    use_cpu_cores,
+)
 
 __version__ = "0.1.0"
 
@@ -43,7 +50,7 @@ __all__ = [
     "Generator", "Model", "encoder_decoder", "many_to_many", "many_to_one", "one_to_many",
     "one_to_one",
     # training
-    "TrainState", "fit", "init_train_state", "make_train_step", "run_steps",
+    "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
     "checkpoints", "diagnostics", "fused", "initializers", "interop", "losses", "models",
     "plots", "readouts", "tasks", "training",

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.cells import _ACTIVATIONS, Cell, _gru_update, _lstm_update
-from rnnjax.scan import check_carry, check_inputs, check_length
+from rnnjax.scan import check_carry, check_inputs, check_length, match_varying
 from rnnjax.scan import scan as reference_scan
 
 Array = jax.Array
@@ -311,6 +311,7 @@ def scan(
         carry = cell.initial_carry(params)
     else:
         check_carry(cell, params, carry)
+    carry = match_varying(carry, params, xs, length)
 
     def run(carry, xs, length):
         if eq is None:

@@ -82,6 +82,31 @@ def check_length(length: Any, num_steps: int, *, name: str = "length") -> Array 
     return jnp.asarray(length, jnp.int32)
 
 
+def _varying_axes(a: Any) -> frozenset:
+    t = jax.typeof(a)
+    manual = getattr(t, "manual_axis_type", None)  # jax >= 0.10; `vma` before
+    return frozenset(manual.varying if manual is not None else getattr(t, "vma", ()))
+
+
+def match_varying(carry: Any, *operands: Any) -> Any:
+    """Returns ``carry`` cast to vary over every ``shard_map`` mesh axis ``operands`` vary over.
+
+    Inside ``jax.shard_map`` a value's type says over which mesh axes it varies. A loop's
+    output carry varies wherever its inputs do (a sharded batch, say), so ``lax.scan``
+    rejects an initial carry built from replicated parameters; casting it first makes the
+    loop well-typed. Outside ``shard_map`` nothing varies and ``carry`` comes back as is.
+    """
+    axes = frozenset().union(*(_varying_axes(a) for a in jax.tree.leaves(operands)))
+    if not axes:
+        return carry
+
+    def cast(c):
+        missing = tuple(sorted(axes - _varying_axes(c)))
+        return jax.lax.pcast(c, missing, to="varying") if missing else c
+
+    return jax.tree.map(cast, carry)
+
+
 def scan(
     cell: Cell,
     params: Any,
@@ -116,6 +141,7 @@ def scan(
         carry = cell.initial_carry(params)
     else:
         check_carry(cell, params, carry)
+    carry = match_varying(carry, params, xs, length)
 
     def cast_like(new, old):
         # lax.scan needs a fixed carry type; low-precision params may compute in float32.

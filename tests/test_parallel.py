@@ -1,0 +1,97 @@
+"""Data parallelism over CPU cores: rnnjax.use_cpu_cores, sharded jit and shard_map.
+
+Each check runs in a child process, because JAX fixes its CPU devices when its backend
+starts. The reference is the same loss and gradient computed on one device, unsharded.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import rnnjax
+    assert rnnjax.use_cpu_cores(2) == 2  # before JAX computes anything
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import PartitionSpec as P
+    from rnnjax import training
+
+    mesh = training.data_parallel_mesh()
+    assert len(jax.devices()) == 2
+    B, T, I = 4, 6, 3
+    layers = {
+        "lstm": rnnjax.recurrent(rnnjax.lstm(5)),
+        "gru-reference": rnnjax.recurrent(rnnjax.gru(5), impl="reference"),
+        "elman-remat": rnnjax.recurrent(rnnjax.elman(5), remat=2),
+        "bidirectional-lstm": rnnjax.bidirectional(rnnjax.lstm(5)),
+    }
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    lengths = jnp.array([6, 3, 0, 5])
+    errors = {}
+    for name, layer in layers.items():
+        params = layer.init(jax.random.key(0), I)
+
+        def loss(p, x, n):
+            ys = jax.vmap(lambda a, m: layer.apply(p, a, length=m)[1])(x, n)
+            return jnp.sum(jnp.sin(ys))
+
+        want = jax.value_and_grad(loss)(params, xs, lengths)
+        on_mesh = (training.replicate(params, mesh),) + training.shard_batch((xs, lengths), mesh)
+        sharded = jax.jit(jax.value_and_grad(loss))(*on_mesh)
+
+        def local(p, x, n):  # each device: its slice of the batch
+            value, grad = jax.value_and_grad(loss)(p, x, n)
+            return jax.lax.psum(value, "data"), grad
+
+        mapped = jax.jit(jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=(P(), P())
+        ))(*on_mesh)
+        errors[name] = {
+            kind: max(float(jnp.max(jnp.abs(a - b)))
+                      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+            for kind, got in (("jit", sharded), ("shard_map", mapped))
+        }
+        errors[name]["devices"] = len(on_mesh[1].sharding.device_set)
+    try:
+        rnnjax.use_cpu_cores(3)
+        late = None
+    except RuntimeError as e:
+        late = str(e)
+    print("RESULT" + json.dumps({"errors": errors, "late": late}), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def result():
+    env = {**os.environ, "XLA_FLAGS": ""}  # the device count comes from use_cpu_cores alone
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=300, env=env)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[0][len("RESULT"):])
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru-reference", "elman-remat", "bidirectional-lstm"])
+def test_sharded_batch_matches_one_device(result, name):
+    errors = result["errors"][name]
+    assert errors["devices"] == 2  # the batch was split over both CPU devices
+    # sharded jit and shard_map (whose check of varying axes needs rnnjax to cast the
+    # initial carry) give the one-device loss and gradient
+    assert errors["jit"] < 1e-5 and errors["shard_map"] < 1e-5, errors
+
+
+def test_use_cpu_cores_after_start_names_the_problem(result):
+    assert "use_cpu_cores(num=3) must run before JAX computes anything" in result["late"]
+    assert "2 device(s)" in result["late"]
+
+
+def test_use_cpu_cores_rejects_bad_counts():
+    import rnnjax
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num must be a positive int"):
+            rnnjax.use_cpu_cores(bad)
