@@ -44,21 +44,23 @@ CASES: dict[str, dict[str, Any]] = {
     "lstm-b8": dict(cell="lstm", B=8, T=200, I=32, H=128),
     "lstm-long": dict(cell="lstm", B=8, T=2000, I=32, H=128),
     "lstm-wide": dict(cell="lstm", B=32, T=200, I=32, H=512),
-    "lstm-bi2": dict(cell="lstm", B=32, T=200, I=32, H=128, bi=True),
-    "lstm-uni2": dict(cell="lstm", B=32, T=200, I=32, H=128, uni2=True),
+    "lstm-bi1": dict(cell="lstm", B=32, T=200, I=32, H=128, bi=True),
+    "lstm-bi2": dict(cell="lstm", B=32, T=200, I=32, H=128, bi=True, layers=2),
+    "lstm-uni2": dict(cell="lstm", B=32, T=200, I=32, H=128, layers=2),
 }
-QUICK = ["lstm", "gru", "elman", "lstm-bi2", "lstm-uni2"]
+QUICK = ["lstm", "gru", "elman", "lstm-bi1"]
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 
 
 def flops(case: dict[str, Any]) -> float:
     """Returns the matmul FLOPs of one forward pass (x W_ih and h W_hh, all steps)."""
-    b, t, i, h, g = case["B"], case["T"], case["I"], case["H"], GATES[case["cell"]]
-    if case.get("bi"):  # 2 layers x 2 directions; layer 2 reads 2H features
-        return 2 * (2 * b * t * (i + h) * g * h + 2 * b * t * (2 * h + h) * g * h)
-    if case.get("uni2"):
-        return 2 * b * t * (i + h) * g * h + 2 * b * t * (h + h) * g * h
-    return 2 * b * t * (i + h) * g * h
+    b, t, h, g = case["B"], case["T"], case["H"], GATES[case["cell"]]
+    directions = 2 if case.get("bi") else 1
+    total = 0
+    for layer in range(case.get("layers", 1)):  # layers after the first read H per direction
+        features = case["I"] if layer == 0 else directions * h
+        total += directions * 2 * b * t * (features + h) * g * h
+    return total
 
 
 # ----------------------------------------------------------------------------- models
@@ -71,20 +73,11 @@ def _jax_pair(loss_of_params: Callable, params: Any, xs: Any):
     return fwd, fwd_bwd, (params, xs)
 
 
-def rnnjax_model(case, key, impl="auto", remat=None, unroll=1):
+def rnnjax_model(case, key, impl="auto", remat=None, unroll=None):
     cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[case["cell"]](case["H"])
-    if case.get("bi"):
-        layer = rnnjax.stack(
-            rnnjax.bidirectional(cell, impl=impl, remat=remat, unroll=unroll),
-            rnnjax.bidirectional(cell, impl=impl, remat=remat, unroll=unroll),
-        )
-    elif case.get("uni2"):
-        layer = rnnjax.stack(
-            rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll),
-            rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll),
-        )
-    else:
-        layer = rnnjax.recurrent(cell, impl=impl, remat=remat, unroll=unroll)
+    make = rnnjax.bidirectional if case.get("bi") else rnnjax.recurrent
+    layers = [make(cell, impl=impl, remat=remat, unroll=unroll) for _ in range(case.get("layers", 1))]
+    layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
     params = layer.init(key, case["I"])
 
     def loss(params, xs):
@@ -99,15 +92,10 @@ def flax_model(case, key, cell_name):
 
     make = getattr(nn, cell_name)
     h = case["H"]
-    if case.get("bi"):
-        model = nn.Sequential([
-            nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h))),
-            nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h))),
-        ])
-    elif case.get("uni2"):
-        model = nn.Sequential([nn.RNN(make(h)), nn.RNN(make(h))])
-    else:
-        model = nn.RNN(make(h))
+    one = (lambda: nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h)))) if case.get("bi") else (
+        lambda: nn.RNN(make(h)))
+    layers = [one() for _ in range(case.get("layers", 1))]
+    model = layers[0] if len(layers) == 1 else nn.Sequential(layers)
     xs = jnp.zeros((case["B"], case["T"], case["I"]))
     params = model.init(key, xs)
     return (lambda p, xs: jnp.mean(model.apply(p, xs) ** 2)), params
@@ -116,7 +104,7 @@ def flax_model(case, key, cell_name):
 def equinox_model(case, key, cell_name):
     import equinox as eqx
 
-    if case.get("bi") or case.get("uni2"):
+    if case.get("bi") or case.get("layers", 1) > 1:
         raise NotImplementedError("no stacked/bidirectional Equinox model in this benchmark")
     cell = getattr(eqx.nn, cell_name)(case["I"], case["H"], key=key)
     params, static = eqx.partition(cell, eqx.is_array)
@@ -141,8 +129,7 @@ def torch_model(case, seed):
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # cuDNN's RNNs on a GPU
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[case["cell"]]
-    layers = 2 if case.get("bi") or case.get("uni2") else 1
-    model = cls(case["I"], case["H"], num_layers=layers, bidirectional=bool(case.get("bi")),
+    model = cls(case["I"], case["H"], num_layers=case.get("layers", 1), bidirectional=bool(case.get("bi")),
                 batch_first=True).to(device)
     xs = torch.randn(case["B"], case["T"], case["I"], device=device)
 
@@ -163,27 +150,64 @@ FLAX_CELLS = {"lstm": ["LSTMCell", "OptimizedLSTMCell"], "gru": ["GRUCell"], "el
 EQX_CELLS = {"lstm": ["LSTMCell"], "gru": ["GRUCell"], "elman": []}
 
 
+def _data_parallel(loss: Callable, params: Any, xs: Any, how: str):
+    """Returns ``(fwd, fwd_bwd, args)`` with the batch split over the CPU devices.
+
+    ``how="shard_map"``: every device runs ``loss`` on its slice and the loss and gradient
+    are averaged across devices (one method for every library; ``check_vma=False``
+    because flax.linen's ``nn.RNN`` fails shard_map's check of varying axes).
+    ``how="jit"``: plain ``jit`` on a sharded batch and replicated params, XLA's
+    partitioner deciding the rest (what ``rnnjax.fit`` does).
+    """
+    from jax.sharding import PartitionSpec as P
+
+    mesh = rnnjax.training.data_parallel_mesh()
+    args = (rnnjax.training.replicate(params, mesh), rnnjax.training.shard_batch(xs, mesh))
+    if how == "jit":
+        return jax.jit(loss), jax.jit(jax.value_and_grad(loss)), args
+    mapped = lambda f: jax.jit(jax.shard_map(
+        lambda p, x: jax.lax.pmean(f(p, x), "data"), mesh=mesh,
+        in_specs=(P(), P("data")), out_specs=P(), check_vma=False,
+    ))
+    return mapped(loss), mapped(jax.value_and_grad(loss)), args
+
+
 def implementations(case: dict[str, Any], notes: list[str]) -> dict[str, dict[str, Any]]:
-    """Returns name -> {"fwd", "fwd_bwd": callables of no arguments, "jax": (f, args) | None}."""
+    """Returns name -> {"fwd", "fwd_bwd": callables of no arguments, "jax": (f, args) | None}.
+
+    With several CPU devices (``--cpu-devices``) and a batch they divide, every JAX
+    implementation but the reference also runs data-parallel ("-dp": shard_map over the
+    batch), and rnnjax and the first flax cell also under plain jit ("-dp-jit").
+    """
     key = jax.random.key(0)
     xs = jax.random.normal(jax.random.key(1), (case["B"], case["T"], case["I"]))
     out: dict[str, dict[str, Any]] = {}
+    devices = len(jax.devices()) if jax.default_backend() == "cpu" else 1
+    parallel = devices > 1 and case["B"] % devices == 0
+    if devices > 1 and not parallel:
+        notes.append(f"batch {case['B']} not divisible by the {devices} CPU devices: no -dp rows")
 
-    def add_jax(name, loss, params):
-        fwd, fwd_bwd, _ = _jax_pair(loss, params, xs)
+    def add(name, fwd, fwd_bwd, args):
         out[name] = {
-            "fwd": lambda: jax.block_until_ready(fwd(params, xs)),
-            "fwd_bwd": lambda: jax.block_until_ready(fwd_bwd(params, xs)),
-            "jax": (fwd, fwd_bwd, (params, xs)),
+            "fwd": lambda: jax.block_until_ready(fwd(*args)),
+            "fwd_bwd": lambda: jax.block_until_ready(fwd_bwd(*args)),
+            "jax": (fwd, fwd_bwd, args),
         }
 
-    add_jax("rnnjax", *rnnjax_model(case, key, "auto"))
-    add_jax("rnnjax-reference", *rnnjax_model(case, key, "reference"))
+    def add_jax(name, loss, params, dp=("shard_map",)):
+        add(name, *_jax_pair(loss, params, xs))
+        for how in dp if parallel else ():
+            add(f"{name}-dp" + ("-jit" if how == "jit" else ""),
+                *_data_parallel(loss, params, xs, how))
+
+    add_jax("rnnjax", *rnnjax_model(case, key, "auto"), dp=("shard_map", "jit"))
+    add_jax("rnnjax-reference", *rnnjax_model(case, key, "reference"), dp=())
     try:
         import flax.linen  # noqa: F401
 
-        for name in FLAX_CELLS[case["cell"]]:
-            add_jax(f"flax.{name}", *flax_model(case, key, name))
+        for i, name in enumerate(FLAX_CELLS[case["cell"]]):
+            dp = ("shard_map", "jit") if i == 0 else ("shard_map",)
+            add_jax(f"flax.{name}", *flax_model(case, key, name), dp=dp)
     except ImportError:
         notes.append("flax not installed: skipped")
     try:
@@ -276,7 +300,7 @@ def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
 
 def print_case(r: dict[str, Any]) -> None:
     shape = f"B={r['B']} T={r['T']} I={r['I']} H={r['H']}" + (
-        " bidirectional 2-layer" if r.get("bi") else " 2-layer" if r.get("uni2") else ""
+        f" {r.get('layers', 1)}-layer" + (" bidirectional" if r.get("bi") else "")
     )
     load = ", ".join(f"{x:.1f}" for x in r["load_avg_after"])
     print(f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s; "
@@ -294,6 +318,14 @@ def print_case(r: dict[str, Any]) -> None:
             f"{e['fwd_bwd_ms'] / base['fwd_bwd_ms']:.2f} | {100 * e['fwd_bwd_roofline']:.0f}% | "
             f"{e['fwd_bwd_first_call_s']:.2f} | {'-' if peak is None else f'{peak:.0f}'} |"
         )
+    fastest = lambda lib: min(
+        ((e["fwd_bwd_ms"], k) for k, e in r["impls"].items()
+         if k.startswith(lib) and "reference" not in k), default=None)
+    ours = fastest("rnnjax")
+    for lib in ("flax", "equinox", "torch"):
+        if (theirs := fastest(lib)) is not None:
+            print(f"- fwd+bwd, fastest rnnjax row ({ours[1]}, {ours[0]:.1f} ms) vs fastest {lib} "
+                  f"row ({theirs[1]}, {theirs[0]:.1f} ms): speed-up of rnnjax {theirs[0] / ours[0]:.2f}x")
     for note in r["notes"]:
         print(f"- {note}")
 
@@ -355,6 +387,15 @@ def machine() -> dict[str, Any]:
             "load_avg": os.getloadavg(), "versions": versions}
 
 
+def warm_up() -> None:
+    """Runs a small jitted scan, matmul and gradient, so that the first implementation timed
+    does not pay the process's one-time costs (backend start, BLAS handles, autotuning) in
+    its first-call time: on an H200 the first JAX row's first call was ~1 s longer."""
+    w = jnp.eye(16)
+    loss = lambda w, xs: jnp.sum(jax.lax.scan(lambda h, x: (jnp.tanh(h @ w + x), h), xs[0], xs)[1])
+    jax.block_until_ready(jax.jit(jax.value_and_grad(loss))(w, jnp.ones((8, 4, 16))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", nargs="*", help=f"cases among {sorted(CASES)} or long-remat")
@@ -363,9 +404,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="T of long-remat")
     parser.add_argument("--json", type=str, default=None, help="write the results here")
     parser.add_argument("--long-remat-child", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cpu-devices", type=int, default=None,
+        help="JAX CPU devices for the -dp rows (default: one per core; 1: no -dp rows)")
     args = parser.parse_args()
     if args.long_remat_child:
         return long_remat_child(args.long_remat_child, args.steps)
+    rnnjax.use_cpu_cores(args.cpu_devices)  # before JAX computes anything
+    warm_up()
 
     names = args.case or (QUICK if args.quick else list(CASES) + ["long-remat"])
     reps = args.reps or (5 if args.quick else 15)
@@ -381,7 +427,10 @@ def main() -> None:
         report["cases"].append(r)
         print_case(r)
         sys.stdout.flush()
-    if args.json:
+        if args.json:  # after every case, so that an interrupted run keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+    if args.json and "long_remat" in report:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
 

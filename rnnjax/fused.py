@@ -285,8 +285,11 @@ def scan(
         during backpropagation (memory O(T/k + k), about one more forward pass of time).
       impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
         ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"``: fused when
-        :func:`supports` the cell and it measured faster there (every supported cell
-        on GPU; on CPU the LSTM and Elman cells), else the reference. The fast path's
+        :func:`supports` the cell, else the reference. (On one CPU device the GRU's
+        fast path and reference take about the same time; with the batch split over
+        CPU devices the fast path took 35 ms and the reference 98, because autodiff of
+        ``lax.scan`` sums the weight gradients across devices at every step; see
+        docs/benchmarks.md.) The fast path's
         derivative is a custom VJP, so it supports reverse mode (``grad``, ``vjp``,
         ``jacrev``) but not forward mode (``jvp``, ``jacfwd``): use ``impl="reference"``
         for those.
@@ -299,11 +302,6 @@ def scan(
     eq = _equation(cell.kind) if impl != "reference" else None
     if impl == "fused" and eq is None:
         raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
-    if impl == "auto" and eq is not None and cell.kind[0] == "gru":
-        if jax.default_backend() == "cpu":
-            # Measured on a quiet machine (docs/benchmarks.md): on XLA:CPU the fast path
-            # beats autodiff of the reference for the LSTM and Elman cells, not the GRU.
-            eq = None
     check_inputs(cell, params, xs)
     num_steps = xs.shape[0]
     length = check_length(length, num_steps)
