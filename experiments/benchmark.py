@@ -10,6 +10,12 @@ XLA's own account of a compiled function (arguments + outputs + temporaries), fo
 implementations. The roofline is one GEMM with the same FLOPs as the case, timed in the
 same run: ``fraction = flops / GEMM rate / time``.
 
+On a CPU the process shows one JAX device per core (``rnnjax.use_cpu_cores``; choose with
+``--cpu-devices``): one XLA:CPU program runs a recurrent loop on one core, while PyTorch's
+per-step matmuls use every core. Rows without a suffix run on one device; "-dp" rows split
+the batch over all CPU devices with ``shard_map`` (the same wrapper for every library) and
+"-dp-jit" rows with plain ``jit`` on a sharded batch (what ``rnnjax.fit`` does).
+
     python experiments/benchmark.py                       # all cases
     python experiments/benchmark.py --quick               # reference shapes, few reps
     python experiments/benchmark.py --case lstm --json out.json
