@@ -119,7 +119,7 @@ def _masked_update(eq, carry, gi, gh, valid):
 
 # Whether the input projection of all steps is one matmul before the loop (True) or a
 # small matmul per step inside it (False); None: the measured default of the backend. A
-# module switch so that experiments (scratch A/B runs, tests) can compare the two.
+# module switch so that experiments and tests can compare the two.
 HOIST_INPUT: bool | None = None
 
 
@@ -136,7 +136,8 @@ def default_unroll() -> int:
 
     1 on CPU, where unrolling made the loops slower; 4 elsewhere: on an H200, LSTM
     fwd+bwd at B=32, T=200, H=128 took 4.59 ms with ``unroll=1``, 2.64 ms with 4 and
-    2.41 ms with 8, whose compile time (1.4 s) is twice that of 4 (docs/benchmarks.md).
+    2.41 ms with 8, which compiled in 1.4 s instead of 0.7 s (one process; see
+    docs/benchmarks.md).
     """
     return 1 if jax.default_backend() == "cpu" else 4
 
