@@ -143,9 +143,12 @@ def default_unroll() -> int:
 
 
 def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
-    """Returns ``(final_carry, ys)`` and the residuals: every step's input carry and
-    pre-activations (``gi + gh`` when the update is additive, else ``(gi, gh)``)."""
+    """Returns ``(final_carry, ys)``, the residuals (every step's input carry and
+    pre-activations: ``gi + gh`` when the update is additive, else ``(gi, gh)``) and, for
+    an additive update with the input projection in the loop, every step's
+    ``[x_t, h_{t-1}]`` (else None), stacked time-major like the residuals."""
     hoist = _hoist_input()
+    keep_xh = eq.additive and not hoist
 
     def body(c, inputs):
         x, v = inputs
@@ -154,13 +157,14 @@ def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid)
         gh = gh if b_hh is None else gh + b_hh
         new, y = _masked_update(eq, c, gi, gh, v)
         # Saving the pre-activations spares the backward pass a matmul per step.
-        return new, (y, c, gi + gh if eq.additive else (gi, gh))
+        xh = jnp.concatenate([x, eq.hidden(c).astype(x.dtype)]) if keep_xh else None
+        return new, (y, c, gi + gh if eq.additive else (gi, gh), xh)
 
-    final, (ys, carries, pre) = jax.lax.scan(
+    final, (ys, carries, pre, xh) = jax.lax.scan(
         body, carry, (xs @ w_ih + b_in if hoist else xs, valid), reverse=reverse,
         unroll=unroll,
     )
-    return (final, ys), (carries, pre)
+    return (final, ys), (carries, pre), xh
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -168,8 +172,9 @@ def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     """Returns ``out = (final_carry, ys)``, computed before, with the recurrence's VJP attached.
 
     ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
-    functions of the weights (``h_prev`` held constant). Their values are not used (XLA
-    drops them); the backward pass (:func:`_attach_bwd`) returns their cotangents, so JAX
+    functions of the weights (``h_prev`` held constant), or expressions with the same
+    derivatives (:func:`_fused_scan`). Their values are not used (XLA drops them); the
+    backward pass (:func:`_attach_bwd`) returns their cotangents, so JAX
     differentiates those two products into ``dW_hh = h_prev^T dgh``, ``dW_ih = xs^T dgi``
     and ``dxs = dgi W_ih^T``: one GEMM each, over all steps and, under ``vmap``, all
     examples (a VJP that returned the weight gradients itself would get them per example
@@ -236,13 +241,22 @@ def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
     xs = xs.astype(dtype)
     valid = None if length is None else jnp.arange(xs.shape[0]) < length
     sg = jax.lax.stop_gradient
-    out, residuals = _loop_forward(
+    out, residuals, xh = _loop_forward(
         eq, reverse, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
     )
     out, residuals = sg(out), sg(residuals)
-    h_prev = eq.hidden(residuals[0]).astype(dtype)
-    gi = xs @ w_ih + b_in
-    gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
+    if xh is not None:
+        # One weight GEMM, [dW_ih; dW_hh] = [x, h_prev]^T dz, over the stack the loop kept
+        # in its own (time-major) order. Against the batch-major xs and the time-major
+        # h_prev separately, XLA:CPU transposed dz (T x B x 4H under vmap) into both orders;
+        # this measured 2-7% faster (docs/benchmarks.md). The second term carries
+        # dxs = dz W_ih^T. Only the derivatives of gi matter (see _attach).
+        gi = sg(xh) @ jnp.concatenate([w_ih, w_hh]) + xs @ sg(w_ih) + b_in
+        gh = jnp.zeros_like(gi)  # additive: dz reaches the weights through gi alone
+    else:
+        h_prev = eq.hidden(residuals[0]).astype(dtype)
+        gi = xs @ w_ih + b_in
+        gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
     return _attach(eq, reverse, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
 
 
