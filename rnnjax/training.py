@@ -260,7 +260,7 @@ def use_cpu_cores(num: int | None = None) -> int:
     small for its thread pool. With one CPU device per core, :func:`fit` (whose default
     mesh is every device) and any ``jit`` over a batch split with :func:`shard_batch` run
     one slice of the batch per core: an LSTM's fwd+bwd at B=32, T=200, H=128 went from
-    62.7 ms to 27.6 ms on two cores (docs/benchmarks.md). It changes nothing on GPU or
+    56.3 ms to 26.2 ms on two cores (docs/benchmarks.md). It changes nothing on GPU or
     TPU, and it takes precedence over ``--xla_force_host_platform_device_count``.
 
     Call it right after ``import rnnjax``, before JAX computes anything: JAX fixes its CPU
