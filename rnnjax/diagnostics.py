@@ -19,17 +19,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from rnnjax.cells import Cell
-from rnnjax.scan import check_carry, check_inputs, scan
+from rnnjax.scan import check_inputs, initial_carry, scan
 
 Array = jax.Array
 LossFn = Callable[[Any, Array], Array]
-
-
-def _initial_carry(cell: Cell, params: Any, carry: Any) -> Any:
-    if carry is None:
-        return cell.initial_carry(params)
-    check_carry(cell, params, carry)
-    return carry
 
 
 def _check_cell(cell: Any) -> None:
@@ -70,7 +63,7 @@ def _probed_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Any):
     """
     _check_cell(cell)
     check_inputs(cell, params, xs)
-    carry = _initial_carry(cell, params, carry)
+    carry = initial_carry(cell, params, carry)
     flat, unravel = ravel_pytree(carry)
     num_steps, input_size = xs.shape
     dtype = jnp.result_type(xs, flat)
@@ -217,7 +210,7 @@ def step_jacobians(
     """
     _check_cell(cell)
     check_inputs(cell, params, xs)
-    carry = _initial_carry(cell, params, carry)
+    carry = initial_carry(cell, params, carry)
     flat, unravel = ravel_pytree(carry)
     step = _flat_step(cell, params, unravel)
 
@@ -382,7 +375,7 @@ def lyapunov_spectrum(
     """
     _check_cell(cell)
     check_inputs(cell, params, xs)
-    carry = _initial_carry(cell, params, carry)
+    carry = initial_carry(cell, params, carry)
     flat, unravel = ravel_pytree(carry)
     n, num_steps = flat.size, xs.shape[0]
     k = n if k is None else k

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.cells import _ACTIVATIONS, Cell, _gru_update, _lstm_update
-from rnnjax.scan import check_carry, check_inputs, check_length, match_varying
+from rnnjax.scan import check_scan_args
 from rnnjax.scan import scan as reference_scan
 
 Array = jax.Array
@@ -317,14 +317,8 @@ def scan(
     eq = _equation(cell.kind) if impl != "reference" else None
     if impl == "fused" and eq is None:
         raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
-    check_inputs(cell, params, xs)
+    carry, length = check_scan_args(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
-    length = check_length(length, num_steps)
-    if carry is None:
-        carry = cell.initial_carry(params)
-    else:
-        check_carry(cell, params, carry)
-    carry = match_varying(carry, params, xs, length)
 
     def run(carry, xs, length):
         if eq is None:

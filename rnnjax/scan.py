@@ -107,6 +107,29 @@ def match_varying(carry: Any, *operands: Any) -> Any:
     return jax.tree.map(cast, carry)
 
 
+def initial_carry(cell: Cell, params: Any, carry: Any) -> Any:
+    """Returns ``carry``, checked against the cell, or ``cell.initial_carry(params)`` if None."""
+    if carry is None:
+        return cell.initial_carry(params)
+    check_carry(cell, params, carry)
+    return carry
+
+
+def check_scan_args(
+    cell: Cell, params: Any, xs: Array, carry: Any, length: Any
+) -> tuple[Any, Array | None]:
+    """Checks the arguments of a scan of ``cell`` over ``xs``; returns ``(carry, length)``.
+
+    The carry defaults to ``cell.initial_carry(params)`` and is cast to vary like the
+    operands inside ``shard_map`` (:func:`match_varying`); ``length`` is an int32 scalar or
+    None (see :func:`check_length`).
+    """
+    check_inputs(cell, params, xs)
+    length = check_length(length, xs.shape[0])
+    carry = initial_carry(cell, params, carry)
+    return match_varying(carry, params, xs, length), length
+
+
 def scan(
     cell: Cell,
     params: Any,
@@ -134,14 +157,8 @@ def scan(
     Returns:
       ``final_carry`` (a pytree like ``carry``) and ``ys: (T, hidden_size)``.
     """
-    check_inputs(cell, params, xs)
+    carry, length = check_scan_args(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
-    length = check_length(length, num_steps)
-    if carry is None:
-        carry = cell.initial_carry(params)
-    else:
-        check_carry(cell, params, carry)
-    carry = match_varying(carry, params, xs, length)
 
     def cast_like(new, old):
         # lax.scan needs a fixed carry type; low-precision params may compute in float32.
