@@ -261,6 +261,29 @@ def jax_memory(fn, args) -> int | None:
         return None
 
 
+def interleaved(
+    calls: dict[str, Callable[[], Any]], reps: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Returns the wall-clock and the process CPU seconds of each call, ``reps`` times each.
+
+    Repetition k runs every call once, in an order rotated by k, so that no call always
+    runs right after the same one: in a fixed order, the same JAX program measured 15.4 ms
+    right after PyTorch and 12.6 ms in another slot (PyTorch's threads spin a while after a
+    call, presumably taking a core from whatever runs next). A call must block until its
+    result is ready.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            calls[name]()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
 def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
     notes: list[str] = []
     impls = implementations(case, notes)
@@ -271,18 +294,7 @@ def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             fns[mode]()
             compile_s[impl] = time.perf_counter() - t0
-        times: dict[str, list[float]] = {impl: [] for impl in impls}
-        names = list(impls)
-        for rep in range(reps):
-            # Rotated each repetition, so that no implementation always runs right after
-            # the same one: in a fixed order, the same JAX program measured 15.4 ms right
-            # after PyTorch and 12.6 ms in another slot (PyTorch's threads spin a while
-            # after a call, presumably taking a core from whatever runs next).
-            for impl in names[rep % len(names):] + names[: rep % len(names)]:
-                fns = impls[impl]
-                t0 = time.perf_counter()
-                fns[mode]()
-                times[impl].append(time.perf_counter() - t0)
+        times, _ = interleaved({impl: fns[mode] for impl, fns in impls.items()}, reps)
         for impl in impls:
             entry = result["impls"].setdefault(impl, {})
             entry[f"{mode}_ms"] = 1e3 * statistics.median(times[impl])

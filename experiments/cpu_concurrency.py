@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
+import benchmark  # experiments/benchmark.py: its interleaved timing
 import rnnjax
 
 
@@ -86,23 +86,16 @@ def main() -> None:
         "vmap": (jax.jit(jax.vmap(loop, in_axes=(0, None))), (put(ws), put(xs))),
         "two devices": (jax.jit(split), (ws, xs)),
     }
-    for fn, fn_args in fns.values():
-        jax.block_until_ready(fn(*fn_args))  # compile
-    wall = {name: [] for name in fns}
-    cpu = {name: [] for name in fns}
-    names = list(fns)
-    for rep in range(args.reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
-            fn, fn_args = fns[name]
-            c0, t0 = time.process_time(), time.perf_counter()
-            jax.block_until_ready(fn(*fn_args))
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+    calls = {name: lambda f=fn, a=fn_args: jax.block_until_ready(f(*a))
+             for name, (fn, fn_args) in fns.items()}
+    for call in calls.values():
+        call()  # compile
+    wall, cpu = benchmark.interleaved(calls, args.reps)
     base = statistics.median(wall["one"])
     print(f"B={b} T={t} H={h}, {args.reps} reps, jax {jax.__version__}, "
           f"{len(jax.devices())} CPU devices")
     print(f"{'program':<12} {'wall ms':>8} {'CPU ms':>8} {'wall / one':>10}")
-    for name in names:
+    for name in fns:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         print(f"{name:<12} {1e3 * w:8.2f} {1e3 * c:8.2f} {w / base:10.2f}")
 
