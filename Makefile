@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study demo test bench notebooks clean
+.PHONY: study test bench notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,6 @@ $(VENV)/.installed: pyproject.toml
 
 study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
-
-demo: $(VENV)/.installed
-	$(PY) experiments/demo.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --durations=15 tests

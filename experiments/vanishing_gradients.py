@@ -202,7 +202,7 @@ def gradient_norm_profile(cell, readout, task, params, xs, targets):
 def run_group(config: Config, cell_name: str, length: int, group_dir: str,
               progress: bool | None) -> dict:
     """Returns this (cell, T) group's measurements, training its seeds as one vmapped program."""
-    task = tasks.make_task(config.task, length)
+    task = tasks.make_task(config.task, **{tasks.SIZE_ARGUMENT[config.task]: length})
     cell = CELLS[cell_name](config)
     readout = readouts.linear(task.output_size)
     model = models.many_to_many(rnnjax.recurrent(cell), readout)
@@ -260,10 +260,13 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
     t0 = time.perf_counter()
     result = training.fit(
         train_step, states, batch_fn, config.num_steps,
-        run_dir=group_dir, config=group_config, chunk_size=config.eval_every,
-        eval_fn=eval_fn, eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every or None, keep_checkpoints=1,
-        hooks=[hook], hook_every=config.eval_every, progress=progress,
+        run_dir=group_dir, config=group_config, eval_fn=eval_fn, hooks=[hook],
+        schedule=training.Schedule(
+            chunk_size=config.eval_every, eval_every=config.eval_every,
+            checkpoint_every=config.checkpoint_every or None, hook_every=config.eval_every,
+            keep_checkpoints=1,
+        ),
+        progress=progress,
     )
     wall = time.perf_counter() - t0
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from rnnjax.cells import Cell
+from rnnjax import padding
+from rnnjax.cells import ELMAN_UPDATES, Cell, GatedStep
 from rnnjax.scan import check_inputs, initial_carry, scan
 
 Array = jax.Array
@@ -221,12 +222,11 @@ def step_jacobians(
     tracer = Cell(cell.init, cell.initial_carry, emit_previous, flat.size, ("previous", cell.kind))
     _, previous = scan(tracer, params, xs, carry=carry, length=length)
     previous = previous.astype(flat.dtype)
-    jacobians = jax.vmap(jax.jacfwd(step))(previous, xs)
-    if length is None:
-        return jacobians
-    valid = jnp.arange(xs.shape[0]) < length
-    eye = jnp.eye(flat.size, dtype=jacobians.dtype)
-    return jnp.where(valid[:, None, None], jacobians, eye)
+    length = padding.check_length(length, xs.shape[0])
+    valid = padding.valid_steps(xs.shape[0], length)
+    jacobians = jax.vmap(jax.jacfwd(step))(previous, padding.clean(xs, valid))
+    eye = jnp.broadcast_to(jnp.eye(flat.size, dtype=jacobians.dtype), jacobians.shape)
+    return padding.keep_carry(valid, jacobians, eye)
 
 
 def singular_values(matrices: Array) -> Array:
@@ -317,13 +317,15 @@ def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
         ``"sigmoid"``; γ = 1, 1, 1, 1/4) or the :func:`rnnjax.elman` cell itself.
     """
     if isinstance(activation, Cell):
-        kind = activation.kind
-        if not (isinstance(kind, tuple) and kind and kind[0] == "elman"):
+        step = activation.step
+        names = [name for name, update in ELMAN_UPDATES.items()
+                 if type(step) is GatedStep and step.update is update]
+        if not names:
             raise ValueError(
-                f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), "
-                f"got a cell of kind {kind!r}"
+                f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), got a "
+                f"cell of kind {activation.kind!r} whose step is not an Elman step"
             )
-        activation = kind[1]
+        activation = names[0]
     if activation not in _DERIVATIVE_BOUNDS:
         raise ValueError(
             f"activation must be one of {sorted(_DERIVATIVE_BOUNDS)}, got {activation!r}"
@@ -388,7 +390,10 @@ def lyapunov_spectrum(
     else:
         basis = jnp.linalg.qr(jax.random.normal(key, (n, k), flat.dtype))[0]
     step = _flat_step(cell, params, unravel)
-    num_valid = num_steps if length is None else jnp.clip(length, 0, num_steps)
+    length = padding.check_length(length, num_steps)
+    valid_steps = padding.valid_steps(num_steps, length)
+    xs = padding.clean(xs, valid_steps)
+    num_valid = num_steps if length is None else length
     last = num_valid - 1
 
     def orthonormalise(q, log_r):
@@ -403,7 +408,7 @@ def lyapunov_spectrum(
         new_h, jq = jax.vmap(lambda v: jax.jvp(lambda s: step(s, x), (h,), (v,)), in_axes=1,
                              out_axes=(None, 1))(q)
         valid = t < num_valid
-        new_h, jq = jnp.where(valid, new_h, h), jnp.where(valid, jq, q)
+        new_h, jq = padding.keep_carry(valid, (new_h, jq), (h, q))
         due = valid & (((t + 1) % reorth_every == 0) | (t == last))
         q, log_r = jax.lax.cond(due, orthonormalise, lambda a, b: (a, b), jq, log_r)
         return (new_h, q, log_r), None

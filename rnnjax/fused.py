@@ -14,10 +14,14 @@ Blunsom 2016, "Optimizing performance of recurrent neural networks on GPUs"):
    and ``dW_ih = sum_t x_t^T dz_t`` are ONE matmul each after the loop, instead of a small
    accumulating matmul per step as in autodiff of ``lax.scan``.
 
-The element-wise part of a step, the cell's equation given its two pre-activations, is
-written out below per cell ``kind``; ``tests/test_fused.py`` checks values and gradients
-against :func:`rnnjax.scan` over ``cell.step``. Cells of other kinds fall back to the
-reference scan.
+Which cells: those whose ``step`` is a :class:`rnnjax.cells.GatedStep`, the built-in
+Elman, LSTM and GRU (``reset_after=True``) and any cell made with :func:`rnnjax.gated`.
+The loop below is derived from that step's own ``update`` (the element-wise equation
+between the two matmuls), so it computes ``cell.step`` whatever the update says; its
+derivative is JAX's VJP of the update, or a hand-written one registered for a built-in
+update (tested against autodiff of the update it belongs to). Any other step, an edited
+copy of a built-in one included, runs as written (:func:`rnnjax.scan`); :func:`path`
+says which one a cell gets.
 
 Long sequences: with ``remat`` the sequence is cut into segments, only the carry at the
 segment boundaries is kept for the backward pass, and each segment's forward is recomputed
@@ -35,38 +39,20 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells import _ACTIVATIONS, Cell, _gru_update, _lstm_update
+from rnnjax import padding
+from rnnjax.cells import Cell, GatedStep, lstm_update
 from rnnjax.scan import check_scan_args
 from rnnjax.scan import scan as reference_scan
 
 Array = jax.Array
 
 
-class _Equation(NamedTuple):
-    """A cell's step split as ``carry' = update(carry, gi, gh)`` around its two matmuls.
-
-    ``gi = x W_ih + b_ih`` and ``gh = h W_hh + b_hh``. When ``additive``, the update reads
-    only ``gi + gh`` (Elman, LSTM), so ``b_hh`` is folded into the input projection and the
-    backward pass emits one pre-activation gradient per step instead of two.
-    """
-
-    update: Callable[[Any, Array, Array], Any]
-    hidden: Callable[[Any], Array]  # the h in the carry: it is both W_hh's input and y
-    additive: bool
-    # (carry, z, d_new_carry, dy) -> (d_carry, dz), the update's VJP written out, for an
-    # additive update; None: jax.vjp of `update`. XLA:CPU runs one kernel per fusion per
-    # step, and autodiff's VJP of the LSTM update splits into more of them.
-    vjp: Callable | None = None
-
-
-def _elman_equation(activation: str) -> _Equation:
-    act = _ACTIVATIONS[activation]
-    # h' = act(x W_ih + b_ih + h W_hh + b_hh), as rnnjax.elman.
-    return _Equation(lambda h, gi, gh: act(gi + gh), lambda h: h, True)
-
-
 def _lstm_vjp(carry, z, d_carry, dy):
-    # The derivative of _lstm_update with z = gi + gh (h enters only through gh).
+    """Returns ``(d_carry_in, dz)``, the VJP of :func:`rnnjax.cells.lstm_update` written out.
+
+    XLA:CPU runs one kernel per fusion per step, and autodiff's VJP of the LSTM update
+    splits into more of them. ``h`` enters only through ``z``, so its cotangent here is 0.
+    """
     (h, c), (d_h, d_c) = carry, d_carry
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -81,40 +67,49 @@ def _lstm_vjp(carry, z, d_carry, dy):
     return (jnp.zeros_like(h), (d_c * f).astype(carry[1].dtype)), dz
 
 
-@functools.lru_cache(maxsize=None)  # one _Equation per kind, so jit caches hit
-def _equation(kind: Any) -> _Equation | None:
-    if not isinstance(kind, tuple) or not kind:
-        return None
-    if kind[0] == "elman" and len(kind) == 3 and kind[1] in _ACTIVATIONS:
-        return _elman_equation(kind[1])
-    if kind[0] == "lstm" and len(kind) == 2:
-        return _Equation(_lstm_update, lambda carry: carry[0], True, _lstm_vjp)
-    if kind[0] == "gru" and len(kind) == 3 and kind[1] == "reset_after":
-        return _Equation(_gru_update, lambda h: h, False)
-    return None
+# Hand-written derivatives, keyed by the update function they differentiate (its identity,
+# so an edited or replaced update never meets a derivative written for another one):
+# ``vjp(carry, z, d_new_carry, dy) -> (d_carry, dz)`` for an additive update whose output
+# is hidden(new carry). tests/test_fused.py checks each against jax.vjp of its key.
+HAND_WRITTEN_VJPS: dict[Callable, Callable] = {lstm_update: _lstm_vjp}
+
+
+def _gated_step(cell: Cell) -> GatedStep | None:
+    step = cell.step
+    return step if type(step) is GatedStep else None
 
 
 def supports(cell: Cell) -> bool:
     """Returns whether :func:`scan` has a fast path for ``cell`` (else it runs the reference).
 
-    The fast path covers ``rnnjax.elman`` (any activation), ``rnnjax.lstm`` and
-    ``rnnjax.gru(reset_after=True)``, recognised by ``cell.kind``.
+    True when ``cell.step`` is a :class:`rnnjax.cells.GatedStep`: the built-in Elman (any
+    activation), LSTM and GRU (``reset_after=True``) and cells made with
+    :func:`rnnjax.gated`. A step replaced by any other function (an edited copy of a
+    built-in cell, a wrapper) is not, whatever the cell's ``kind`` says.
     """
-    return _equation(cell.kind) is not None
+    return _gated_step(cell) is not None
+
+
+def path(cell: Cell, impl: str = "auto") -> str:
+    """Returns ``"fused"`` or ``"reference"``: the loop :func:`scan` runs for ``cell`` and ``impl``."""
+    check_options(impl, None)
+    if impl == "reference" or not supports(cell):
+        return "reference"
+    return "fused"
 
 
 def _cast_like(new, old):
     return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
 
-def _masked_update(eq, carry, gi, gh, valid):
+def _update(eq: GatedStep, carry, gi, gh):
+    return eq.update(carry, gi + gh) if eq.additive else eq.update(carry, gi, gh)
+
+
+def _masked_update(eq: GatedStep, carry, gi, gh, valid):
     """Returns ``(carry', y)`` from the pre-activations; ``valid=False`` keeps the carry."""
-    new = _cast_like(eq.update(carry, gi, gh), carry)
-    if valid is None:
-        return new, eq.hidden(new)
-    new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry)
-    y = eq.hidden(new)
-    return new, jnp.where(valid, y, jnp.zeros_like(y))
+    new = padding.keep_carry(valid, _cast_like(_update(eq, carry, gi, gh), carry), carry)
+    return new, padding.zero_outputs(valid, eq.hidden(new))
 
 
 # Whether the input projection of all steps is one matmul before the loop (True) or a
@@ -142,7 +137,7 @@ def default_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else 4
 
 
-def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
+def _loop_forward(eq, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
     """Returns ``(final_carry, ys)``, the residuals (every step's input carry and
     pre-activations: ``gi + gh`` when the update is additive, else ``(gi, gh)``) and, for
     an additive update with the input projection in the loop, every step's
@@ -161,14 +156,13 @@ def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid)
         return new, (y, c, gi + gh if eq.additive else (gi, gh), xh)
 
     final, (ys, carries, pre, xh) = jax.lax.scan(
-        body, carry, (xs @ w_ih + b_in if hoist else xs, valid), reverse=reverse,
-        unroll=unroll,
+        body, carry, (xs @ w_ih + b_in if hoist else xs, valid), unroll=unroll
     )
     return (final, ys), (carries, pre), xh
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _attach(eq, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     """Returns ``out = (final_carry, ys)``, computed before, with the recurrence's VJP attached.
 
     ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
@@ -184,11 +178,15 @@ def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     return out
 
 
-def _attach_fwd(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+def _attach_fwd(eq, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     return out, (w_hh, residuals, valid)
 
 
-def _attach_bwd(eq, reverse, unroll, saved, cotangents):
+def _tree_add(a, b):
+    return jax.tree.map(lambda u, v: u + v.astype(u.dtype), a, b)
+
+
+def _attach_bwd(eq, unroll, saved, cotangents):
     """Returns the pre-activation and initial-carry cotangents from one backward loop.
 
     Each backward step maps ``d carry_t`` to ``d carry_{t-1}`` through the element-wise
@@ -198,26 +196,27 @@ def _attach_bwd(eq, reverse, unroll, saved, cotangents):
     w_hh, (carries, pre), valid = saved
     d_final, d_ys = cotangents
     w_hh_t = w_hh.T  # once, outside the loop
+    hand_vjp = HAND_WRITTEN_VJPS.get(eq.update) if eq.additive else None
 
     def body(d_carry, inputs):
         c, p, v, dy = inputs
-        if eq.vjp is not None:
-            d_c, d_gi = eq.vjp(c, p, d_carry, dy)
-            if v is not None:  # a padded step: the carry's gradient passes through
-                d_c = jax.tree.map(lambda d, keep: jnp.where(v, d, keep), d_c, d_carry)
-                d_gi = jnp.where(v, d_gi, jnp.zeros_like(d_gi))
+        if hand_vjp is not None:
+            d_c, d_gi = hand_vjp(c, p, d_carry, dy)
+            d_c = padding.keep_carry(v, d_c, d_carry)  # a padded step passes it through
+            d_gi = padding.zero_outputs(v, d_gi)
             d_gh = d_gi
         else:
             gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
             _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
             d_c, d_gi, d_gh = vjp((d_carry, dy))
         d_gh = d_gi if eq.additive else d_gh
-        d_h = eq.hidden(d_c) + (d_gh @ w_hh_t).astype(eq.hidden(d_c).dtype)
-        d_c = (d_h, d_c[1]) if isinstance(d_c, tuple) else d_h
-        return d_c, (d_gi if eq.additive else (d_gi, d_gh))
+        # h = hidden(carry) multiplies W_hh: its gradient d_gh W_hh^T flows back into the carry.
+        _, hidden_vjp = jax.vjp(eq.hidden, c)
+        (d_from_gh,) = hidden_vjp((d_gh @ w_hh_t).astype(eq.hidden(c).dtype))
+        return _tree_add(d_c, d_from_gh), (d_gi if eq.additive else (d_gi, d_gh))
 
     d_carry, d_pre = jax.lax.scan(
-        body, d_final, (carries, pre, valid, d_ys), reverse=not reverse, unroll=unroll
+        body, d_final, (carries, pre, valid, d_ys), reverse=True, unroll=unroll
     )
     d_gi, d_gh = (d_pre, d_pre) if eq.additive else d_pre
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
@@ -227,10 +226,12 @@ def _attach_bwd(eq, reverse, unroll, saved, cotangents):
 _attach.defvjp(_attach_fwd, _attach_bwd)
 
 
-def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
-    """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks)."""
-    dtype = cell.kind[-1]
-    dtype = dtype if dtype is not None else jnp.result_type(xs, params["w_ih"])
+def _fused_scan(eq, params, xs, carry, length, unroll):
+    """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks).
+
+    Forward in time over ``xs``, whose padded steps (``t >= length``) hold zeros.
+    """
+    dtype = eq.dtype if eq.dtype is not None else jnp.result_type(xs, params["w_ih"])
     w_ih, w_hh = params["w_ih"].astype(dtype), params["w_hh"].astype(dtype)
     b_in = params.get("b_ih", jnp.zeros((w_hh.shape[-1],), dtype)).astype(dtype)
     b_hh = params.get("b_hh")
@@ -239,10 +240,10 @@ def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
         if eq.additive:  # only gi + gh matters: one bias
             b_in, b_hh = b_in + b_hh, None
     xs = xs.astype(dtype)
-    valid = None if length is None else jnp.arange(xs.shape[0]) < length
+    valid = padding.valid_steps(xs.shape[0], length)
     sg = jax.lax.stop_gradient
     out, residuals, xh = _loop_forward(
-        eq, reverse, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
+        eq, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
     )
     out, residuals = sg(out), sg(residuals)
     if xh is not None:
@@ -257,7 +258,7 @@ def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
         h_prev = eq.hidden(residuals[0]).astype(dtype)
         gi = xs @ w_ih + b_in
         gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
-    return _attach(eq, reverse, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
+    return _attach(eq, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
 
 
 def check_options(impl: Any, remat: Any) -> None:
@@ -314,23 +315,37 @@ def scan(
     """
     check_options(impl, remat)
     unroll = default_unroll() if unroll is None else unroll
-    eq = _equation(cell.kind) if impl != "reference" else None
+    eq = _gated_step(cell) if impl != "reference" else None
     if impl == "fused" and eq is None:
-        raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
+        raise ValueError(
+            f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "
+            f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
+            f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
+        )
     carry, length = check_scan_args(cell, params, xs, carry, length)
+    if eq is None and remat is None:
+        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
+                              unroll=unroll)
     num_steps = xs.shape[0]
+    if reverse:
+        xs = padding.reverse_valid(xs, length)
+    xs = padding.clean(xs, padding.valid_steps(num_steps, length))
 
-    def run(carry, xs, length):
+    def run(carry, xs, length):  # forward in time, padding cleaned
         if eq is None:
-            return reference_scan(
-                cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
-            )
-        return _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll)
+            return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
+        return _fused_scan(eq, params, xs, carry, length, unroll)
 
     if remat is None:
-        return run(carry, xs, length)
+        final, ys = run(carry, xs, length)
+    else:
+        final, ys = _segmented(run, carry, xs, length, _segment_length(remat, num_steps))
+    return final, padding.reverse_valid(ys, length) if reverse else ys
 
-    seg = _segment_length(remat, num_steps)
+
+def _segmented(run, carry, xs, length, seg):
+    """Returns ``run`` over ``xs`` in segments of ``seg`` steps, each recomputed in backprop."""
+    num_steps = xs.shape[0]
     num_segments = -(-num_steps // seg)
     padded = num_segments * seg
     if padded != num_steps:  # padding goes at the end, where `length` masks it out
@@ -345,7 +360,6 @@ def scan(
         return run(c, xs_k, local)
 
     final, ys = jax.lax.scan(
-        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets),
-        reverse=reverse,
+        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets)
     )
     return final, ys.reshape((padded,) + ys.shape[2:])[:num_steps]
