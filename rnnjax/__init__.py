@@ -13,9 +13,11 @@ from rnnjax import (
     fused,
     initializers,
     interop,
+    linear_cells,
     losses,
     models,
     padding,
+    parallel_in_time,
     plots,
     readouts,
     tasks,
@@ -23,6 +25,7 @@ from rnnjax import (
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
+from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.models import (
     Generator,
@@ -49,6 +52,8 @@ __version__ = "0.1.0"
 __all__ = [
     # cells, the time loop, layers
     "Cell", "GatedStep", "elman", "gated", "gru", "irnn", "lstm", "scan", "reverse_valid",
+    # cells linear in their state (parallel over time: rnnjax.parallel_in_time)
+    "LinearStep", "lru", "mingru", "minlstm",
     # errors for values known only at run time
     "InvalidValueError", "checked",
     "Layer", "bidirectional", "recurrent", "stack",
@@ -58,6 +63,6 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "diagnostics", "fused", "initializers", "interop", "losses", "models",
-    "padding", "plots", "readouts", "tasks", "training",
+    "checkpoints", "checks", "diagnostics", "fused", "initializers", "interop", "linear_cells",
+    "losses", "models", "padding", "parallel_in_time", "plots", "readouts", "tasks", "training",
 ]
