@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import fused, padding
+from rnnjax import fused, padding, probes
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.readouts import Readout, embedding, linear
@@ -146,7 +146,8 @@ def many_to_one(
         raise ValueError(f"pool must be one of {sorted(_POOLS)} or a callable, got {pool!r}")
 
     def features(rnn_params, xs, length, key, train):
-        final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
+        with probes.scope("rnn"):
+            final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
         return pool_fn(final, ys, length)
 
     def init(key, input_size):
@@ -185,7 +186,8 @@ def many_to_many(layer: Layer, readout: Readout) -> Model:
                 "readout": readout.init(k_out, layer.output_size)}
 
     def apply(params, xs, *, length=None, key=None, train=False):
-        _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
+        with probes.scope("rnn"):
+            _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
         outputs = readout.apply(params["readout"], ys)
         if length is None:
             return outputs
@@ -286,8 +288,9 @@ def _token_decoder(
         if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
             raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
         previous = jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
-        _, ys = fused.scan(cell, params["cell"], step_input(params, context, previous),
-                           carry=start_carry(params, context))
+        with probes.scope("cell"):
+            _, ys = fused.scan(cell, params["cell"], step_input(params, context, previous),
+                               carry=start_carry(params, context))
         return readout.apply(params["readout"], ys)
 
     def decode(params, context, max_length, key, temperature):
@@ -465,12 +468,15 @@ def encoder_decoder(
                     f"source must be tokens of shape (T_src,) for one sequence, got {jnp.shape(source)}"
                 )
             source = source_embed.apply(params["source_embed"], source)
-        final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key, train=train)
+        with probes.scope("encoder"):
+            final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key,
+                                     train=train)
         return _flatten(final)
 
     def apply(params, source, targets, *, source_length=None, key=None, train=False):
         c = context(params, source, source_length, key, train)
-        return decoder.teacher_force(params["decoder"], c, targets)
+        with probes.scope("decoder"):
+            return decoder.teacher_force(params["decoder"], c, targets)
 
     def decode(params, source, *, max_length, source_length=None, key=None, temperature=1.0):
         c = context(params, source, source_length, None, False)

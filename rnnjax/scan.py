@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnjax import padding
+from rnnjax import padding, probes
 from rnnjax.cells import Cell
 
 Array = jax.Array
@@ -149,17 +149,24 @@ def scan(
     """
     carry, length = check_scan_args(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
+    probe = None
+    if probes.active():  # rnnjax.diagnostics.gradient_flow: a zero on every new state
+        size, dtype = probes.state_size(carry)
+        loop = probes.Loop(cell, params, xs, carry, length, reverse)
+        probe = probes.take(loop, size, jnp.result_type(dtype, xs))
     if reverse:
-        xs = padding.reverse_valid(xs, length)
+        xs, probe = padding.reverse_valid((xs, probe), length)
     valid = padding.valid_steps(num_steps, length)
     xs = padding.clean(xs, valid)
 
     def body(h, inputs):
-        x, v = inputs
+        x, v, p = inputs
         new_h, y = cell.step(params, h, x)
+        if p is not None:
+            new_h, y = probes.add(new_h, y, p)
         # lax.scan needs a fixed carry type; low-precision params may compute in float32.
         new_h = jax.tree.map(lambda n, o: n.astype(o.dtype), new_h, h)
         return padding.keep_carry(v, new_h, h), padding.zero_outputs(v, y)
 
-    final, ys = jax.lax.scan(body, carry, (xs, valid), unroll=unroll)
+    final, ys = jax.lax.scan(body, carry, (xs, valid, probe), unroll=unroll)
     return final, padding.reverse_valid(ys, length) if reverse else ys
