@@ -8,6 +8,7 @@ explicitly) wrap the same functions as Flax modules.
 
 from rnnjax import (
     checkpoints,
+    datasets,
     diagnostics,
     fused,
     initializers,
@@ -52,6 +53,6 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "diagnostics", "fused", "initializers", "interop", "losses", "models",
+    "checkpoints", "datasets", "diagnostics", "fused", "initializers", "interop", "losses", "models",
     "plots", "readouts", "tasks", "training",
 ]
