@@ -53,9 +53,9 @@ import rnnjax
 from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from early_stopping import keep_best  # noqa: E402
-from experiment_cli import (field, markdown_table, open_run_dir, parse_config,  # noqa: E402
-                            pyplot, run_each, save_figure, write_results)
+from vmapped_seeds import init_states, keep_best  # noqa: E402
+from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
+                            save_figure, start_run, write_results)
 
 # --------------------------------------------------------------------------------- config
 
@@ -263,13 +263,7 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
     def val_loss(params):
         return val_loss_of(params, val_batch)
 
-    @jax.jit
-    @jax.vmap
-    def init_state(key):
-        k_init, k_data = jax.random.split(key)
-        return training.init_train_state(k_data, model.init(k_init, D), optimizer)
-
-    states = init_state(jax.random.split(key, config.num_seeds))
+    states = init_states(model, D, optimizer, key, config.num_seeds)
     hook, best = keep_best(val_loss, states.params)
     train_step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
@@ -429,13 +423,16 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
         axes[0].plot(anomalous, x[anomalous], ".", ms=2, color="tab:red", label="labelled anomaly")
         axes[0].set_ylabel("standardised value")
         axes[0].legend(fontsize=8, loc="upper right")
-        for ax, key, label, color in ((axes[1], "rnn_score", "LSTM: -log N(e_t)", "tab:red"),
-                                      (axes[2], "zscore_score", "rolling z-score", "tab:blue")):
-            ax.plot(np.asarray(r[key], dtype=float), lw=0.6, color=color)
+        rnn = np.asarray(r["rnn_score"], dtype=float)
+        # The NLL can be negative (a density above 1); shifted to start at 1, a log axis shows it.
+        for ax, score, label, color in (
+                (axes[1], rnn - np.nanmin(rnn) + 1, "LSTM: -log N(e_t) - min + 1", "tab:red"),
+                (axes[2], np.asarray(r["zscore_score"], dtype=float), "rolling z-score", "tab:blue")):
+            ax.plot(score, lw=0.6, color=color)
             for a in anomalous:
                 ax.axvspan(a - 0.5, a + 0.5, color="tab:red", alpha=0.15, lw=0)
-            ax.set_ylabel(label)
-        axes[1].set_yscale("symlog")
+            ax.set_ylabel(label, fontsize=8)
+        axes[1].set_yscale("log")
         axes[2].set_xlabel("test step")
         axes[0].set_title(f"{r['dataset']}: anomaly scores (shaded: labelled anomalies)")
         paths.append(save_figure(fig, fig_dir, f"scores_{r['dataset']}.png"))
@@ -447,9 +444,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args = parse_config(Config, PRESETS, argv, __doc__, "anomaly_detection")
-    check_config(config)
-    run_dir = open_run_dir(args.run_dir, config)
+    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "anomaly_detection", check_config)
     t_start = time.perf_counter()
     results = run_each(config.datasets,
                        lambda name, key: run_dataset(config, name, key, args.progress), config.seed)

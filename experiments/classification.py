@@ -51,8 +51,9 @@ import rnnjax
 from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, open_run_dir, parse_config,  # noqa: E402
-                            pyplot, run_each, save_figure, write_results)
+from vmapped_seeds import init_states  # noqa: E402
+from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
+                            save_figure, start_run, write_results)
 
 # --------------------------------------------------------------------------------- config
 
@@ -194,13 +195,7 @@ def train_rnn(config: Config, train, train_labels, test, test_labels, num_classe
         predicted = jnp.argmax(logits_of(params, xs_test, len_test), axis=-1)
         return {"test_accuracy": jnp.mean(predicted == y_test)}
 
-    @jax.jit
-    @jax.vmap
-    def init_state(key):
-        k_init, k_data = jax.random.split(key)
-        return training.init_train_state(k_data, model.init(k_init, xs_train.shape[-1]), optimizer)
-
-    states = init_state(jax.random.split(key, config.num_seeds))
+    states = init_states(model, xs_train.shape[-1], optimizer, key, config.num_seeds)
     train_step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
     result = training.fit(train_step, states, batch_fn, config.num_steps,
@@ -317,9 +312,11 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
         ax.bar(range(len(methods)), [a[m] for m, _ in methods],
                yerr=[a["rnn_std"]] + [0] * (len(methods) - 1),
                color=["tab:red", "tab:blue", "tab:cyan", "tab:green", "tab:gray"])
+        for i, (m, _) in enumerate(methods):
+            ax.text(i, a[m] + 0.01, f"{a[m]:.3f}", ha="center", fontsize=7)
         ax.axhline(a["dtw_1nn_published"], color="k", ls="--", lw=1, label="1-NN DTW_D published")
         ax.set_xticks(range(len(methods)), [label for _, label in methods], fontsize=8)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.08)
         ax.set_title(f"{r['dataset']}: test accuracy")
         ax.legend(fontsize=8, loc="lower left")
     paths.append(save_figure(fig, fig_dir, "accuracy.png"))
@@ -358,9 +355,7 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args = parse_config(Config, PRESETS, argv, __doc__, "classification")
-    check_config(config)
-    run_dir = open_run_dir(args.run_dir, config)
+    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "classification", check_config)
     t_start = time.perf_counter()
     results = run_each(config.datasets,
                        lambda name, key: run_dataset(config, name, key, args.progress), config.seed)

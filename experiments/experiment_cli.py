@@ -69,6 +69,15 @@ def parse_config(config_cls: type, presets: dict[str, dict[str, Any]], argv: lis
     return config, args
 
 
+def start_run(config_cls: type, presets: dict[str, dict[str, Any]], argv: list[str] | None,
+              description: str, name: str, check: Callable[[Any], None]) -> tuple[Any, argparse.Namespace, str]:
+    """Returns ``(config, other options, run_dir)``: :func:`parse_config`, ``check(config)``
+    (which raises on a bad field) and :func:`open_run_dir`, in that order."""
+    config, args = parse_config(config_cls, presets, argv, description, name)
+    check(config)
+    return config, args, open_run_dir(args.run_dir, config)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` as JSON (arrays as lists) atomically: a reader never sees half a file."""
     tmp = path + ".tmp"

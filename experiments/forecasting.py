@@ -53,14 +53,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from threadpoolctl import threadpool_limits
 
 import rnnjax
 from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from early_stopping import keep_best  # noqa: E402
-from experiment_cli import (field, markdown_table, open_run_dir, parse_config,  # noqa: E402
-                            pyplot, run_each, save_figure, write_results)
+from vmapped_seeds import init_states, keep_best  # noqa: E402
+from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
+                            save_figure, start_run, write_results)
 
 # --------------------------------------------------------------------------------- config
 
@@ -177,7 +178,8 @@ def state_space_forecasts(result, y: np.ndarray, origins: np.ndarray, horizon: i
     y_hat_{t+k} = Z a_{t+k|t} + d, a_{t+k+1|t} = T a_{t+k|t} + c, which is what
     ``result.apply(y[:t+1]).forecast(H)`` computes (tests check it), without refiltering.
     """
-    filtered = result.apply(y).filter_results
+    with threadpool_limits(1):  # see fit_statistical
+        filtered = result.apply(y).filter_results
     design, transition = filtered.design[..., 0], filtered.transition[..., 0]
     state_intercept, obs_intercept = filtered.state_intercept[:, 0], filtered.obs_intercept[0, 0]
     out = np.empty((len(origins), horizon))
@@ -190,13 +192,17 @@ def state_space_forecasts(result, y: np.ndarray, origins: np.ndarray, horizon: i
 
 
 def fit_statistical(y_pre: np.ndarray, setup: Setup) -> dict[str, Any]:
-    """Returns the fitted SARIMA and ETS results on the pre-test part, and their fit times."""
+    """Returns the fitted SARIMA and ETS results on the pre-test part, and their fit times.
+
+    BLAS runs on one thread: the Kalman filter's matrices are tiny, and a multi-threaded
+    BLAS made the AR(9) fit 50x slower (50 s instead of 0.8) on a busy 2-core machine.
+    """
     from statsmodels.tsa.statespace.exponential_smoothing import ExponentialSmoothing
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     order, seasonal_order, trend = setup.arima
     out = {}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):
         # statsmodels warns about convergence and starting values; the fit is used as it is.
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
@@ -306,13 +312,7 @@ def train_rnn(config: Config, setup: Setup, y: np.ndarray, key: jax.Array,
     def val_mae(params):
         return jnp.mean(jnp.abs(forecast(params, val_origins) - val_truth))
 
-    @jax.jit
-    @jax.vmap
-    def init_state(key):
-        k_init, k_data = jax.random.split(key)
-        return training.init_train_state(k_data, model.init(k_init, data.inputs.shape[1]), optimizer)
-
-    states = init_state(jax.random.split(key, config.num_seeds))
+    states = init_states(model, data.inputs.shape[1], optimizer, key, config.num_seeds)
     # Early stopping: each seed keeps the parameters of its lowest validation MAE.
     hook, best = keep_best(val_mae, states.params)
     train_step = training.make_train_step(loss_fn, optimizer)
@@ -478,9 +478,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args = parse_config(Config, PRESETS, argv, __doc__, "forecasting")
-    check_config(config)
-    run_dir = open_run_dir(args.run_dir, config)
+    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "forecasting", check_config)
     t_start = time.perf_counter()
     results = run_each(config.series,
                        lambda name, key: run_series(config, name, key, args.progress), config.seed)

@@ -114,7 +114,7 @@ plt.show()
 # %%
 forecasting, fc_dir = run("forecasting", ["--series", "sunspots", "--num-steps", "20",
                                           "--num-seeds", "1", "--eval-every", "10"])
-show(fc_dir, ["forecasts.png", "mae_by_horizon.png"])
+show(fc_dir, ["forecasts.png"])
 
 # %% [markdown]
 # ## Sequence classification with variable lengths: a bidirectional GRU against 1-NN DTW
@@ -125,8 +125,7 @@ show(fc_dir, ["forecasts.png", "mae_by_horizon.png"])
 # %%
 classification, cl_dir = run("classification", ["--datasets", "BasicMotions", "--num-steps", "10",
                                                 "--num-seeds", "1", "--eval-every", "5"])
-show(cl_dir, ["accuracy.png", "learning_curves.png"]
-     + (["confusion_JapaneseVowels.png"] if not QUICK else []))
+show(cl_dir, ["accuracy.png"] + (["confusion_JapaneseVowels.png"] if not QUICK else []))
 
 # %% [markdown]
 # ## Anomaly detection: LSTM forecasting error against a rolling z-score

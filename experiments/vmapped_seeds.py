@@ -1,4 +1,4 @@
-"""Early stopping for vmapped seeds: a :func:`rnnjax.training.fit` hook that keeps each seed's best parameters."""
+"""Several seeds trained as one vmapped program: their initial states, and early stopping."""
 
 from __future__ import annotations
 
@@ -6,6 +6,29 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+import optax
+
+from rnnjax import training
+
+
+def init_states(model: Any, input_size: int, optimizer: optax.GradientTransformation,
+                key: jax.Array, num_seeds: int) -> training.TrainState:
+    """Returns the ``num_seeds`` training states stacked on a leading axis, for a vmapped ``fit``.
+
+    Seed i's key ``split(key, num_seeds)[i]`` splits into the key of its parameters
+    (``model.init``) and the key of its data order. Each seed is initialised by one call of
+    a jitted ``model.init``, not under ``vmap``: ``jit(vmap(model.init))`` with the
+    orthogonal recurrent initialiser (a QR decomposition per gate) did not finish compiling
+    in 5 minutes for a bidirectional GRU at H = 64 on this 2-core CPU.
+    """
+    init = jax.jit(lambda k: model.init(k, input_size))
+    pairs = [jax.random.split(k) for k in jax.random.split(key, num_seeds)]
+    # Stacked in NumPy: an eager jnp.stack would compile once per parameter shape.
+    params = jax.tree.map(lambda *leaves: np.stack(leaves),
+                          *[jax.device_get(init(k_init)) for k_init, _ in pairs])
+    data_keys = np.stack([np.asarray(k_data) for _, k_data in pairs])
+    return jax.jit(jax.vmap(lambda k, p: training.init_train_state(k, p, optimizer)))(
+        data_keys, params)
 
 
 def keep_best(validation_loss: Callable[[Any], Any], params: Any) -> tuple[Callable, dict]:
