@@ -158,8 +158,11 @@ def test_no_time_steps_and_integer_inputs_are_errors():
     params = cell.init(jax.random.key(0), I)
     with pytest.raises(ValueError, match=r"xs must have at least one time step \(T >= 1\), got shape \(0, 3\)"):
         rnnjax.scan(cell, params, jnp.zeros((0, I)))
-    with pytest.raises(TypeError, match=r"xs must be floating point features.*readouts.embedding.*int32"):
+    with pytest.raises(TypeError, match=r"xs must be floating point features.*int32.*readouts.embedding"):
         jax.jit(lambda x: rnnjax.recurrent(cell).apply(params, x))(jnp.zeros((T, I), jnp.int32))
+    # tokens (T,) that skipped their embedding: the dtype is named before the shape
+    with pytest.raises(TypeError, match=r"got int32 of shape \(6,\).*readouts.embedding.*embedding="):
+        rnnjax.recurrent(cell).apply(params, jnp.zeros((T,), jnp.int32))
 
 
 # ------------------------------------------------------------------------- tokens
