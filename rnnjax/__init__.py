@@ -9,6 +9,7 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     checkpoints,
     checks,
+    datasets,
     diagnostics,
     fused,
     initializers,
@@ -63,6 +64,7 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "diagnostics", "fused", "initializers", "interop", "linear_cells",
-    "losses", "models", "padding", "parallel_in_time", "plots", "readouts", "tasks", "training",
+    "checkpoints", "checks", "datasets", "diagnostics", "fused", "initializers", "interop",
+    "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots", "readouts",
+    "tasks", "training",
 ]
