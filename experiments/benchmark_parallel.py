@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{cell_name} H={hidden} T={length}", file=sys.stderr, flush=True)
                 records.append(time_case(config, cell_name, hidden, length, impls,
                                          jax.random.fold_in(key, len(records))))
+                cli.write_json(os.path.join(run_dir, "timings.json"), records)  # hours of work
     iterations = newton_iterations(config, jax.random.fold_in(key, 10_000))
+    cli.write_json(os.path.join(run_dir, "newton_iterations.json"), iterations)
     header = ["cell", "H", "T", "impl", "ms", "sequential / this", "fwd+bwd MB"]
     tables = "\n\n".join([
         "## Forward + backward (B = {})\n\n".format(config.batch_size)

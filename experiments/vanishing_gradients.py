@@ -67,7 +67,8 @@ class Config:
     cells: tuple[str, ...] = _field(
         ("elman", "lstm", "gru", "irnn"),
         "recurrent cells: elman (tanh, orthogonal W_hh), lstm (forget bias --forget-bias), "
-        "gru, irnn (ReLU, W_hh = I; Le et al. 2015)",
+        "gru, irnn (ReLU, W_hh = I; Le et al. 2015), lru (Orvieto et al. 2023), mingru "
+        "(Feng et al. 2024)",
     )
     lengths: tuple[int, ...] = _field(
         (10, 50, 100),
@@ -93,9 +94,11 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on a 2-core CPU: the effect at T = 100 with 3 seeds.
     "quick": {},
-    # Paper scale: T up to 750 (Le et al. 2015 go to 750), more seeds, more steps.
+    # Paper scale: T up to 1000 (Le et al. 2015 go to 750), more seeds, more steps, and the
+    # cells linear in their state.
     "full": dict(
-        lengths=(10, 50, 100, 200, 400, 750),
+        cells=("elman", "lstm", "gru", "irnn", "lru", "mingru"),
+        lengths=(10, 50, 100, 200, 400, 750, 1000),
         num_seeds=5,
         hidden_size=128,
         batch_size=64,
@@ -111,9 +114,15 @@ CELLS = {
     "lstm": lambda c: rnnjax.lstm(c.hidden_size, forget_bias=c.forget_bias),
     "gru": lambda c: rnnjax.gru(c.hidden_size),
     "irnn": lambda c: rnnjax.irnn(c.hidden_size),
+    # Linear in the state, on one associative scan (Orvieto et al. 2023 use the ring
+    # r in [0.9, 0.999] and phases up to pi/10 on their long-range tasks; Feng et al. 2024).
+    "lru": lambda c: rnnjax.lru(c.hidden_size, 0.9, 0.999, math.pi / 10),
+    "mingru": lambda c: rnnjax.mingru(c.hidden_size),
 }
-LABELS = {"elman": "vanilla RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "irnn": "IRNN (ReLU, W=I)"}
-COLORS = {"elman": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange"}
+LABELS = {"elman": "vanilla RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "irnn": "IRNN (ReLU, W=I)",
+          "lru": "LRU", "mingru": "minGRU"}
+COLORS = {"elman": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange",
+          "lru": "tab:purple", "mingru": "tab:brown"}
 
 
 def check_config(config: Config) -> None:

@@ -88,9 +88,13 @@ def _linear_step(cell: Cell) -> LinearStep | None:
 
 
 # Whether impl="auto" runs a LinearStep cell (LRU, minGRU, minLSTM) as one associative scan
-# rather than step by step. Measured faster on this CPU at every size timed, fwd+bwd, B=16
-# (experiments/benchmark_parallel.py, docs/benchmarks.md).
-AUTO_PARALLEL = True
+# rather than step by step: only where it was measured faster, which it was not. On the
+# 2-core CPU (B=16, H=8, T=10,000, fwd+bwd; experiments/benchmark_parallel.py,
+# docs/benchmarks.md) the associative scan took 1.2x (LRU) and 3.5x (minGRU, log space) the
+# time of the sequential loop: one XLA:CPU program runs on one core, so the scan's O(log T)
+# depth buys nothing and its extra work (and minGRU's logaddexp per combine) costs. No GPU
+# was measured. Ask for it with impl="parallel".
+AUTO_PARALLEL = False
 
 
 def supports(cell: Cell) -> bool:
@@ -434,8 +438,9 @@ def scan(
         ``"quasi-deer"``, ``"elk"`` or a :class:`rnnjax.parallel_in_time.Newton` (Newton's
         method in parallel over time, any cell with a real carry; a run that does not
         converge falls back to the sequential scan, or raises: see ``Newton.on_failure``),
-        or ``"auto"``: parallel for a LinearStep cell (:data:`AUTO_PARALLEL`), fused when
-        :func:`supports` the cell, else the reference. :func:`path` says which runs. (On one CPU device the GRU's
+        or ``"auto"``: parallel for a LinearStep cell only if :data:`AUTO_PARALLEL` (off:
+        not measured faster), fused when :func:`supports` the cell, else the reference.
+        :func:`path` says which runs. (On one CPU device the GRU's
         fast path and reference take about the same time; with the batch split over
         CPU devices the fast path took 35 ms and the reference 98, because autodiff of
         ``lax.scan`` sums the weight gradients across devices at every step; see

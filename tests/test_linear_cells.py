@@ -14,7 +14,7 @@ import pytest
 
 import rnnjax
 from rnnjax import diagnostics, fused, linear_cells
-from paths import I, fit_one_step, paths, reference_only
+from paths import I, fit_one_step, paths
 from random_params import random_params
 
 B, T, H = 3, 6, 4
@@ -101,9 +101,9 @@ def _values_and_gradients(chosen, xs, lengths, params):
 # with remat, a model of each kind that takes a length, both Flax modules, and fit.
 # (one_to_many reads only xs[0] and takes no length; its decoder is encoder_decoder's.)
 PATHS = {
-    "lru": ("stack", "recurrent-reverse-remat", "linen"),
-    "mingru": ("stack", "recurrent-reverse-remat", "many_to_one", "encoder_decoder", "nnx"),
-    "minlstm": ("stack", "many_to_many"),
+    "lru": ("stack", "linen"),
+    "mingru": ("recurrent-reverse-remat", "many_to_many", "encoder_decoder", "nnx"),
+    "minlstm": ("many_to_one",),
 }
 
 
@@ -112,8 +112,10 @@ def test_the_parallel_path_equals_the_reference_through_every_path(name):
     # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN; the reference is
     # cell.step in lax.scan, with zero padding.
     cell = CELLS[name]()
-    assert fused.path(cell) == "parallel"
-    chosen = {k: v for k, v in paths(cell).items() if k in PATHS[name]}
+    assert fused.path(cell, "parallel") == "parallel"
+    assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
+    chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in PATHS[name]}
+    reference = {k: v for k, v in paths(cell, impl="reference").items() if k in PATHS[name]}
     params = {k: jax.tree.map(lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
                               init(jax.random.key(3)))  # nonzero biases
               for k, (init, _) in chosen.items()}
@@ -121,9 +123,7 @@ def test_the_parallel_path_equals_the_reference_through_every_path(name):
     lengths = jnp.array([T, 2, 0], jnp.int32)
     dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
     got = _values_and_gradients(chosen, dirty, lengths, params)
-    with reference_only():
-        assert fused.path(cell) == "reference"
-        want = _values_and_gradients(chosen, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params)
+    want = _values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params)
     for path in chosen:
         for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
             assert np.all(np.isfinite(a)), path
@@ -131,9 +131,8 @@ def test_the_parallel_path_equals_the_reference_through_every_path(name):
                                        err_msg=path)
     if name != "mingru":
         return
-    got = fit_one_step(cell, jax.random.key(6), xs, lengths)
-    with reference_only():
-        want = fit_one_step(cell, jax.random.key(6), xs, lengths)
+    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
+    want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
@@ -171,12 +170,13 @@ def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():
         return log_a, log_b + jnp.log(2.0)
 
     edited = cell._replace(step=cell.step._replace(coefficients=doubled))
-    assert fused.path(edited) == "parallel"
+    assert fused.path(edited, "parallel") == "parallel"
     want = rnnjax.scan(edited, params, xs)[1]
-    np.testing.assert_allclose(rnnjax.recurrent(edited).apply(params, xs)[1], want, atol=1e-6)
-    assert np.abs(rnnjax.recurrent(cell).apply(params, xs)[1] - want).max() > 0.1
+    parallel = lambda c: rnnjax.recurrent(c, impl="parallel").apply(params, xs)[1]
+    np.testing.assert_allclose(parallel(edited), want, atol=1e-6)
+    assert np.abs(parallel(cell) - want).max() > 0.1
     wrapped = cell._replace(step=lambda p, h, x: cell.step(p, 2 * h, x))  # any other function
-    assert fused.path(wrapped) == "reference"
+    assert fused.path(wrapped) == fused.path(wrapped, "reference") == "reference"
     np.testing.assert_allclose(rnnjax.recurrent(wrapped).apply(params, xs)[1],
                                rnnjax.scan(wrapped, params, xs)[1], atol=1e-6)
     with pytest.raises(ValueError, match="impl='parallel' needs a cell whose step is a rnnjax.LinearStep"):
