@@ -33,11 +33,11 @@ CELLS = {
 PATHS = ("scan", "recurrent", "recurrent-reverse-remat", "bidirectional", "stack",
          "many_to_one", "many_to_many", "encoder_decoder", "linen", "nnx")
 PADS = (np.nan, np.inf, -np.inf, 1e30)
-# (cell, loop): each way a step's inputs reach a loop, once: the fast path with a
-# hand-written derivative (LSTM) and with JAX's derivative of a user's update (MGU), and the
-# reference loop (the Cho GRU, which only has the reference). The cleaning of padded
-# inputs happens before either loop, in rnnjax.padding, for every cell alike.
-RUNS = (("lstm", "fast"), ("mgu", "fast"), ("gru-cho", "reference"))
+# (cell, loop): the LSTM on both loops (the fast one with its hand-written derivative), a
+# user's update on the fast path with JAX's derivative (MGU), and the Cho GRU, which only has
+# the reference. The cleaning of padded inputs happens before either loop, in
+# rnnjax.padding, for every cell alike.
+RUNS = (("lstm", "fast"), ("lstm", "reference"), ("mgu", "fast"), ("gru-cho", "reference"))
 
 
 def _pad(xs, lengths, value):
