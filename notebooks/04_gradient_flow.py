@@ -366,10 +366,24 @@ flows = {r["step"]: {k.removeprefix("gradient_flow/"): np.asarray(v) for k, v in
 accuracy = np.mean([r["accuracy"] for r in result.history if "accuracy" in r][-STEPS // 10:])
 print(f"training accuracy over the last {STEPS // 10} steps: {accuracy:.2f} (chance 0.25)")
 for step, flow in flows.items():
-    print(f"step {step}:", {k: f"{v[0]:.1e} .. {v[-1]:.1e}" for k, v in flow.items()})
+    print(f"after {step} updates:")
+    for label, v in flow.items():
+        print(f"  {label:15s} ||dL/dh_t|| from {v.min():.1e} to {v.max():.1e} "
+              f"(largest at input step {int(np.argmax(v))}); first/last row {v[0] / v[-1]:.2f}")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
 for ax, (step, flow) in zip(axes, flows.items()):
     plots.gradient_norms(flow, ax=ax, title=f"after {step} updates",
                          ylabel=r"$\|\partial L / \partial h_t\|$ (row $t$ = input step $t$)")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Takeaway (full size: H = 64, T = 60, 800 updates; the numbers above): with `pool="first_last"`
+# the loss reads the top layer's outputs at the first and the last step only, so the gradient
+# enters each top-layer direction at both ends and decays inward — at initialisation by up to
+# two orders of magnitude across the sequence (from 4.3e-01 to 2.3e-03 for `rnn/1/forward`),
+# while the first layer, which receives gradient at every step through the layer above, stays
+# within one order. After training (accuracy 1.00: the task is easy for a bidirectional model,
+# whose backward direction reaches the two symbols early in the sequence within a few steps) the
+# loss is nearly zero and every norm has fallen by three to four orders; the profile of each
+# loop, not its level, is what to compare across training.
