@@ -30,6 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from rnnjax import checkpoints
+from rnnjax.training import processes
 from rnnjax.training import run_dir as files
 from rnnjax.training.devices import DATA_AXIS, data_parallel_mesh, replicate, shard_batch
 from rnnjax.training.step import (
@@ -202,6 +203,8 @@ def fit(
     if DATA_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
     lead = jax.process_index() == 0  # only one host writes files and shows progress
+    processes.check_same_on_all_processes(state=state, num_steps=num_steps, schedule=schedule,
+                                          config=config, resume=resume)
 
     state = replicate(state, mesh)
     history: list[dict] = []
@@ -212,7 +215,7 @@ def fit(
         files.check_or_save_config(run_dir, config, write=lead)
         ckpt_ctx = checkpoints.open_checkpoints(os.path.join(run_dir, "checkpoints"),
                                                 keep=schedule.keep_checkpoints)
-    with ckpt_ctx as manager:
+    with processes.note_failure(run_dir), ckpt_ctx as manager:
         if manager is not None and manager.all_steps():
             if not resume:
                 raise ValueError(f"run_dir {run_dir} already has checkpoints "
@@ -288,7 +291,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         with _deferred_ctrl_c() as ctrl_c_pressed:
             ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
             for end in [start, *ends]:
-                if ctrl_c_pressed():
+                if processes.any_process(ctrl_c_pressed()):  # all stop at the same step
                     raise KeyboardInterrupt
                 if end > step:
                     t0 = time.perf_counter()
@@ -331,7 +334,8 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         last_saved = saved or last_saved
         where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
                  else "no run_dir, so nothing was saved")
-        print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
+        if jax.process_index() == 0:
+            print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
     elif pending:
         _append(history, [{"step": step, **pending}], run_dir)
     if run_dir is not None:
