@@ -55,11 +55,15 @@ def batch_fn(key, step):
     return {"x": x, "y": x[:, :, 0].mean(axis=1)}
 
 
-@jax.jit
 def initial_state(seed):
-    k_params, k_train = jax.random.split(jax.random.key(seed))
-    params = {"rnn": CELL.init(k_params, I), "w": jnp.full((H,), 0.1, jnp.float32)}  # not weakly typed: one compile
-    return training.init_train_state(k_train, params, OPTIMIZER)
+    """Returns the TrainState at step 0; its parameters are drawn with NumPy (compiling
+    jax.random's initialisers costs seconds of CPU in every process)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda key: CELL.init(key, I), jax.random.key(0))
+    params = {"rnn": jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype),
+                                  shapes),
+              "w": np.full((H,), 0.1, np.float32)}
+    return training.init_train_state(jax.random.key(seed), params, OPTIMIZER)
 
 
 def die_in_save(step, marker):
@@ -120,7 +124,7 @@ def train(out, *, run_dir=None, record=(), pause_at=None, seed=0, mesh=None):
 
 def first_launch(out):
     """An uninterrupted run; a run Ctrl-C'd at step 6; its resumption, killed saving step 8."""
-    train(os.path.join(out, "uninterrupted"), run_dir=os.path.join(out, "uninterrupted_run"))
+    train(os.path.join(out, "uninterrupted"))  # no run_dir: nothing saved, nothing restored
     run_dir = os.path.join(out, "run")
     train(os.path.join(out, "ctrl_c"), run_dir=run_dir, pause_at=6, record=(6,))
     if jax.process_index() == 1:
