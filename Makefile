@@ -1,11 +1,12 @@
 # Two commands for a fresh clone with nothing but Python 3.11+:
 #   make study   sets up .venv and runs the vanishing-gradient study (quick preset)
 #   make test    sets up .venv and runs the test suite
+#   make apps    sets up .venv and runs the three applications on real data (quick presets)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study test bench notebooks clean
+.PHONY: study test bench apps notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,16 @@ study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
 
 bench: $(VENV)/.installed
 	$(PY) experiments/benchmark.py
+
+# The applications on real data (quick presets, about two minutes each on a 2-core CPU).
+apps: $(VENV)/.installed
+	$(PY) experiments/forecasting.py
+	$(PY) experiments/classification.py
+	$(PY) experiments/anomaly_detection.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -401,16 +401,15 @@ def padding_cost(reps: int) -> list[dict[str, Any]]:
         cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[cell_name](case["H"])
         layer = rnnjax.recurrent(cell)
         params = layer.init(jax.random.key(0), case["I"])
-        apply = lambda p, x, n: layer.apply(p, x, length=n)[1]
         no_length = jax.jit(jax.value_and_grad(
             lambda p, x, n: jnp.mean(jax.vmap(lambda a: layer.apply(p, a)[1])(x) ** 2)))
-        with_length = jax.jit(jax.value_and_grad(
-            lambda p, x, n: jnp.mean(jax.vmap(apply)(x, n) ** 2)))
+        loss = lambda p, x, n: jnp.mean(
+            jax.vmap(lambda a, m: layer.apply(p, a, length=m)[1])(x, n) ** 2)
+        with_length = jax.jit(jax.value_and_grad(loss))
         calls = {name: (lambda f=f: jax.block_until_ready(f(params, xs, lengths)))
                  for name, f in (("no length", no_length), ("length", with_length))}
         # rnnjax.checked raises on the host, so it wraps the jitted call, not inside it
-        checked = rnnjax.checked(jax.jit(jax.value_and_grad(
-            lambda p, x, n: jnp.mean(jax.vmap(apply)(x, n) ** 2))))
+        checked = rnnjax.checked(jax.jit(jax.value_and_grad(lambda p, x, n: loss(p, x, n))))
         calls["length, checked"] = lambda: jax.block_until_ready(checked(params, xs, lengths))
         for call in calls.values():
             call()

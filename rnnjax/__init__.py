@@ -9,6 +9,7 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     checkpoints,
     checks,
+    datasets,
     diagnostics,
     fused,
     initializers,
@@ -58,6 +59,6 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "diagnostics", "fused", "initializers", "interop", "losses", "models",
-    "padding", "plots", "readouts", "tasks", "training",
+    "checkpoints", "checks", "datasets", "diagnostics", "fused", "initializers", "interop",
+    "losses", "models", "padding", "plots", "readouts", "tasks", "training",
 ]

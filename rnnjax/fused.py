@@ -37,9 +37,11 @@ import math
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
+import numpy as np
 
-from rnnjax import padding
+from rnnjax import padding, probes
 from rnnjax.cells import Cell, GatedStep, lstm_update
 from rnnjax.scan import check_scan_args
 from rnnjax.scan import scan as reference_scan
@@ -102,14 +104,71 @@ def _cast_like(new, old):
     return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
 
-def _update(eq: GatedStep, carry, gi, gh):
-    return eq.update(carry, gi + gh) if eq.additive else eq.update(carry, gi, gh)
+class _Loop(NamedTuple):
+    """The element-wise part of a GatedStep, with what it closes over made explicit.
+
+    ``update(carry, gi, gh, consts) -> carry'`` and ``hidden(carry, consts) -> h``. An
+    update may close over arrays (a traced hyperparameter, say); the custom VJP below can
+    only return cotangents for its own inputs, so those arrays are passed in as ``consts``
+    and get their cotangents like the weights do. Without this, the gradient with
+    respect to a closed-over value would silently be zero.
+    """
+
+    update: Callable
+    hidden: Callable
+    additive: bool
+    hand_vjp: Callable | None  # (carry, z, d_new_carry, dy) -> (d_carry, dz), or None
 
 
-def _masked_update(eq: GatedStep, carry, gi, gh, valid):
+def _explicit(fn, *example):
+    """Returns ``(fn(*args, consts), consts)``: ``fn`` with the traced arrays it closes over as input.
+
+    Only traced values (a hyperparameter being differentiated, a value under ``jit``) need
+    their own cotangent; when ``fn`` closes over none, it is returned as it is. Otherwise
+    each call traces ``fn`` on the arguments it gets (so that their types, sharding
+    annotations included, are the ones the trace sees) and evaluates that trace with the
+    closed-over arrays replaced by ``consts``.
+    """
+    hoisted = [k for k in jax.make_jaxpr(fn)(*example).consts if isinstance(k, jax.core.Tracer)]
+    if not hoisted:
+        return (lambda *args: fn(*args[:-1])), []
+    index = {id(k): i for i, k in enumerate(hoisted)}
+
+    def explicit(*args):
+        *args, consts = args
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        values = [consts[index[id(k)]] if id(k) in index else k for k in closed.consts]
+        out = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(closed.jaxpr, values))(
+            *jax.tree.leaves(args)
+        )
+        return jax.tree.unflatten(jax.tree.structure(shape), out)
+
+    return explicit, hoisted
+
+
+def _loop_of(eq: GatedStep, carry, gi, gh) -> tuple[_Loop, list]:
+    """Returns the ``_Loop`` of ``eq`` and the arrays its update and hidden close over."""
+    def update(c, gi, gh):
+        return eq.update(c, gi + gh) if eq.additive else eq.update(c, gi, gh)
+
+    update_x, update_consts = _explicit(update, carry, gi, gh)
+    hidden_x, hidden_consts = _explicit(eq.hidden, carry)
+    n = len(update_consts)
+    loop = _Loop(
+        lambda c, gi, gh, k: update_x(c, gi, gh, k[:n]),
+        lambda c, k: hidden_x(c, k[n:]),
+        eq.additive,
+        # a hand-written derivative belongs to one update function, which closes over nothing
+        HAND_WRITTEN_VJPS.get(eq.update) if eq.additive and not n else None,
+    )
+    return loop, update_consts + hidden_consts
+
+
+def _masked_update(loop: _Loop, carry, gi, gh, consts, valid):
     """Returns ``(carry', y)`` from the pre-activations; ``valid=False`` keeps the carry."""
-    new = padding.keep_carry(valid, _cast_like(_update(eq, carry, gi, gh), carry), carry)
-    return new, padding.zero_outputs(valid, eq.hidden(new))
+    new = _cast_like(loop.update(carry, gi, gh, consts), carry)
+    new = padding.keep_carry(valid, new, carry)
+    return new, padding.zero_outputs(valid, loop.hidden(new, consts))
 
 
 # Whether the input projection of all steps is one matmul before the loop (True) or a
@@ -137,23 +196,26 @@ def default_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else 4
 
 
-def _loop_forward(eq, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
+def _loop_forward(loop, unroll, w_ih, b_in, w_hh, b_hh, consts, carry, xs, valid):
     """Returns ``(final_carry, ys)``, the residuals (every step's input carry and
     pre-activations: ``gi + gh`` when the update is additive, else ``(gi, gh)``) and, for
     an additive update with the input projection in the loop, every step's
     ``[x_t, h_{t-1}]`` (else None), stacked time-major like the residuals."""
     hoist = _hoist_input()
-    keep_xh = eq.additive and not hoist
+    keep_xh = loop.additive and not hoist
 
     def body(c, inputs):
         x, v = inputs
+        h = loop.hidden(c, consts)
         gi = x if hoist else x @ w_ih + b_in
-        gh = eq.hidden(c).astype(w_hh.dtype) @ w_hh
+        gh = h.astype(w_hh.dtype) @ w_hh
         gh = gh if b_hh is None else gh + b_hh
-        new, y = _masked_update(eq, c, gi, gh, v)
+        if loop.additive:  # only the sum matters: the update sees it whole
+            gi, gh = gi + gh, jnp.zeros_like(gh)
+        new, y = _masked_update(loop, c, gi, gh, consts, v)
         # Saving the pre-activations spares the backward pass a matmul per step.
-        xh = jnp.concatenate([x, eq.hidden(c).astype(x.dtype)]) if keep_xh else None
-        return new, (y, c, gi + gh if eq.additive else (gi, gh), xh)
+        xh = jnp.concatenate([x, h.astype(x.dtype)]) if keep_xh else None
+        return new, (y, c, gi if loop.additive else (gi, gh), xh)
 
     final, (ys, carries, pre, xh) = jax.lax.scan(
         body, carry, (xs @ w_ih + b_in if hoist else xs, valid), unroll=unroll
@@ -162,7 +224,7 @@ def _loop_forward(eq, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attach(eq, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+def _attach(loop, unroll, gi, gh, carry, w_hh, consts, out, residuals, valid):
     """Returns ``out = (final_carry, ys)``, computed before, with the recurrence's VJP attached.
 
     ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
@@ -172,55 +234,86 @@ def _attach(eq, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     differentiates those two products into ``dW_hh = h_prev^T dgh``, ``dW_ih = xs^T dgi``
     and ``dxs = dgi W_ih^T``: one GEMM each, over all steps and, under ``vmap``, all
     examples (a VJP that returned the weight gradients itself would get them per example
-    under ``vmap``, a batched matmul and a sum that cost more than the loop).
+    under ``vmap``, a batched matmul and a sum that cost more than the loop). ``consts``,
+    the arrays the update closes over, get their cotangents summed over the steps.
     """
-    del gi, gh, carry, w_hh, residuals, valid
+    del gi, gh, carry, w_hh, consts, residuals, valid
     return out
 
 
-def _attach_fwd(eq, unroll, gi, gh, carry, w_hh, out, residuals, valid):
-    return out, (w_hh, residuals, valid)
+def _attach_fwd(loop, unroll, gi, gh, carry, w_hh, consts, out, residuals, valid):
+    return out, (w_hh, consts, residuals, valid)
 
 
 def _tree_add(a, b):
     return jax.tree.map(lambda u, v: u + v.astype(u.dtype), a, b)
 
 
-def _attach_bwd(eq, unroll, saved, cotangents):
-    """Returns the pre-activation and initial-carry cotangents from one backward loop.
+def _differentiable(a) -> bool:
+    return jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+
+
+def _zero_cotangent(a):
+    if _differentiable(a):
+        return jnp.zeros_like(a)
+    return np.zeros(jnp.shape(a), jax.dtypes.float0)
+
+
+def _attach_bwd(loop, unroll, saved, cotangents):
+    """Returns the pre-activation, initial-carry and consts cotangents from one backward loop.
 
     Each backward step maps ``d carry_t`` to ``d carry_{t-1}`` through the element-wise
     update (its VJP at the saved pre-activations) and one ``dgh_t W_hh^T`` matmul; the
-    loop carries only this state gradient and emits ``dgi_t, dgh_t``.
+    loop carries this state gradient (and the consts' cotangents, when the update closes
+    over any) and emits ``dgi_t, dgh_t``.
     """
-    w_hh, (carries, pre), valid = saved
+    w_hh, consts, (carries, pre), valid = saved
     d_final, d_ys = cotangents
     w_hh_t = w_hh.T  # once, outside the loop
-    hand_vjp = HAND_WRITTEN_VJPS.get(eq.update) if eq.additive else None
+    diff = [i for i, k in enumerate(consts) if _differentiable(k)]
 
-    def body(d_carry, inputs):
+    def with_consts(fn, own):  # fn of the consts it differentiates, the others held fixed
+        def wrapped(*args):
+            *args, k = args
+            full = list(consts)
+            for i, value in zip(diff, k):
+                full[i] = value
+            return fn(*args, full)
+        return wrapped, [consts[i] for i in diff] if own else None
+
+    def body(state, inputs):
+        d_carry, d_k = state
         c, p, v, dy = inputs
-        if hand_vjp is not None:
-            d_c, d_gi = hand_vjp(c, p, d_carry, dy)
+        if loop.hand_vjp is not None:
+            d_c, d_gi = loop.hand_vjp(c, p, d_carry, dy)
             d_c = padding.keep_carry(v, d_c, d_carry)  # a padded step passes it through
             d_gi = padding.zero_outputs(v, d_gi)
-            d_gh = d_gi
+            d_gh, d_k_step = d_gi, []
         else:
-            gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
-            _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
-            d_c, d_gi, d_gh = vjp((d_carry, dy))
-        d_gh = d_gi if eq.additive else d_gh
+            gi, gh = (p, jnp.zeros_like(p)) if loop.additive else p
+            fn, k = with_consts(lambda c, gi, gh, full: _masked_update(loop, c, gi, gh, full, v),
+                                True)
+            _, vjp = jax.vjp(fn, c, gi, gh, k)
+            d_c, d_gi, d_gh, d_k_step = vjp((d_carry, dy))
+            d_gh = d_gi if loop.additive else d_gh
         # h = hidden(carry) multiplies W_hh: its gradient d_gh W_hh^T flows back into the carry.
-        _, hidden_vjp = jax.vjp(eq.hidden, c)
-        (d_from_gh,) = hidden_vjp((d_gh @ w_hh_t).astype(eq.hidden(c).dtype))
-        return _tree_add(d_c, d_from_gh), (d_gi if eq.additive else (d_gi, d_gh))
+        fn, k = with_consts(loop.hidden, True)
+        h, hidden_vjp = jax.vjp(fn, c, k)
+        d_from_gh, d_k_hidden = hidden_vjp((d_gh @ w_hh_t).astype(h.dtype))
+        d_k = _tree_add(_tree_add(d_k, d_k_step), d_k_hidden) if diff else d_k
+        return (_tree_add(d_c, d_from_gh), d_k), (d_gi if loop.additive else (d_gi, d_gh))
 
-    d_carry, d_pre = jax.lax.scan(
-        body, d_final, (carries, pre, valid, d_ys), reverse=True, unroll=unroll
+    d_k0 = [jnp.zeros_like(consts[i]) for i in diff]
+    (d_carry, d_k), d_pre = jax.lax.scan(
+        body, (d_final, d_k0), (carries, pre, valid, d_ys), reverse=True, unroll=unroll
     )
-    d_gi, d_gh = (d_pre, d_pre) if eq.additive else d_pre
+    d_consts = [_zero_cotangent(k) for k in consts]
+    for i, d in zip(diff, d_k):
+        d_consts[i] = d
+    d_gi, d_gh = (d_pre, d_pre) if loop.additive else d_pre
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-    return d_gi, d_gh, d_carry, zeros(w_hh), zeros(cotangents), zeros((carries, pre)), None
+    return (d_gi, d_gh, d_carry, zeros(w_hh), d_consts, zeros(cotangents),
+            zeros((carries, pre)), None)
 
 
 _attach.defvjp(_attach_fwd, _attach_bwd)
@@ -241,9 +334,12 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
             b_in, b_hh = b_in + b_hh, None
     xs = xs.astype(dtype)
     valid = padding.valid_steps(xs.shape[0], length)
+    z = jax.ShapeDtypeStruct((w_hh.shape[-1],), dtype)
+    loop, consts = _loop_of(eq, carry, z, z)
     sg = jax.lax.stop_gradient
     out, residuals, xh = _loop_forward(
-        eq, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
+        loop, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(consts), sg(carry), sg(xs),
+        valid,
     )
     out, residuals = sg(out), sg(residuals)
     if xh is not None:
@@ -255,10 +351,10 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
         gi = sg(xh) @ jnp.concatenate([w_ih, w_hh]) + xs @ sg(w_ih) + b_in
         gh = jnp.zeros_like(gi)  # additive: dz reaches the weights through gi alone
     else:
-        h_prev = eq.hidden(residuals[0]).astype(dtype)
+        h_prev = jax.vmap(loop.hidden, in_axes=(0, None))(residuals[0], sg(consts)).astype(dtype)
         gi = xs @ w_ih + b_in
         gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
-    return _attach(eq, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
+    return _attach(loop, unroll, gi, gh, carry, sg(w_hh), consts, out, residuals, valid)
 
 
 def check_options(impl: Any, remat: Any) -> None:
@@ -323,6 +419,9 @@ def scan(
             f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
         )
     carry, length = check_scan_args(cell, params, xs, carry, length)
+    if probes.active():  # probed for gradient flow: the reference loop carries the probes
+        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
+                              unroll=unroll)
     if eq is None and remat is None:
         return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
                               unroll=unroll)

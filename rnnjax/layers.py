@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import fused, padding
+from rnnjax import fused, padding, probes
 from rnnjax.cells import Cell
 from rnnjax.scan import check_inputs
 
@@ -156,6 +156,13 @@ def bidirectional(
         length = padding.check_length(length, xs.shape[0])
         c_f, c_b = initial_carry(params) if carry is None else carry
         xs_b = padding.reverse_valid(xs, length)
+        if probes.active():  # probed for gradient flow: each direction its own named loop
+            with probes.scope("forward"):
+                final_f, ys_f = scan(forward_cell, p_f, xs, carry=c_f, length=length)
+            with probes.scope("backward"):
+                final_b, ys_b = scan(backward_cell, p_b, xs, carry=c_b, length=length,
+                                     reverse=True)
+            return (final_f, final_b), merge_fn(ys_f, ys_b)
         if same_step and _same_shapes(p_f, p_b) and _same_shapes(c_f, c_b):
             stacked = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)
             run = jax.vmap(lambda p, x, c: scan(forward_cell, p, x, carry=c, length=length))
@@ -216,7 +223,9 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
             if i > 0 and use_dropout:
                 keep = jax.random.bernoulli(keys[2 * i], 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
-            final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1], train=train)
+            with probes.scope(i):
+                final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1],
+                                        train=train)
             finals.append(final)
         return finals, xs
 

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnjax import padding
+from rnnjax import padding, probes
 from rnnjax.cells import Cell
 
 Array = jax.Array
@@ -27,7 +27,13 @@ def _shapes(tree: Any) -> Any:
 
 def check_inputs(cell: Cell, params: Any, xs: Any, *, name: str = "xs") -> None:
     """Raises ValueError unless ``xs`` is ``(T, input_size)`` for this cell's ``params``."""
-    shape = jnp.shape(xs)
+    shape, dtype = jnp.shape(xs), jnp.result_type(xs)
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(
+            f"{name} must be floating point features of shape (T, input_size); got {dtype} "
+            f"of shape {shape}. Integer tokens are embedded first: rnnjax.readouts.embedding, "
+            f"or a model's embedding= option (many_to_one, many_to_many, one_to_many)"
+        )
     if len(shape) != 2:
         hint = " (batch with jax.vmap)" if len(shape) == 3 else ""
         raise ValueError(
@@ -35,11 +41,8 @@ def check_inputs(cell: Cell, params: Any, xs: Any, *, name: str = "xs") -> None:
         )
     if shape[0] == 0:
         raise ValueError(f"{name} must have at least one time step (T >= 1), got shape {shape}")
-    dtype = jnp.result_type(xs)
     if not jnp.issubdtype(dtype, jnp.floating):
-        hint = (" (integer tokens: embed them first, with rnnjax.readouts.embedding or a "
-                "model's vocab_size=)") if jnp.issubdtype(dtype, jnp.integer) else ""
-        raise TypeError(f"{name} must be floating point features{hint}; got dtype {dtype}")
+        raise TypeError(f"{name} must be floating point features; got dtype {dtype}")
     if cell.input_size is not None:
         expected = cell.input_size(params)
         if shape[1] != expected:
@@ -149,17 +152,24 @@ def scan(
     """
     carry, length = check_scan_args(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
+    probe = None
+    if probes.active():  # rnnjax.diagnostics.gradient_flow: a zero on every new state
+        size, dtype = probes.state_size(carry)
+        loop = probes.Loop(cell, params, xs, carry, length, reverse)
+        probe = probes.take(loop, size, jnp.result_type(dtype, xs))
     if reverse:
-        xs = padding.reverse_valid(xs, length)
+        xs, probe = padding.reverse_valid((xs, probe), length)
     valid = padding.valid_steps(num_steps, length)
     xs = padding.clean(xs, valid)
 
     def body(h, inputs):
-        x, v = inputs
+        x, v, p = inputs
         new_h, y = cell.step(params, h, x)
+        if p is not None:
+            new_h, y = probes.add(new_h, y, p)
         # lax.scan needs a fixed carry type; low-precision params may compute in float32.
         new_h = jax.tree.map(lambda n, o: n.astype(o.dtype), new_h, h)
         return padding.keep_carry(v, new_h, h), padding.zero_outputs(v, y)
 
-    final, ys = jax.lax.scan(body, carry, (xs, valid), unroll=unroll)
+    final, ys = jax.lax.scan(body, carry, (xs, valid, probe), unroll=unroll)
     return final, padding.reverse_valid(ys, length) if reverse else ys

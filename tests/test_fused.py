@@ -255,3 +255,29 @@ def test_bfloat16_fast_path_matches_the_reference(name, masked):
         # bfloat16 has 8 bits of mantissa: the two loops round in different places
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                    atol=3e-2 * scale, rtol=3e-2)
+
+
+def test_gradients_reach_the_values_an_update_closes_over():
+    # An update may close over traced values (a hyperparameter being tuned, an int
+    # permutation); the fast path's custom VJP must still give their gradients.
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    lengths = jnp.array([T, 4, 0])
+
+    def loss(alpha, perm, run):
+        upd = cell.step.update
+        edited = cell._replace(step=cell.step._replace(
+            update=lambda c, z: upd(c, jnp.take(alpha * z, perm))))
+        return _loss(run, edited, params, xs, jax.tree.map(
+            lambda a: jnp.zeros((B,) + a.shape), cell.initial_carry(params)),
+            lengths, True, True)
+
+    perm = jnp.roll(jnp.arange(4 * H), H)
+    for run in (_fused(), _fused(remat=3)):
+        grad = lambda r: jax.jit(jax.value_and_grad(lambda a: loss(a, perm, r)))(1.3)
+        _close(grad(run), grad(rnnjax.scan))
+        # and per-example hyperparameters: the closed-over value is batched by vmap
+        batched = lambda r: jax.jit(jax.vmap(jax.grad(lambda a: loss(a, perm, r))))(
+            jnp.array([0.5, 1.0, 2.0]))
+        _close(batched(run), batched(rnnjax.scan))

@@ -23,7 +23,7 @@ from rnnjax.training.devices import (
     shard_batch,
     use_cpu_cores,
 )
-from rnnjax.training.host_loop import FitResult, Schedule, fit
+from rnnjax.training.host_loop import EarlyStopping, FitResult, Schedule, fit
 from rnnjax.training.processes import initialize_processes
 from rnnjax.training.run_dir import load_config, read_metrics, save_config
 from rnnjax.training.step import (
@@ -36,7 +36,7 @@ from rnnjax.training.step import (
 )
 
 __all__ = [
-    "DATA_AXIS", "FitResult", "NonFiniteError", "Schedule", "TrainState",
+    "DATA_AXIS", "EarlyStopping", "FitResult", "NonFiniteError", "Schedule", "TrainState",
     "data_parallel_mesh", "eval_key", "fit", "init_train_state", "initialize_processes",
     "load_config", "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
