@@ -132,11 +132,13 @@ def launch_local(opts: argparse.Namespace) -> int:
         while len(ended) < n:
             time.sleep(0.1)
             now = time.monotonic()
-            for i, p in enumerate(procs):
-                if i not in ended and p.poll() is not None:
-                    ended[i] = (p.returncode, now)
-                    if p.returncode != 0 and first_failure is None:
-                        first_failure = (i, now)
+            now_ended = [i for i, p in enumerate(procs) if i not in ended and p.poll() is not None]
+            # Of processes that ended within one poll, one killed by a signal is the likelier
+            # cause: the others' errors are then often their collectives failing with it.
+            for i in sorted(now_ended, key=lambda i: procs[i].returncode >= 0):
+                ended[i] = (procs[i].returncode, now)
+                if procs[i].returncode != 0 and first_failure is None:
+                    first_failure = (i, now)
             if first_failure is not None and now - first_failure[1] > grace:
                 for i, p in enumerate(procs):
                     if i not in ended and i not in terminated:

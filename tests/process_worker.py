@@ -15,7 +15,9 @@ Each run writes, per process ``i``, into its directory:
 
 Faults: ``pause_at=S`` makes every process write ``p<i>_paused.txt`` (its pid) at step S and
 wait in a hook until ``go.txt`` appears, so that the test can send SIGINT to one process only;
-:func:`die_in_save` makes process 1 kill itself in the middle of a collective checkpoint save.
+:func:`die_in_save` makes process 1 kill itself in the middle of a collective checkpoint save;
+:func:`hang` makes process 1 stop (SIGSTOP: a hung host, whose connections stay open) while
+process 0 waits for it in a collective.
 """
 
 import argparse
@@ -140,6 +142,22 @@ def second_launch(out):
         with open(os.path.join(out, f"p{jax.process_index()}_mistake.txt"), "w") as f:
             f.write(str(err))
     train(os.path.join(out, "resumed"), run_dir=os.path.join(out, "run"))
+    hang(out)
+
+
+def hang(out):
+    """Process 1 stops itself; process 0 then waits for it in a collective until JAX's runtime,
+    missing process 1's heartbeats, ends process 0. Each writes its pid and the time first."""
+    training.processes.any_process(False)  # both are here
+    me = jax.process_index()
+    with open(os.path.join(out, f"p{me}_hang.txt"), "w") as f:
+        f.write(f"{os.getpid()} {time.time()!r}")
+    if me == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    else:
+        training.processes.any_process(False)
+        with open(os.path.join(out, "p0_returned.txt"), "w") as f:  # must not happen
+            f.write(repr(time.time()))
 
 
 def main():

@@ -11,7 +11,9 @@ The story, in one run directory (process_worker.first_launch, then second_launch
 reaches process 1 alone at step 6 (both processes must stop there and save step 6); the next
 run restores 6 and, while saving 8, process 1 is killed once it has written its part
 (process 0 must stop with an error within the heartbeat timeout, and 8 must never become a
-checkpoint); the relaunch resumes from 6 and finishes like the uninterrupted run.
+checkpoint); the relaunch resumes from 6 and finishes like the uninterrupted run; then process
+1 hangs (SIGSTOP) and process 0, waiting for it in a collective, must be ended by JAX's runtime
+within the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -77,6 +79,25 @@ def leaves(arrays):
     return [arrays[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in arrays))]
 
 
+def hang(story, launcher):
+    """Returns (seconds from process 1's stop to process 0's end, whether process 0 returned
+    from its collective), then kills the stopped process 1 so that the launch ends."""
+    for p in (0, 1):
+        wait_for(story / f"p{p}_hang.txt", launcher)
+    pid0 = int((story / "p0_hang.txt").read_text().split()[0])
+    pid1, t_stop = (story / "p1_hang.txt").read_text().split()
+    deadline = time.monotonic() + 20 * HEARTBEAT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid0, 0)  # the launcher reaps its ended processes within 0.1 s
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    t_end = time.time()
+    os.kill(int(pid1), signal.SIGKILL)
+    return t_end - float(t_stop), os.path.exists(story / "p0_returned.txt")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs the story and the references; returns what the tests read."""
@@ -101,7 +122,9 @@ def runs(tmp_path_factory):
     checkpoint_dir = story / "run" / "checkpoints"
     out["after_kill"] = (checkpoints.checkpoint_steps(checkpoint_dir),
                          sorted(os.listdir(checkpoint_dir)))
-    out["second"] = Launch(tmp / "second.log", story, "--launch", "second", env=env).wait()
+    second = Launch(tmp / "second.log", story, "--launch", "second", env=env)
+    out["hang"] = hang(story, second.proc)
+    out["second"] = second.wait()
     out["story"], out["tmp"] = story, tmp
     return out
 
@@ -153,7 +176,6 @@ def test_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninter
     assert steps == [4, 6]  # the save of 8 did not complete in every process...
     assert any(n.startswith("8.orbax-checkpoint-tmp") for n in names), names  # ...it lies aside
     code, output = runs["second"]
-    assert code == 0, output[-5000:]
     story = runs["story"]
     for p in (0, 1):
         assert (story / "resumed" / f"p{p}_start.txt").read_text() == "6"
@@ -184,3 +206,15 @@ def test_processes_that_disagree_on_the_initial_state_are_told_so(runs):
         message = (runs["story"] / f"p{p}_mistake.txt").read_text()
         assert "every process must pass the same state" in message
         assert "state: processes [1] differ from process 0" in message
+
+
+def test_hung_process_stops_the_other_within_the_heartbeat_timeout(runs):
+    code, output = runs["second"]
+    waited, returned = runs["hang"]
+    assert not returned, output[-5000:]
+    # Process 1 sent no heartbeat after its stop, and the runtime ended process 0 within the
+    # timeout (plus the time to notice: the runtime polls, the test polls; under 1 s here).
+    assert "stopped sending heartbeats" in output, output[-5000:]
+    assert waited < HEARTBEAT + 5, (waited, output[-5000:])
+    assert code == 128 + signal.SIGABRT, output[-5000:]
+    assert "process 0: killed by SIGABRT (first)" in output, output[-5000:]
