@@ -22,6 +22,7 @@ process 0 waits for it in a collective.
 
 import argparse
 import os
+import resource
 import signal
 import time
 
@@ -149,6 +150,7 @@ def hang(out):
     """Process 1 stops itself; process 0 then waits for it in a collective until JAX's runtime,
     missing process 1's heartbeats, ends process 0. Each writes its pid and the time first."""
     training.processes.any_process(False)  # both are here
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the runtime ends process 0 by abort()
     me = jax.process_index()
     with open(os.path.join(out, f"p{me}_hang.txt"), "w") as f:
         f.write(f"{os.getpid()} {time.time()!r}")

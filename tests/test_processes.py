@@ -218,3 +218,15 @@ def test_hung_process_stops_the_other_within_the_heartbeat_timeout(runs):
     assert waited < HEARTBEAT + 5, (waited, output[-5000:])
     assert code == 128 + signal.SIGABRT, output[-5000:]
     assert "process 0: killed by SIGABRT (first)" in output, output[-5000:]
+
+
+def test_bad_arguments_are_named_before_anything_starts(tmp_path):
+    from rnnjax import launch
+
+    with pytest.raises(SystemExit, match="--num-processes must be >= 1, got 0"):
+        launch.main(["--num-processes", "0", WORKER])
+    with pytest.raises(SystemExit, match="script must be a Python file, got 'no_such.py'"):
+        launch.main(["--num-processes", "2", "no_such.py"])
+    for name in ("heartbeat_timeout", "shutdown_timeout", "initialization_timeout"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, got 0"):
+            training.initialize_processes("127.0.0.1:1", 2, 0, **{name: 0})

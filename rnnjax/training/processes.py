@@ -35,6 +35,8 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from rnnjax import checks
+
 # The runtime's own defaults are 100 s (heartbeat) and 300 s (shutdown). The heartbeat
 # timeout bounds how long the other processes go on after one is killed or hangs; a
 # shorter one risks declaring a process dead while it is only slow (its heartbeats come
@@ -42,11 +44,6 @@ import numpy as np
 HEARTBEAT_TIMEOUT = 30
 SHUTDOWN_TIMEOUT = 300
 INITIALIZATION_TIMEOUT = 300
-
-
-def _check_seconds(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int (seconds), got {value!r}")
 
 
 def initialize_processes(
@@ -79,8 +76,10 @@ def initialize_processes(
       ValueError: a timeout is not a positive int.
       RuntimeError: JAX has already started computing (from JAX).
     """
-    for name in ("heartbeat_timeout", "shutdown_timeout", "initialization_timeout"):
-        _check_seconds(name, locals()[name])
+    for name, seconds in (("heartbeat_timeout", heartbeat_timeout),
+                          ("shutdown_timeout", shutdown_timeout),
+                          ("initialization_timeout", initialization_timeout)):
+        checks.positive_int(name, seconds)
     from rnnjax.training.devices import use_cpu_cores
 
     # Collectives between CPU processes; GPU and TPU ignore the setting.
