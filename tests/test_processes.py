@@ -54,11 +54,20 @@ class Launch:
         try:
             code = self.proc.wait(timeout)
         finally:
-            self.proc.kill()
+            self.stop()
         text = open(self.log).read()
         for path in sorted(glob.glob(self.log + "-processes/*.log")):
             text += f"\n--- {path}\n" + open(path).read()
         return code, text
+
+    def stop(self):
+        """Ends the launch if it still runs: the launcher passes SIGTERM on to its processes."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def wait_for(path, proc, timeout=300):
@@ -98,38 +107,43 @@ def hang(story, launcher):
     return t_end - float(t_stop), os.path.exists(story / "p0_returned.txt")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Runs the story and the references; returns what the tests read."""
-    tmp = tmp_path_factory.mktemp("processes")
+def run_story(tmp):
+    """Runs the story and the references; returns what the checks read."""
     story = tmp / "story"
     # The second launch reuses the programs the first compiled.
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    first = Launch(tmp / "first.log", story, "--launch", "first", env=env)
-    two = Launch(tmp / "two_devices.log", tmp / "two_devices", processes=1,
-                 launch_args=("--cpu-devices", "2"))
-    sys.path.insert(0, HERE)
-    import process_worker
+    launches = []
+    try:
+        first = Launch(tmp / "first.log", story, "--launch", "first", env=env)
+        two = Launch(tmp / "two_devices.log", tmp / "two_devices", processes=1,
+                     launch_args=("--cpu-devices", "2"))
+        launches += [first, two]
+        sys.path.insert(0, HERE)
+        import process_worker
 
-    one = process_worker.train(str(tmp / "one_device"),
-                               mesh=training.data_parallel_mesh(jax.devices()[:1]))
-    paused = story / "ctrl_c" / "p1_paused.txt"
-    wait_for(paused, first.proc)
-    os.kill(int(paused.read_text()), signal.SIGINT)  # process 1 alone
-    (story / "ctrl_c" / "go.txt").touch()
-    out = {"first": first.wait(), "two_devices": two.wait(), "one_device": one}
-    checkpoint_dir = story / "run" / "checkpoints"
-    out["after_kill"] = (checkpoints.checkpoint_steps(checkpoint_dir),
-                         sorted(os.listdir(checkpoint_dir)))
-    second = Launch(tmp / "second.log", story, "--launch", "second", env=env)
-    out["hang"] = hang(story, second.proc)
-    out["second"] = second.wait()
+        one = process_worker.train(str(tmp / "one_device"),
+                                   mesh=training.data_parallel_mesh(jax.devices()[:1]))
+        paused = story / "ctrl_c" / "p1_paused.txt"
+        wait_for(paused, first.proc)
+        os.kill(int(paused.read_text()), signal.SIGINT)  # process 1 alone
+        (story / "ctrl_c" / "go.txt").touch()
+        out = {"first": first.wait(), "two_devices": two.wait(), "one_device": one}
+        checkpoint_dir = story / "run" / "checkpoints"
+        out["after_kill"] = (checkpoints.checkpoint_steps(checkpoint_dir),
+                             sorted(os.listdir(checkpoint_dir)))
+        second = Launch(tmp / "second.log", story, "--launch", "second", env=env)
+        launches.append(second)
+        out["hang"] = hang(story, second.proc)
+        out["second"] = second.wait()
+    finally:
+        for launch in launches:
+            launch.stop()
     out["story"], out["tmp"] = story, tmp
     return out
 
 
-def test_two_processes_equal_one_process_on_two_devices_and_on_one(runs):
+def check_two_processes_equal_one_process_on_two_devices_and_on_one(runs):
     code, output = runs["first"]
     whole = runs["story"] / "uninterrupted"
     assert os.path.exists(whole / "p1_final.npz"), output[-5000:]
@@ -149,7 +163,7 @@ def test_two_processes_equal_one_process_on_two_devices_and_on_one(runs):
             np.testing.assert_allclose(a, np.asarray(c), rtol=1e-5, atol=1e-6)
 
 
-def test_ctrl_c_in_one_process_stops_both_at_the_same_step(runs):
+def check_ctrl_c_in_one_process_stops_both_at_the_same_step(runs):
     _, output = runs["first"]
     ctrl_c = runs["story"] / "ctrl_c"
     for p in (0, 1):  # SIGINT reached process 1 only, in its hook at step 6
@@ -158,7 +172,7 @@ def test_ctrl_c_in_one_process_stops_both_at_the_same_step(runs):
     assert output.count("Interrupted at step 6: checkpoint of step 6 saved to") == 1, output[-5000:]
 
 
-def test_killed_process_stops_the_other_within_the_heartbeat_timeout(runs):
+def check_killed_process_stops_the_other_within_the_heartbeat_timeout(runs):
     code, output = runs["first"]
     assert os.path.exists(runs["story"] / "killed.txt"), output[-5000:]
     assert code == 128 + signal.SIGKILL, output[-5000:]
@@ -171,7 +185,7 @@ def test_killed_process_stops_the_other_within_the_heartbeat_timeout(runs):
     assert "this is process 0 of 2" in output and "run the same command again" in output
 
 
-def test_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninterrupted_run(runs):
+def check_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninterrupted_run(runs):
     steps, names = runs["after_kill"]
     assert steps == [4, 6]  # the save of 8 did not complete in every process...
     assert any(n.startswith("8.orbax-checkpoint-tmp") for n in names), names  # ...it lies aside
@@ -190,7 +204,7 @@ def test_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninter
     assert json.loads((run_dir / "summary.json").read_text())["finished"]
 
 
-def test_checkpoint_written_by_two_processes_restores_bitwise_in_two(runs):
+def check_checkpoint_written_by_two_processes_restores_bitwise_in_two(runs):
     # What each process held at step 6 when it saved, and what each restored from it.
     story = runs["story"]
     for p in (0, 1):
@@ -201,14 +215,14 @@ def test_checkpoint_written_by_two_processes_restores_bitwise_in_two(runs):
             np.testing.assert_array_equal(a, b)
 
 
-def test_processes_that_disagree_on_the_initial_state_are_told_so(runs):
+def check_processes_that_disagree_on_the_initial_state_are_told_so(runs):
     for p in (0, 1):
         message = (runs["story"] / f"p{p}_mistake.txt").read_text()
         assert "every process must pass the same state" in message
         assert "state: processes [1] differ from process 0" in message
 
 
-def test_hung_process_stops_the_other_within_the_heartbeat_timeout(runs):
+def check_hung_process_stops_the_other_within_the_heartbeat_timeout(runs):
     code, output = runs["second"]
     waited, returned = runs["hang"]
     assert not returned, output[-5000:]
@@ -218,6 +232,30 @@ def test_hung_process_stops_the_other_within_the_heartbeat_timeout(runs):
     assert waited < HEARTBEAT + 5, (waited, output[-5000:])
     assert code == 128 + signal.SIGABRT, output[-5000:]
     assert "process 0: killed by SIGABRT (first)" in output, output[-5000:]
+
+
+CHECKS = [
+    check_two_processes_equal_one_process_on_two_devices_and_on_one,
+    check_ctrl_c_in_one_process_stops_both_at_the_same_step,
+    check_killed_process_stops_the_other_within_the_heartbeat_timeout,
+    check_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninterrupted_run,
+    check_checkpoint_written_by_two_processes_restores_bitwise_in_two,
+    check_processes_that_disagree_on_the_initial_state_are_told_so,
+    check_hung_process_stops_the_other_within_the_heartbeat_timeout,
+]
+
+
+def test_two_processes_through_the_story(tmp_path):
+    """Runs the story once and every check on it (as tests on a module fixture, pytest-xdist
+    would run the story again in each worker that draws one of them)."""
+    runs = run_story(tmp_path)
+    failed = []
+    for check in CHECKS:
+        try:
+            check(runs)
+        except AssertionError as err:
+            failed.append(f"{check.__name__}: {err}")
+    assert not failed, "\n\n".join(failed)
 
 
 def test_bad_arguments_are_named_before_anything_starts(tmp_path):
