@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from rnnjax import checks
+from rnnjax.training.devices import use_cpu_cores
 
 # The runtime's own defaults are 100 s (heartbeat) and 300 s (shutdown). The heartbeat
 # timeout bounds how long the other processes go on after one is killed or hangs; a
@@ -67,7 +68,9 @@ def initialize_processes(
       num_processes: the number of processes of the job.
       process_id: this process's index in ``0 .. num_processes - 1``.
       heartbeat_timeout: seconds without a heartbeat after which a process counts as dead;
-        the others then stop with an error (also those blocked in a collective or barrier).
+        JAX's runtime then ends the others, also those blocked in a collective or barrier
+        (a process that dies on a live host closes its connections, and the others fail
+        sooner, in their next collective).
       shutdown_timeout: seconds a finished process waits at exit for the others to finish.
       initialization_timeout: seconds to wait for every process to connect.
       cpu_devices: JAX CPU devices in this process (:func:`use_cpu_cores`); default: JAX's.
@@ -80,8 +83,6 @@ def initialize_processes(
                           ("shutdown_timeout", shutdown_timeout),
                           ("initialization_timeout", initialization_timeout)):
         checks.positive_int(name, seconds)
-    from rnnjax.training.devices import use_cpu_cores
-
     # Collectives between CPU processes; GPU and TPU ignore the setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if cpu_devices is not None:
