@@ -206,3 +206,26 @@ def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
     batched = hook(runs)["gradient_flow/rnn/0/backward"]
     assert batched.shape == (2, T)
     np.testing.assert_allclose(batched[1], rows[4]["gradient_flow/rnn/0/backward"], rtol=1e-5)
+
+
+def test_per_layer_jacobian_norms_and_lyapunov_spectra_of_a_stack():
+    # Each loop of the stack is measured on the inputs it reads inside it: the layer above
+    # reads the outputs of the one below, a backward direction the valid prefix reversed.
+    layer = rnnjax.stack(rnnjax.bidirectional(LSTM), rnnjax.recurrent(GRU))
+    params = layer.init(jax.random.key(0), I)
+    xs, n = jax.random.normal(jax.random.key(1), (T, I)), 4
+    fn = lambda p, x, n: layer.apply(p, x, length=n)
+    got_norms = dg.layer_jacobian_norms(fn, params, xs, n)
+    got_spectra = dg.layer_lyapunov_spectra(fn, params, xs, n, k=2, key=jax.random.key(2))
+    _, below = rnnjax.bidirectional(LSTM).apply(params[0], xs, length=n)
+    reads = {"0/forward": (LSTM, params[0]["forward"], xs),
+             "0/backward": (LSTM, params[0]["backward"], flip_valid(xs, n)),
+             "1": (GRU, params[1], below)}
+    assert set(got_norms) == set(got_spectra) == set(reads)
+    for label, (cell, p, inputs) in reads.items():
+        np.testing.assert_allclose(got_norms[label], dg.jacobian_norms(cell, p, inputs, length=n),
+                                   rtol=1e-5, err_msg=label)
+        np.testing.assert_allclose(
+            got_spectra[label],
+            dg.lyapunov_spectrum(cell, p, inputs, length=n, k=2, key=jax.random.key(2)),
+            rtol=1e-5, atol=1e-6, err_msg=label)
