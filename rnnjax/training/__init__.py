@@ -12,6 +12,8 @@ From the inside out, one module each:
   ``summary.json``, each replaced atomically.
 * :mod:`~rnnjax.training.host_loop` — :func:`fit`, the host driver: chunks, progress,
   evaluation, hooks, orbax checkpoints, resumption, Ctrl-C and non-finite handling.
+* :mod:`~rnnjax.training.processes` — :func:`initialize_processes`: one run over several
+  processes (hosts) with JAX's multi-controller runtime, and what ``fit`` asks of them.
 """
 
 from rnnjax.training.devices import (
@@ -22,6 +24,7 @@ from rnnjax.training.devices import (
     use_cpu_cores,
 )
 from rnnjax.training.host_loop import EarlyStopping, FitResult, Schedule, fit
+from rnnjax.training.processes import initialize_processes
 from rnnjax.training.run_dir import load_config, read_metrics, save_config
 from rnnjax.training.step import (
     NonFiniteError,
@@ -34,7 +37,7 @@ from rnnjax.training.step import (
 
 __all__ = [
     "DATA_AXIS", "EarlyStopping", "FitResult", "NonFiniteError", "Schedule", "TrainState",
-    "data_parallel_mesh", "eval_key", "fit", "init_train_state", "load_config",
-    "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
+    "data_parallel_mesh", "eval_key", "fit", "init_train_state", "initialize_processes",
+    "load_config", "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
 ]

@@ -30,6 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from rnnjax import checkpoints
+from rnnjax.training import processes
 from rnnjax.training import run_dir as files
 from rnnjax.training.devices import DATA_AXIS, data_parallel_mesh, replicate, shard_batch
 from rnnjax.training.step import (
@@ -287,6 +288,8 @@ def fit(
                              f"shape {np.shape(state.step)}) would each stop at their own step")
     if tensorboard and run_dir is None:
         raise ValueError("tensorboard=True needs a run_dir to write the event files to")
+    processes.check_same_on_all_processes(state=state, num_steps=num_steps, schedule=schedule,
+                                          config=config, resume=resume)
 
     state = replicate(state, mesh)
     history: list[dict] = []
@@ -303,7 +306,7 @@ def fit(
                 os.path.join(run_dir, "best"), keep=1))
         if tensorboard and lead:
             writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir)))
-    with stack:
+    with processes.note_failure(run_dir), stack:
         if manager is not None and manager.all_steps():
             if not resume:
                 raise ValueError(f"run_dir {run_dir} already has checkpoints "
@@ -410,7 +413,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         with _deferred_ctrl_c() as ctrl_c_pressed:
             ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
             for end in [start, *ends]:
-                if ctrl_c_pressed():
+                if processes.any_process(ctrl_c_pressed()):  # all stop at the same step
                     raise KeyboardInterrupt
                 if end > step:
                     t0 = time.perf_counter()
@@ -469,7 +472,8 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         last_saved = saved or last_saved
         where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
                  else "no run_dir, so nothing was saved")
-        print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
+        if jax.process_index() == 0:
+            print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
     elif pending:
         last_train = next((r for r in reversed(history) if "loss" in r), None)
         train = {} if last_train is None else {
