@@ -1,11 +1,12 @@
 # Two commands for a fresh clone with nothing but Python 3.11+:
 #   make study   sets up .venv and runs the vanishing-gradient study (quick preset)
 #   make test    sets up .venv and runs the test suite
+# and `make reproduce` runs the quick reproductions of papers (docs/reproductions.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study demo test bench notebooks clean
+.PHONY: study demo test bench reproduce notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) experiments/benchmark.py
+
+# Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
+reproduce: $(VENV)/.installed
+	$(PY) experiments/reproduce/run_all.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -41,7 +41,6 @@ import math
 import os
 import sys
 import time
-import typing
 from typing import Any, Callable
 
 import jax
@@ -51,6 +50,9 @@ import optax
 
 import rnnjax
 from rnnjax import diagnostics, models, plots, readouts, tasks, training
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from command_line import add_config_flags, config_from_flags  # noqa: E402
 
 # --------------------------------------------------------------------------------- config
 
@@ -153,25 +155,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
                         help="output directory (default runs/vanishing_gradients/<preset>)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: when stderr is a terminal)")
-    hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        if typing.get_origin(hint) is tuple:
-            elem = typing.get_args(hint)[0]
-            parser.add_argument(flag, type=elem, nargs="+", default=None,
-                                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})",
-                                metavar=elem.__name__.upper())
-        else:
-            parser.add_argument(flag, type=hint, default=None, metavar=hint.__name__.upper(),
-                                help=f"{f.metadata['help']} (default {f.default})")
+    add_config_flags(parser, Config)
     args = parser.parse_args(argv)
-    values = dict(PRESETS[args.preset])
-    for f in dataclasses.fields(Config):
-        given = getattr(args, f.name)
-        if given is not None:
-            values[f.name] = tuple(given) if isinstance(given, list) else given
-    config = Config(**values)
+    config = config_from_flags(Config, PRESETS[args.preset], args)
     check_config(config)
     if args.run_dir is None:
         args.run_dir = os.path.join("runs", "vanishing_gradients", args.preset)

@@ -1,0 +1,57 @@
+"""Runs every reproduction's quick preset (or ``--preset full``) and prints one table of claims:
+paper | claim | ours | reproduced?  (``make reproduce``).
+
+Each script's verdicts are computed from its own measurements; this script only collects
+them, times each run, and writes ``runs/reproduce/summary.md``. ``--only`` picks scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
+
+
+def main(argv: list[str] | None = None) -> list:
+    """Runs the scripts; returns every claim."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="quick", choices=("quick", "full"))
+    parser.add_argument("--only", nargs="+", choices=SCRIPTS, default=SCRIPTS,
+                        help="run only these reproductions")
+    parser.add_argument("--run-dir", default=os.path.join("runs", "reproduce"),
+                        help="parent of each script's run directory (default runs/reproduce)")
+    args = parser.parse_args(argv)
+    claims, timings = [], []
+    for name in args.only:
+        print(f"\n=== {name} ({args.preset}) ===", flush=True)
+        t0 = time.perf_counter()
+        out = importlib.import_module(name).main(
+            ["--preset", args.preset, "--run-dir", os.path.join(args.run_dir, name, args.preset)])
+        timings.append((name, time.perf_counter() - t0, os.getloadavg()[0]))
+        claims += out["claims"]
+    table = ["| paper | claim | ours | reproduced? |", "|---|---|---|---|"]
+    table += [f"| {c.paper} ({c.where}) | {c.claim} | {c.ours} | "
+              f"{'**yes**' if c.reproduced else '**no**'} |" for c in claims]
+    times = ["| script | wall time | load average (1 min) at the end |", "|---|---|---|"]
+    times += [f"| {n} | {t:.0f} s | {load:.1f} |" for n, t, load in timings]
+    summary = [f"# Reproductions ({args.preset} presets)", "", *table, "", *times, "",
+               "Each script's run directory holds its summary.md (with the paper's numbers and "
+               "where our setup differs), results.json and figures.", ""]
+    os.makedirs(args.run_dir, exist_ok=True)
+    with open(os.path.join(args.run_dir, f"summary_{args.preset}.md"), "w") as f:
+        f.write("\n".join(summary))
+    print("\n" + "\n".join(table) + "\n\n" + "\n".join(times))
+    print(f"\n{sum(c.reproduced for c in claims)}/{len(claims)} claims reproduced; "
+          f"details in {args.run_dir}/<script>/{args.preset}/summary.md")
+    return claims
+
+
+if __name__ == "__main__":
+    main()
