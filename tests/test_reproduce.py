@@ -123,7 +123,7 @@ TINY = {
                     "--task-length", "4", "--hidden-size", "3", "--batch-size", "4",
                     "--num-steps", "3", "--thresholds", "0.5", "--num-seeds", "2"],
     "le2015_irnn": ["--lengths", "4", "--hidden-size", "3", "--batch-size", "4",
-                    "--num-steps", "3", "--learning-rates", "0.01", "--cells", "tanh", "irnn"],
+                    "--num-steps", "3", "--learning-rates", "0.01", "--cells", "irnn"],
     "tallec2018_chrono": ["--num-blanks", "4", "--num-symbols", "2", "--hidden-size", "3",
                           "--batch-size", "4", "--num-steps", "4", "--eval-every", "2",
                           "--test-size", "8", "--num-seeds", "1"],
@@ -132,7 +132,7 @@ TINY = {
                     "--student-size", "3", "--batch-size", "4", "--num-steps", "3",
                     "--rnn-lrs", "0.001", "--diagonal-lrs", "0.01", "--num-seeds", "1"],
     "chaos": ["--sizes", "8", "--gains", "0.5", "2.0", "--num-networks", "2", "--warmup", "10",
-              "--num-steps", "20", "--spectrum-sizes", "4", "8", "--spectrum-networks", "1",
+              "--num-steps", "20", "--spectrum-sizes", "8", "--spectrum-networks", "1",
               "--spectrum-steps", "10"],
 }
 

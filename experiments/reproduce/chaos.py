@@ -67,9 +67,10 @@ class Config:
 
 PRESETS = {
     "quick": {},
-    "full": dict(sizes=(100, 200, 400, 800, 1600), num_networks=16, num_steps=5000, warmup=2000,
+    # Four sizes up to N = 800, longer runs, a finer g grid near 1: about 20 minutes of CPU.
+    "full": dict(sizes=(100, 200, 400, 800), num_networks=8, num_steps=4000, warmup=1000,
                  gains=(0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.7, 2.0, 3.0),
-                 spectrum_sizes=(64, 128, 256), spectrum_networks=4, spectrum_steps=2000),
+                 spectrum_sizes=(64, 128, 256), spectrum_networks=3, spectrum_steps=1000),
 }
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -115,7 +116,8 @@ def write_run(run_dir: str, *, title: str, config: Any, claims: list[Claim], res
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(_jsonable(config_dict), f, indent=1)
     record = {"claims": [c._asdict() for c in claims], "results": results,
-              "wall_time_s": wall_time_s, "load_average": os.getloadavg()}
+              "wall_time_s": wall_time_s, "load_average": os.getloadavg(),
+              "process_cpu_time_s": time.process_time()}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(_jsonable(record), f, indent=1)
     differs = [f"- {c.where}: {c.differs}" for c in claims if c.differs]
@@ -124,9 +126,9 @@ def write_run(run_dir: str, *, title: str, config: Any, claims: list[Claim], res
     if differs:
         summary += ["Where our setup differs from the paper's:", "", *differs, ""]
     summary += [f"Config: `{json.dumps(_jsonable(config_dict))}`", "",
-                f"Wall time {wall_time_s:.0f} s; load average at the end "
-                f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (2-core machine shared with "
-                "other jobs).", ""]
+                f"Wall time {wall_time_s:.0f} s, CPU time of the process {time.process_time():.0f} s "
+                f"(load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+                "a 2-core machine shared with other jobs).", ""]
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write("\n".join(summary))
     print("\n".join(claims_table(claims)))

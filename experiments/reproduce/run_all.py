@@ -2,18 +2,23 @@
 paper | claim | ours | reproduced?  (``make reproduce``).
 
 Each script's verdicts are computed from its own measurements; this script only collects
-them, times each run, and writes ``runs/reproduce/summary.md``. ``--only`` picks scripts.
+them, times each run, and writes ``runs/reproduce/summary_<preset>.md``. ``--only`` picks
+scripts; ``--collect`` reruns nothing and rebuilds the table from the run directories'
+``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from claims import Claim  # noqa: E402
 
 SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
 
@@ -27,20 +32,30 @@ def main(argv: list[str] | None = None) -> list:
                         help="run only these reproductions")
     parser.add_argument("--run-dir", default=os.path.join("runs", "reproduce"),
                         help="parent of each script's run directory (default runs/reproduce)")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing; rebuild the table from the existing run directories")
     args = parser.parse_args(argv)
     claims, timings = [], []
     for name in args.only:
+        run_dir = os.path.join(args.run_dir, name, args.preset)
+        if args.collect:
+            with open(os.path.join(run_dir, "results.json")) as f:
+                record = json.load(f)
+            claims += [Claim(**c) for c in record["claims"]]
+            timings.append((name, record["wall_time_s"], None, record["load_average"][0]))
+            continue
         print(f"\n=== {name} ({args.preset}) ===", flush=True)
-        t0 = time.perf_counter()
-        out = importlib.import_module(name).main(
-            ["--preset", args.preset, "--run-dir", os.path.join(args.run_dir, name, args.preset)])
-        timings.append((name, time.perf_counter() - t0, os.getloadavg()[0]))
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        out = importlib.import_module(name).main(["--preset", args.preset, "--run-dir", run_dir])
+        timings.append((name, time.perf_counter() - t0, time.process_time() - cpu0,
+                        os.getloadavg()[0]))
         claims += out["claims"]
     table = ["| paper | claim | ours | reproduced? |", "|---|---|---|---|"]
     table += [f"| {c.paper} ({c.where}) | {c.claim} | {c.ours} | "
               f"{'**yes**' if c.reproduced else '**no**'} |" for c in claims]
-    times = ["| script | wall time | load average (1 min) at the end |", "|---|---|---|"]
-    times += [f"| {n} | {t:.0f} s | {load:.1f} |" for n, t, load in timings]
+    times = ["| script | wall time | CPU time | load average (1 min) at the end |", "|---|---|---|---|"]
+    times += [f"| {n} | {t:.0f} s | {'-' if cpu is None else f'{cpu:.0f} s'} | {load:.1f} |"
+              for n, t, cpu, load in timings]
     summary = [f"# Reproductions ({args.preset} presets)", "", *table, "", *times, "",
                "Each script's run directory holds its summary.md (with the paper's numbers and "
                "where our setup differs), results.json and figures.", ""]
