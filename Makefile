@@ -1,12 +1,13 @@
 # Two commands for a fresh clone with nothing but Python 3.11+:
 #   make study   sets up .venv and runs the vanishing-gradient study (quick preset)
 #   make test    sets up .venv and runs the test suite
+#   make apps    sets up .venv and runs the three applications on real data (quick presets)
 # and `make reproduce` runs the quick reproductions of papers (docs/reproductions.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study demo test bench reproduce notebooks clean
+.PHONY: study test bench apps reproduce notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +18,17 @@ $(VENV)/.installed: pyproject.toml
 study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
-demo: $(VENV)/.installed
-	$(PY) experiments/demo.py
-
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --durations=15 tests
 
 bench: $(VENV)/.installed
 	$(PY) experiments/benchmark.py
+
+# The applications on real data (quick presets, about two minutes each on a 2-core CPU).
+apps: $(VENV)/.installed
+	$(PY) experiments/forecasting.py
+	$(PY) experiments/classification.py
+	$(PY) experiments/anomaly_detection.py
 
 # Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
 reproduce: $(VENV)/.installed

@@ -20,6 +20,7 @@ the batch over all CPU devices with ``shard_map`` (the same wrapper for every li
     python experiments/benchmark.py --quick               # reference shapes, few reps
     python experiments/benchmark.py --case lstm --json out.json
     python experiments/benchmark.py --case long-remat     # T=100,000, peak memory vs remat
+    python experiments/benchmark.py --case padding        # cost of lengths and of checks
 """
 
 from __future__ import annotations
@@ -388,6 +389,40 @@ def long_remat(steps: int) -> list[dict[str, Any]]:
     return out
 
 
+def padding_cost(reps: int) -> list[dict[str, Any]]:
+    """Returns fwd+bwd medians of each cell at the reference shape, on one device: without
+    ``length``, with a per-example ``length`` (padded steps cleaned and masked), and with
+    ``length`` under ``rnnjax.checked`` (a run-time check of every length)."""
+    rows = []
+    for cell_name in ("lstm", "gru", "elman"):
+        case = dict(CASES[cell_name])
+        xs = jax.random.normal(jax.random.key(1), (case["B"], case["T"], case["I"]))
+        lengths = case["T"] - jnp.arange(case["B"], dtype=jnp.int32) % 7
+        cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[cell_name](case["H"])
+        layer = rnnjax.recurrent(cell)
+        params = layer.init(jax.random.key(0), case["I"])
+        no_length = jax.jit(jax.value_and_grad(
+            lambda p, x, n: jnp.mean(jax.vmap(lambda a: layer.apply(p, a)[1])(x) ** 2)))
+        loss = lambda p, x, n: jnp.mean(
+            jax.vmap(lambda a, m: layer.apply(p, a, length=m)[1])(x, n) ** 2)
+        with_length = jax.jit(jax.value_and_grad(loss))
+        calls = {name: (lambda f=f: jax.block_until_ready(f(params, xs, lengths)))
+                 for name, f in (("no length", no_length), ("length", with_length))}
+        # rnnjax.checked raises on the host, so it wraps the jitted call, not inside it
+        checked = rnnjax.checked(jax.jit(jax.value_and_grad(lambda p, x, n: loss(p, x, n))))
+        calls["length, checked"] = lambda: jax.block_until_ready(checked(params, xs, lengths))
+        for call in calls.values():
+            call()
+        times, _ = interleaved(calls, reps)
+        row = {"cell": cell_name, **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
+        row["load_avg_after"] = os.getloadavg()
+        rows.append(row)
+        print(f"{cell_name}: " + ", ".join(f"{k} {row[k]:.1f} ms" for k in calls)
+              + f"; length/no length {row['length'] / row['no length']:.3f}, "
+              f"checked/unchecked {row['length, checked'] / row['length']:.3f}", flush=True)
+    return rows
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -416,7 +451,8 @@ def warm_up() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--case", nargs="*", help=f"cases among {sorted(CASES)} or long-remat")
+    parser.add_argument("--case", nargs="*",
+                        help=f"cases among {sorted(CASES)}, long-remat or padding")
     parser.add_argument("--quick", action="store_true", help="reference-shape cases, 5 reps")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--steps", type=int, default=100_000, help="T of long-remat")
@@ -439,8 +475,12 @@ def main() -> None:
         if name == "long-remat":
             report["long_remat"] = long_remat(args.steps)
             continue
+        if name == "padding":
+            report["padding"] = padding_cost(reps)
+            continue
         if name not in CASES:
-            raise ValueError(f"--case must be among {sorted(CASES)} or long-remat, got {name!r}")
+            raise ValueError(f"--case must be among {sorted(CASES)}, long-remat or padding, "
+                             f"got {name!r}")
         r = run_case(name, CASES[name], reps)
         report["cases"].append(r)
         print_case(r)
@@ -448,7 +488,7 @@ def main() -> None:
         if args.json:  # after every case, so that an interrupted run keeps what it measured
             with open(args.json, "w") as f:
                 json.dump(report, f, indent=1)
-    if args.json and "long_remat" in report:
+    if args.json and ("long_remat" in report or "padding" in report):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 import rnnjax
+from rnnjax import training
 
 # Config: a small LSTM regression problem.
 HIDDEN, INPUT, T, BATCH = 32, 4, 20, 32
@@ -100,7 +101,8 @@ def main():
 
     for chunk in (1, 10, 100, n):
         def run(chunk=chunk):
-            r = rnnjax.fit(train_step, state0, batch_fn, n, chunk_size=chunk, progress=False)
+            r = rnnjax.fit(train_step, state0, batch_fn, n, schedule=training.Schedule(chunk),
+                           progress=False)
             jax.block_until_ready(r.state)
 
         run()
@@ -108,8 +110,9 @@ def main():
 
     def with_run_dir(chunk=100):
         with tempfile.TemporaryDirectory() as d:
-            r = rnnjax.fit(train_step, state0, batch_fn, n, chunk_size=chunk, run_dir=d,
-                           checkpoint_every=max(n // 2, chunk), progress=False)
+            schedule = training.Schedule(chunk, checkpoint_every=max(n // 2, chunk))
+            r = rnnjax.fit(train_step, state0, batch_fn, n, schedule=schedule, run_dir=d,
+                           progress=False)
             jax.block_until_ready(r.state)
 
     with_run_dir()

@@ -52,44 +52,40 @@ import rnnjax
 from rnnjax import diagnostics, models, plots, readouts, tasks, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from command_line import add_config_flags, config_from_flags  # noqa: E402
+from experiment_cli import field, parse_config  # noqa: E402
 
 # --------------------------------------------------------------------------------- config
-
-
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines the study; saved as ``config.json`` in the run directory."""
 
-    task: str = _field("adding", "task: adding | copy | temporal_order")
-    cells: tuple[str, ...] = _field(
+    task: str = field("adding", "task: adding | copy | temporal_order")
+    cells: tuple[str, ...] = field(
         ("elman", "lstm", "gru", "irnn"),
         "recurrent cells: elman (tanh, orthogonal W_hh), lstm (forget bias --forget-bias), "
         "gru, irnn (ReLU, W_hh = I; Le et al. 2015)",
     )
-    lengths: tuple[int, ...] = _field(
+    lengths: tuple[int, ...] = field(
         (10, 50, 100),
         "sequence lengths T (for copy: the number of blanks between the symbols and the recall)",
     )
-    num_seeds: int = _field(3, "seeds per (cell, T), trained together as one vmapped program")
-    hidden_size: int = _field(32, "hidden units per cell")
-    batch_size: int = _field(64, "training sequences per step (fresh every step)")
-    num_steps: int = _field(1000, "Adam updates per run")
-    learning_rate: float = _field(1e-2, "Adam learning rate (constant)")
-    clip_norm: float = _field(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
-    forget_bias: float = _field(1.0, "LSTM forget-gate bias at initialisation")
-    test_size: int = _field(1000, "held-out test sequences per T (one fixed set for all runs)")
-    diag_size: int = _field(128, "test sequences averaged for the gradient-norm diagnostics")
-    eval_every: int = _field(100, "steps between test-loss and gradient-norm measurements")
-    solved_fraction: float = _field(
+    num_seeds: int = field(3, "seeds per (cell, T), trained together as one vmapped program")
+    hidden_size: int = field(32, "hidden units per cell")
+    batch_size: int = field(64, "training sequences per step (fresh every step)")
+    num_steps: int = field(1000, "Adam updates per run")
+    learning_rate: float = field(1e-2, "Adam learning rate (constant)")
+    clip_norm: float = field(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
+    forget_bias: float = field(1.0, "LSTM forget-gate bias at initialisation")
+    test_size: int = field(1000, "held-out test sequences per T (one fixed set for all runs)")
+    diag_size: int = field(128, "test sequences averaged for the gradient-norm diagnostics")
+    eval_every: int = field(100, "steps between test-loss and gradient-norm measurements")
+    solved_fraction: float = field(
         0.1, "a run counts as solved when final test loss <= this fraction of the baseline"
     )
-    checkpoint_every: int = _field(0, "steps between checkpoints within a group (0: at the end only)")
-    seed: int = _field(0, "master seed; seed s of every group is derived from it")
+    checkpoint_every: int = field(0, "steps between checkpoints within a group (0: at the end only)")
+    seed: int = field(0, "master seed; seed s of every group is derived from it")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -141,26 +137,8 @@ def check_config(config: Config) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     """Returns (config, other options): the preset, overridden by any flag given."""
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        epilog="Presets: " + "; ".join(
-            f"{name}: " + (", ".join(f"{k}={v}" for k, v in p.items()) or "the defaults above")
-            for name, p in PRESETS.items()
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="starting values for every field; flags override them (default quick)")
-    parser.add_argument("--run-dir", default=None,
-                        help="output directory (default runs/vanishing_gradients/<preset>)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: when stderr is a terminal)")
-    add_config_flags(parser, Config)
-    args = parser.parse_args(argv)
-    config = config_from_flags(Config, PRESETS[args.preset], args)
+    config, args = parse_config(Config, PRESETS, argv, __doc__, "vanishing_gradients")
     check_config(config)
-    if args.run_dir is None:
-        args.run_dir = os.path.join("runs", "vanishing_gradients", args.preset)
     return config, args
 
 
@@ -188,7 +166,7 @@ def gradient_norm_profile(cell, readout, task, params, xs, targets):
 def run_group(config: Config, cell_name: str, length: int, group_dir: str,
               progress: bool | None) -> dict:
     """Returns this (cell, T) group's measurements, training its seeds as one vmapped program."""
-    task = tasks.make_task(config.task, length)
+    task = tasks.make_task(config.task, **{tasks.SIZE_ARGUMENT[config.task]: length})
     cell = CELLS[cell_name](config)
     readout = readouts.linear(task.output_size)
     model = models.many_to_many(rnnjax.recurrent(cell), readout)
@@ -246,10 +224,13 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
     t0 = time.perf_counter()
     result = training.fit(
         train_step, states, batch_fn, config.num_steps,
-        run_dir=group_dir, config=group_config, chunk_size=config.eval_every,
-        eval_fn=eval_fn, eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every or None, keep_checkpoints=1,
-        hooks=[hook], hook_every=config.eval_every, progress=progress,
+        run_dir=group_dir, config=group_config, eval_fn=eval_fn, hooks=[hook],
+        schedule=training.Schedule(
+            chunk_size=config.eval_every, eval_every=config.eval_every,
+            checkpoint_every=config.checkpoint_every or None, hook_every=config.eval_every,
+            keep_checkpoints=1,
+        ),
+        progress=progress,
     )
     wall = time.perf_counter() - t0
 

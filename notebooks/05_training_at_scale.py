@@ -159,10 +159,11 @@ plt.show()
 # %%
 root = tempfile.mkdtemp(prefix="rnnjax-05-")
 chunk = config.num_steps // 10
+schedule = training.Schedule(chunk_size=chunk, eval_every=chunk, checkpoint_every=2 * chunk,
+                             keep_checkpoints=2)
 result = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                      run_dir=os.path.join(root, "full"), config=config, chunk_size=chunk,
-                      eval_fn=eval_fn, eval_every=chunk, checkpoint_every=2 * chunk,
-                      keep_checkpoints=2, progress=False)
+                      run_dir=os.path.join(root, "full"), config=config, eval_fn=eval_fn,
+                      schedule=schedule, progress=False)
 print("files:", sorted(os.listdir(os.path.join(root, "full"))))
 print("checkpoints kept:", checkpoints.checkpoint_steps(os.path.join(root, "full", "checkpoints")))
 print("config read back:", training.load_config(os.path.join(root, "full"), Config) == config)
@@ -199,11 +200,13 @@ plt.show()
 # %%
 resumed_dir = os.path.join(root, "resumed")
 half = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps // 2,
-                    run_dir=resumed_dir, config=config, chunk_size=chunk, progress=False)
+                    run_dir=resumed_dir, config=config, schedule=training.Schedule(chunk),
+                    progress=False)
 print("stopped at step", int(half.state.step), "; checkpoints:",
       checkpoints.checkpoint_steps(os.path.join(resumed_dir, "checkpoints")))
 resumed = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                       run_dir=resumed_dir, config=config, chunk_size=chunk, progress=False)
+                       run_dir=resumed_dir, config=config, schedule=training.Schedule(chunk),
+                    progress=False)
 same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
                     result.state.params, resumed.state.params)
 print("resumed run's parameters bitwise equal to the uninterrupted run's:",
@@ -228,8 +231,8 @@ states = jax.vmap(init_state)(jnp.asarray(grid_seed.ravel()), jnp.asarray(grid_l
 print("runs:", grid_seed.size, "| step counter shape:", states.step.shape)
 
 t0 = time.perf_counter()
-sweep = training.fit(train_step, states, batch_fn, config.num_steps, chunk_size=chunk,
-                     eval_fn=eval_fn, eval_every=config.num_steps, progress=False)
+sweep = training.fit(train_step, states, batch_fn, config.num_steps, eval_fn=eval_fn,
+                     schedule=training.Schedule(chunk), progress=False)
 t_sweep = time.perf_counter() - t0
 final_mse = np.asarray([r for r in sweep.history if "eval/mse" in r][-1]["eval/mse"])
 final_mse = final_mse.reshape(grid_seed.shape)
@@ -261,7 +264,7 @@ plt.show()
 # %%
 k = grid_seed.size - 1
 one = training.fit(train_step, init_state(int(grid_seed.ravel()[k]), float(grid_lr.ravel()[k])),
-                   batch_fn, config.num_steps, chunk_size=chunk, progress=False)
+                   batch_fn, config.num_steps, schedule=training.Schedule(chunk), progress=False)
 alone = np.array([r["loss"] for r in one.history if "loss" in r])
 together = np.array([r["loss"][k] for r in sweep.history if "loss" in r])
 gap = np.abs(alone - together)
@@ -285,7 +288,7 @@ print("a batch on the 4-device mesh:", batch[0].shape, "->",
 runs = {}
 for name, mesh in [("1 device", mesh1), ("4 devices", mesh4)]:
     out = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                       chunk_size=chunk, mesh=mesh, progress=False)
+                       schedule=training.Schedule(chunk), mesh=mesh, progress=False)
     runs[name] = np.array([r["loss"] for r in out.history if "loss" in r])
     print(f"{name}: parameters live on {len(jax.tree.leaves(out.state.params)[0].devices())} "
           f"device(s); final training loss {runs[name][-1]:.5f}")

@@ -8,18 +8,22 @@ explicitly) wrap the same functions as Flax modules.
 
 from rnnjax import (
     checkpoints,
+    checks,
+    datasets,
     diagnostics,
     fused,
     initializers,
     interop,
     losses,
     models,
+    padding,
     plots,
     readouts,
     tasks,
     training,
 )
-from rnnjax.cells import Cell, elman, gru, irnn, lstm
+from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
+from rnnjax.checks import InvalidValueError, checked
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.models import (
     Generator,
@@ -30,7 +34,8 @@ from rnnjax.models import (
     one_to_many,
     one_to_one,
 )
-from rnnjax.scan import reverse_valid, scan
+from rnnjax.padding import reverse_valid
+from rnnjax.scan import scan
 from rnnjax.training import (
     TrainState,
     fit,
@@ -44,7 +49,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     # cells, the time loop, layers
-    "Cell", "elman", "gru", "irnn", "lstm", "scan", "reverse_valid",
+    "Cell", "GatedStep", "elman", "gated", "gru", "irnn", "lstm", "scan", "reverse_valid",
+    # errors for values known only at run time
+    "InvalidValueError", "checked",
     "Layer", "bidirectional", "recurrent", "stack",
     # the kinds of RNN
     "Generator", "Model", "encoder_decoder", "many_to_many", "many_to_one", "one_to_many",
@@ -52,6 +59,6 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "diagnostics", "fused", "initializers", "interop", "losses", "models",
-    "plots", "readouts", "tasks", "training",
+    "checkpoints", "checks", "datasets", "diagnostics", "fused", "initializers", "interop",
+    "losses", "models", "padding", "plots", "readouts", "tasks", "training",
 ]

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
+from rnnjax import checks, initializers
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -34,11 +34,14 @@ class Cell(NamedTuple):
       init: ``init(key, input_size) -> params``, a dict of arrays.
       initial_carry: ``initial_carry(params) -> carry``, zeros for one example.
       step: ``step(params, carry, x) -> (carry, y)`` with ``x: (input_size,)`` and
-        ``y: (hidden_size,)``, one example and one time step.
+        ``y: (hidden_size,)``, one example and one time step. This is THE definition of the
+        cell: every layer, model and diagnostic computes this function. When ``step`` is a
+        :class:`GatedStep` (the built-in cells and any cell made with :func:`gated`), layers
+        run a faster loop derived from it (``rnnjax.fused``); any other step, including an
+        edited copy of a built-in one, runs as written in ``lax.scan``.
       hidden_size: size of the output ``y``.
-      kind: a hashable description of the step equation. Two cells with equal ``kind``
-        compute the same function of (params, carry, x), so their parameters can be
-        stacked and run as one vmapped scan (see :func:`rnnjax.bidirectional`).
+      kind: a hashable label naming the cell (e.g. ``("lstm", None)``), for messages and
+        plots. It never chooses a computation: an edited cell keeps its label.
       input_size: ``input_size(params) -> int`` used to check inputs early, or ``None``
         when the cell cannot tell.
     """
@@ -49,18 +52,6 @@ class Cell(NamedTuple):
     hidden_size: int
     kind: Any
     input_size: Callable[[Params], int] | None = None
-
-
-_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "identity": lambda x: x,  # a linear RNN; the exact case for gradient-flow tests
-}
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _gate_params(
@@ -82,7 +73,7 @@ def _gate_params(
     Initialisers run in float32 and the result is cast to ``param_dtype`` (LAPACK, which
     the orthogonal initialiser needs, has no bfloat16).
     """
-    _check_positive_int("input_size", input_size)
+    checks.positive_int("input_size", input_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     h = hidden_size
     w_ih = jnp.concatenate(
@@ -110,43 +101,162 @@ def _linear(v: Array, w: Array, b: Array | None, dtype: Any) -> Array:
     return out if b is None else out + b.astype(dtype)
 
 
-def _affine(params: Params, x: Array, h: Array, dtype: Any) -> tuple[Array, Array]:
-    """Returns (x W_ih + b_ih, h W_hh + b_hh), the two pre-activations PyTorch keeps apart."""
-    dtype = _compute_dtype(params, x, dtype)
-    gi = _linear(x, params["w_ih"], params.get("b_ih"), dtype)
-    gh = _linear(h, params["w_hh"], params.get("b_hh"), dtype)
-    return gi, gh
-
-
-def _zeros_like_hidden(params: Params, hidden_size: int, dtype: Any) -> Array:
-    return jnp.zeros((hidden_size,), dtype or params["w_hh"].dtype)
-
-
 def _input_size(params: Params) -> int:
     return params["w_ih"].shape[0]
 
 
-# The element-wise part of each step, around its two matmuls gi = x W_ih + b_ih and
-# gh = h W_hh + b_hh. cell.step and the fast path (rnnjax.fused) both call these, so each
-# equation is written once. They act on the last axis, so they also take batched arrays.
+def whole(carry: Any) -> Any:
+    """Returns ``carry``: the hidden state of a cell whose carry is ``h`` alone."""
+    return carry
 
 
-def _lstm_update(carry: tuple[Array, Array], gi: Array, gh: Array) -> tuple[Array, Array]:
+def first(carry: Any) -> Any:
+    """Returns ``carry[0]``: the hidden state of a cell whose carry is ``(h, c)``."""
+    return carry[0]
+
+
+class GatedStep(NamedTuple):
+    """The step of a gated cell, built from its element-wise ``update``.
+
+    ``step(params, carry, x) -> (carry', y)`` computes, with ``h = hidden(carry)``,
+
+        gi = x W_ih + b_ih,    gh = h W_hh + b_hh
+        carry' = update(carry, gi + gh)     if ``additive`` (Elman, LSTM)
+        carry' = update(carry, gi, gh)      otherwise (GRU: its reset gate scales gh alone)
+        y = hidden(carry')
+
+    ``update`` is the cell's equation, written once: this step and the fast path
+    (``rnnjax.fused``) both call it, so an edited ``update`` moves both. ``update`` acts on
+    the last axis, so it also takes batched arrays. The fast path recognises a cell by its
+    step being a ``GatedStep`` (an object, not a name), so a step replaced by any other
+    function runs as written.
+
+    Attributes:
+      update: the element-wise update, see above.
+      additive: whether ``update`` reads only ``gi + gh`` (its signature is then
+        ``update(carry, z)``), which lets the fast path fold the two biases into one.
+      hidden: ``hidden(carry) -> h``, the part of the carry that multiplies ``W_hh`` and is
+        the output (:func:`whole` or :func:`first`).
+      dtype: computation dtype (None: that of the inputs and parameters).
+    """
+
+    update: Callable[..., Carry]
+    additive: bool = False
+    hidden: Callable[[Carry], Array] = whole
+    dtype: Any = None
+
+    def __call__(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+        dtype = _compute_dtype(params, x, self.dtype)
+        gi = _linear(x, params["w_ih"], params.get("b_ih"), dtype)
+        gh = _linear(self.hidden(carry), params["w_hh"], params.get("b_hh"), dtype)
+        new = self.update(carry, gi + gh) if self.additive else self.update(carry, gi, gh)
+        return new, self.hidden(new)
+
+
+# The element-wise equations of the built-in cells. Each is the one definition of its cell;
+# the fast path's hand-written derivatives (rnnjax.fused) are tested against autodiff of these.
+
+
+def lstm_update(carry: tuple[Array, Array], z: Array) -> tuple[Array, Array]:
+    """Returns ``(h', c')`` from ``z = x W_ih + b_ih + h W_hh + b_hh``, gate blocks i, f, g, o."""
     h, c = carry
-    i, f, g, o = jnp.split(gi + gh, 4, axis=-1)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c.astype(f.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return h, c
 
 
-def _gru_update(h: Array, gi: Array, gh: Array) -> Array:
-    """The PyTorch/cuDNN GRU (``reset_after=True``): the reset gate scales ``h W_hn + b_hn``."""
+def gru_update(h: Array, gi: Array, gh: Array) -> Array:
+    """Returns ``h'`` of the PyTorch/cuDNN GRU: the reset gate scales ``h W_hn + b_hn``."""
     i_r, i_z, i_n = jnp.split(gi, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(i_r + h_r)
     z = jax.nn.sigmoid(i_z + h_z)
     n = jnp.tanh(i_n + r * h_n)
     return (1.0 - z) * n + z * h.astype(n.dtype)
+
+
+def _elman_tanh(h: Array, z: Array) -> Array:
+    return jnp.tanh(z)
+
+
+def _elman_relu(h: Array, z: Array) -> Array:
+    return jax.nn.relu(z)
+
+
+def _elman_identity(h: Array, z: Array) -> Array:
+    return z
+
+
+# h' = act(z): one function object per activation, so that two Elman cells with the same
+# activation have equal steps (and a bidirectional layer can stack them).
+ELMAN_UPDATES: dict[str, Callable[[Array, Array], Array]] = {
+    "tanh": _elman_tanh,
+    "relu": _elman_relu,
+    "identity": _elman_identity,  # a linear RNN; the exact case for gradient-flow tests
+}
+
+
+def gated(
+    hidden_size: int,
+    num_gates: int,
+    update: Callable[..., Carry],
+    *,
+    additive: bool = False,
+    hidden: Callable[[Carry], Array] = whole,
+    make_carry: Callable[[Array], Carry] = whole,
+    use_bias: bool = True,
+    kernel_init: Initializer = initializers.lecun_normal(),
+    recurrent_init: Initializer = initializers.orthogonal(),
+    bias_init: Initializer = initializers.zeros,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    kind: Any = "gated",
+) -> Cell:
+    """Returns a cell of the gated form: two matmuls, then the element-wise ``update``.
+
+    The form of Elman, LSTM and GRU cells (see :class:`GatedStep`): your own cell of this
+    form gets the fast path of the built-in ones (one weight GEMM per direction after the
+    loop, a backward loop carrying only the state gradient), with JAX's derivative of your
+    ``update``. A minimal gated unit, say::
+
+        def mgu(h, gi, gh):                      # Zhou et al. 2016
+            f = jax.nn.sigmoid(gi[..., :H] + gh[..., :H])
+            n = jnp.tanh(gi[..., H:] + f * gh[..., H:])
+            return (1 - f) * h + f * n
+        cell = rnnjax.gated(H, 2, mgu)
+
+    Args:
+      hidden_size: size of h.
+      num_gates: G, the number of ``(H,)`` blocks in ``gi`` and ``gh``.
+      update: ``update(carry, gi, gh) -> carry'`` (or ``update(carry, gi + gh)`` when
+        ``additive``); ``gi, gh: (G * H,)``.
+      additive: ``update`` reads only ``gi + gh``.
+      hidden: ``hidden(carry) -> h`` (default: the carry is h).
+      make_carry: builds the initial carry from the zero ``h`` (default: h itself;
+        ``lambda h: (h, h)`` for an ``(h, c)`` carry).
+      kind: a label for messages and plots.
+      Other arguments as in :func:`elman`.
+
+    Params: ``w_ih: (input_size, G*H)``, ``w_hh: (H, G*H)``, ``b_ih, b_hh: (G*H,)``.
+    """
+    checks.positive_int("hidden_size", hidden_size)
+    checks.positive_int("num_gates", num_gates)
+    if not callable(update):
+        raise TypeError(f"update must be callable as update(carry, gi, gh), got {update!r}")
+
+    def init(key: Array, input_size: int) -> Params:
+        return _gate_params(
+            key, input_size, hidden_size, num_gates,
+            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+            use_bias=use_bias, param_dtype=param_dtype,
+        )
+
+    def initial_carry(params: Params) -> Carry:
+        return make_carry(jnp.zeros((hidden_size,), dtype or params["w_hh"].dtype))
+
+    step = GatedStep(update, additive, hidden, dtype)
+    return Cell(init, initial_carry, step, hidden_size, kind, _input_size)
 
 
 def elman(
@@ -177,29 +287,15 @@ def elman(
     Params: ``w_ih: (input_size, H)``, ``w_hh: (H, H)``, ``b_ih, b_hh: (H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    _check_positive_int("hidden_size", hidden_size)
-    if activation not in _ACTIVATIONS:
+    if activation not in ELMAN_UPDATES:
         raise ValueError(
-            f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            f"activation must be one of {sorted(ELMAN_UPDATES)}, got {activation!r}"
         )
-    act = _ACTIVATIONS[activation]
-
-    def init(key: Array, input_size: int) -> Params:
-        return _gate_params(
-            key, input_size, hidden_size, 1,
-            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-            use_bias=use_bias, param_dtype=param_dtype,
-        )
-
-    def initial_carry(params: Params) -> Array:
-        return _zeros_like_hidden(params, hidden_size, dtype)
-
-    def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
-        gi, gh = _affine(params, x, h, dtype)
-        h = act(gi + gh)
-        return h, h
-
-    return Cell(init, initial_carry, step, hidden_size, ("elman", activation, dtype), _input_size)
+    return gated(
+        hidden_size, 1, ELMAN_UPDATES[activation], additive=True, use_bias=use_bias,
+        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+        dtype=dtype, param_dtype=param_dtype, kind=("elman", activation, dtype),
+    )
 
 
 def irnn(hidden_size: int, *, scale: float = 1.0, **kwargs: Any) -> Cell:
@@ -211,6 +307,10 @@ def irnn(hidden_size: int, *, scale: float = 1.0, **kwargs: Any) -> Cell:
     kwargs.setdefault("recurrent_init", initializers.identity(scale))
     kwargs.setdefault("kernel_init", initializers.normal(1e-3))
     return elman(hidden_size, "relu", **kwargs)
+
+
+def _pair(h: Array) -> tuple[Array, Array]:
+    return h, h
 
 
 def lstm(
@@ -238,21 +338,23 @@ def lstm(
       hidden_size: size of h and c.
       forget_bias: added to ``b_ih``'s forget block at initialisation (1.0 by default,
         Jozefowicz, Zaremba & Sutskever 2015); ``b_hh`` stays as ``bias_init`` made it.
+      chrono_t_max: if given, the chrono initialisation of Tallec & Ollivier (2018):
+        ``b_f ~ log U[1, chrono_t_max - 1]`` and ``b_i = -b_f`` (replaces ``forget_bias``).
       Other arguments as in :func:`elman`.
 
     Params: ``w_ih: (input_size, 4H)``, ``w_hh: (H, 4H)``, ``b_ih, b_hh: (4H,)``.
     Carry: ``(h, c)``, each ``(H,)`` — h first, as PyTorch returns them.
     Output: ``h``.
     """
-    _check_positive_int("hidden_size", hidden_size)
+    cell = gated(
+        hidden_size, 4, lstm_update, additive=True, hidden=first, make_carry=_pair,
+        use_bias=use_bias, kernel_init=kernel_init, recurrent_init=recurrent_init,
+        bias_init=bias_init, dtype=dtype, param_dtype=param_dtype, kind=("lstm", dtype),
+    )
     h_size = hidden_size
 
     def init(key: Array, input_size: int) -> Params:
-        params = _gate_params(
-            key, input_size, h_size, 4,
-            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-            use_bias=use_bias, param_dtype=param_dtype,
-        )
+        params = cell.init(key, input_size)
         if use_bias and chrono_t_max is not None:
             b_f = initializers.chrono_bias(chrono_t_max)(
                 jax.random.fold_in(key, 1), (h_size,), params["b_ih"].dtype
@@ -262,16 +364,27 @@ def lstm(
             params["b_ih"] = params["b_ih"].at[h_size : 2 * h_size].add(forget_bias)
         return params
 
-    def initial_carry(params: Params) -> tuple[Array, Array]:
-        zeros = _zeros_like_hidden(params, h_size, dtype)
-        return zeros, zeros
+    return cell._replace(init=init)
 
-    def step(params: Params, carry: tuple[Array, Array], x: Array):
-        gi, gh = _affine(params, x, carry[0], dtype)
-        h, c = _lstm_update(carry, gi, gh)
-        return (h, c), h
 
-    return Cell(init, initial_carry, step, hidden_size, ("lstm", dtype), _input_size)
+def _gru_reset_before_step(h_size: int, dtype: Any):
+    def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
+        # Cho et al. (2014): the reset gate scales h before the matmul, so this cell is not
+        # of the gated form (its gh depends on the gates) and runs as written.
+        compute = _compute_dtype(params, x, dtype)
+        gi = _linear(x, params["w_ih"], params.get("b_ih"), compute)
+        i_r, i_z, i_n = jnp.split(gi, 3)
+        w_rz, w_n = params["w_hh"][:, : 2 * h_size], params["w_hh"][:, 2 * h_size :]
+        b_hh = params.get("b_hh")
+        b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * h_size], b_hh[2 * h_size :])
+        h_r, h_z = jnp.split(_linear(h, w_rz, b_rz, compute), 2)
+        r = jax.nn.sigmoid(i_r + h_r)
+        z = jax.nn.sigmoid(i_z + h_z)
+        n = jnp.tanh(i_n + _linear(r * h.astype(compute), w_n, b_n, compute))
+        h = (1.0 - z) * n + z * h.astype(n.dtype)
+        return h, h
+
+    return step
 
 
 def gru(
@@ -301,36 +414,12 @@ def gru(
     Params: ``w_ih: (input_size, 3H)``, ``w_hh: (H, 3H)``, ``b_ih, b_hh: (3H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    _check_positive_int("hidden_size", hidden_size)
-    h_size = hidden_size
-
-    def init(key: Array, input_size: int) -> Params:
-        return _gate_params(
-            key, input_size, h_size, 3,
-            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-            use_bias=use_bias, param_dtype=param_dtype,
-        )
-
-    def initial_carry(params: Params) -> Array:
-        return _zeros_like_hidden(params, h_size, dtype)
-
-    def step(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
-        if reset_after:
-            h = _gru_update(h, *_affine(params, x, h, dtype))
-            return h, h
-        # Cho et al. (2014): the reset gate scales h before the matmul.
-        compute = _compute_dtype(params, x, dtype)
-        gi = _linear(x, params["w_ih"], params.get("b_ih"), compute)
-        i_r, i_z, i_n = jnp.split(gi, 3)
-        w_rz, w_n = params["w_hh"][:, : 2 * h_size], params["w_hh"][:, 2 * h_size :]
-        b_hh = params.get("b_hh")
-        b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * h_size], b_hh[2 * h_size :])
-        h_r, h_z = jnp.split(_linear(h, w_rz, b_rz, compute), 2)
-        r = jax.nn.sigmoid(i_r + h_r)
-        z = jax.nn.sigmoid(i_z + h_z)
-        n = jnp.tanh(i_n + _linear(r * h.astype(compute), w_n, b_n, compute))
-        h = (1.0 - z) * n + z * h.astype(n.dtype)
-        return h, h
-
     kind = ("gru", "reset_after" if reset_after else "reset_before", dtype)
-    return Cell(init, initial_carry, step, hidden_size, kind, _input_size)
+    cell = gated(
+        hidden_size, 3, gru_update, use_bias=use_bias, kernel_init=kernel_init,
+        recurrent_init=recurrent_init, bias_init=bias_init, dtype=dtype,
+        param_dtype=param_dtype, kind=kind,
+    )
+    if reset_after:
+        return cell
+    return cell._replace(step=_gru_reset_before_step(hidden_size, dtype))

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from rnnjax.cells import Cell
+from rnnjax import padding, probes
+from rnnjax.cells import ELMAN_UPDATES, Cell, GatedStep
 from rnnjax.scan import check_inputs, initial_carry, scan
 
 Array = jax.Array
@@ -30,50 +31,104 @@ def _check_cell(cell: Any) -> None:
         raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
 
 
-def _probed_cell(cell: Cell, input_size: int, x_dtype: Any, unravel: Callable) -> Cell:
-    """Returns ``cell`` reading ``[x_t, p_t]`` and adding the probe ``p_t`` to its new carry.
+def _probed_run(fn: Callable, *args: Any) -> tuple[Callable, dict[str, Array]]:
+    """Returns ``(run, zeros)``: ``run(probes) = fn(*args)`` with ``probes`` added to the
+    state of every loop inside it, and the zero probes (``{label: (T, n)}``) at which
+    ``run`` equals ``fn(*args)``; derivatives of ``run`` there are dL/d(state_t)."""
+    with probes.probing() as context:
+        jax.eval_shape(lambda *a: fn(*a), *args)
+    if not context.shapes:
+        raise ValueError(
+            "fn ran no recurrent loop (rnnjax.scan, a layer or a model): there is no state "
+            "to probe"
+        )
+    zeros = {label: jnp.zeros(s.shape, s.dtype) for label, s in context.shapes.items()}
 
-    With ``p = 0`` it computes exactly what ``cell`` computes, and the gradient of a loss
-    with respect to ``p_t`` is the total derivative dL/d(state_t): every path from the
-    carry leaving step ``t`` to the loss, in one backward pass (the probe trick). When the
-    step returns one of its new carry's leaves as its output (``y_t = h_t``, as every
-    built-in cell does), the output is the state itself and is probed with it.
+    def run(probe_values):
+        with probes.probing(probe_values):
+            return fn(*args)
+
+    return run, zeros
+
+
+def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
+    """Returns ``{label: (T, n)}``: dL/d(state_t) of every recurrent loop inside ``fn``.
+
+    ``L = fn(*args)`` is a scalar loss of ONE example computed with any rnnjax layer,
+    model or Flax module (a stack, a bidirectional layer, an encoder–decoder, ...); batch
+    with ``jax.vmap``. Each loop (each layer, and each direction of a bidirectional layer)
+    is labelled by the path of its parameters in the model's parameter tree, e.g.
+    ``"rnn/0/forward"`` and ``"rnn/0/backward"`` for the first layer of a
+    ``many_to_one(stack(bidirectional(...), ...))``; ``"scan"`` for a bare
+    :func:`rnnjax.scan`. Row ``t`` belongs to input step ``t`` in every direction (for a
+    backward direction, the state after reading ``xs[t]``); rows of padded steps are 0.
+
+    The derivative is total, as in :func:`state_gradients`: a zero probe is added to the
+    state leaving every step of every loop and ``L`` is differentiated with respect to all
+    of them in one forward and one backward pass. While probed, every loop runs
+    ``cell.step`` in ``lax.scan`` (the reference; the fast path computes the same values).
+
+    Example::
+
+        loss = lambda p, x, n, label: losses.masked_cross_entropy(
+            model.apply(p, x, length=n), label)
+        flow = jax.vmap(lambda x, n, y: gradient_flow(loss, params, x, n, y))(xs, lengths, ys)
+        norms = {k: jnp.linalg.norm(g, axis=-1).mean(0) for k, g in flow.items()}
+        rnnjax.plots.gradient_norms(norms)
     """
-
-    def step(params, carry, x_and_probe):
-        x = x_and_probe[:input_size].astype(x_dtype)
-        new_carry, y = cell.step(params, carry, x)
-        leaves, treedef = jax.tree.flatten(new_carry)
-        probes = jax.tree.leaves(unravel(x_and_probe[input_size:]))
-        probed = [c + p.astype(c.dtype) for c, p in zip(leaves, probes)]
-        for leaf, new_leaf in zip(leaves, probed):
-            if y is leaf:
-                y = new_leaf.astype(y.dtype)
-                break
-        return jax.tree.unflatten(treedef, probed), y
-
-    return Cell(cell.init, cell.initial_carry, step, cell.hidden_size, ("probed", cell.kind))
+    if not callable(fn):
+        raise TypeError(f"fn must be callable as fn(*args) -> scalar loss, got {fn!r}")
+    run, zeros = _probed_run(fn, *args)
+    return jax.grad(run)(zeros)
 
 
-def _probed_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Any):
-    """Returns ``(run, zero_probe)``: ``run(probe) -> (final_carry, ys)`` of the probed scan.
+def gradient_flow_norms(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
+    """Returns ``{label: (T,)}``: the norms ||dL/d(state_t)|| of :func:`gradient_flow`."""
+    return {k: jnp.linalg.norm(g, axis=-1) for k, g in gradient_flow(fn, *args).items()}
 
-    ``zero_probe: (T, n)`` is the probe at which ``run`` equals ``rnnjax.scan(cell, ...)``;
-    derivatives of ``run`` at it are the derivatives with respect to each ``state_t``.
+
+def loops(fn: Callable[..., Any], *args: Any) -> dict[str, probes.Loop]:
+    """Returns ``{label: Loop}``: every recurrent loop ``fn(*args)`` runs, with its inputs.
+
+    Each :class:`rnnjax.probes.Loop` holds the cell, its parameters, the sequence it read
+    (for a layer above the first, the outputs of the layer below), the initial carry, the
+    length and the direction, so that the per-cell diagnostics (:func:`lyapunov_spectrum`,
+    :func:`jacobian_norms`, :func:`step_singular_values`) apply to each layer of a model
+    as it runs inside it. Labels as in :func:`gradient_flow`.
     """
-    _check_cell(cell)
-    check_inputs(cell, params, xs)
-    carry = initial_carry(cell, params, carry)
-    flat, unravel = ravel_pytree(carry)
-    num_steps, input_size = xs.shape
-    dtype = jnp.result_type(xs, flat)
-    probed = _probed_cell(cell, input_size, xs.dtype, unravel)
+    with probes.probing() as context:
+        fn(*args)
+    return dict(context.loops)
 
-    def run(probe):
-        inputs = jnp.concatenate([xs.astype(dtype), probe], axis=1)
-        return scan(probed, params, inputs, carry=carry, length=length)
 
-    return run, jnp.zeros((num_steps, flat.size), dtype)
+def _forward_inputs(loop: probes.Loop) -> Array:
+    """Returns the loop's inputs in the order it reads them (a backward direction reversed)."""
+    return padding.reverse_valid(loop.xs, loop.length) if loop.reverse else loop.xs
+
+
+def layer_lyapunov_spectra(fn: Callable[..., Any], *args: Any, k: int | None = None,
+                           key: Array | None = None) -> dict[str, Array]:
+    """Returns ``{label: (k,)}``: the Lyapunov spectrum of every loop in ``fn(*args)``.
+
+    Each loop's cell is driven by the inputs it reads inside the model (see :func:`loops`);
+    ``k`` and ``key`` as in :func:`lyapunov_spectrum` (``k`` is capped at each state's size).
+    """
+    spectra = {}
+    for label, loop in loops(fn, *args).items():
+        size = ravel_pytree(initial_carry(loop.cell, loop.params, loop.carry))[0].size
+        spectra[label] = lyapunov_spectrum(
+            loop.cell, loop.params, _forward_inputs(loop), carry=loop.carry,
+            length=loop.length, k=None if k is None else min(k, size), key=key)
+    return spectra
+
+
+def layer_jacobian_norms(fn: Callable[..., Any], *args: Any, ord: int | str = 2
+                         ) -> dict[str, Array]:
+    """Returns ``{label: (T,)}``: ||d state_last / d state_t|| of every loop in ``fn(*args)``,
+    in the order each loop reads its inputs (see :func:`jacobian_norms`)."""
+    return {label: jacobian_norms(loop.cell, loop.params, _forward_inputs(loop),
+                                  carry=loop.carry, length=loop.length, ord=ord)
+            for label, loop in loops(fn, *args).items()}
 
 
 def state_gradients(
@@ -118,8 +173,11 @@ def state_gradients(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(final_carry, ys), got {loss_fn!r}")
-    run, zero_probe = _probed_scan(cell, params, xs, carry, length)
-    return jax.grad(lambda probe: loss_fn(*run(probe)))(zero_probe)
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    (grads,) = gradient_flow(
+        lambda: loss_fn(*scan(cell, params, xs, carry=carry, length=length))).values()
+    return grads
 
 
 def state_gradient_norms(
@@ -162,9 +220,12 @@ def final_state_jacobians(
     (one per row, vmapped), never by multiplying dense per-step Jacobians; memory is
     ``T * n * n``.
     """
-    run, zero_probe = _probed_scan(cell, params, xs, carry, length)
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    run, zeros = _probed_run(lambda: scan(cell, params, xs, carry=carry, length=length)[0])
+    ((label, zero_probe),) = zeros.items()
     dtype, size = zero_probe.dtype, zero_probe.shape[1]
-    final_of_probe = lambda probe: ravel_pytree(run(probe)[0])[0].astype(dtype)
+    final_of_probe = lambda probe: ravel_pytree(run({label: probe}))[0].astype(dtype)
     _, vjp = jax.vjp(final_of_probe, zero_probe)
     (rows,) = jax.vmap(vjp)(jnp.eye(size, dtype=dtype))  # (n_out, T, n_in)
     return jnp.moveaxis(rows, 0, 1)
@@ -221,12 +282,11 @@ def step_jacobians(
     tracer = Cell(cell.init, cell.initial_carry, emit_previous, flat.size, ("previous", cell.kind))
     _, previous = scan(tracer, params, xs, carry=carry, length=length)
     previous = previous.astype(flat.dtype)
-    jacobians = jax.vmap(jax.jacfwd(step))(previous, xs)
-    if length is None:
-        return jacobians
-    valid = jnp.arange(xs.shape[0]) < length
-    eye = jnp.eye(flat.size, dtype=jacobians.dtype)
-    return jnp.where(valid[:, None, None], jacobians, eye)
+    length = padding.check_length(length, xs.shape[0])
+    valid = padding.valid_steps(xs.shape[0], length)
+    jacobians = jax.vmap(jax.jacfwd(step))(previous, padding.clean(xs, valid))
+    eye = jnp.broadcast_to(jnp.eye(flat.size, dtype=jacobians.dtype), jacobians.shape)
+    return padding.keep_carry(valid, jacobians, eye)
 
 
 def singular_values(matrices: Array) -> Array:
@@ -317,13 +377,15 @@ def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
         ``"sigmoid"``; γ = 1, 1, 1, 1/4) or the :func:`rnnjax.elman` cell itself.
     """
     if isinstance(activation, Cell):
-        kind = activation.kind
-        if not (isinstance(kind, tuple) and kind and kind[0] == "elman"):
+        step = activation.step
+        names = [name for name, update in ELMAN_UPDATES.items()
+                 if type(step) is GatedStep and step.update is update]
+        if not names:
             raise ValueError(
-                f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), "
-                f"got a cell of kind {kind!r}"
+                f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), got a "
+                f"cell of kind {activation.kind!r} whose step is not an Elman step"
             )
-        activation = kind[1]
+        activation = names[0]
     if activation not in _DERIVATIVE_BOUNDS:
         raise ValueError(
             f"activation must be one of {sorted(_DERIVATIVE_BOUNDS)}, got {activation!r}"
@@ -388,7 +450,10 @@ def lyapunov_spectrum(
     else:
         basis = jnp.linalg.qr(jax.random.normal(key, (n, k), flat.dtype))[0]
     step = _flat_step(cell, params, unravel)
-    num_valid = num_steps if length is None else jnp.clip(length, 0, num_steps)
+    length = padding.check_length(length, num_steps)
+    valid_steps = padding.valid_steps(num_steps, length)
+    xs = padding.clean(xs, valid_steps)
+    num_valid = num_steps if length is None else length
     last = num_valid - 1
 
     def orthonormalise(q, log_r):
@@ -403,7 +468,7 @@ def lyapunov_spectrum(
         new_h, jq = jax.vmap(lambda v: jax.jvp(lambda s: step(s, x), (h,), (v,)), in_axes=1,
                              out_axes=(None, 1))(q)
         valid = t < num_valid
-        new_h, jq = jnp.where(valid, new_h, h), jnp.where(valid, jq, q)
+        new_h, jq = padding.keep_carry(valid, (new_h, jq), (h, q))
         due = valid & (((t + 1) % reorth_every == 0) | (t == last))
         q, log_r = jax.lax.cond(due, orthonormalise, lambda a, b: (a, b), jq, log_r)
         return (new_h, q, log_r), None

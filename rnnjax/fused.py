@@ -14,10 +14,14 @@ Blunsom 2016, "Optimizing performance of recurrent neural networks on GPUs"):
    and ``dW_ih = sum_t x_t^T dz_t`` are ONE matmul each after the loop, instead of a small
    accumulating matmul per step as in autodiff of ``lax.scan``.
 
-The element-wise part of a step, the cell's equation given its two pre-activations, is
-written out below per cell ``kind``; ``tests/test_fused.py`` checks values and gradients
-against :func:`rnnjax.scan` over ``cell.step``. Cells of other kinds fall back to the
-reference scan.
+Which cells: those whose ``step`` is a :class:`rnnjax.cells.GatedStep`, the built-in
+Elman, LSTM and GRU (``reset_after=True``) and any cell made with :func:`rnnjax.gated`.
+The loop below is derived from that step's own ``update`` (the element-wise equation
+between the two matmuls), so it computes ``cell.step`` whatever the update says; its
+derivative is JAX's VJP of the update, or a hand-written one registered for a built-in
+update (tested against autodiff of the update it belongs to). Any other step, an edited
+copy of a built-in one included, runs as written (:func:`rnnjax.scan`); :func:`path`
+says which one a cell gets.
 
 Long sequences: with ``remat`` the sequence is cut into segments, only the carry at the
 segment boundaries is kept for the backward pass, and each segment's forward is recomputed
@@ -33,40 +37,24 @@ import math
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
+import numpy as np
 
-from rnnjax.cells import _ACTIVATIONS, Cell, _gru_update, _lstm_update
+from rnnjax import padding, probes
+from rnnjax.cells import Cell, GatedStep, lstm_update
 from rnnjax.scan import check_scan_args
 from rnnjax.scan import scan as reference_scan
 
 Array = jax.Array
 
 
-class _Equation(NamedTuple):
-    """A cell's step split as ``carry' = update(carry, gi, gh)`` around its two matmuls.
-
-    ``gi = x W_ih + b_ih`` and ``gh = h W_hh + b_hh``. When ``additive``, the update reads
-    only ``gi + gh`` (Elman, LSTM), so ``b_hh`` is folded into the input projection and the
-    backward pass emits one pre-activation gradient per step instead of two.
-    """
-
-    update: Callable[[Any, Array, Array], Any]
-    hidden: Callable[[Any], Array]  # the h in the carry: it is both W_hh's input and y
-    additive: bool
-    # (carry, z, d_new_carry, dy) -> (d_carry, dz), the update's VJP written out, for an
-    # additive update; None: jax.vjp of `update`. XLA:CPU runs one kernel per fusion per
-    # step, and autodiff's VJP of the LSTM update splits into more of them.
-    vjp: Callable | None = None
-
-
-def _elman_equation(activation: str) -> _Equation:
-    act = _ACTIVATIONS[activation]
-    # h' = act(x W_ih + b_ih + h W_hh + b_hh), as rnnjax.elman.
-    return _Equation(lambda h, gi, gh: act(gi + gh), lambda h: h, True)
-
-
 def _lstm_vjp(carry, z, d_carry, dy):
-    # The derivative of _lstm_update with z = gi + gh (h enters only through gh).
+    """Returns ``(d_carry_in, dz)``, the VJP of :func:`rnnjax.cells.lstm_update` written out.
+
+    XLA:CPU runs one kernel per fusion per step, and autodiff's VJP of the LSTM update
+    splits into more of them. ``h`` enters only through ``z``, so its cotangent here is 0.
+    """
     (h, c), (d_h, d_c) = carry, d_carry
     i, f, g, o = jnp.split(z, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -81,40 +69,106 @@ def _lstm_vjp(carry, z, d_carry, dy):
     return (jnp.zeros_like(h), (d_c * f).astype(carry[1].dtype)), dz
 
 
-@functools.lru_cache(maxsize=None)  # one _Equation per kind, so jit caches hit
-def _equation(kind: Any) -> _Equation | None:
-    if not isinstance(kind, tuple) or not kind:
-        return None
-    if kind[0] == "elman" and len(kind) == 3 and kind[1] in _ACTIVATIONS:
-        return _elman_equation(kind[1])
-    if kind[0] == "lstm" and len(kind) == 2:
-        return _Equation(_lstm_update, lambda carry: carry[0], True, _lstm_vjp)
-    if kind[0] == "gru" and len(kind) == 3 and kind[1] == "reset_after":
-        return _Equation(_gru_update, lambda h: h, False)
-    return None
+# Hand-written derivatives, keyed by the update function they differentiate (its identity,
+# so an edited or replaced update never meets a derivative written for another one):
+# ``vjp(carry, z, d_new_carry, dy) -> (d_carry, dz)`` for an additive update whose output
+# is hidden(new carry). tests/test_fused.py checks each against jax.vjp of its key.
+HAND_WRITTEN_VJPS: dict[Callable, Callable] = {lstm_update: _lstm_vjp}
+
+
+def _gated_step(cell: Cell) -> GatedStep | None:
+    step = cell.step
+    return step if type(step) is GatedStep else None
 
 
 def supports(cell: Cell) -> bool:
     """Returns whether :func:`scan` has a fast path for ``cell`` (else it runs the reference).
 
-    The fast path covers ``rnnjax.elman`` (any activation), ``rnnjax.lstm`` and
-    ``rnnjax.gru(reset_after=True)``, recognised by ``cell.kind``.
+    True when ``cell.step`` is a :class:`rnnjax.cells.GatedStep`: the built-in Elman (any
+    activation), LSTM and GRU (``reset_after=True``) and cells made with
+    :func:`rnnjax.gated`. A step replaced by any other function (an edited copy of a
+    built-in cell, a wrapper) is not, whatever the cell's ``kind`` says.
     """
-    return _equation(cell.kind) is not None
+    return _gated_step(cell) is not None
+
+
+def path(cell: Cell, impl: str = "auto") -> str:
+    """Returns ``"fused"`` or ``"reference"``: the loop :func:`scan` runs for ``cell`` and ``impl``."""
+    check_options(impl, None)
+    if impl == "reference" or not supports(cell):
+        return "reference"
+    return "fused"
 
 
 def _cast_like(new, old):
     return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
 
-def _masked_update(eq, carry, gi, gh, valid):
+class _Loop(NamedTuple):
+    """The element-wise part of a GatedStep, with what it closes over made explicit.
+
+    ``update(carry, gi, gh, consts) -> carry'`` and ``hidden(carry, consts) -> h``. An
+    update may close over arrays (a traced hyperparameter, say); the custom VJP below can
+    only return cotangents for its own inputs, so those arrays are passed in as ``consts``
+    and get their cotangents like the weights do. Without this, the gradient with
+    respect to a closed-over value would silently be zero.
+    """
+
+    update: Callable
+    hidden: Callable
+    additive: bool
+    hand_vjp: Callable | None  # (carry, z, d_new_carry, dy) -> (d_carry, dz), or None
+
+
+def _explicit(fn, *example):
+    """Returns ``(fn(*args, consts), consts)``: ``fn`` with the traced arrays it closes over as input.
+
+    Only traced values (a hyperparameter being differentiated, a value under ``jit``) need
+    their own cotangent; when ``fn`` closes over none, it is returned as it is. Otherwise
+    each call traces ``fn`` on the arguments it gets (so that their types, sharding
+    annotations included, are the ones the trace sees) and evaluates that trace with the
+    closed-over arrays replaced by ``consts``.
+    """
+    hoisted = [k for k in jax.make_jaxpr(fn)(*example).consts if isinstance(k, jax.core.Tracer)]
+    if not hoisted:
+        return (lambda *args: fn(*args[:-1])), []
+    index = {id(k): i for i, k in enumerate(hoisted)}
+
+    def explicit(*args):
+        *args, consts = args
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        values = [consts[index[id(k)]] if id(k) in index else k for k in closed.consts]
+        out = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(closed.jaxpr, values))(
+            *jax.tree.leaves(args)
+        )
+        return jax.tree.unflatten(jax.tree.structure(shape), out)
+
+    return explicit, hoisted
+
+
+def _loop_of(eq: GatedStep, carry, gi, gh) -> tuple[_Loop, list]:
+    """Returns the ``_Loop`` of ``eq`` and the arrays its update and hidden close over."""
+    def update(c, gi, gh):
+        return eq.update(c, gi + gh) if eq.additive else eq.update(c, gi, gh)
+
+    update_x, update_consts = _explicit(update, carry, gi, gh)
+    hidden_x, hidden_consts = _explicit(eq.hidden, carry)
+    n = len(update_consts)
+    loop = _Loop(
+        lambda c, gi, gh, k: update_x(c, gi, gh, k[:n]),
+        lambda c, k: hidden_x(c, k[n:]),
+        eq.additive,
+        # a hand-written derivative belongs to one update function, which closes over nothing
+        HAND_WRITTEN_VJPS.get(eq.update) if eq.additive and not n else None,
+    )
+    return loop, update_consts + hidden_consts
+
+
+def _masked_update(loop: _Loop, carry, gi, gh, consts, valid):
     """Returns ``(carry', y)`` from the pre-activations; ``valid=False`` keeps the carry."""
-    new = _cast_like(eq.update(carry, gi, gh), carry)
-    if valid is None:
-        return new, eq.hidden(new)
-    new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry)
-    y = eq.hidden(new)
-    return new, jnp.where(valid, y, jnp.zeros_like(y))
+    new = _cast_like(loop.update(carry, gi, gh, consts), carry)
+    new = padding.keep_carry(valid, new, carry)
+    return new, padding.zero_outputs(valid, loop.hidden(new, consts))
 
 
 # Whether the input projection of all steps is one matmul before the loop (True) or a
@@ -142,33 +196,35 @@ def default_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else 4
 
 
-def _loop_forward(eq, reverse, unroll, w_ih, b_in, w_hh, b_hh, carry, xs, valid):
+def _loop_forward(loop, unroll, w_ih, b_in, w_hh, b_hh, consts, carry, xs, valid):
     """Returns ``(final_carry, ys)``, the residuals (every step's input carry and
     pre-activations: ``gi + gh`` when the update is additive, else ``(gi, gh)``) and, for
     an additive update with the input projection in the loop, every step's
     ``[x_t, h_{t-1}]`` (else None), stacked time-major like the residuals."""
     hoist = _hoist_input()
-    keep_xh = eq.additive and not hoist
+    keep_xh = loop.additive and not hoist
 
     def body(c, inputs):
         x, v = inputs
+        h = loop.hidden(c, consts)
         gi = x if hoist else x @ w_ih + b_in
-        gh = eq.hidden(c).astype(w_hh.dtype) @ w_hh
+        gh = h.astype(w_hh.dtype) @ w_hh
         gh = gh if b_hh is None else gh + b_hh
-        new, y = _masked_update(eq, c, gi, gh, v)
+        if loop.additive:  # only the sum matters: the update sees it whole
+            gi, gh = gi + gh, jnp.zeros_like(gh)
+        new, y = _masked_update(loop, c, gi, gh, consts, v)
         # Saving the pre-activations spares the backward pass a matmul per step.
-        xh = jnp.concatenate([x, eq.hidden(c).astype(x.dtype)]) if keep_xh else None
-        return new, (y, c, gi + gh if eq.additive else (gi, gh), xh)
+        xh = jnp.concatenate([x, h.astype(x.dtype)]) if keep_xh else None
+        return new, (y, c, gi if loop.additive else (gi, gh), xh)
 
     final, (ys, carries, pre, xh) = jax.lax.scan(
-        body, carry, (xs @ w_ih + b_in if hoist else xs, valid), reverse=reverse,
-        unroll=unroll,
+        body, carry, (xs @ w_ih + b_in if hoist else xs, valid), unroll=unroll
     )
     return (final, ys), (carries, pre), xh
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _attach(loop, unroll, gi, gh, carry, w_hh, consts, out, residuals, valid):
     """Returns ``out = (final_carry, ys)``, computed before, with the recurrence's VJP attached.
 
     ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
@@ -178,59 +234,97 @@ def _attach(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
     differentiates those two products into ``dW_hh = h_prev^T dgh``, ``dW_ih = xs^T dgi``
     and ``dxs = dgi W_ih^T``: one GEMM each, over all steps and, under ``vmap``, all
     examples (a VJP that returned the weight gradients itself would get them per example
-    under ``vmap``, a batched matmul and a sum that cost more than the loop).
+    under ``vmap``, a batched matmul and a sum that cost more than the loop). ``consts``,
+    the arrays the update closes over, get their cotangents summed over the steps.
     """
-    del gi, gh, carry, w_hh, residuals, valid
+    del gi, gh, carry, w_hh, consts, residuals, valid
     return out
 
 
-def _attach_fwd(eq, reverse, unroll, gi, gh, carry, w_hh, out, residuals, valid):
-    return out, (w_hh, residuals, valid)
+def _attach_fwd(loop, unroll, gi, gh, carry, w_hh, consts, out, residuals, valid):
+    return out, (w_hh, consts, residuals, valid)
 
 
-def _attach_bwd(eq, reverse, unroll, saved, cotangents):
-    """Returns the pre-activation and initial-carry cotangents from one backward loop.
+def _tree_add(a, b):
+    return jax.tree.map(lambda u, v: u + v.astype(u.dtype), a, b)
+
+
+def _differentiable(a) -> bool:
+    return jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+
+
+def _zero_cotangent(a):
+    if _differentiable(a):
+        return jnp.zeros_like(a)
+    return np.zeros(jnp.shape(a), jax.dtypes.float0)
+
+
+def _attach_bwd(loop, unroll, saved, cotangents):
+    """Returns the pre-activation, initial-carry and consts cotangents from one backward loop.
 
     Each backward step maps ``d carry_t`` to ``d carry_{t-1}`` through the element-wise
     update (its VJP at the saved pre-activations) and one ``dgh_t W_hh^T`` matmul; the
-    loop carries only this state gradient and emits ``dgi_t, dgh_t``.
+    loop carries this state gradient (and the consts' cotangents, when the update closes
+    over any) and emits ``dgi_t, dgh_t``.
     """
-    w_hh, (carries, pre), valid = saved
+    w_hh, consts, (carries, pre), valid = saved
     d_final, d_ys = cotangents
     w_hh_t = w_hh.T  # once, outside the loop
+    diff = [i for i, k in enumerate(consts) if _differentiable(k)]
 
-    def body(d_carry, inputs):
+    def with_consts(fn, own):  # fn of the consts it differentiates, the others held fixed
+        def wrapped(*args):
+            *args, k = args
+            full = list(consts)
+            for i, value in zip(diff, k):
+                full[i] = value
+            return fn(*args, full)
+        return wrapped, [consts[i] for i in diff] if own else None
+
+    def body(state, inputs):
+        d_carry, d_k = state
         c, p, v, dy = inputs
-        if eq.vjp is not None:
-            d_c, d_gi = eq.vjp(c, p, d_carry, dy)
-            if v is not None:  # a padded step: the carry's gradient passes through
-                d_c = jax.tree.map(lambda d, keep: jnp.where(v, d, keep), d_c, d_carry)
-                d_gi = jnp.where(v, d_gi, jnp.zeros_like(d_gi))
-            d_gh = d_gi
+        if loop.hand_vjp is not None:
+            d_c, d_gi = loop.hand_vjp(c, p, d_carry, dy)
+            d_c = padding.keep_carry(v, d_c, d_carry)  # a padded step passes it through
+            d_gi = padding.zero_outputs(v, d_gi)
+            d_gh, d_k_step = d_gi, []
         else:
-            gi, gh = (p, jnp.zeros_like(p)) if eq.additive else p
-            _, vjp = jax.vjp(lambda *a: _masked_update(eq, *a, v), c, gi, gh)
-            d_c, d_gi, d_gh = vjp((d_carry, dy))
-        d_gh = d_gi if eq.additive else d_gh
-        d_h = eq.hidden(d_c) + (d_gh @ w_hh_t).astype(eq.hidden(d_c).dtype)
-        d_c = (d_h, d_c[1]) if isinstance(d_c, tuple) else d_h
-        return d_c, (d_gi if eq.additive else (d_gi, d_gh))
+            gi, gh = (p, jnp.zeros_like(p)) if loop.additive else p
+            fn, k = with_consts(lambda c, gi, gh, full: _masked_update(loop, c, gi, gh, full, v),
+                                True)
+            _, vjp = jax.vjp(fn, c, gi, gh, k)
+            d_c, d_gi, d_gh, d_k_step = vjp((d_carry, dy))
+            d_gh = d_gi if loop.additive else d_gh
+        # h = hidden(carry) multiplies W_hh: its gradient d_gh W_hh^T flows back into the carry.
+        fn, k = with_consts(loop.hidden, True)
+        h, hidden_vjp = jax.vjp(fn, c, k)
+        d_from_gh, d_k_hidden = hidden_vjp((d_gh @ w_hh_t).astype(h.dtype))
+        d_k = _tree_add(_tree_add(d_k, d_k_step), d_k_hidden) if diff else d_k
+        return (_tree_add(d_c, d_from_gh), d_k), (d_gi if loop.additive else (d_gi, d_gh))
 
-    d_carry, d_pre = jax.lax.scan(
-        body, d_final, (carries, pre, valid, d_ys), reverse=not reverse, unroll=unroll
+    d_k0 = [jnp.zeros_like(consts[i]) for i in diff]
+    (d_carry, d_k), d_pre = jax.lax.scan(
+        body, (d_final, d_k0), (carries, pre, valid, d_ys), reverse=True, unroll=unroll
     )
-    d_gi, d_gh = (d_pre, d_pre) if eq.additive else d_pre
+    d_consts = [_zero_cotangent(k) for k in consts]
+    for i, d in zip(diff, d_k):
+        d_consts[i] = d
+    d_gi, d_gh = (d_pre, d_pre) if loop.additive else d_pre
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-    return d_gi, d_gh, d_carry, zeros(w_hh), zeros(cotangents), zeros((carries, pre)), None
+    return (d_gi, d_gh, d_carry, zeros(w_hh), d_consts, zeros(cotangents),
+            zeros((carries, pre)), None)
 
 
 _attach.defvjp(_attach_fwd, _attach_bwd)
 
 
-def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
-    """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks)."""
-    dtype = cell.kind[-1]
-    dtype = dtype if dtype is not None else jnp.result_type(xs, params["w_ih"])
+def _fused_scan(eq, params, xs, carry, length, unroll):
+    """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks).
+
+    Forward in time over ``xs``, whose padded steps (``t >= length``) hold zeros.
+    """
+    dtype = eq.dtype if eq.dtype is not None else jnp.result_type(xs, params["w_ih"])
     w_ih, w_hh = params["w_ih"].astype(dtype), params["w_hh"].astype(dtype)
     b_in = params.get("b_ih", jnp.zeros((w_hh.shape[-1],), dtype)).astype(dtype)
     b_hh = params.get("b_hh")
@@ -239,10 +333,13 @@ def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
         if eq.additive:  # only gi + gh matters: one bias
             b_in, b_hh = b_in + b_hh, None
     xs = xs.astype(dtype)
-    valid = None if length is None else jnp.arange(xs.shape[0]) < length
+    valid = padding.valid_steps(xs.shape[0], length)
+    z = jax.ShapeDtypeStruct((w_hh.shape[-1],), dtype)
+    loop, consts = _loop_of(eq, carry, z, z)
     sg = jax.lax.stop_gradient
     out, residuals, xh = _loop_forward(
-        eq, reverse, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(carry), sg(xs), valid
+        loop, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(consts), sg(carry), sg(xs),
+        valid,
     )
     out, residuals = sg(out), sg(residuals)
     if xh is not None:
@@ -254,10 +351,10 @@ def _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll):
         gi = sg(xh) @ jnp.concatenate([w_ih, w_hh]) + xs @ sg(w_ih) + b_in
         gh = jnp.zeros_like(gi)  # additive: dz reaches the weights through gi alone
     else:
-        h_prev = eq.hidden(residuals[0]).astype(dtype)
+        h_prev = jax.vmap(loop.hidden, in_axes=(0, None))(residuals[0], sg(consts)).astype(dtype)
         gi = xs @ w_ih + b_in
         gh = h_prev @ w_hh if b_hh is None else h_prev @ w_hh + b_hh
-    return _attach(eq, reverse, unroll, gi, gh, carry, sg(w_hh), out, residuals, valid)
+    return _attach(loop, unroll, gi, gh, carry, sg(w_hh), consts, out, residuals, valid)
 
 
 def check_options(impl: Any, remat: Any) -> None:
@@ -314,23 +411,40 @@ def scan(
     """
     check_options(impl, remat)
     unroll = default_unroll() if unroll is None else unroll
-    eq = _equation(cell.kind) if impl != "reference" else None
+    eq = _gated_step(cell) if impl != "reference" else None
     if impl == "fused" and eq is None:
-        raise ValueError(f"impl='fused' has no fast path for a cell of kind {cell.kind!r}")
+        raise ValueError(
+            f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "
+            f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
+            f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
+        )
     carry, length = check_scan_args(cell, params, xs, carry, length)
+    if probes.active():  # probed for gradient flow: the reference loop carries the probes
+        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
+                              unroll=unroll)
+    if eq is None and remat is None:
+        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
+                              unroll=unroll)
     num_steps = xs.shape[0]
+    if reverse:
+        xs = padding.reverse_valid(xs, length)
+    xs = padding.clean(xs, padding.valid_steps(num_steps, length))
 
-    def run(carry, xs, length):
+    def run(carry, xs, length):  # forward in time, padding cleaned
         if eq is None:
-            return reference_scan(
-                cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
-            )
-        return _fused_scan(cell, eq, params, xs, carry, length, reverse, unroll)
+            return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
+        return _fused_scan(eq, params, xs, carry, length, unroll)
 
     if remat is None:
-        return run(carry, xs, length)
+        final, ys = run(carry, xs, length)
+    else:
+        final, ys = _segmented(run, carry, xs, length, _segment_length(remat, num_steps))
+    return final, padding.reverse_valid(ys, length) if reverse else ys
 
-    seg = _segment_length(remat, num_steps)
+
+def _segmented(run, carry, xs, length, seg):
+    """Returns ``run`` over ``xs`` in segments of ``seg`` steps, each recomputed in backprop."""
+    num_steps = xs.shape[0]
     num_segments = -(-num_steps // seg)
     padded = num_segments * seg
     if padded != num_steps:  # padding goes at the end, where `length` masks it out
@@ -345,7 +459,6 @@ def scan(
         return run(c, xs_k, local)
 
     final, ys = jax.lax.scan(
-        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets),
-        reverse=reverse,
+        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets)
     )
     return final, ys.reshape((padded,) + ys.shape[2:])[:num_steps]

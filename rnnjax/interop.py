@@ -43,7 +43,7 @@ def from_torch(module: Any) -> tuple[Layer, list]:
     ``nonlinearity``; the module's inter-layer ``dropout`` becomes the stack's dropout.
     LSTM ``proj_size > 0`` is not supported.
     """
-    import torch  # noqa: F401  (only to fail clearly if missing)
+    import torch  # here, not at the top: rnnjax does not need torch unless this is called
 
     kind = type(module).__name__
     if kind not in ("RNN", "LSTM", "GRU") or not isinstance(module, torch.nn.RNNBase):

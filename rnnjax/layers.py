@@ -17,9 +17,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import fused
+from rnnjax import fused, padding, probes
 from rnnjax.cells import Cell
-from rnnjax.scan import check_inputs, check_length, reverse_valid
+from rnnjax.scan import check_inputs
 
 Array = jax.Array
 
@@ -107,10 +107,12 @@ def bidirectional(
     ``xs[length-1], ..., xs[0]`` and its outputs are put back in input order, so both
     outputs at ``t`` belong to ``xs[t]`` and padding gives zeros in both.
 
-    When the two cells are of the same ``kind`` and their parameters have equal shapes,
-    both directions run as ONE scan vmapped over a stacked direction axis (the backward
-    input is the valid prefix reversed), which is what makes a bidirectional layer cost
-    about as much as one direction on parallel hardware.
+    When the two cells have the same step (one cell for both directions, the default, or
+    two built the same way: equal :class:`rnnjax.cells.GatedStep` objects) and their
+    parameters have equal shapes, both directions run as ONE scan vmapped over a stacked
+    direction axis (the backward input is the valid prefix reversed), which is what makes a
+    bidirectional layer cost about as much as one direction on parallel hardware. Cells
+    with different steps run as two scans, each its own step.
 
     Args:
       forward_cell: the forward cell.
@@ -134,6 +136,9 @@ def bidirectional(
         )
     output_size = h_f + h_b if merge == "concat" else h_f
     merge_fn = _MERGES[merge]
+    # Equal steps compute the same function of (params, carry, x): a GatedStep compares
+    # its update, hidden, additive and dtype; any other step compares by identity.
+    same_step = forward_cell.step == backward_cell.step
 
     def init(key, input_size):
         k_f, k_b = jax.random.split(key)
@@ -148,12 +153,17 @@ def bidirectional(
         del key, train
         p_f, p_b = params["forward"], params["backward"]
         check_inputs(forward_cell, p_f, xs)
-        length = check_length(length, xs.shape[0])
+        length = padding.check_length(length, xs.shape[0])
         c_f, c_b = initial_carry(params) if carry is None else carry
-        xs_b = reverse_valid(xs, length)
-        if forward_cell.kind == backward_cell.kind and _same_shapes(p_f, p_b) and _same_shapes(
-            c_f, c_b
-        ):
+        xs_b = padding.reverse_valid(xs, length)
+        if probes.active():  # probed for gradient flow: each direction its own named loop
+            with probes.scope("forward"):
+                final_f, ys_f = scan(forward_cell, p_f, xs, carry=c_f, length=length)
+            with probes.scope("backward"):
+                final_b, ys_b = scan(backward_cell, p_b, xs, carry=c_b, length=length,
+                                     reverse=True)
+            return (final_f, final_b), merge_fn(ys_f, ys_b)
+        if same_step and _same_shapes(p_f, p_b) and _same_shapes(c_f, c_b):
             stacked = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)
             run = jax.vmap(lambda p, x, c: scan(forward_cell, p, x, carry=c, length=length))
             final, ys = run(stacked(p_f, p_b), jnp.stack([xs, xs_b]), stacked(c_f, c_b))
@@ -163,7 +173,7 @@ def bidirectional(
         else:
             final_f, ys_f = scan(forward_cell, p_f, xs, carry=c_f, length=length)
             final_b, ys_b = scan(backward_cell, p_b, xs_b, carry=c_b, length=length)
-        return (final_f, final_b), merge_fn(ys_f, reverse_valid(ys_b, length))
+        return (final_f, final_b), merge_fn(ys_f, padding.reverse_valid(ys_b, length))
 
     return Layer(init, apply, output_size, initial_carry)
 
@@ -213,7 +223,9 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
             if i > 0 and use_dropout:
                 keep = jax.random.bernoulli(keys[2 * i], 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
-            final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1], train=train)
+            with probes.scope(i):
+                final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1],
+                                        train=train)
             finals.append(final)
         return finals, xs
 

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnjax import padding
+
 Array = jax.Array
 
 
@@ -40,13 +42,8 @@ def _masked_mean(per_position: Array, mask: Array | None) -> Array:
     if mask is None:
         return jnp.mean(per_position)
     count = jnp.sum(mask)
-    total = jnp.sum(jnp.where(mask, per_position, 0.0))
+    total = jnp.sum(padding.clean(per_position, mask))
     return total / jnp.maximum(count, 1)
-
-
-def _mask_to(mask: Array, x: Array) -> Array:
-    """Returns mask reshaped to broadcast against x (extra trailing axes of size 1)."""
-    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
 def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
@@ -70,8 +67,7 @@ def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
     if mask is None:
         return jnp.mean(jnp.square(predictions - targets))
     mask = _check_mask(mask, predictions.shape, "predictions")
-    m = _mask_to(mask, predictions)
-    error = jnp.where(m, predictions, 0) - jnp.where(m, targets, 0)
+    error = padding.clean(predictions, mask) - padding.clean(targets, mask)
     feature_axes = tuple(range(mask.ndim, predictions.ndim))
     per_position = jnp.mean(jnp.square(error), axis=feature_axes) if feature_axes else jnp.square(error)
     return _masked_mean(per_position, mask)
@@ -98,9 +94,9 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Arra
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if mask is not None:
         mask = _check_mask(mask, labels.shape, "labels")
-        full = _mask_to(mask, labels)
-        logits = jnp.where(full[..., None], logits, 0)
-        labels = jnp.where(full, labels, 0)
+        full = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (labels.ndim - mask.ndim)),
+                                labels.shape)
+        logits, labels = padding.clean((logits, labels), full)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
     if mask is None:

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import fused, padding, probes
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.readouts import Readout, embedding, linear
-from rnnjax.scan import check_length, scan
 
 Array = jax.Array
 
@@ -90,36 +90,21 @@ def one_to_one(network: Readout) -> Model:
 # --------------------------------------------------------------------------- many-to-one
 
 
-def _last_valid(ys: Array, length: Array | None) -> Array:
-    """Returns ``ys[length - 1]`` (zeros when ``length == 0``); ``ys[-1]`` without length."""
-    if length is None:
-        return ys[-1]
-    last = jnp.take(ys, jnp.maximum(length - 1, 0), axis=0)
-    return jnp.where(length > 0, last, jnp.zeros_like(last))
-
-
 def _pool_last(final, ys, length):
-    return _last_valid(ys, length)
+    return padding.last_valid(ys, length)
 
 
 def _pool_first_last(final, ys, length):
-    first = ys[0] if length is None else jnp.where(length > 0, ys[0], jnp.zeros_like(ys[0]))
-    return jnp.concatenate([first, _last_valid(ys, length)])
+    first = ys[0] if length is None else padding.zero_outputs(length > 0, ys[0])
+    return jnp.concatenate([first, padding.last_valid(ys, length)])
 
 
 def _pool_mean(final, ys, length):
-    if length is None:
-        return jnp.mean(ys, axis=0)
-    valid = (jnp.arange(ys.shape[0]) < length)[:, None]
-    return jnp.sum(jnp.where(valid, ys, 0), axis=0) / jnp.maximum(length, 1).astype(ys.dtype)
+    return padding.masked_mean(ys, length)
 
 
 def _pool_max(final, ys, length):
-    if length is None:
-        return jnp.max(ys, axis=0)
-    valid = (jnp.arange(ys.shape[0]) < length)[:, None]
-    pooled = jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
-    return jnp.where(length > 0, pooled, jnp.zeros_like(pooled))
+    return padding.masked_max(ys, length)
 
 
 _POOLS: dict[str, Callable[[Any, Array, Any], Array]] = {
@@ -161,7 +146,8 @@ def many_to_one(
         raise ValueError(f"pool must be one of {sorted(_POOLS)} or a callable, got {pool!r}")
 
     def features(rnn_params, xs, length, key, train):
-        final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
+        with probes.scope("rnn"):
+            final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
         return pool_fn(final, ys, length)
 
     def init(key, input_size):
@@ -174,7 +160,7 @@ def many_to_one(
         return {"rnn": rnn_params, "readout": readout.init(k_out, shape[0])}
 
     def apply(params, xs, *, length=None, key=None, train=False):
-        length = check_length(length, jnp.shape(xs)[0]) if jnp.ndim(xs) == 2 else length
+        length = padding.check_length(length, jnp.shape(xs)[0]) if jnp.ndim(xs) == 2 else length
         return readout.apply(params["readout"], features(params["rnn"], xs, length, key, train))
 
     return Model(init, apply, readout.output_size)
@@ -200,12 +186,13 @@ def many_to_many(layer: Layer, readout: Readout) -> Model:
                 "readout": readout.init(k_out, layer.output_size)}
 
     def apply(params, xs, *, length=None, key=None, train=False):
-        _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
+        with probes.scope("rnn"):
+            _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
         outputs = readout.apply(params["readout"], ys)
         if length is None:
             return outputs
-        valid = (jnp.arange(outputs.shape[0]) < length)[:, None]
-        return jnp.where(valid, outputs, jnp.zeros_like(outputs))
+        length = padding.check_length(length, outputs.shape[0])
+        return padding.zero_outputs(padding.valid_steps(outputs.shape[0], length), outputs)
 
     return Model(init, apply, readout.output_size)
 
@@ -301,8 +288,9 @@ def _token_decoder(
         if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
             raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
         previous = jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
-        _, ys = scan(cell, params["cell"], step_input(params, context, previous),
-                     carry=start_carry(params, context))
+        with probes.scope("cell"):
+            _, ys = fused.scan(cell, params["cell"], step_input(params, context, previous),
+                               carry=start_carry(params, context))
         return readout.apply(params["readout"], ys)
 
     def decode(params, context, max_length, key, temperature):
@@ -323,7 +311,8 @@ def _token_decoder(
                 token = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
             token = jnp.where(done, pad_token, token)
             # Freeze the carry after the end token, as rnnjax.scan does on padding.
-            carry = jax.tree.map(lambda n, o: jnp.where(done, o, n.astype(o.dtype)), new_carry, carry)
+            new_carry = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carry, carry)
+            carry = padding.keep_carry(~done, new_carry, carry)
             emitted = ~done
             if end_token is not None:
                 done = done | (token == end_token)
@@ -479,12 +468,15 @@ def encoder_decoder(
                     f"source must be tokens of shape (T_src,) for one sequence, got {jnp.shape(source)}"
                 )
             source = source_embed.apply(params["source_embed"], source)
-        final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key, train=train)
+        with probes.scope("encoder"):
+            final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key,
+                                     train=train)
         return _flatten(final)
 
     def apply(params, source, targets, *, source_length=None, key=None, train=False):
         c = context(params, source, source_length, key, train)
-        return decoder.teacher_force(params["decoder"], c, targets)
+        with probes.scope("decoder"):
+            return decoder.teacher_force(params["decoder"], c, targets)
 
     def decode(params, source, *, max_length, source_length=None, key=None, temperature=1.0):
         c = context(params, source, source_length, None, False)

@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
+from rnnjax import checks, initializers
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -51,11 +51,6 @@ class Embedding(NamedTuple):
     features: int
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_features(params: Any, x: Array, name: str = "x") -> None:
     expected = params["w"].shape[0]
     if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != expected:
@@ -78,10 +73,10 @@ def linear(
     Params: ``w: (input_size, output_size)`` and, with ``use_bias``, ``b: (output_size,)``.
     ``apply(params, x)`` maps ``x: (..., input_size)`` to ``(..., output_size)``.
     """
-    _check_positive_int("output_size", output_size)
+    checks.positive_int("output_size", output_size)
 
     def init(key: Array, input_size: int) -> dict[str, Array]:
-        _check_positive_int("input_size", input_size)
+        checks.positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
         params = {"w": kernel_init(k_w, (input_size, output_size), param_dtype)}
         if use_bias:
@@ -126,7 +121,7 @@ def mlp(
     """
     hidden_sizes = tuple(hidden_sizes)
     for i, h in enumerate(hidden_sizes):
-        _check_positive_int(f"hidden_sizes[{i}]", h)
+        checks.positive_int(f"hidden_sizes[{i}]", h)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     act = _ACTIVATIONS[activation]
@@ -167,10 +162,12 @@ def embedding(
 
     Params: ``table: (vocab_size, features)``. ``apply(params, tokens)`` maps integer
     ``tokens: (...)`` to ``(..., features)``; it is ``one_hot(tokens) @ table`` computed
-    as a gather.
+    as a gather. A token outside ``[0, vocab_size)`` raises ValueError when ``tokens`` is
+    concrete; when it is traced (under ``jit``/``vmap``) it embeds to zeros, as
+    ``one_hot`` of it would, or raises under :func:`rnnjax.checked`.
     """
-    _check_positive_int("vocab_size", vocab_size)
-    _check_positive_int("features", features)
+    checks.positive_int("vocab_size", vocab_size)
+    checks.positive_int("features", features)
 
     def init(key: Array) -> dict[str, Array]:
         return {"table": embedding_init(key, (vocab_size, features), param_dtype)}
@@ -178,6 +175,11 @@ def embedding(
     def apply(params: dict[str, Array], tokens: Array) -> Array:
         if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
             raise TypeError(f"tokens must be integers, got dtype {jnp.result_type(tokens)}")
-        return jnp.take(params["table"], tokens, axis=0)
+        checks.tokens_in_range(tokens, vocab_size)
+        # An id out of range (negative ones included, which take would wrap around) is
+        # sent past the table, where mode="fill" reads zeros.
+        in_range = (tokens >= 0) & (tokens < vocab_size)
+        ids = jnp.where(in_range, tokens, vocab_size)
+        return jnp.take(params["table"], ids, axis=0, mode="fill", fill_value=0)
 
     return Embedding(init, apply, vocab_size, features)

@@ -1,9 +1,11 @@
-"""The time loop: :func:`scan` runs a cell over one sequence, owning masking and reversal.
+"""The time loop: :func:`scan` runs a cell over one sequence, step by step, as written.
 
-This is the one place that knows about padding. A cell never sees it: steps ``t >= length``
-leave the carry unchanged and emit zeros, so the final carry is the carry after the last
-valid step, and a reverse scan processes the valid prefix back to front while its outputs
-stay aligned with their inputs and padding stays at the end.
+This is the reference every faster path (``rnnjax.fused``) is tested against, and the loop
+any cell without one runs. A cell never sees padding: :mod:`rnnjax.padding` cleans the
+inputs of steps ``t >= length`` to zeros, those steps leave the carry unchanged and emit
+zeros, so the final carry is the carry after the last valid step; a reverse scan processes
+the valid prefix back to front while its outputs stay aligned with their inputs and padding
+stays at the end.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from rnnjax import padding, probes
 from rnnjax.cells import Cell
 
 Array = jax.Array
@@ -31,6 +33,13 @@ def check_inputs(cell: Cell, params: Any, xs: Any, *, name: str = "xs") -> None:
         raise ValueError(
             f"{name} must have shape (T, input_size) for one sequence{hint}; got shape {shape}"
         )
+    if shape[0] == 0:
+        raise ValueError(f"{name} must have at least one time step (T >= 1), got shape {shape}")
+    dtype = jnp.result_type(xs)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        hint = (" (integer tokens: embed them first, with rnnjax.readouts.embedding or a "
+                "model's vocab_size=)") if jnp.issubdtype(dtype, jnp.integer) else ""
+        raise TypeError(f"{name} must be floating point features{hint}; got dtype {dtype}")
     if cell.input_size is not None:
         expected = cell.input_size(params)
         if shape[1] != expected:
@@ -58,28 +67,6 @@ def check_carry(cell: Cell, params: Any, carry: Any, *, name: str = "carry") -> 
         raise ValueError(
             f"{name} has the wrong shapes{hint}: expected {exp_shapes}, got {got_shapes}"
         )
-
-
-def check_length(length: Any, num_steps: int, *, name: str = "length") -> Array | None:
-    """Returns ``length`` as an int32 scalar array, checking its range when it is static.
-
-    A traced ``length`` (e.g. under ``vmap``) cannot be checked at trace time; values
-    outside ``[0, T]`` then behave as if clipped to that range.
-    """
-    if length is None:
-        return None
-    if jnp.ndim(length) != 0:
-        raise ValueError(
-            f"{name} must be a scalar (one sequence; batch with jax.vmap), got shape "
-            f"{jnp.shape(length)}"
-        )
-    if not jnp.issubdtype(jnp.result_type(length), jnp.integer):
-        raise TypeError(f"{name} must be an integer, got dtype {jnp.result_type(length)}")
-    if not isinstance(length, jax.core.Tracer):
-        value = int(np.asarray(length))
-        if not 0 <= value <= num_steps:
-            raise ValueError(f"{name} must be in [0, T={num_steps}], got {value}")
-    return jnp.asarray(length, jnp.int32)
 
 
 def _varying_axes(a: Any) -> frozenset:
@@ -125,7 +112,7 @@ def check_scan_args(
     None (see :func:`check_length`).
     """
     check_inputs(cell, params, xs)
-    length = check_length(length, xs.shape[0])
+    length = padding.check_length(length, xs.shape[0])
     carry = initial_carry(cell, params, carry)
     return match_varying(carry, params, xs, length), length
 
@@ -148,7 +135,10 @@ def scan(
       xs: ``(T, input_size)``, one sequence.
       carry: initial carry (default ``cell.initial_carry(params)``).
       length: number of valid steps, an int scalar in ``[0, T]`` (default ``T``). Steps
-        ``t >= length`` leave the carry unchanged and emit zeros.
+        ``t >= length`` leave the carry unchanged and emit zeros, and whatever their
+        inputs hold (NaN, inf) reaches no value and no gradient. A concrete length out of
+        range raises ValueError; a traced one is clipped to ``[0, T]``, or raises under
+        :func:`rnnjax.checked` (see :func:`rnnjax.padding.check_length`).
       reverse: process the valid prefix from step ``length - 1`` down to 0. Outputs stay
         aligned with their inputs (``ys[t]`` belongs to ``xs[t]``), padding stays at the
         end, and the final carry is the carry after step 0.
@@ -159,40 +149,24 @@ def scan(
     """
     carry, length = check_scan_args(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
+    probe = None
+    if probes.active():  # rnnjax.diagnostics.gradient_flow: a zero on every new state
+        size, dtype = probes.state_size(carry)
+        loop = probes.Loop(cell, params, xs, carry, length, reverse)
+        probe = probes.take(loop, size, jnp.result_type(dtype, xs))
+    if reverse:
+        xs, probe = padding.reverse_valid((xs, probe), length)
+    valid = padding.valid_steps(num_steps, length)
+    xs = padding.clean(xs, valid)
 
-    def cast_like(new, old):
-        # lax.scan needs a fixed carry type; low-precision params may compute in float32.
-        return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
-
-    if length is None:
-        def body(h, x):
-            new_h, y = cell.step(params, h, x)
-            return cast_like(new_h, h), y
-
-        return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
-
-    def masked_body(h, inputs):
-        x, t = inputs
+    def body(h, inputs):
+        x, v, p = inputs
         new_h, y = cell.step(params, h, x)
-        valid = t < length
-        new_h = jax.tree.map(lambda new, old: jnp.where(valid, new, old), cast_like(new_h, h), h)
-        return new_h, jnp.where(valid, y, jnp.zeros_like(y))
+        if p is not None:
+            new_h, y = probes.add(new_h, y, p)
+        # lax.scan needs a fixed carry type; low-precision params may compute in float32.
+        new_h = jax.tree.map(lambda n, o: n.astype(o.dtype), new_h, h)
+        return padding.keep_carry(v, new_h, h), padding.zero_outputs(v, y)
 
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    return jax.lax.scan(masked_body, carry, (xs, steps), reverse=reverse, unroll=unroll)
-
-
-def reverse_valid(xs: Any, length: Any = None) -> Any:
-    """Returns ``xs`` with its first ``length`` steps reversed and the padding left in place.
-
-    ``reverse_valid(reverse_valid(xs, n), n) == xs``. Works on any pytree whose leaves have
-    time as the leading axis. This is how a bidirectional layer feeds its backward
-    direction through the same forward scan as its forward direction.
-    """
-    leaves = jax.tree.leaves(xs)
-    num_steps = leaves[0].shape[0]
-    if length is None:
-        return jax.tree.map(lambda a: a[::-1], xs)
-    t = jnp.arange(num_steps)
-    index = jnp.where(t < length, length - 1 - t, t)
-    return jax.tree.map(lambda a: jnp.take(a, index, axis=0), xs)
+    final, ys = jax.lax.scan(body, carry, (xs, valid, probe), unroll=unroll)
+    return final, padding.reverse_valid(ys, length) if reverse else ys

@@ -190,12 +190,30 @@ TASKS: dict[str, Callable[[int], Task]] = {
 }
 
 
-def make_task(name: str, length: int) -> Task:
-    """Returns the task called ``name`` at length ``length`` (T for adding and temporal
-    order, the number of blanks for copy)."""
+# What sets each task's difficulty: the sequence length, or (copy) the blanks between the
+# symbols and the recall signal.
+SIZE_ARGUMENT: dict[str, str] = {"adding": "num_steps", "copy": "num_blanks",
+                                 "temporal_order": "num_steps"}
+
+
+def make_task(name: str, *, num_steps: int | None = None, num_blanks: int | None = None) -> Task:
+    """Returns the task called ``name``: ``make_task("adding", num_steps=100)``,
+    ``make_task("copy", num_blanks=100)``, ``make_task("temporal_order", num_steps=100)``.
+
+    Each task takes the one size argument named in :data:`SIZE_ARGUMENT`; giving the other
+    raises ValueError.
+    """
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    return TASKS[name](length)
+    given = {"num_steps": num_steps, "num_blanks": num_blanks}
+    wanted = SIZE_ARGUMENT[name]
+    other = "num_blanks" if wanted == "num_steps" else "num_steps"
+    if given[wanted] is None or given[other] is not None:
+        raise ValueError(
+            f"task {name!r} takes {wanted}= (and not {other}=), got num_steps={num_steps!r}, "
+            f"num_blanks={num_blanks!r}"
+        )
+    return TASKS[name](given[wanted])
 
 
 def sample_batch(task: Task, key: Array, batch_size: int) -> tuple[Array, Array]:

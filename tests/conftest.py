@@ -7,3 +7,4 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("rnnjax", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("rnnjax")
+

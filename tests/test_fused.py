@@ -151,3 +151,133 @@ def test_bad_options_raise():
         rnnjax.recurrent(CELLS["lstm"], remat=0)
     with pytest.raises(ValueError, match="impl"):
         rnnjax.recurrent(CELLS["lstm"], impl="cudnn")
+
+
+# ------------------------------------------------------------ one definition of each equation
+
+
+def minimal_gated_unit(hidden_size):
+    """The MGU of Zhou et al. (2016), written from scratch in the gated form: 2 gate blocks."""
+    h_size = hidden_size
+
+    def update(h, gi, gh):
+        f = jax.nn.sigmoid(gi[..., :h_size] + gh[..., :h_size])
+        n = jnp.tanh(gi[..., h_size:] + f * gh[..., h_size:])
+        return (1.0 - f) * h + f * n
+
+    return rnnjax.gated(hidden_size, 2, update, kind="mgu")
+
+
+def test_a_users_gated_cell_takes_the_fast_path_and_matches_the_reference():
+    cell = minimal_gated_unit(H)
+    assert fused.supports(cell) and fused.path(cell) == "fused"
+    params = cell.init(jax.random.key(0), I)
+    params = {k: v + 0.1 * jax.random.normal(jax.random.key(5), v.shape) for k, v in params.items()}
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    lengths = jnp.array([T, 4, 0])
+    carry = 0.5 * jax.random.normal(jax.random.key(2), (B, H))
+    for reverse in (False, True):
+        loss = lambda run: jax.jit(jax.value_and_grad(
+            lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, True), (0, 1, 2)
+        ))(params, xs, carry)
+        _close(loss(_fused()), loss(rnnjax.scan))
+    # the fast path really ran: its VJP is a custom one, the reference's is not
+    jaxpr = str(jax.make_jaxpr(lambda p: fused.scan(cell, p, xs[0], impl="auto"))(params))
+    assert "custom_vjp_call" in jaxpr
+    jaxpr = str(jax.make_jaxpr(lambda p: fused.scan(cell, p, xs[0], impl="reference"))(params))
+    assert "custom_vjp_call" not in jaxpr
+
+
+@pytest.mark.parametrize("update", sorted(fused.HAND_WRITTEN_VJPS, key=lambda f: f.__name__),
+                         ids=lambda f: f.__name__)
+def test_hand_written_vjps_equal_autodiff_of_the_update_they_belong_to(update):
+    hand = fused.HAND_WRITTEN_VJPS[update]
+    cells = [c for c in (rnnjax.lstm(H), rnnjax.gru(H), rnnjax.elman(H)) if c.step.update is update]
+    assert cells, "every hand-written VJP belongs to a built-in cell"
+    eq = cells[0].step
+    assert eq.additive
+    carry = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape),
+                         cells[0].initial_carry(cells[0].init(jax.random.key(0), I)))
+    num_gates = cells[0].init(jax.random.key(0), I)["w_hh"].shape[1] // H
+    z = 2.0 * jax.random.normal(jax.random.key(2), (num_gates * H,))
+    d_new = jax.tree.map(lambda a: jax.random.normal(jax.random.key(3), a.shape), carry)
+    dy = jax.random.normal(jax.random.key(4), (H,))
+
+    def forward(c, z):
+        new = update(c, z)
+        return new, eq.hidden(new)
+
+    _, vjp = jax.vjp(forward, carry, z)
+    want_carry, want_z = vjp((d_new, dy))
+    got_carry, got_z = hand(carry, z, d_new, dy)
+    _close((got_carry, got_z), (want_carry, want_z), 1e-6)
+
+
+def test_an_update_edited_without_its_derivative_is_caught():
+    # The check above fails for a hand-written VJP that no longer matches its update: here
+    # the LSTM's derivative paired with an edited LSTM update.
+    edited = lambda carry, z: rnnjax.cells.lstm_update(carry, 1.5 * z)
+    carry = (jnp.ones(H), jnp.ones(H))
+    z = jnp.linspace(-1, 1, 4 * H)
+    _, vjp = jax.vjp(lambda c, z: (edited(c, z), edited(c, z)[0]), carry, z)
+    want = vjp(((jnp.ones(H), jnp.ones(H)), jnp.ones(H)))
+    got = fused._lstm_vjp(carry, z, (jnp.ones(H), jnp.ones(H)), jnp.ones(H))
+    with pytest.raises(AssertionError):
+        _close(got, want, 1e-3)
+    # while the fast path, which looks derivatives up by the update itself, uses autodiff
+    # for the edited update and stays exact
+    cell = rnnjax.lstm(H)
+    edited_cell = cell._replace(step=cell.step._replace(update=edited))
+    params = edited_cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (T, I))
+    grad = lambda run: jax.grad(lambda p: jnp.sum(jnp.sin(run(edited_cell, p, xs, length=5)[1])))(
+        params)
+    _close(grad(_fused()), grad(rnnjax.scan))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_bfloat16_fast_path_matches_the_reference(name, masked):
+    cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[name](
+        H, param_dtype=jnp.bfloat16)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (T, I)).astype(jnp.bfloat16)
+    length = 4 if masked else None
+
+    def grad(run):
+        loss = lambda p: jnp.sum(jnp.sin(run(cell, p, xs, length=length)[1].astype(jnp.float32)))
+        return jax.value_and_grad(loss)(params)
+
+    got, want = grad(_fused()), grad(rnnjax.scan)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) + 1e-3
+        # bfloat16 has 8 bits of mantissa: the two loops round in different places
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                   atol=3e-2 * scale, rtol=3e-2)
+
+
+def test_gradients_reach_the_values_an_update_closes_over():
+    # An update may close over traced values (a hyperparameter being tuned, an int
+    # permutation); the fast path's custom VJP must still give their gradients.
+    cell = rnnjax.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    lengths = jnp.array([T, 4, 0])
+
+    def loss(alpha, perm, run):
+        upd = cell.step.update
+        edited = cell._replace(step=cell.step._replace(
+            update=lambda c, z: upd(c, jnp.take(alpha * z, perm))))
+        return _loss(run, edited, params, xs, jax.tree.map(
+            lambda a: jnp.zeros((B,) + a.shape), cell.initial_carry(params)),
+            lengths, True, True)
+
+    perm = jnp.roll(jnp.arange(4 * H), H)
+    for run in (_fused(), _fused(remat=3)):
+        grad = lambda r: jax.jit(jax.value_and_grad(lambda a: loss(a, perm, r)))(1.3)
+        _close(grad(run), grad(rnnjax.scan))
+        # and per-example hyperparameters: the closed-over value is batched by vmap
+        batched = lambda r: jax.jit(jax.vmap(jax.grad(lambda a: loss(a, perm, r))))(
+            jnp.array([0.5, 1.0, 2.0]))
+        _close(batched(run), batched(rnnjax.scan))

@@ -56,6 +56,27 @@ SCRIPT = textwrap.dedent("""
             for kind, got in (("jit", sharded), ("shard_map", mapped))
         }
         errors[name]["devices"] = len(on_mesh[1].sharding.device_set)
+    # a user's cell whose update closes over a traced hyperparameter: its gradient under
+    # shard_map (where inputs carry varying-axis types) against the one-device reference
+    def closure_loss(p, beta, x, impl):
+        cell = rnnjax.gated(5, 1, lambda h, z: jnp.tanh(beta * z + h), additive=True)
+        layer = rnnjax.recurrent(cell, impl=impl)
+        return jnp.sum(jnp.sin(jax.vmap(lambda a: layer.apply(p, a)[1])(x)))
+
+    params = rnnjax.recurrent(rnnjax.gated(5, 1, jnp.tanh)).init(jax.random.key(0), I)
+    beta = jnp.float32(0.7)
+    want = jax.value_and_grad(closure_loss, (0, 1))(params, beta, xs, "reference")
+
+    def local(p, b, x):
+        value, grad = jax.value_and_grad(closure_loss, (0, 1))(p, b, x, "auto")
+        return jax.lax.psum(value, "data"), grad  # invariant inputs: grads come summed
+
+    mapped = jax.jit(jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P())
+    ))(params, beta, xs)
+    errors["closed-over"] = {"shard_map": max(
+        float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(mapped), jax.tree.leaves(want))
+    )}
     try:
         rnnjax.use_cpu_cores(3)
         late = None
@@ -82,6 +103,10 @@ def test_sharded_batch_matches_one_device(result, name):
     # sharded jit and shard_map (whose check of varying axes needs rnnjax to cast the
     # initial carry) give the one-device loss and gradient
     assert errors["jit"] < 1e-5 and errors["shard_map"] < 1e-5, errors
+
+
+def test_closed_over_hyperparameter_gradient_under_shard_map(result):
+    assert result["errors"]["closed-over"]["shard_map"] < 1e-4, result["errors"]["closed-over"]
 
 
 def test_use_cpu_cores_after_start_names_the_problem(result):

@@ -131,7 +131,10 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="num_blanks"):
         tasks.copy_memory(0)
     with pytest.raises(ValueError, match="task must be one of"):
-        tasks.make_task("parity", 10)
+        tasks.make_task("parity", num_steps=10)
     with pytest.raises(ValueError, match="batch_size"):
         tasks.sample_batch(tasks.adding_problem(4), jax.random.PRNGKey(0), 0)
-    assert tasks.make_task("copy", 3).baseline_loss == pytest.approx(tasks.copy_baseline(3))
+    assert tasks.make_task("copy", num_blanks=3).baseline_loss == pytest.approx(tasks.copy_baseline(3))
+    assert tasks.make_task("adding", num_steps=7).num_steps == 7
+    with pytest.raises(ValueError, match=r"task 'copy' takes num_blanks= \(and not num_steps=\)"):
+        tasks.make_task("copy", num_steps=3)

@@ -100,9 +100,13 @@ def linear_state(skip=False):
                                      skip_nonfinite=skip)
 
 
-def fit(state, num_steps, fn=batch_fn, step=STEP, **kwargs):
-    """Every test trains in chunks of 5 so that the jitted chunk is compiled once per worker."""
-    return training.fit(step, state, fn, num_steps, chunk_size=5, progress=False, **kwargs)
+def fit(state, num_steps, fn=batch_fn, step=STEP, *, every=None, **kwargs):
+    """Every test trains in chunks of 5 so that the jitted chunk is compiled once per worker.
+
+    ``every``: a dict of the other Schedule fields (eval_every, checkpoint_every, ...).
+    """
+    schedule = training.Schedule(chunk_size=5, **(every or {}))
+    return training.fit(step, state, fn, num_steps, schedule=schedule, progress=False, **kwargs)
 
 
 def assert_trees_equal(a, b):
@@ -177,8 +181,8 @@ def test_vmapped_seeds_and_learning_rates_equal_individual_runs():
 
 def test_fit_writes_run_dir_and_resume_after_interrupt_is_bitwise_identical(tmp_path):
     config = {"seed": 0, "lr": 1e-2, "num_steps": 20}
-    kwargs = dict(config=config, checkpoint_every=5, eval_fn=eval_fn, eval_every=10,
-                  keep_checkpoints=2)
+    kwargs = dict(config=config, eval_fn=eval_fn,
+                  every=dict(checkpoint_every=5, eval_every=10, keep_checkpoints=2))
     full = fit(new_state(), 20, run_dir=tmp_path / "full", **kwargs)
 
     def ctrl_c_at_15(state):
@@ -221,16 +225,16 @@ def test_hooks_are_recorded_at_their_steps_and_progress_bar_only_when_asked(caps
     assert sorted(hooked) == [0, 5, 10]
     assert hooked[10] == pytest.approx(float(jnp.linalg.norm(result.state.params["out"]["w"])))
     assert capsys.readouterr().err == ""
-    training.fit(STEP, new_state(), batch_fn, 10, chunk_size=5)  # stderr is not a TTY here
+    training.fit(STEP, new_state(), batch_fn, 10, schedule=training.Schedule(5))  # not a TTY
     assert capsys.readouterr().err == ""
-    training.fit(STEP, new_state(), batch_fn, 10, chunk_size=5, progress=True)
+    training.fit(STEP, new_state(), batch_fn, 10, schedule=training.Schedule(5), progress=True)
     err = capsys.readouterr().err
     assert "10/10" in err and "loss=" in err and "step/s" in err
 
 
 def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(training.NonFiniteError, match=r"loss is not finite at step 7") as exc:
-        fit(linear_state(), 20, nan_at_7, LINEAR_STEP, run_dir=tmp_path, checkpoint_every=5)
+        fit(linear_state(), 20, nan_at_7, LINEAR_STEP, run_dir=tmp_path, every=dict(checkpoint_every=5))
     assert exc.value.step == 7 and exc.value.metric == "loss"
     ckpt_dir = tmp_path / "checkpoints"
     assert str(ckpt_dir / "5") in str(exc.value)
@@ -254,7 +258,7 @@ def test_skip_nonfinite_skips_and_counts():
     # And the Adam state too: skipping equals training on the 9 finite batches alone.
     ref, step = linear_state(), jax.jit(LINEAR_STEP)
     for s in [*range(7), 8, 9]:
-        ref, _ = step(ref, nan_at_7(training._step_keys(ref.key, jnp.int32(s))[0], s))
+        ref, _ = step(ref, nan_at_7(training.step._step_keys(ref.key, jnp.int32(s))[0], s))
     np.testing.assert_allclose(result.state.params["w"], ref.params["w"], rtol=1e-6)
     with pytest.raises(TypeError, match="skip_nonfinite"):
         LINEAR_STEP_SKIP(linear_state(), nan_at_7(jax.random.key(0), 0))
@@ -292,7 +296,9 @@ def test_missing_and_corrupt_checkpoints_name_the_path(tmp_path):
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="chunk_size"):
-        training.fit(STEP, new_state(), batch_fn, 5, chunk_size=0)
+        training.Schedule(chunk_size=0)
+    with pytest.raises(TypeError, match="schedule"):
+        training.fit(STEP, new_state(), batch_fn, 5, schedule=5)
     with pytest.raises(TypeError, match="TrainState"):
         training.fit(STEP, tuple(new_state()), batch_fn, 5)
     with pytest.raises(ValueError, match="skip_nonfinite"):
@@ -322,7 +328,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     def started(state):
         print("STARTED", flush=True)
         return {{}}
-    t.fit(t.new_state(), 10**7, run_dir={run_dir!r}, hooks=[started], checkpoint_every=10**6)
+    t.fit(t.new_state(), 10**7, run_dir={run_dir!r}, hooks=[started], every=dict(checkpoint_every=10**6))
 """)
 
 

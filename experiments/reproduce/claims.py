@@ -10,7 +10,6 @@ every measured number), ``summary.md`` (paper's number | ours | verdict) and ``f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -22,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from command_line import add_config_flags, config_from_flags, option  # noqa: E402,F401  (option: for the scripts)
+from experiment_cli import field as option, parse_config as _parse_flags  # noqa: E402,F401  (option: for the scripts)
 
 
 class Claim(NamedTuple):
@@ -55,20 +54,8 @@ def parse_config(config_cls: type, presets: dict[str, dict], doc: str, name: str
     several values). ``--preset`` picks the starting values (default ``quick``) and
     ``--run-dir`` the output directory (default ``runs/reproduce/<name>/<preset>``).
     """
-    parser = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Presets: " + "; ".join(
-            f"{p}: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "the defaults")
-            for p, values in presets.items()))
-    parser.add_argument("--preset", choices=sorted(presets), default="quick",
-                        help="starting values for every field; flags override them (default quick)")
-    parser.add_argument("--run-dir", default=None,
-                        help=f"output directory (default runs/reproduce/{name}/<preset>)")
-    add_config_flags(parser, config_cls)
-    args = parser.parse_args(argv)
-    config = config_from_flags(config_cls, presets[args.preset], args)
-    run_dir = args.run_dir or os.path.join("runs", "reproduce", name, args.preset)
-    return config, os.path.abspath(run_dir)
+    config, args = _parse_flags(config_cls, presets, argv, doc, os.path.join("reproduce", name))
+    return config, os.path.abspath(args.run_dir)
 
 
 def check_positive(config: Any, *names: str) -> None:
@@ -120,7 +107,10 @@ def write_run(run_dir: str, *, title: str, config: Any, claims: list[Claim], res
               "process_cpu_time_s": time.process_time()}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(_jsonable(record), f, indent=1)
-    differs = [f"- {c.where}: {c.differs}" for c in claims if c.differs]
+    differs = []  # one line per distinct note: claims measured by one run share theirs
+    for c in claims:
+        if c.differs and not any(c.differs in line for line in differs):
+            differs.append(f"- {c.where}: {c.differs}")
     summary = [f"# {title}", "", *claims_table(claims, with_paper=False), "",
                *notes, ""]
     if differs:

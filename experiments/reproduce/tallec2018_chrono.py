@@ -122,8 +122,9 @@ def train(config: Config, inits: dict[str, rnnjax.Cell], task: tasks.Task, key: 
         cells[0], p, task, config.num_symbols, test_xs[:16], test_targets[:16])))(states.params)
     result = training.fit(training.make_train_step(loss_fn, optimizer), states,
                           lambda k, step: tasks.sample_batch(task, k, config.batch_size),
-                          config.num_steps, chunk_size=config.eval_every, eval_fn=eval_fn,
-                          eval_every=config.eval_every, progress=None)
+                          config.num_steps, eval_fn=eval_fn, progress=None,
+                          schedule=training.Schedule(chunk_size=config.eval_every,
+                                                     eval_every=config.eval_every))
     rows = [r for r in result.history if "eval/loss" in r]
     losses = np.asarray([r["eval/loss"] for r in rows], np.float64).T  # (runs, evals)
     accuracy = np.asarray([r["eval/accuracy"] for r in rows], np.float64).T

@@ -285,8 +285,8 @@ def train_students(config: Config, model: str, key: jax.Array) -> dict:
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     train_step = training.make_train_step(loss_fn, optimizer)
     batch_fn = lambda k, step: jax.random.normal(k, (config.batch_size, config.seq_len, 1))  # noqa: E731
-    result = training.fit(train_step, states, batch_fn, config.num_steps,
-                          chunk_size=max(1, config.num_steps // 10), progress=None)
+    result = training.fit(train_step, states, batch_fn, config.num_steps, progress=None,
+                          schedule=training.Schedule(chunk_size=max(1, config.num_steps // 10)))
     losses = np.asarray([r["loss"] for r in result.history], np.float64)  # (steps, runs)
     tail = losses[-max(1, config.num_steps // 10):]
     final = np.where(np.all(np.isfinite(tail), axis=0), tail.mean(axis=0), np.inf)

@@ -1,0 +1,40 @@
+"""Training with Optax: a pure core, devices, a run directory, and a resumable host driver.
+
+From the inside out, one module each:
+
+* :mod:`~rnnjax.training.step` — :class:`TrainState` ``(params, opt_state, step, key)``,
+  :func:`make_train_step` (one ``value_and_grad`` and one Optax update) and
+  :func:`run_steps` (steps as one ``lax.scan``, the batch of step ``s`` a function of
+  (seed, s)). Pure functions: ``jax.jit`` and ``jax.vmap`` over seeds compose with them.
+* :mod:`~rnnjax.training.devices` — :func:`use_cpu_cores`, :func:`data_parallel_mesh`,
+  :func:`shard_batch`, :func:`replicate`: data parallelism with JAX's own sharding.
+* :mod:`~rnnjax.training.run_dir` — the files of a run: config, ``metrics.jsonl``,
+  ``summary.json``, each replaced atomically.
+* :mod:`~rnnjax.training.host_loop` — :func:`fit`, the host driver: chunks, progress,
+  evaluation, hooks, orbax checkpoints, resumption, Ctrl-C and non-finite handling.
+"""
+
+from rnnjax.training.devices import (
+    DATA_AXIS,
+    data_parallel_mesh,
+    replicate,
+    shard_batch,
+    use_cpu_cores,
+)
+from rnnjax.training.host_loop import FitResult, Schedule, fit
+from rnnjax.training.run_dir import load_config, read_metrics, save_config
+from rnnjax.training.step import (
+    NonFiniteError,
+    TrainState,
+    eval_key,
+    init_train_state,
+    make_train_step,
+    run_steps,
+)
+
+__all__ = [
+    "DATA_AXIS", "FitResult", "NonFiniteError", "Schedule", "TrainState",
+    "data_parallel_mesh", "eval_key", "fit", "init_train_state", "load_config",
+    "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
+    "shard_batch", "use_cpu_cores",
+]

@@ -1,0 +1,400 @@
+"""The host driver :func:`fit`: chunks of jitted steps, a run directory, and nothing lost.
+
+:func:`fit` runs :func:`rnnjax.training.run_steps` in chunks on device and, between
+chunks, on the host: a progress bar, ``metrics.jsonl``, evaluation, hooks, orbax
+checkpoints, resumption, Ctrl-C and non-finite detection, and data parallelism over a
+device ``Mesh``. When chunks end is a :class:`Schedule`.
+
+Step numbering: a metrics row with ``"step": s`` describes the parameters after ``s``
+updates — the training loss of ``batch_fn(key, s)`` at those parameters, their norm, and
+(when they run at ``s``) evaluation and hook results. A checkpoint named ``s`` holds the
+state after ``s`` updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from rnnjax import checkpoints
+from rnnjax.training import run_dir as files
+from rnnjax.training.devices import DATA_AXIS, data_parallel_mesh, replicate, shard_batch
+from rnnjax.training.step import (
+    Array,
+    BatchFn,
+    NonFiniteError,
+    TrainState,
+    TrainStep,
+    eval_key,
+    run_steps,
+)
+
+Hook = Callable[[TrainState], Mapping[str, Any]]
+_log = logging.getLogger(__name__)
+
+
+def _check_interval(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When :func:`fit` stops a chunk of device steps to do something on the host.
+
+    Attributes:
+      chunk_size: steps per device program between host synchronisations.
+      eval_every: steps between evaluations (None: at step 0 and at the end only).
+      checkpoint_every: steps between checkpoints (None: at the end only).
+      hook_every: steps between hook calls (None: every chunk).
+      keep_checkpoints: how many of the latest checkpoints to keep.
+
+    Chunks end at every multiple of each interval; make them multiples of ``chunk_size``
+    to compile one program.
+    """
+
+    chunk_size: int = 100
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    hook_every: int | None = None
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_interval(field.name, getattr(self, field.name),
+                            allow_none=field.name not in ("chunk_size", "keep_checkpoints"))
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: the final :class:`TrainState` (on the mesh's devices).
+      history: one dict per step (see the module docstring for what ``step`` means), the
+        same rows as ``metrics.jsonl``; values are floats (lists of N floats for N vmapped
+        runs).
+      interrupted: True if Ctrl-C stopped the run (with ``exit_on_interrupt=False``).
+    """
+
+    state: TrainState
+    history: list[dict]
+    interrupted: bool
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4, 5))
+def _run_chunk(train_step, state, batch_fn, num_steps, batched, mesh):
+    if mesh is not None:
+        batch_fn = _sharded(batch_fn, mesh)
+    run = functools.partial(run_steps, train_step, batch_fn=batch_fn, num_steps=num_steps)
+    return jax.vmap(run)(state) if batched else run(state)
+
+
+def _sharded(batch_fn, mesh):
+    return lambda key, step: shard_batch(batch_fn(key, step), mesh)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _evaluate(eval_fn, params, key, batched):
+    return jax.vmap(eval_fn)(params, key) if batched else eval_fn(params, key)
+
+
+def _boundaries(start: int, num_steps: int, intervals: Iterable[int]) -> list[int]:
+    """Returns the steps in (start, num_steps] where a chunk ends: multiples of any interval."""
+    ends = {num_steps}
+    for k in intervals:
+        ends.update(range((start // k + 1) * k, num_steps, k))
+    return sorted(s for s in ends if s > start)
+
+
+def _first_nonfinite(metrics: Mapping[str, np.ndarray], skipping: bool) -> tuple[int, str, Any] | None:
+    """Returns (index in chunk, metric name, run indices) of the first non-finite metric."""
+    names = ("param_norm",) if skipping else ("loss", "grad_norm", "param_norm")
+    first = None
+    for name in names:
+        bad = ~np.isfinite(np.asarray(metrics[name], np.float64))  # (K,) or (N, K)
+        steps_bad = bad.any(axis=0) if bad.ndim == 2 else bad
+        if steps_bad.any():
+            i = int(np.argmax(steps_bad))
+            if first is None or i < first[0]:
+                runs = np.flatnonzero(bad[:, i]).tolist() if bad.ndim == 2 else None
+                first = (i, name, runs)
+    return first
+
+
+def fit(
+    train_step: TrainStep,
+    state: TrainState,
+    batch_fn: BatchFn,
+    num_steps: int,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    config: Any = None,
+    eval_fn: Callable[[Any, Array], Mapping[str, Array]] | None = None,
+    hooks: Sequence[Hook] = (),
+    schedule: Schedule = Schedule(),
+    mesh: Mesh | None = None,
+    progress: bool | None = None,
+    resume: bool = True,
+    exit_on_interrupt: bool = True,
+) -> FitResult:
+    """Returns the state after ``num_steps`` updates and the metrics history, training in chunks.
+
+    Each chunk is one jitted :func:`run_steps` of up to ``schedule.chunk_size`` steps on
+    device. A ``state`` whose ``step`` has shape ``(N,)`` (from
+    ``jax.vmap(init_train_state)``) trains N runs as one program; metrics then hold N values
+    each.
+
+    Args:
+      train_step: from :func:`make_train_step`.
+      state: the initial state; when ``run_dir`` has checkpoints it is only the template
+        (structure, shapes) for restoring the latest one.
+      batch_fn: ``batch_fn(key, step) -> batch``, see :func:`run_steps`.
+      num_steps: total number of updates of the run (not of this call).
+      run_dir: directory for ``config.json``/``config.yaml``, ``metrics.jsonl``,
+        ``checkpoints/<step>`` and ``summary.json``. ``None`` keeps everything in memory.
+      config: a dataclass or dict saved as the run's config; on resume it must equal the
+        saved one (ValueError otherwise).
+      eval_fn: ``eval_fn(params, key) -> dict`` of scalars on held-out data, jitted; run at
+        step 0, every ``schedule.eval_every`` steps and at the end; recorded as
+        ``eval/<name>``.
+      hooks: ``hook(state) -> dict`` called on the host at step 0, every
+        ``schedule.hook_every`` steps and at the end; values (floats or arrays) are
+        recorded under their keys.
+      schedule: chunk size, evaluation, checkpoint and hook intervals (:class:`Schedule`).
+      mesh: a ``Mesh`` with a ``"data"`` axis (:func:`data_parallel_mesh`); the state is
+        replicated and each batch split along its leading axis. Default: all devices.
+      progress: show a tqdm bar (step, loss, steps/s); default: only when stderr is a TTY.
+      resume: continue from the latest checkpoint in ``run_dir``; ``False`` raises if there
+        is one (it is never overwritten silently).
+      exit_on_interrupt: on Ctrl-C, save a checkpoint of the last completed chunk, then
+        ``SystemExit(130)`` if True, or return with ``interrupted=True`` if False. The
+        first Ctrl-C takes effect when the running chunk ends; a second one at once.
+
+    Raises:
+      NonFiniteError: a loss, gradient norm or parameter norm became non-finite (only the
+        parameter norm when skipping non-finite updates). Rows up to that step are written;
+        no checkpoint after the last good one is.
+      CheckpointError: the latest checkpoint cannot be read (the message names its path).
+    """
+    _check_interval("num_steps", num_steps, allow_none=False)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a rnnjax.training.Schedule, got {type(schedule).__name__}")
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a TrainState, got {type(state).__name__}")
+    batched = np.ndim(state.step) == 1
+    mesh = data_parallel_mesh() if mesh is None else mesh
+    if DATA_AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
+    lead = jax.process_index() == 0  # only one host writes files and shows progress
+
+    state = replicate(state, mesh)
+    history: list[dict] = []
+    ckpt_ctx = contextlib.nullcontext(None)
+    if run_dir is not None:
+        run_dir = os.path.abspath(os.fspath(run_dir))
+        os.makedirs(run_dir, exist_ok=True)
+        files.check_or_save_config(run_dir, config, write=lead)
+        ckpt_ctx = checkpoints.open_checkpoints(os.path.join(run_dir, "checkpoints"),
+                                                keep=schedule.keep_checkpoints)
+    with ckpt_ctx as manager:
+        if manager is not None and manager.all_steps():
+            if not resume:
+                raise ValueError(f"run_dir {run_dir} already has checkpoints "
+                                 f"{sorted(manager.all_steps())}; pass resume=True or a new run_dir")
+            state = checkpoints.restore(manager, state)
+            start = checkpoints.checkpoint_step(state)
+            # Rows from after the checkpoint (a crash between logging and saving) are redone.
+            history = [r for r in files.read_metrics(run_dir) if r["step"] < start]
+            if lead:
+                files.write_metrics(run_dir, history)
+            _log.info("resumed %s from step %d", run_dir, start)
+        else:
+            start = checkpoints.checkpoint_step(state)
+            if run_dir is not None and lead:
+                files.write_metrics(run_dir, [])
+        if start > num_steps:
+            raise ValueError(f"the state is at step {start}, past num_steps={num_steps}")
+        return _loop(
+            train_step, state, batch_fn, num_steps, start=start, history=history,
+            run_dir=run_dir if lead else None, manager=manager, schedule=schedule,
+            eval_fn=eval_fn, hooks=hooks, mesh=mesh, batched=batched,
+            progress=(sys.stderr.isatty() if progress is None else progress) and lead,
+            exit_on_interrupt=exit_on_interrupt,
+        )
+
+
+@contextlib.contextmanager
+def _deferred_ctrl_c():
+    """Yields ``pending() -> bool``: whether Ctrl-C was pressed, to be acted on at a safe point.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, and where that
+    is a finaliser (a garbage-collected array's, say) Python prints "Exception ignored" and
+    the interrupt is lost. So the first Ctrl-C only sets a flag that the loop checks after
+    each chunk; a second one interrupts at once. Outside the main thread, signals cannot be
+    handled and the default behaviour stays.
+    """
+    hits = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, manager,
+          schedule, eval_fn, hooks, mesh, batched, progress, exit_on_interrupt):
+    from tqdm.auto import tqdm
+
+    skipping = isinstance(state.opt_state, optax.ApplyIfFiniteState)
+    chunk_size = schedule.chunk_size
+    eval_every = schedule.eval_every or num_steps
+    ckpt_every = schedule.checkpoint_every or num_steps
+    hook_every = schedule.hook_every or chunk_size
+    t_start = time.perf_counter()
+    bar = tqdm(total=num_steps, initial=start, unit="step", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    last_saved = None
+    if manager is not None and manager.all_steps():
+        last_saved = os.path.join(os.fspath(manager.directory), str(max(manager.all_steps())))
+    step = start
+    pending: dict = {}  # eval/hook results at `step`, merged into that step's row
+    interrupted = False
+    try:
+        with _deferred_ctrl_c() as ctrl_c_pressed:
+            ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
+            for end in [start, *ends]:
+                if ctrl_c_pressed():
+                    raise KeyboardInterrupt
+                if end > step:
+                    t0 = time.perf_counter()
+                    new_state, metrics = _run_chunk(train_step, state, batch_fn, end - step,
+                                                    batched, mesh)
+                    metrics = jax.device_get(metrics)
+                    dt = (time.perf_counter() - t0) / (end - step)
+                    rows = _rows(metrics, step, end - step, batched, dt)
+                    rows[0].update(pending)
+                    pending = {}
+                    bad = _first_nonfinite(metrics, skipping)
+                    if bad is not None:
+                        rows = rows[: bad[0] + 1]
+                    _append(history, rows, run_dir)
+                    if bad is not None:
+                        raise _nonfinite_error(step + bad[0], bad, manager, last_saved)
+                    state, step = new_state, end
+                    bar.update(end - bar.n)
+                    bar.set_postfix(loss=f"{np.mean(rows[-1]['loss']):.4g}", refresh=False)
+                # Events at `step`: eval and hooks describe the state after `step` updates.
+                if eval_fn is not None and (step % eval_every == 0 or step == num_steps):
+                    out = _evaluate(eval_fn, state.params, _eval_keys(state, batched), batched)
+                    pending.update({f"eval/{k}": files.to_python(v) for k, v in jax.device_get(out).items()})
+                if hooks and (step % hook_every == 0 or step == num_steps):
+                    for hook in hooks:
+                        pending.update({k: files.to_python(v) for k, v in hook(state).items()})
+                if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
+                    last_saved = checkpoints.save(manager, state)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if interrupted:
+        # Ctrl-C can land between logging a chunk and taking its state: keep exactly the rows
+        # before the state that is saved, as a resumed run expects.
+        history[:] = [r for r in history if r["step"] < step]
+        if run_dir is not None:
+            files.write_metrics(run_dir, history)
+        saved = checkpoints.save(manager, state) if manager is not None else None
+        last_saved = saved or last_saved
+        where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
+                 else "no run_dir, so nothing was saved")
+        print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
+    elif pending:
+        _append(history, [{"step": step, **pending}], run_dir)
+    if run_dir is not None:
+        _write_summary(run_dir, history, step, num_steps, interrupted,
+                       time.perf_counter() - t_start, last_saved)
+    if interrupted and exit_on_interrupt:
+        raise SystemExit(130)
+    return FitResult(state, history, interrupted)
+
+
+def _rows(metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool,
+          time_per_step: float) -> list[dict]:
+    """Returns one dict per step of a chunk from metrics stacked to (n,) or (N, n)."""
+    rows = []
+    for i in range(n):
+        row = {"step": start + i}
+        for k, v in metrics.items():
+            row[k] = files.to_python(v[:, i] if batched else v[i])
+        row["time_per_step"] = time_per_step
+        rows.append(row)
+    return rows
+
+
+def _append(history: list[dict], rows: list[dict], run_dir: str | None) -> None:
+    history.extend(rows)
+    if run_dir is not None:
+        files.append_metrics(run_dir, rows)
+
+
+def _eval_keys(state: TrainState, batched: bool) -> Array:
+    return jax.vmap(eval_key)(state.key, state.step) if batched else eval_key(state.key, state.step)
+
+
+def _nonfinite_error(step: int, bad: tuple, manager: Any, last_saved: str | None) -> NonFiniteError:
+    _, metric, runs = bad
+    where = f"step {step}" + (f" (runs {runs})" if runs is not None else "")
+    if manager is None:
+        ckpt = "no run_dir, so no checkpoint was kept"
+    elif last_saved is None:
+        ckpt = "no checkpoint had been saved yet"
+    else:
+        ckpt = f"the last good checkpoint, {last_saved}, is untouched"
+    hint = ("" if metric == "param_norm" else
+            "; to skip such updates instead, use make_train_step(..., skip_nonfinite=True) "
+            "and init_train_state(..., skip_nonfinite=True)")
+    return NonFiniteError(
+        f"training stopped: {metric} is not finite at {where}; {ckpt}{hint}",
+        step=step, metric=metric, checkpoint=last_saved,
+    )
+
+
+def _write_summary(run_dir: str, history: list[dict], step: int, num_steps: int,
+                   interrupted: bool, wall_time: float, last_saved: str | None) -> None:
+    last_train = next((r for r in reversed(history) if "loss" in r), {})
+    evals = [r for r in history if any(k.startswith("eval/") for k in r)]
+    files.write_summary(run_dir, {
+        "step": step,
+        "num_steps": num_steps,
+        "finished": step == num_steps,
+        "interrupted": interrupted,
+        "wall_time_s": wall_time,
+        "last_checkpoint": last_saved,
+        "last_train_metrics": last_train,
+        "last_eval": {k: v for k, v in evals[-1].items() if k == "step" or k.startswith("eval/")}
+        if evals else None,
+    })

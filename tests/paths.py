@@ -1,0 +1,126 @@
+"""Every path a cell's step can be run through, as a scalar loss over one padded batch.
+
+``paths(cell)`` maps a name to ``(init, loss)``: ``init(key) -> params`` and
+``loss(params, xs, lengths) -> scalar`` with ``xs: (B, T, I)`` and ``lengths: (B,)``. The loss
+reads every output and final carry of the path (through ``sin``/``cos``, so that no term
+hides behind a symmetry). Tests compare these losses and their gradients between the fast
+path and the reference (``reference_only``), and between clean and dirty padding.
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+import rnnjax
+from rnnjax import fused, models, readouts, training
+
+I = 3  # input features
+VOCAB = 5
+
+
+def _read(final, ys):
+    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(final))
+
+
+def _layer_path(layer):
+    def loss(p, xs, lengths):
+        return sum(jax.vmap(lambda x, n: _read(*layer.apply(p, x, length=n)))(xs, lengths))
+
+    return (lambda k: layer.init(k, I)), loss
+
+
+def _model_path(model):
+    def loss(p, xs, lengths):
+        return jnp.sum(jnp.sin(jax.vmap(lambda x, n: model.apply(p, x, length=n))(xs, lengths)))
+
+    return (lambda k: model.init(k, I)), loss
+
+
+def paths(cell, *, generators=True, flax_modules=True):
+    """Returns ``{name: (init, loss)}`` for every layer, model and module built on ``cell``."""
+    out = {
+        "scan": (lambda k: cell.init(k, I), lambda p, xs, lengths: sum(jax.vmap(
+            lambda x, n: _read(*rnnjax.scan(cell, p, x, length=n)))(xs, lengths))),
+        "recurrent": _layer_path(rnnjax.recurrent(cell)),
+        "recurrent-reverse-remat": _layer_path(rnnjax.recurrent(cell, reverse=True, remat=2)),
+        "bidirectional": _layer_path(rnnjax.bidirectional(cell)),
+        "stack": _layer_path(rnnjax.stack(rnnjax.recurrent(cell), rnnjax.bidirectional(cell))),
+        "many_to_one": _model_path(models.many_to_one(
+            rnnjax.bidirectional(cell), readouts.linear(2), pool="mean")),
+        "many_to_many": _model_path(models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2))),
+    }
+    if generators:
+        targets = jnp.array([3, 1, 4, 2])
+        gen = models.one_to_many(cell, VOCAB, start_token=1, end_token=2)
+        out["one_to_many"] = (lambda k: gen.init(k, I), lambda p, xs, lengths: jnp.sum(jnp.sin(
+            jax.vmap(lambda x: gen.apply(p, x[0], targets))(xs))))
+        seq2seq = models.encoder_decoder(rnnjax.bidirectional(cell), cell, VOCAB, start_token=1,
+                                         end_token=2)
+        out["encoder_decoder"] = (lambda k: seq2seq.init(k, I), lambda p, xs, lengths: jnp.sum(
+            jnp.sin(jax.vmap(lambda x, n: seq2seq.apply(p, x, targets, source_length=n))(
+                xs, lengths))))
+    if flax_modules:
+        out["linen"] = _linen_path(cell)
+        out["nnx"] = _nnx_path(cell)
+    return out
+
+
+def _linen_path(cell):
+    from rnnjax import linen
+
+    layer = rnnjax.bidirectional(cell)
+    module = linen.RNN(layer, return_carry=True)
+
+    def loss(p, xs, lengths):
+        final, ys = module.apply({"params": linen.from_pure(p)}, xs, seq_lengths=lengths)
+        return _read(final, ys)
+
+    return (lambda k: layer.init(k, I)), loss
+
+
+def _nnx_path(cell):
+    from flax import nnx
+
+    from rnnjax import nnx as rnx
+
+    layer = rnnjax.stack(rnnjax.recurrent(cell), rnnjax.recurrent(cell, reverse=True))
+
+    def loss(p, xs, lengths):
+        module = rnx.RNN(layer, I, rngs=nnx.Rngs(0), return_carry=True)
+        module.load_pure(p)
+        return _read(*module(xs, lengths))
+
+    return (lambda k: layer.init(k, I)), loss
+
+
+def fit_one_step(cell, params_key, xs, lengths):
+    """Returns the params after one ``rnnjax.fit`` step of SGD on a many-to-one classifier."""
+    import optax
+
+    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(cell), rnnjax.recurrent(cell)),
+                               readouts.linear(2))
+    params = model.init(params_key, I)
+    labels = jnp.arange(xs.shape[0]) % 2
+
+    def loss_fn(p, batch, key):
+        x, n, y = batch
+        logits = jax.vmap(lambda a, m: model.apply(p, a, length=m))(x, n)
+        return rnnjax.losses.masked_cross_entropy(logits, y), {}
+
+    optimizer = optax.sgd(0.5)
+    state = training.init_train_state(jax.random.key(0), params, optimizer)
+    step = training.make_train_step(loss_fn, optimizer)
+    result = training.fit(step, state, lambda key, s: (xs, lengths, labels), 1, progress=False)
+    return result.state.params
+
+
+@contextlib.contextmanager
+def reference_only():
+    """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``."""
+    original = fused._gated_step
+    fused._gated_step = lambda cell: None
+    try:
+        yield
+    finally:
+        fused._gated_step = original
