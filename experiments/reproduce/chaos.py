@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
     dev = max(float(np.mean(np.abs(np.interp(grid_x, (np.arange(n) + 0.5) / n, sp) - ref)))
               for n, sp in spectra.items()) / float(np.mean(np.abs(ref)))
     dim_means = {n: float(np.mean(d)) for n, d in dims.items()}
-    spread = (max(dim_means.values()) - min(dim_means.values())) / np.mean(list(dim_means.values()))
+    mean_dim = float(np.mean(list(dim_means.values())))
+    spread = (max(dim_means.values()) - min(dim_means.values())) / mean_dim if mean_dim > 0 else float("inf")
     claim_shape = Claim(
         "Engelken, Wolf & Abbott 2023", "size invariance of the Lyapunov spectrum",
         f"λ_i depends on i/N only; the attractor dimension is extensive (g={config.spectrum_gain})",

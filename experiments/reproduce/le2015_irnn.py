@@ -58,7 +58,7 @@ class Config:
     cells: tuple[str, ...] = option(("tanh", "lstm", "irnn"), "models: tanh, lstm, irnn")
     hidden_size: int = option(100, "hidden units (paper: 100)")
     batch_size: int = option(16, "sequences per SGD step (paper: 16)")
-    num_steps: int = option(1000, "SGD steps per run")
+    num_steps: int = option(600, "SGD steps per run")
     learning_rates: tuple[float, ...] = option((1e-2, 1e-3), "SGD learning-rate grid (tuned, as in the paper)")
     optimizer: str = option("sgd", "sgd (the paper's) or adam")
     clip_norm: float = option(1.0, "gradient clipping by global norm")
