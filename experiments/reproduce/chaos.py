@@ -71,6 +71,10 @@ PRESETS = {
     "full": dict(sizes=(100, 200, 400, 800), num_networks=8, num_steps=4000, warmup=1000,
                  gains=(0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.7, 2.0, 3.0),
                  spectrum_sizes=(64, 128, 256), spectrum_networks=3, spectrum_steps=1000),
+    # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
+    # numbers mean nothing.
+    "tiny": dict(sizes=(8,), gains=(0.5, 2.0), num_networks=2, warmup=10, num_steps=20,
+                 spectrum_sizes=(8,), spectrum_networks=1, spectrum_steps=10),
 }
 
 

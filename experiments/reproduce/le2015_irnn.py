@@ -71,6 +71,10 @@ PRESETS = {
     "quick": {},
     # The paper's lengths and sizes; the steps that fit in about 30 minutes here.
     "full": dict(lengths=(150, 200, 300, 400), num_steps=2000),
+    # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
+    # numbers mean nothing.
+    "tiny": dict(lengths=(4,), cells=("irnn",), hidden_size=3, batch_size=4, num_steps=3,
+                 learning_rates=(0.01,)),
 }
 
 

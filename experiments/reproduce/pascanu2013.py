@@ -80,6 +80,10 @@ PRESETS = {
     # steps and seeds that fit in about 30 minutes of CPU (estimated, not run here).
     "full": dict(task_length=50, hidden_size=50, num_steps=5000, num_seeds=8,
                  learning_rate=0.1, thresholds=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
+    # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
+    # numbers mean nothing.
+    "tiny": dict(unit_steps=8, surface_points=11, gd_steps=4, task_length=4, hidden_size=3,
+                 batch_size=4, num_steps=3, thresholds=(0.5,), num_seeds=2),
 }
 
 

@@ -1,5 +1,5 @@
 """Runs every reproduction's quick preset (or ``--preset full``) and prints one table of claims:
-paper | claim | ours | reproduced?  (``make reproduce``).
+paper | where | claim | paper's number | ours | reproduced?  (``make reproduce``).
 
 Each script's verdicts are computed from its own measurements; this script only collects
 them, times each run, and writes ``runs/reproduce/summary_<preset>.md``. ``--only`` picks
@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from claims import Claim  # noqa: E402
+from claims import Claim, claims_table  # noqa: E402
 
 SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
 
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> list:
     """Runs the scripts; returns every claim."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quick", choices=("quick", "full"))
+    parser.add_argument("--preset", default="quick", choices=("quick", "full", "tiny"),
+                        help="quick (default), full, or tiny (a smoke test: seconds, numbers meaningless)")
     parser.add_argument("--only", nargs="+", choices=SCRIPTS, default=SCRIPTS,
                         help="run only these reproductions")
     parser.add_argument("--run-dir", default=os.path.join("runs", "reproduce"),
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> list:
             with open(os.path.join(run_dir, "results.json")) as f:
                 record = json.load(f)
             claims += [Claim(**c) for c in record["claims"]]
-            timings.append((name, record["wall_time_s"], None, record["load_average"][0]))
+            timings.append((name, record["wall_time_s"], record.get("process_cpu_time_s"),
+                            record["load_average"][0]))
             continue
         print(f"\n=== {name} ({args.preset}) ===", flush=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
@@ -50,9 +52,7 @@ def main(argv: list[str] | None = None) -> list:
         timings.append((name, time.perf_counter() - t0, time.process_time() - cpu0,
                         os.getloadavg()[0]))
         claims += out["claims"]
-    table = ["| paper | claim | ours | reproduced? |", "|---|---|---|---|"]
-    table += [f"| {c.paper} ({c.where}) | {c.claim} | {c.ours} | "
-              f"{'**yes**' if c.reproduced else '**no**'} |" for c in claims]
+    table = claims_table(claims)
     times = ["| script | wall time | CPU time | load average (1 min) at the end |", "|---|---|---|---|"]
     times += [f"| {n} | {t:.0f} s | {'-' if cpu is None else f'{cpu:.0f} s'} | {load:.1f} |"
               for n, t, cpu, load in timings]

@@ -73,6 +73,10 @@ PRESETS = {
     # and the steps that fit in about 30 minutes here.
     "full": dict(num_blanks=500, num_symbols=10, hidden_size=64, num_steps=2000,
                  learning_rate=1e-3, eval_every=200, num_seeds=2),
+    # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
+    # numbers mean nothing.
+    "tiny": dict(num_blanks=4, num_symbols=2, hidden_size=3, batch_size=4, num_steps=4,
+                 eval_every=2, test_size=8, num_seeds=1),
 }
 
 

@@ -87,6 +87,11 @@ PRESETS = {
     # The paper's ν0 grid at five times the quick preset's steps: about 25 minutes of CPU.
     "full": dict(lambdas=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995), num_samples=20000,
                  nu0s=(0.36, 0.68, 0.84, 0.92, 0.96, 0.98, 0.99), num_steps=4000),
+    # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
+    # numbers mean nothing.
+    "tiny": dict(lambdas=(0.5,), num_samples=50, memory_steps=3.0, nu0s=(0.5, 0.9), seq_len=6,
+                 teacher_size=2, student_size=3, batch_size=4, num_steps=3, rnn_lrs=(0.001,),
+                 diagonal_lrs=(0.01,), num_seeds=1),
 }
 
 
