@@ -55,7 +55,7 @@ class Config:
     sizes: tuple[int, ...] = option((100, 400), "network sizes N for λ_max")
     gains: tuple[float, ...] = option(
         (0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0), "gains g for λ_max")
-    num_networks: int = option(6, "random W per N for λ_max")
+    num_networks: int = option(4, "random W per N for λ_max")
     warmup: int = option(500, "steps run before measuring, to reach the attractor")
     num_steps: int = option(1500, "steps over which exponents are averaged")
     spectrum_gain: float = option(2.0, "g of the full spectra")
