@@ -9,6 +9,7 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     checkpoints,
     checks,
+    data,
     datasets,
     diagnostics,
     fused,
@@ -64,7 +65,7 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "datasets", "diagnostics", "fused", "initializers", "interop",
-    "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots", "readouts",
-    "tasks", "training",
+    "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
+    "interop", "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots",
+    "readouts", "tasks", "training",
 ]

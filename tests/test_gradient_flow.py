@@ -163,3 +163,69 @@ def test_gradient_flow_equals_the_gradient_with_respect_to_hand_placed_probes(bu
     for label in [k for k in want if k.startswith(("rnn", "encoder"))]:
         # the short example's padded rows carry no gradient
         np.testing.assert_array_equal(got[label][1, 3:], 0.0)
+
+
+def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
+    import optax
+
+    from rnnjax import losses, training
+
+    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(GRU)), readouts.linear(2),
+                               pool="mean", embedding=readouts.embedding(VOCAB, 3))
+    tokens = jax.random.randint(jax.random.key(0), (4, T), 0, VOCAB)
+    lengths, labels = jnp.array([T, 3, 2, 4]), jnp.array([0, 1, 1, 0])
+
+    def loss(p, x, n, y):
+        return losses.masked_cross_entropy(model.apply(p, x, length=n)[None], y[None])
+
+    def train_loss(p, batch, key):
+        del key
+        return jnp.mean(jax.vmap(loss, (None, 0, 0, 0))(p, *batch)), {}
+
+    optimizer = optax.adam(0.05)
+    state = training.init_train_state(jax.random.key(1), model.init(jax.random.key(2)), optimizer)
+    hook = dg.model_gradient_flow_hook(loss, (tokens, lengths, labels))
+    result = training.fit(training.make_train_step(train_loss, optimizer), state,
+                          lambda key, step: (tokens, lengths, labels), 4, hooks=[hook],
+                          schedule=training.Schedule(chunk_size=2, hook_every=4), progress=False)
+    rows = {r["step"]: r for r in result.history if "gradient_flow/rnn/0/forward" in r}
+    assert sorted(rows) == [0, 4]
+    # each recorded row is the flow of the parameters at that step, averaged over the
+    # examples in which step t is valid (computed here example by example)
+    one = jax.jit(lambda *args: dg.gradient_flow_norms(loss, *args))
+    for step, params in ((0, state.params), (4, result.state.params)):
+        for label in ("rnn/0/forward", "rnn/0/backward"):
+            per_example = [one(params, x, n, y)[label] for x, n, y in zip(tokens, lengths, labels)]
+            want = [np.mean([float(g[t]) for g, n in zip(per_example, lengths) if t < n])
+                    for t in range(T)]
+            np.testing.assert_allclose(rows[step]["gradient_flow/" + label], want, rtol=1e-4)
+    assert not np.allclose(rows[0]["gradient_flow/rnn/0/forward"],
+                           rows[4]["gradient_flow/rnn/0/forward"])
+    # a state batched over runs (vmapped seeds) gives one row per run
+    runs = jax.tree.map(lambda a: jnp.stack([a, a]), result.state)
+    batched = hook(runs)["gradient_flow/rnn/0/backward"]
+    assert batched.shape == (2, T)
+    np.testing.assert_allclose(batched[1], rows[4]["gradient_flow/rnn/0/backward"], rtol=1e-5)
+
+
+def test_per_layer_jacobian_norms_and_lyapunov_spectra_of_a_stack():
+    # Each loop of the stack is measured on the inputs it reads inside it: the layer above
+    # reads the outputs of the one below, a backward direction the valid prefix reversed.
+    layer = rnnjax.stack(rnnjax.bidirectional(LSTM), rnnjax.recurrent(GRU))
+    params = layer.init(jax.random.key(0), I)
+    xs, n = jax.random.normal(jax.random.key(1), (T, I)), 4
+    fn = lambda p, x, n: layer.apply(p, x, length=n)
+    got_norms = dg.layer_jacobian_norms(fn, params, xs, n)
+    got_spectra = dg.layer_lyapunov_spectra(fn, params, xs, n, k=2, key=jax.random.key(2))
+    _, below = rnnjax.bidirectional(LSTM).apply(params[0], xs, length=n)
+    reads = {"0/forward": (LSTM, params[0]["forward"], xs),
+             "0/backward": (LSTM, params[0]["backward"], flip_valid(xs, n)),
+             "1": (GRU, params[1], below)}
+    assert set(got_norms) == set(got_spectra) == set(reads)
+    for label, (cell, p, inputs) in reads.items():
+        np.testing.assert_allclose(got_norms[label], dg.jacobian_norms(cell, p, inputs, length=n),
+                                   rtol=1e-5, err_msg=label)
+        np.testing.assert_allclose(
+            got_spectra[label],
+            dg.lyapunov_spectrum(cell, p, inputs, length=n, k=2, key=jax.random.key(2)),
+            rtol=1e-5, atol=1e-6, err_msg=label)
