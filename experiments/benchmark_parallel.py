@@ -222,8 +222,9 @@ def verdict(records: list[dict]) -> list[str]:
         for mode in ("fwd_bwd", "fwd"):
             ratio = r["impls"][base][f"{mode}_ms"] / r["impls"][ours][f"{mode}_ms"]
             met = "faster" if ratio > 1 else "SLOWER"
-            lines.append(f"{name}, {mode}: {met} than sequential ({base}) by {ratio:.2f}x "
-                         f"({r['impls'][ours][f'{mode}_ms']:.1f} vs {r['impls'][base][f'{mode}_ms']:.1f} ms)")
+            lines.append(f"{name}, {mode}: {met} than sequential ({base}), sequential / parallel "
+                         f"= {ratio:.2f}x ({r['impls'][ours][f'{mode}_ms']:.1f} vs "
+                         f"{r['impls'][base][f'{mode}_ms']:.1f} ms)")
     return lines or ["no case at T = 10,000 (the targets' length) was run"]
 
 
