@@ -12,6 +12,8 @@ From the inside out, one module each:
   ``summary.json``, each replaced atomically.
 * :mod:`~rnnjax.training.host_loop` — :func:`fit`, the host driver: chunks, progress,
   evaluation, hooks, orbax checkpoints, resumption, Ctrl-C and non-finite handling.
+* :mod:`~rnnjax.training.stateful` — truncated backpropagation through time: documents in
+  consecutive chunks, the carry passed from step to step and reset where a document starts.
 """
 
 from rnnjax.training.devices import (
@@ -23,6 +25,14 @@ from rnnjax.training.devices import (
 )
 from rnnjax.training.host_loop import FitResult, Schedule, fit
 from rnnjax.training.run_dir import load_config, read_metrics, save_config
+from rnnjax.training.stateful import (
+    CarriedState,
+    Chunks,
+    chunk_at,
+    document_chunks,
+    init_stateful_train_state,
+    make_stateful_train_step,
+)
 from rnnjax.training.step import (
     NonFiniteError,
     TrainState,
@@ -33,7 +43,8 @@ from rnnjax.training.step import (
 )
 
 __all__ = [
-    "DATA_AXIS", "FitResult", "NonFiniteError", "Schedule", "TrainState",
+    "CarriedState", "Chunks", "DATA_AXIS", "FitResult", "NonFiniteError", "Schedule", "TrainState",
+    "chunk_at", "document_chunks", "init_stateful_train_state", "make_stateful_train_step",
     "data_parallel_mesh", "eval_key", "fit", "init_train_state", "load_config",
     "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
