@@ -39,8 +39,8 @@ def filter_logits(logits: Array, *, temperature: Any = 1.0, top_k: int | None = 
     Args:
       logits: ``(..., V)``.
       temperature: > 0 (a float or traced scalar); below 1 sharpens the distribution.
-      top_k: keep the ``top_k`` largest logits (a static int in ``[1, V]``; ties with the
-        k-th are kept), None for all.
+      top_k: keep the ``top_k`` largest logits (an int in ``[1, V]``, or a traced int,
+        clipped to it; ties with the k-th are kept), None for all. ``top_k=1`` is greedy.
       top_p: keep the smallest set of most probable tokens whose probability sums to at least
         ``top_p`` (Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration",
         sec. 3.1), the most probable token always; a float or traced scalar in ``(0, 1]``,
@@ -51,9 +51,12 @@ def filter_logits(logits: Array, *, temperature: Any = 1.0, top_k: int | None = 
     logits = jnp.asarray(logits) / temperature
     num_tokens = logits.shape[-1]
     if top_k is not None:
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= num_tokens:
+        if isinstance(top_k, bool) or (isinstance(top_k, (int, float)) and not (
+                isinstance(top_k, int) and 1 <= top_k <= num_tokens)):
             raise ValueError(f"top_k must be an int in [1, V={num_tokens}] or None, got {top_k!r}")
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        # A traced top_k is clipped to [1, V]; sorting (not lax.top_k) lets it vary under jit.
+        k = jnp.clip(top_k, 1, num_tokens)
+        kth = jnp.take(jnp.sort(logits, axis=-1), num_tokens - k, axis=-1)[..., None]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if top_p is not None:
         if isinstance(top_p, (int, float)) and not 0 < top_p <= 1:

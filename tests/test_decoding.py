@@ -67,6 +67,8 @@ def test_filter_logits_by_hand():
     logits = jnp.array([1.0, 3.0, 2.0, 0.0])
     np.testing.assert_array_equal(decoding.filter_logits(logits, top_k=2),
                                   [-np.inf, 3.0, 2.0, -np.inf])
+    np.testing.assert_array_equal(jax.jit(lambda k: decoding.filter_logits(logits, top_k=k))(2),
+                                  [-np.inf, 3.0, 2.0, -np.inf])  # a traced top_k
     np.testing.assert_allclose(decoding.filter_logits(logits, temperature=2.0), logits / 2)
     p = np.exp([3.0, 2.0, 1.0, 0.0]) / np.exp([3.0, 2.0, 1.0, 0.0]).sum()  # 0.644 0.237 0.087 0.032
     # top_p = 0.85: the two most probable sum to 0.881 >= 0.85, so the nucleus is {1, 2}

@@ -54,13 +54,18 @@ def test_document_chunks_by_hand():
     np.testing.assert_array_equal(one.lengths[:, 0], [2, 2, 2])
     np.testing.assert_array_equal(one.reset[:, 0], [True, False, True])
     two = training.document_chunks(docs, num_streams=2, chunk_length=3, pad_token=0)
-    # doc 1 (4 pairs) -> stream 0 in 2 chunks; doc 2 (2 pairs) -> stream 1, then an empty chunk
+    # three chunks (doc 1 in 2, doc 2 in 1), two per stream: the second stream ends empty
     np.testing.assert_array_equal(two.inputs[:, 0], [[1, 2, 3], [4, 0, 0]])
     np.testing.assert_array_equal(two.targets[:, 0], [[2, 3, 4], [5, 0, 0]])
     np.testing.assert_array_equal(two.inputs[:, 1], [[6, 7, 0], [0, 0, 0]])
     np.testing.assert_array_equal(two.lengths, [[3, 2], [1, 0]])
     np.testing.assert_array_equal(two.reset, [[True, True], [False, True]])
     assert training.chunk_at(two, 3).lengths.tolist() == [1, 0]  # step 3 = chunk 1
+    # six chunks of one step in three streams: stream 1 starts inside document 1, reset
+    three = training.document_chunks(docs, num_streams=3, chunk_length=1)
+    np.testing.assert_array_equal(three.inputs[:, :, 0].T, [[1, 2], [3, 4], [6, 7]])
+    np.testing.assert_array_equal(three.targets[:, :, 0].T, [[2, 3], [4, 5], [7, 8]])
+    np.testing.assert_array_equal(three.reset.T, [[True, False]] * 3)
 
 
 def test_truncation_at_the_whole_sequence_is_full_bptt():

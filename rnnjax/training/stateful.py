@@ -8,7 +8,8 @@ carry is reset to the initial carry where a new document begins, so that nothing
 from one document into the next.
 
 * :func:`document_chunks` lays documents out as ``(num_chunks, B, K)`` chunks, each
-  document starting a chunk (the previous one padded), so resets fall on chunk starts.
+  document starting a chunk (the previous one padded), so resets fall on chunk starts,
+  and the text cut into ``B`` consecutive runs, one per stream.
 * :func:`init_stateful_train_state` and :func:`make_stateful_train_step` are
   :func:`~rnnjax.training.init_train_state` and :func:`~rnnjax.training.make_train_step`
   with the carry kept between steps. The carry rides in the optimizer-state slot
@@ -59,35 +60,37 @@ def document_chunks(documents: Sequence[np.ndarray], *, num_streams: int, chunk_
 
     A document of ``L`` tokens gives ``L - 1`` (input, next token) pairs in
     ``ceil((L - 1) / chunk_length)`` chunks; its last chunk is padded, so the next document
-    starts a chunk. Documents go, in order, each to the stream with the fewest chunks so
-    far; streams shorter than the longest end in empty chunks. Documents of fewer than two
-    tokens are skipped.
+    starts a chunk. The chunks of all documents, in order, are cut into ``num_streams``
+    consecutive runs of ``N = ceil(C / num_streams)`` chunks, one per stream (the last
+    stream ends in empty chunks), as a text is cut into a batch of streams for truncated
+    BPTT (Zaremba et al. 2014). A stream's first chunk resets the carry even when it
+    continues a document (the carry is in another stream): ``num_streams`` resets an epoch
+    more than the documents need. With ``num_streams=1`` every document is read whole, each
+    character after all the characters before it. Documents of fewer than two tokens are
+    skipped.
     """
     checks.positive_int("num_streams", num_streams)
     checks.positive_int("chunk_length", chunk_length)
-    streams: list[list[tuple[np.ndarray, np.ndarray, bool]]] = [[] for _ in range(num_streams)]
+    chunks: list[tuple[np.ndarray, np.ndarray, bool]] = []
     for doc in documents:
         doc = np.asarray(doc)
         if doc.ndim != 1:
             raise ValueError(f"documents must be 1-D token arrays, got shape {doc.shape}")
-        if len(doc) < 2:
-            continue
-        stream = min(range(num_streams), key=lambda b: len(streams[b]))
-        for i, start in enumerate(range(0, len(doc) - 1, chunk_length)):
+        for start in range(0, len(doc) - 1, chunk_length):
             stop = min(start + chunk_length, len(doc) - 1)
-            streams[stream].append((doc[start:stop], doc[start + 1:stop + 1], i == 0))
-    num_chunks = max(len(s) for s in streams)
-    if num_chunks == 0:
+            chunks.append((doc[start:stop], doc[start + 1:stop + 1], start == 0))
+    if not chunks:
         raise ValueError("documents must hold at least one document of two or more tokens")
+    num_chunks = -(-len(chunks) // num_streams)
     shape = (num_chunks, num_streams, chunk_length)
     inputs = np.full(shape, pad_token, np.int32)
     targets = np.full(shape, pad_token, np.int32)
     lengths = np.zeros(shape[:2], np.int32)
     reset = np.ones(shape[:2], bool)
-    for b, stream in enumerate(streams):
-        for n, (x, y, first) in enumerate(stream):
-            inputs[n, b, :len(x)], targets[n, b, :len(y)] = x, y
-            lengths[n, b], reset[n, b] = len(x), first
+    for i, (x, y, first) in enumerate(chunks):
+        b, n = divmod(i, num_chunks)
+        inputs[n, b, :len(x)], targets[n, b, :len(y)] = x, y
+        lengths[n, b], reset[n, b] = len(x), first or n == 0
     return Chunks(inputs, targets, lengths, reset)
 
 
