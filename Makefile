@@ -18,7 +18,7 @@ study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
 
 bench: $(VENV)/.installed
 	$(PY) experiments/benchmark.py

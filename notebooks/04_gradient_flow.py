@@ -315,3 +315,75 @@ plt.show()
 # Takeaway: a constant forget bias gives every unit the same short memory (2, 3.7 or 21
 # steps for $b_f$ = 0, 1, 3), while chrono initialisation spreads the 64 units' forgetting
 # times over more than a decade, from about 10 up to $T = 200$ steps.
+
+# %% [markdown]
+# ## 8. A whole model, while it trains: per layer and per direction
+# The quantities above are of one cell. A real study is of a real model: stacked,
+# bidirectional, with a readout, mid-training. `diagnostics.gradient_flow(loss, params, ...)`
+# adds a zero probe to the state of every loop inside the model (each layer, each direction)
+# and returns $\partial L / \partial h_t$ of each, labelled by where it sits in the parameter
+# tree, in one forward and one backward pass; `diagnostics.model_gradient_flow_hook` records
+# it in `training.fit` on a fixed probe batch. Here: a two-layer bidirectional LSTM
+# classifier on the temporal-order task (Hochreiter & Schmidhuber 1997: the class is the order
+# of two symbols placed early in the sequence), at initialisation and after training.
+
+# %%
+import optax
+
+from rnnjax import models, readouts, tasks, training
+
+T_ORDER = 30 if QUICK else 60
+STEPS = 40 if QUICK else 800
+task = tasks.make_task("temporal_order", num_steps=T_ORDER)
+model = models.many_to_one(
+    rnnjax.stack(rnnjax.bidirectional(rnnjax.lstm(H)), rnnjax.bidirectional(rnnjax.lstm(H))),
+    readouts.linear(task.output_size), pool="first_last")
+
+
+def example_loss(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y)
+
+
+def train_loss(p, batch, key):
+    xs_b, ys_b = batch
+    logits = jax.vmap(lambda x: model.apply(p, x))(xs_b)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, ys_b).mean()
+    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == ys_b)}
+
+
+optimizer = optax.adam(3e-3)
+state = training.init_train_state(jax.random.key(1),
+                                  model.init(jax.random.key(2), task.input_size), optimizer)
+hook = diagnostics.model_gradient_flow_hook(example_loss,
+                                            tasks.sample_batch(task, jax.random.key(99), 16))
+result = training.fit(training.make_train_step(train_loss, optimizer), state,
+                      lambda k, step: tasks.sample_batch(task, k, 32), STEPS, hooks=[hook],
+                      schedule=training.Schedule(chunk_size=STEPS // 4, hook_every=STEPS),
+                      progress=False)
+flows = {r["step"]: {k.removeprefix("gradient_flow/"): np.asarray(v) for k, v in r.items()
+                     if k.startswith("gradient_flow/")}
+         for r in result.history if "gradient_flow/rnn/0/forward" in r}
+accuracy = np.mean([r["accuracy"] for r in result.history if "accuracy" in r][-STEPS // 10:])
+print(f"training accuracy over the last {STEPS // 10} steps: {accuracy:.2f} (chance 0.25)")
+for step, flow in flows.items():
+    print(f"after {step} updates:")
+    for label, v in flow.items():
+        print(f"  {label:15s} ||dL/dh_t|| from {v.min():.1e} to {v.max():.1e} "
+              f"(largest at input step {int(np.argmax(v))}); first/last row {v[0] / v[-1]:.2f}")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+for ax, (step, flow) in zip(axes, flows.items()):
+    plots.gradient_norms(flow, ax=ax, title=f"after {step} updates",
+                         ylabel=r"$\|\partial L / \partial h_t\|$ (row $t$ = input step $t$)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Takeaway (full size: H = 64, T = 60, 800 updates; the numbers above): with `pool="first_last"`
+# the loss reads the top layer's outputs at the first and the last step only, so the gradient
+# enters each top-layer direction at both ends and decays inward — at initialisation by up to
+# two orders of magnitude across the sequence (from 4.3e-01 to 2.3e-03 for `rnn/1/forward`),
+# while the first layer, which receives gradient at every step through the layer above, stays
+# within one order. After training (accuracy 1.00: the task is easy for a bidirectional model,
+# whose backward direction reaches the two symbols early in the sequence within a few steps) the
+# loss is nearly zero and every norm has fallen by three to four orders; the profile of each
+# loop, not its level, is what to compare across training.

@@ -76,19 +76,24 @@ def _gate_params(
     checks.positive_int("input_size", input_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     h = hidden_size
-    w_ih = jnp.concatenate(
-        [kernel_init(k, (input_size, h), jnp.float32) for k in jax.random.split(k_ih, num_gates)],
-        axis=1,
-    ).astype(param_dtype)
-    w_hh = jnp.concatenate(
-        [recurrent_init(k, (h, h), jnp.float32) for k in jax.random.split(k_hh, num_gates)],
-        axis=1,
-    ).astype(param_dtype)
+    w_ih = _gate_blocks(kernel_init, k_ih, (input_size, h), num_gates).astype(param_dtype)
+    w_hh = _gate_blocks(recurrent_init, k_hh, (h, h), num_gates).astype(param_dtype)
     params = {"w_ih": w_ih, "w_hh": w_hh}
     if use_bias:
         params["b_ih"] = bias_init(k_bih, (num_gates * h,), jnp.float32).astype(param_dtype)
         params["b_hh"] = bias_init(k_bhh, (num_gates * h,), jnp.float32).astype(param_dtype)
     return params
+
+
+def _gate_blocks(init: Initializer, key: Array, shape: tuple[int, int], num_gates: int) -> Array:
+    """Returns ``(rows, num_gates * cols)``: ``num_gates`` draws of ``init``, one key each, side by side.
+
+    One vmapped draw rather than a concatenated list of draws: the list form of orthogonal
+    (QR) draws hangs when executed under ``jit(vmap(...))`` on XLA:CPU (JAX 0.10.2; e.g.
+    the initialisation of several seeds of a bidirectional GRU at once). Same values.
+    """
+    blocks = jax.vmap(lambda k: init(k, shape, jnp.float32))(jax.random.split(key, num_gates))
+    return jnp.moveaxis(blocks, 0, 1).reshape(shape[0], num_gates * shape[1])
 
 
 def _compute_dtype(params: Params, x: Array, dtype: Any) -> Any:

@@ -479,6 +479,60 @@ def lyapunov_spectrum(
     return log_r / jnp.maximum(num_valid, 1)
 
 
+def mean_over_valid(norms: Array) -> Array:
+    """Returns ``(T,)``: the mean of ``norms: (B, T)`` over the examples in which step ``t``
+    is valid (a padded step's gradient is exactly 0, so it is left out; 0 where none is)."""
+    count = jnp.sum(norms > 0, axis=0)
+    return jnp.sum(norms, axis=0) / jnp.maximum(count, 1)
+
+
+def model_gradient_flow_hook(
+    loss: Callable[..., Array],
+    batch: Any,
+    *,
+    get_params: Callable[[Any], Any] = lambda state: state.params,
+    prefix: str = "gradient_flow/",
+) -> Callable[[Any], dict[str, Any]]:
+    """Returns ``hook(state) -> {prefix + label: (T,)}``: a model's gradient flow during training.
+
+    For :func:`rnnjax.training.fit`'s ``hooks``: on a fixed probe ``batch`` (a tuple of
+    arrays with a leading batch axis, the model's raw inputs: tokens go through its
+    embedding), it evaluates :func:`gradient_flow_norms` of ``loss(params, *example)`` for
+    every example in one jitted call and returns, per loop (layer and direction, labelled
+    as in :func:`gradient_flow`), ||dL/d(state_t)|| averaged over the examples in which
+    step ``t`` is valid. A state batched over runs (vmapped seeds) gives ``(R, T)`` rows.
+    ``rnnjax.plots.gradient_norms`` draws a row of the history as it is (strip ``prefix``).
+
+    Example::
+
+        loss = lambda p, x, n, y: losses.cross_entropy(model.apply(p, x, length=n), y)
+        hook = diagnostics.model_gradient_flow_hook(loss, (xs[:32], lengths[:32], ys[:32]))
+        training.fit(..., hooks=[hook])
+    """
+    if not callable(loss):
+        raise TypeError(f"loss must be callable as loss(params, *example) -> scalar, got {loss!r}")
+    batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    sizes = {jnp.shape(a)[0] if jnp.ndim(a) else None for a in jax.tree.leaves(batch)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"batch must be arrays with one leading batch axis of the same size, got leading "
+            f"sizes {sorted(map(str, sizes))}"
+        )
+
+    def flow(params):
+        per_example = jax.vmap(lambda *example: gradient_flow_norms(loss, params, *example))
+        return {prefix + label: mean_over_valid(norms)
+                for label, norms in per_example(*batch).items()}
+
+    one, over_runs = jax.jit(flow), jax.jit(jax.vmap(flow))
+
+    def hook(state: Any) -> dict[str, Any]:
+        run = over_runs if jnp.ndim(getattr(state, "step", 0)) == 1 else one
+        return jax.device_get(run(get_params(state)))
+
+    return hook
+
+
 def gradient_flow_hook(
     cell: Cell,
     xs: Array,

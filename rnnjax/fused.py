@@ -121,16 +121,29 @@ class _Loop(NamedTuple):
 
 
 def _explicit(fn, *example):
-    """Returns ``(fn(*args, consts), consts)``: ``fn`` with the arrays it closes over as input."""
-    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*example)
-    out_tree = jax.tree.structure(shape)
+    """Returns ``(fn(*args, consts), consts)``: ``fn`` with the traced arrays it closes over as input.
+
+    Only traced values (a hyperparameter being differentiated, a value under ``jit``) need
+    their own cotangent; when ``fn`` closes over none, it is returned as it is. Otherwise
+    each call traces ``fn`` on the arguments it gets (so that their types, sharding
+    annotations included, are the ones the trace sees) and evaluates that trace with the
+    closed-over arrays replaced by ``consts``.
+    """
+    hoisted = [k for k in jax.make_jaxpr(fn)(*example).consts if isinstance(k, jax.core.Tracer)]
+    if not hoisted:
+        return (lambda *args: fn(*args[:-1])), []
+    index = {id(k): i for i, k in enumerate(hoisted)}
 
     def explicit(*args):
         *args, consts = args
-        fn = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(closed.jaxpr, list(consts)))
-        return jax.tree.unflatten(out_tree, fn(*jax.tree.leaves(args)))
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        values = [consts[index[id(k)]] if id(k) in index else k for k in closed.consts]
+        out = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(closed.jaxpr, values))(
+            *jax.tree.leaves(args)
+        )
+        return jax.tree.unflatten(jax.tree.structure(shape), out)
 
-    return explicit, list(closed.consts)
+    return explicit, hoisted
 
 
 def _loop_of(eq: GatedStep, carry, gi, gh) -> tuple[_Loop, list]:

@@ -23,7 +23,7 @@ import numpy as np
 from rnnjax import fused, padding, probes
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
-from rnnjax.readouts import Readout, embedding, linear
+from rnnjax.readouts import Embedding, Readout, embedding, linear
 
 Array = jax.Array
 
@@ -64,6 +64,50 @@ class Generator(NamedTuple):
     apply: Callable[..., Array]
     decode: Callable[..., tuple[Array, Array]]
     vocab_size: int
+
+
+# --------------------------------------------------------------------------- token inputs
+
+
+def _check_embedding(embedding: Any) -> None:
+    if embedding is not None and not isinstance(embedding, Embedding):
+        raise TypeError(
+            f"embedding must be an rnnjax.readouts.embedding(vocab_size, features) or None, "
+            f"got {type(embedding).__name__}"
+        )
+
+
+def _input_params(embedding: Embedding | None, key: Array, input_size: int | None,
+                  params: dict) -> int:
+    """Adds the embedding's table to ``params`` (as ``"source_embed"``) and returns the
+    feature size the network reads: the embedding's, or ``input_size`` for vector inputs."""
+    if embedding is None:
+        if input_size is None:
+            raise ValueError("init needs input_size (the input feature size) for vector inputs")
+        return input_size
+    if input_size not in (None, embedding.vocab_size):
+        raise ValueError(
+            f"input_size must be None for token inputs (the model embeds tokens of "
+            f"vocab_size={embedding.vocab_size}), got {input_size}"
+        )
+    params["source_embed"] = embedding.init(key)
+    return embedding.features
+
+
+_TOKEN_SHAPES = {0: "() (one token)", 1: "(T,)"}
+
+
+def _features(embedding: Embedding | None, params: Any, inputs: Array, name: str,
+              ndim: int) -> Array:
+    """Returns the features the network reads: ``inputs``, or its ``ndim``-axis tokens embedded."""
+    if embedding is None:
+        return inputs
+    if jnp.ndim(inputs) != ndim:
+        raise ValueError(
+            f"{name} must be integer tokens of shape {_TOKEN_SHAPES[ndim]} for one example "
+            f"(the model embeds them), got shape {jnp.shape(inputs)}"
+        )
+    return embedding.apply(params["source_embed"], inputs)
 
 
 # --------------------------------------------------------------------------- one-to-one
@@ -119,6 +163,8 @@ def many_to_one(
     layer: Layer,
     readout: Readout,
     pool: str | Callable[[Any, Array, Any], Array] = "last",
+    *,
+    embedding: Embedding | None = None,
 ) -> Model:
     """Returns the many-to-one model: ``readout(pool(layer(xs)))``, one output per sequence.
 
@@ -133,11 +179,15 @@ def many_to_one(
         ``"mean"`` / ``"max"``: mean / max over valid steps (zeros when ``length == 0``).
         A callable ``pool(final_carry, ys, length) -> (F,)`` reads anything else, e.g.
         the LSTM cell state ``lambda carry, ys, n: carry[1]``.
+      embedding: for token inputs, an :func:`rnnjax.readouts.embedding`; ``xs`` is then
+        ``(T,)`` integer tokens, embedded before the layer reads them.
 
-    Params: ``{"rnn": layer params, "readout": readout params}``.
+    Params: ``{"rnn": layer params, "readout": readout params[, "source_embed": {"table"}]}``.
+    ``init(key, input_size=None)`` (omit ``input_size`` for token inputs).
     ``apply(params, xs, *, length=None, key=None, train=False)`` maps ``xs: (T, input_size)``
-    (valid prefix ``length``) to ``(readout.output_size,)``.
+    (or tokens ``(T,)``), valid prefix ``length``, to ``(readout.output_size,)``.
     """
+    _check_embedding(embedding)
     if callable(pool):
         pool_fn = pool
     elif pool in _POOLS:
@@ -150,16 +200,20 @@ def many_to_one(
             final, ys = layer.apply(rnn_params, xs, length=length, key=key, train=train)
         return pool_fn(final, ys, length)
 
-    def init(key, input_size):
+    def init(key, input_size=None):
         k_rnn, k_out = jax.random.split(key)
+        params = {}
+        k_emb = jax.random.fold_in(key, 2)  # apart, so vector-input models keep their init
+        input_size = _input_params(embedding, k_emb, input_size, params)
         rnn_params = layer.init(k_rnn, input_size)
         xs = jax.ShapeDtypeStruct((1, input_size), jnp.float32)
         shape = jax.eval_shape(lambda p, x: features(p, x, None, None, False), rnn_params, xs).shape
         if len(shape) != 1:
             raise ValueError(f"pool must return a vector (F,), got shape {shape}")
-        return {"rnn": rnn_params, "readout": readout.init(k_out, shape[0])}
+        return {**params, "rnn": rnn_params, "readout": readout.init(k_out, shape[0])}
 
     def apply(params, xs, *, length=None, key=None, train=False):
+        xs = _features(embedding, params, xs, "xs", 1)
         length = padding.check_length(length, jnp.shape(xs)[0]) if jnp.ndim(xs) == 2 else length
         return readout.apply(params["readout"], features(params["rnn"], xs, length, key, train))
 
@@ -169,23 +223,33 @@ def many_to_one(
 # --------------------------------------------------------------------------- many-to-many
 
 
-def many_to_many(layer: Layer, readout: Readout) -> Model:
+def many_to_many(layer: Layer, readout: Readout, *, embedding: Embedding | None = None) -> Model:
     """Returns the aligned many-to-many model: ``outputs[t] = readout(layer(xs)[t])``.
 
     One output per input step (tagging, per-step forecasting); a bidirectional ``layer``
     lets ``outputs[t]`` depend on the whole valid sequence.
 
-    Params: ``{"rnn": layer params, "readout": readout params}``.
-    ``apply(params, xs, *, length=None, key=None, train=False)`` maps ``xs: (T, input_size)``
-    to ``outputs: (T, readout.output_size)``, zero at padded steps ``t >= length``.
-    """
+    ``embedding``: for token inputs (tagging words), an :func:`rnnjax.readouts.embedding`;
+    ``xs`` is then ``(T,)`` integer tokens.
 
-    def init(key, input_size):
+    Params: ``{"rnn": layer params, "readout": readout params[, "source_embed": {"table"}]}``.
+    ``init(key, input_size=None)`` (omit ``input_size`` for token inputs).
+    ``apply(params, xs, *, length=None, key=None, train=False)`` maps ``xs: (T, input_size)``
+    (or tokens ``(T,)``) to ``outputs: (T, readout.output_size)``, zero at padded steps
+    ``t >= length``.
+    """
+    _check_embedding(embedding)
+
+    def init(key, input_size=None):
         k_rnn, k_out = jax.random.split(key)
-        return {"rnn": layer.init(k_rnn, input_size),
+        params = {}
+        k_emb = jax.random.fold_in(key, 2)  # apart, so vector-input models keep their init
+        input_size = _input_params(embedding, k_emb, input_size, params)
+        return {**params, "rnn": layer.init(k_rnn, input_size),
                 "readout": readout.init(k_out, layer.output_size)}
 
     def apply(params, xs, *, length=None, key=None, train=False):
+        xs = _features(embedding, params, xs, "xs", 1)
         with probes.scope("rnn"):
             _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
         outputs = readout.apply(params["readout"], ys)
@@ -338,6 +402,7 @@ def one_to_many(
     embed_size: int = 16,
     condition: str = "both",
     readout: Readout | None = None,
+    embedding: Embedding | None = None,
 ) -> Generator:
     """Returns the one-to-many model: a fixed-size input conditions a token generator.
 
@@ -356,8 +421,12 @@ def one_to_many(
       embed_size: size of the token embeddings.
       condition: ``"carry"``, ``"input"`` or ``"both"``, where ``x`` enters (see above).
       readout: maps ``h_t`` to logits (default :func:`rnnjax.readouts.linear`).
+      embedding: for a token input (a class to describe), an
+        :func:`rnnjax.readouts.embedding`; ``x`` is then one integer token ``()``.
 
-    Params: ``{"embed": {"table"}, "cell": ..., "readout": ...[, "bridge": [linear, ...]]}``.
+    Params: ``{"embed": {"table"}, "cell": ..., "readout": ...[, "bridge": [linear, ...]]
+    [, "source_embed": {"table"}]}``. ``init(key, input_size=None)`` (omit ``input_size``
+    for a token input).
     ``apply(params, x, targets, *, key=None, train=False)``: ``x: (input_size,)``,
     ``targets: (T,)`` int, returns teacher-forced logits ``(T, vocab_size)``. Logits at
     ``t`` depend only on ``targets[:t]``, so padding after a target's end changes no
@@ -374,21 +443,28 @@ def one_to_many(
         pad_token=pad_token,
     )
 
-    def check_x(x):
+    _check_embedding(embedding)
+
+    def init(key, input_size=None):
+        params = {}
+        input_size = _input_params(embedding, jax.random.fold_in(key, 2), input_size, params)
+        return {**decoder.init(key, input_size), **params}
+
+    def context(params, x):
+        x = _features(embedding, params, x, "x", 0)
         if jnp.ndim(x) != 1:
             hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
             raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+        return x
 
     def apply(params, x, targets, *, key=None, train=False):
         del key, train
-        check_x(x)
-        return decoder.teacher_force(params, x, targets)
+        return decoder.teacher_force(params, context(params, x), targets)
 
     def decode(params, x, *, max_length, key=None, temperature=1.0):
-        check_x(x)
-        return decoder.decode(params, x, max_length, key, temperature)
+        return decoder.decode(params, context(params, x), max_length, key, temperature)
 
-    return Generator(decoder.init, apply, decode, vocab_size)
+    return Generator(init, apply, decode, vocab_size)
 
 
 # --------------------------------------------------------------------------- encoder-decoder
@@ -446,28 +522,14 @@ def encoder_decoder(
     def init(key, input_size=None):
         k_src, k_enc, k_dec = jax.random.split(key, 3)
         params = {}
-        if source_embed is not None:
-            if input_size not in (None, source_vocab_size):
-                raise ValueError(
-                    f"input_size must be None for token sources (source_vocab_size="
-                    f"{source_vocab_size}), got {input_size}"
-                )
-            params["source_embed"] = source_embed.init(k_src)
-            input_size = source_embed.features
-        elif input_size is None:
-            raise ValueError("init needs input_size (the source feature size) for vector sources")
+        input_size = _input_params(source_embed, k_src, input_size, params)
         encoder_params = encoder.init(k_enc, input_size)
         params["encoder"] = encoder_params
         params["decoder"] = decoder.init(k_dec, _flat_size(encoder.initial_carry(encoder_params)))
         return params
 
     def context(params, source, source_length, key, train):
-        if source_embed is not None:
-            if jnp.ndim(source) != 1:
-                raise ValueError(
-                    f"source must be tokens of shape (T_src,) for one sequence, got {jnp.shape(source)}"
-                )
-            source = source_embed.apply(params["source_embed"], source)
+        source = _features(source_embed, params, source, "source", 1)
         with probes.scope("encoder"):
             final, _ = encoder.apply(params["encoder"], source, length=source_length, key=key,
                                      train=train)

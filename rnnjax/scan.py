@@ -27,7 +27,13 @@ def _shapes(tree: Any) -> Any:
 
 def check_inputs(cell: Cell, params: Any, xs: Any, *, name: str = "xs") -> None:
     """Raises ValueError unless ``xs`` is ``(T, input_size)`` for this cell's ``params``."""
-    shape = jnp.shape(xs)
+    shape, dtype = jnp.shape(xs), jnp.result_type(xs)
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(
+            f"{name} must be floating point features of shape (T, input_size); got {dtype} "
+            f"of shape {shape}. Integer tokens are embedded first: rnnjax.readouts.embedding, "
+            f"or a model's embedding= option (many_to_one, many_to_many, one_to_many)"
+        )
     if len(shape) != 2:
         hint = " (batch with jax.vmap)" if len(shape) == 3 else ""
         raise ValueError(
@@ -35,11 +41,8 @@ def check_inputs(cell: Cell, params: Any, xs: Any, *, name: str = "xs") -> None:
         )
     if shape[0] == 0:
         raise ValueError(f"{name} must have at least one time step (T >= 1), got shape {shape}")
-    dtype = jnp.result_type(xs)
     if not jnp.issubdtype(dtype, jnp.floating):
-        hint = (" (integer tokens: embed them first, with rnnjax.readouts.embedding or a "
-                "model's vocab_size=)") if jnp.issubdtype(dtype, jnp.integer) else ""
-        raise TypeError(f"{name} must be floating point features{hint}; got dtype {dtype}")
+        raise TypeError(f"{name} must be floating point features; got dtype {dtype}")
     if cell.input_size is not None:
         expected = cell.input_size(params)
         if shape[1] != expected:

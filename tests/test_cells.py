@@ -99,6 +99,29 @@ def test_parameter_shapes_and_initialisers():
     np.testing.assert_array_equal(b_i, -b_f)
 
 
+SEEDS_AT_ONCE = """
+import jax, numpy as np, rnnjax
+layer = rnnjax.bidirectional(rnnjax.gru(64))
+keys = jax.random.split(jax.random.key(0), 3)
+batched = jax.jit(jax.vmap(lambda k: layer.init(k, 3)))(keys)
+for i, k in enumerate(keys):
+    for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(layer.init(k, 3))):
+        np.testing.assert_array_equal(a[i], b)
+print("SAME")
+"""
+
+
+def test_several_seeds_initialise_in_one_jitted_vmap():
+    # A child process with a timeout: this program used to hang on XLA:CPU (orthogonal
+    # draws concatenated per gate, under jit(vmap)), and a hang must fail, not stall CI.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SEEDS_AT_ONCE], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "SAME" in proc.stdout, proc.stderr[-2000:]
+
+
 def _flax_to_rnnjax(kind, fp):
     """Flax keeps one Dense per gate and a single bias per gate; map to rnnjax's layout."""
     cat = lambda names, what: jnp.concatenate([fp[n][what] for n in names], axis=-1)

@@ -202,8 +202,11 @@ def test_lyapunov_spectrum_matches_numpy_qr_loop(length):
     lyap = jax.jit(dg.lyapunov_spectrum, static_argnums=0, static_argnames=("k", "reorth_every"))
     np.testing.assert_allclose(lyap(cell, params, xs, length=length), want, atol=1e-4)
     # Four float32 steps between QRs squeeze the weakest direction by ~e^-8 first, which
-    # costs it digits; the strong directions are unaffected.
-    np.testing.assert_allclose(lyap(cell, params, xs, length=length, reorth_every=4), want, atol=2e-3)
+    # costs it digits (1% here, and how many depends on how XLA orders the float32 sums);
+    # the strong directions are unaffected.
+    sparse = lyap(cell, params, xs, length=length, reorth_every=4)
+    np.testing.assert_allclose(sparse[:-1], want[:-1], atol=2e-3)
+    np.testing.assert_allclose(sparse[-1], want[-1], rtol=0.03)
     np.testing.assert_allclose(lyap(cell, params, xs, length=length, k=2), want[:2], atol=1e-4)
     # The exponents sum to the volume growth rate: log|det(J_T ... J_1)| / T.
     product = np.linalg.multi_dot(jacobians[::-1]) if len(jacobians) > 1 else jacobians[0]

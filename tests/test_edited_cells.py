@@ -164,7 +164,9 @@ def _check_update_edit(name, names, e, xs, lengths):
 
 @settings(max_examples=examples(12))
 @given(
-    name_and_edit=st.sampled_from(["elman-tanh", "elman-relu", "lstm", "gru"]).flatmap(
+    # one cell per form of update: Elman (additive, one gate), LSTM (additive, with a
+    # hand-written derivative), GRU (gi and gh apart)
+    name_and_edit=st.sampled_from(["elman-tanh", "lstm", "gru"]).flatmap(
         lambda name: st.tuples(st.just(name), edits(GATES[name]))),
     lengths=st.lists(st.integers(0, T), min_size=B, max_size=B),
     seed=st.integers(0, 2**16),

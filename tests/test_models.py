@@ -401,3 +401,47 @@ def test_errors_name_the_argument():
     one = models.one_to_one(readouts.linear(2))
     with pytest.raises(ValueError, match="jax.vmap"):
         one.apply(one.init(KEY, 3), jnp.ones((4, 3)))
+
+
+def test_token_inputs_are_embedded_by_the_model():
+    # Each kind with embedding= equals the same kind on the embedded vectors, built by hand.
+    table = readouts.embedding(7, 3)
+    tokens = jnp.array([4, 1, 6, 0, 2])
+    cell = rnnjax.gru(5)
+    kinds = {
+        "many_to_one": lambda e: models.many_to_one(rnnjax.bidirectional(cell), readouts.linear(2),
+                                                    pool="mean", embedding=e),
+        "many_to_many": lambda e: models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2),
+                                                      embedding=e),
+    }
+    for name, build in kinds.items():
+        with_tokens, on_vectors = build(table), build(None)
+        params = with_tokens.init(jax.random.key(0))
+        vectors = params["source_embed"]["table"][tokens]
+        vector_params = {k: v for k, v in params.items() if k != "source_embed"}
+        np.testing.assert_allclose(
+            with_tokens.apply(params, tokens, length=3),
+            on_vectors.apply(vector_params, vectors, length=3), rtol=1e-6, err_msg=name)
+        # the vector-input model keeps its initialisation
+        for a, b in zip(jax.tree.leaves(vector_params),
+                        jax.tree.leaves(on_vectors.init(jax.random.key(0), 3)), strict=True):
+            np.testing.assert_array_equal(a, b)
+        with pytest.raises(ValueError, match=r"xs must be integer tokens of shape \(T,\).*got shape \(5, 3\)"):
+            with_tokens.apply(params, vectors)
+        with pytest.raises(ValueError, match="input_size must be None for token inputs"):
+            with_tokens.init(jax.random.key(0), 3)
+    # one_to_many conditioned on one token (a class to describe)
+    gen = models.one_to_many(cell, 6, start_token=1, end_token=2, embedding=table)
+    params = gen.init(jax.random.key(0))
+    vector_gen = models.one_to_many(cell, 6, start_token=1, end_token=2)
+    vector_params = {k: v for k, v in params.items() if k != "source_embed"}
+    x = params["source_embed"]["table"][4]
+    targets = jnp.array([3, 5, 2])
+    np.testing.assert_allclose(gen.apply(params, jnp.array(4), targets),
+                               vector_gen.apply(vector_params, x, targets), rtol=1e-6)
+    tokens_out, _ = gen.decode(params, jnp.array(4), max_length=4)
+    np.testing.assert_array_equal(tokens_out, vector_gen.decode(vector_params, x, max_length=4)[0])
+    with pytest.raises(ValueError, match=r"x must be integer tokens of shape \(\) \(one token\)"):
+        gen.apply(params, jnp.array([4]), targets)
+    with pytest.raises(TypeError, match="embedding must be an rnnjax.readouts.embedding"):
+        models.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=7)

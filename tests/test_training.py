@@ -362,3 +362,64 @@ def test_four_device_sharded_run_equals_one_device_run_and_ctrl_c_saves(tmp_path
     assert step > 0 and match.group(2) == str(tmp_path / "checkpoints" / str(step))
     assert checkpoints.checkpoint_steps(tmp_path / "checkpoints") == [step]
     assert [r["step"] for r in training.read_metrics(tmp_path)] == list(range(step))
+
+
+def test_early_stopping_stops_where_patience_says_and_keeps_the_best(tmp_path):
+    # eval_fn reports a loss that falls to its minimum at step 10, then rises: with
+    # evaluations every 5 steps and patience 2, training stops at step 20 (the evaluations
+    # at 15 and 20 did not improve), and the best state is that of step 10.
+    curve = {0: 5.0, 5: 3.0, 10: 1.0, 15: 2.0, 20: 1.5, 25: 0.5}
+
+    def hook(state):
+        return {"score": curve[int(state.step)]}
+
+    rule = training.EarlyStopping(metric="score", patience=2)
+    result = training.fit(LINEAR_STEP, linear_state(), nan_free, 40, run_dir=tmp_path,
+                          hooks=[hook], schedule=training.Schedule(chunk_size=5, hook_every=5),
+                          progress=False, early_stopping=rule)
+    assert result.stopped_early and result.best_step == 10
+    assert int(result.state.step) == 10  # restore_best
+    assert max(r["step"] for r in result.history) == 20
+    last = result.history[-1]
+    assert last["step"] == 20 and last["score"] == 1.5 and last["train/step"] == 19
+    assert last["train/loss"] == next(r["loss"] for r in result.history if r["step"] == 19)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["early_stopping"] == {"stopped_early": True, "best_step": 10, "best": 1.0}
+    assert not summary["finished"]
+    # the best checkpoint on disk is step 10's state
+    best = rnnjax.checkpoints.restore_checkpoint(tmp_path / "best", linear_state())
+    np.testing.assert_array_equal(best.params["w"], result.state.params["w"])
+    # a metric that is never recorded is an error that names it
+    with pytest.raises(ValueError, match=r"early_stopping watches 'eval/loss'.*\['score'\]"):
+        training.fit(LINEAR_STEP, linear_state(), nan_free, 10, hooks=[hook], progress=False,
+                     schedule=training.Schedule(chunk_size=5, hook_every=5),
+                     early_stopping=training.EarlyStopping())
+
+
+def nan_free(key, step):
+    x = jax.random.normal(key, (B, 3))
+    return {"x": x, "y": x @ jnp.array([1.0, -2.0, 0.5])}
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    result = training.fit(LINEAR_STEP, linear_state(), nan_free, 10, run_dir=tmp_path,
+                          schedule=training.Schedule(chunk_size=5), progress=False,
+                          tensorboard=True)
+    # TFRecord framing: length (8 bytes), its CRC (4), the Event proto, its CRC (4)
+    scalars = {}
+    for path in (tmp_path / "tensorboard").iterdir():
+        data = path.read_bytes()
+        while data:
+            (n,) = struct.unpack("<Q", data[:8])
+            event = event_pb2.Event.FromString(data[12:12 + n])
+            data = data[12 + n + 4:]
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = value.simple_value
+    for row in result.history:
+        if "loss" in row:
+            assert scalars[("loss", row["step"])] == pytest.approx(row["loss"], rel=1e-6)
+    assert len([k for k in scalars if k[0] == "loss"]) == 10

@@ -12,6 +12,8 @@ From the inside out, one module each:
   ``summary.json``, each replaced atomically.
 * :mod:`~rnnjax.training.host_loop` — :func:`fit`, the host driver: chunks, progress,
   evaluation, hooks, orbax checkpoints, resumption, Ctrl-C and non-finite handling.
+* :mod:`~rnnjax.training.processes` — :func:`initialize_processes`: one run over several
+  processes (hosts) with JAX's multi-controller runtime, and what ``fit`` asks of them.
 * :mod:`~rnnjax.training.stateful` — truncated backpropagation through time: documents in
   consecutive chunks, the carry passed from step to step and reset where a document starts.
 """
@@ -23,7 +25,8 @@ from rnnjax.training.devices import (
     shard_batch,
     use_cpu_cores,
 )
-from rnnjax.training.host_loop import FitResult, Schedule, fit
+from rnnjax.training.host_loop import EarlyStopping, FitResult, Schedule, fit
+from rnnjax.training.processes import initialize_processes
 from rnnjax.training.run_dir import load_config, read_metrics, save_config
 from rnnjax.training.stateful import (
     CarriedState,
@@ -43,9 +46,10 @@ from rnnjax.training.step import (
 )
 
 __all__ = [
-    "CarriedState", "Chunks", "DATA_AXIS", "FitResult", "NonFiniteError", "Schedule", "TrainState",
-    "chunk_at", "document_chunks", "init_stateful_train_state", "make_stateful_train_step",
-    "data_parallel_mesh", "eval_key", "fit", "init_train_state", "load_config",
-    "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
+    "CarriedState", "Chunks", "DATA_AXIS", "EarlyStopping", "FitResult", "NonFiniteError",
+    "Schedule", "TrainState", "chunk_at", "data_parallel_mesh", "document_chunks", "eval_key",
+    "fit", "init_stateful_train_state", "init_train_state", "initialize_processes",
+    "load_config", "make_stateful_train_step", "make_train_step", "read_metrics", "replicate",
+    "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
 ]

@@ -30,6 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from rnnjax import checkpoints
+from rnnjax.training import processes
 from rnnjax.training import run_dir as files
 from rnnjax.training.devices import DATA_AXIS, data_parallel_mesh, replicate, shard_batch
 from rnnjax.training.step import (
@@ -81,20 +82,86 @@ class Schedule:
                             allow_none=field.name not in ("chunk_size", "keep_checkpoints"))
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop training when a metric has not improved for ``patience`` evaluations.
+
+    Attributes:
+      metric: the history key watched, e.g. ``"eval/loss"`` (the ``"loss"`` of ``eval_fn``)
+        or a hook's key; it is read each time it is recorded.
+      patience: evaluations in a row without improvement after which training stops.
+      mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+      min_delta: an improvement must exceed this (a NaN never improves).
+      restore_best: :func:`fit` returns the state of the best evaluation, not the last.
+
+    The best state is kept as an orbax checkpoint in ``run_dir/best`` (one step, the
+    best's), and a resumed run continues the same count from its metrics history.
+    """
+
+    metric: str = "eval/loss"
+    patience: int = 5
+    mode: str = "min"
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self):
+        _check_interval("patience", self.patience, allow_none=False)
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Returns whether ``value`` beats ``best`` (None: nothing recorded yet)."""
+        if not np.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+
+class _Watch:
+    """The early-stopping count: best value and step, evaluations since the best."""
+
+    def __init__(self, rule: EarlyStopping, history: Sequence[dict]):
+        self.rule, self.best, self.best_step, self.wait = rule, None, None, 0
+        for row in history:  # a resumed run replays the count from its history
+            if rule.metric in row:
+                self.update(row[rule.metric], row["step"])
+
+    def update(self, value: Any, step: int) -> bool:
+        """Records an evaluation; returns whether it is the new best."""
+        value = float(value)
+        if self.rule.improves(value, self.best):
+            self.best, self.best_step, self.wait = value, step, 0
+            return True
+        self.wait += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.wait >= self.rule.patience
+
+
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      state: the final :class:`TrainState` (on the mesh's devices).
+      state: the final :class:`TrainState` (on the mesh's devices); with early stopping
+        and ``restore_best``, the state of the best evaluation.
       history: one dict per step (see the module docstring for what ``step`` means), the
         same rows as ``metrics.jsonl``; values are floats (lists of N floats for N vmapped
         runs).
       interrupted: True if Ctrl-C stopped the run (with ``exit_on_interrupt=False``).
+      stopped_early: True if :class:`EarlyStopping` ended the run before ``num_steps``.
+      best_step: the step of the best evaluation under early stopping (else None).
     """
 
     state: TrainState
     history: list[dict]
     interrupted: bool
+    stopped_early: bool = False
+    best_step: int | None = None
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4, 5))
@@ -152,6 +219,8 @@ def fit(
     progress: bool | None = None,
     resume: bool = True,
     exit_on_interrupt: bool = True,
+    early_stopping: EarlyStopping | None = None,
+    tensorboard: bool = False,
 ) -> FitResult:
     """Returns the state after ``num_steps`` updates and the metrics history, training in chunks.
 
@@ -185,6 +254,14 @@ def fit(
       exit_on_interrupt: on Ctrl-C, save a checkpoint of the last completed chunk, then
         ``SystemExit(130)`` if True, or return with ``interrupted=True`` if False. The
         first Ctrl-C takes effect when the running chunk ends; a second one at once.
+      early_stopping: stop when a metric stops improving (:class:`EarlyStopping`); the
+        run then ends with a row at the stopping step and ``summary.json`` says so.
+      tensorboard: also write every scalar of every row to ``run_dir/tensorboard``
+        (tensorboardX, the ``tensorboard`` extra); vmapped runs as ``<key>/run<i>``.
+
+    The last row (at the last step) holds the evaluation and hook results of the final
+    state and, under ``train/``, the training metrics of the last update, with the step
+    they describe as ``train/step``.
 
     Raises:
       NonFiniteError: a loss, gradient norm or parameter norm became non-finite (only the
@@ -202,17 +279,34 @@ def fit(
     if DATA_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
     lead = jax.process_index() == 0  # only one host writes files and shows progress
+    if early_stopping is not None:
+        if not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping must be a rnnjax.training.EarlyStopping, got "
+                            f"{type(early_stopping).__name__}")
+        if batched:
+            raise ValueError("early_stopping needs a single run: vmapped runs (state.step of "
+                             f"shape {np.shape(state.step)}) would each stop at their own step")
+    if tensorboard and run_dir is None:
+        raise ValueError("tensorboard=True needs a run_dir to write the event files to")
+    processes.check_same_on_all_processes(state=state, num_steps=num_steps, schedule=schedule,
+                                          config=config, resume=resume)
 
     state = replicate(state, mesh)
     history: list[dict] = []
-    ckpt_ctx = contextlib.nullcontext(None)
+    stack = contextlib.ExitStack()
+    manager = best = writer = None
     if run_dir is not None:
         run_dir = os.path.abspath(os.fspath(run_dir))
         os.makedirs(run_dir, exist_ok=True)
         files.check_or_save_config(run_dir, config, write=lead)
-        ckpt_ctx = checkpoints.open_checkpoints(os.path.join(run_dir, "checkpoints"),
-                                                keep=schedule.keep_checkpoints)
-    with ckpt_ctx as manager:
+        manager = stack.enter_context(checkpoints.open_checkpoints(
+            os.path.join(run_dir, "checkpoints"), keep=schedule.keep_checkpoints))
+        if early_stopping is not None:
+            best = stack.enter_context(checkpoints.open_checkpoints(
+                os.path.join(run_dir, "best"), keep=1))
+        if tensorboard and lead:
+            writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir)))
+    with processes.note_failure(run_dir), stack:
         if manager is not None and manager.all_steps():
             if not resume:
                 raise ValueError(f"run_dir {run_dir} already has checkpoints "
@@ -235,8 +329,32 @@ def fit(
             run_dir=run_dir if lead else None, manager=manager, schedule=schedule,
             eval_fn=eval_fn, hooks=hooks, mesh=mesh, batched=batched,
             progress=(sys.stderr.isatty() if progress is None else progress) and lead,
-            exit_on_interrupt=exit_on_interrupt,
+            exit_on_interrupt=exit_on_interrupt, early_stopping=early_stopping, best=best,
+            writer=writer,
         )
+
+
+def _tensorboard_writer(run_dir: str):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as e:
+        raise ImportError("fit(tensorboard=True) needs tensorboardX: pip install "
+                          "'rnnjax[tensorboard]' (or tensorboardX)") from e
+    return SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+
+def _write_scalars(writer: Any, rows: Sequence[dict]) -> None:
+    """Writes each row's scalars (and each vmapped run's, as ``key/run<i>``)."""
+    for row in rows:
+        for k, v in row.items():
+            if k == "step" or isinstance(v, (bool, str)):
+                continue
+            if isinstance(v, (int, float)):
+                writer.add_scalar(k, v, row["step"])
+            elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                for i, x in enumerate(v):  # one value per vmapped run
+                    writer.add_scalar(f"{k}/run{i}", x, row["step"])
+    writer.flush()
 
 
 @contextlib.contextmanager
@@ -267,8 +385,15 @@ def _deferred_ctrl_c():
 
 
 def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, manager,
-          schedule, eval_fn, hooks, mesh, batched, progress, exit_on_interrupt):
+          schedule, eval_fn, hooks, mesh, batched, progress, exit_on_interrupt,
+          early_stopping, best, writer):
     from tqdm.auto import tqdm
+
+    append = functools.partial(_append, run_dir=run_dir, writer=writer)
+    watch = None if early_stopping is None else _Watch(early_stopping, history)
+    best_state, stopped_early = None, False
+    if watch is not None and best is not None and best.all_steps():
+        best_state = checkpoints.restore(best, state)
 
     skipping = isinstance(state.opt_state, optax.ApplyIfFiniteState)
     chunk_size = schedule.chunk_size
@@ -288,7 +413,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         with _deferred_ctrl_c() as ctrl_c_pressed:
             ends = _boundaries(start, num_steps, (chunk_size, eval_every, ckpt_every, hook_every))
             for end in [start, *ends]:
-                if ctrl_c_pressed():
+                if processes.any_process(ctrl_c_pressed()):  # all stop at the same step
                     raise KeyboardInterrupt
                 if end > step:
                     t0 = time.perf_counter()
@@ -302,7 +427,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                     bad = _first_nonfinite(metrics, skipping)
                     if bad is not None:
                         rows = rows[: bad[0] + 1]
-                    _append(history, rows, run_dir)
+                    append(history, rows)
                     if bad is not None:
                         raise _nonfinite_error(step + bad[0], bad, manager, last_saved)
                     state, step = new_state, end
@@ -317,6 +442,22 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                         pending.update({k: files.to_python(v) for k, v in hook(state).items()})
                 if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
                     last_saved = checkpoints.save(manager, state)
+                if watch is not None and early_stopping.metric in pending:
+                    if watch.update(pending[early_stopping.metric], step):
+                        best_state = state
+                        if best is not None:
+                            checkpoints.save(best, state)
+                    if watch.exhausted and step < num_steps:
+                        stopped_early = True
+                        if manager is not None and step > start and step not in manager.all_steps():
+                            last_saved = checkpoints.save(manager, state)
+                        break
+                elif watch is not None and step == 0:
+                    raise ValueError(
+                        f"early_stopping watches {early_stopping.metric!r}, which is not among "
+                        f"the keys recorded at step {step}: {sorted(pending)} (evaluation "
+                        f"keys are 'eval/<name>' of eval_fn's dict)"
+                    )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -331,15 +472,24 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
         last_saved = saved or last_saved
         where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
                  else "no run_dir, so nothing was saved")
-        print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
+        if jax.process_index() == 0:
+            print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
     elif pending:
-        _append(history, [{"step": step, **pending}], run_dir)
+        last_train = next((r for r in reversed(history) if "loss" in r), None)
+        train = {} if last_train is None else {
+            f"train/{k}": v for k, v in last_train.items() if k != "time_per_step"}
+        append(history, [{"step": step, **pending, **train}])
+    best_step = None if watch is None else watch.best_step
     if run_dir is not None:
         _write_summary(run_dir, history, step, num_steps, interrupted,
-                       time.perf_counter() - t_start, last_saved)
+                       time.perf_counter() - t_start, last_saved,
+                       early={"stopped_early": stopped_early, "best_step": best_step,
+                              "best": watch.best} if watch is not None else None)
     if interrupted and exit_on_interrupt:
         raise SystemExit(130)
-    return FitResult(state, history, interrupted)
+    if watch is not None and early_stopping.restore_best and best_state is not None:
+        state = best_state
+    return FitResult(state, history, interrupted, stopped_early, best_step)
 
 
 def _rows(metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool,
@@ -355,10 +505,12 @@ def _rows(metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool,
     return rows
 
 
-def _append(history: list[dict], rows: list[dict], run_dir: str | None) -> None:
+def _append(history: list[dict], rows: list[dict], run_dir: str | None, writer: Any = None) -> None:
     history.extend(rows)
     if run_dir is not None:
         files.append_metrics(run_dir, rows)
+    if writer is not None:
+        _write_scalars(writer, rows)
 
 
 def _eval_keys(state: TrainState, batched: bool) -> Array:
@@ -384,7 +536,8 @@ def _nonfinite_error(step: int, bad: tuple, manager: Any, last_saved: str | None
 
 
 def _write_summary(run_dir: str, history: list[dict], step: int, num_steps: int,
-                   interrupted: bool, wall_time: float, last_saved: str | None) -> None:
+                   interrupted: bool, wall_time: float, last_saved: str | None,
+                   early: dict | None = None) -> None:
     last_train = next((r for r in reversed(history) if "loss" in r), {})
     evals = [r for r in history if any(k.startswith("eval/") for k in r)]
     files.write_summary(run_dir, {
@@ -397,4 +550,5 @@ def _write_summary(run_dir: str, history: list[dict], step: int, num_steps: int,
         "last_train_metrics": last_train,
         "last_eval": {k: v for k, v in evals[-1].items() if k == "step" or k.startswith("eval/")}
         if evals else None,
+        **({"early_stopping": early} if early is not None else {}),
     })
