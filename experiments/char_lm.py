@@ -23,7 +23,7 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/char_lm.py                  # quick preset (about 3 minutes)
+    python experiments/char_lm.py                  # quick preset (about 2 minutes)
     python experiments/char_lm.py --preset full    # larger model, longer
 
 Outputs go to ``--run-dir`` (default ``runs/char_lm/<preset>``): ``config.json``,
@@ -79,7 +79,7 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(hidden_size=512, num_layers=1, embed_size=64, num_steps=3000, chunk_length=100,
+    "full": dict(hidden_size=256, embed_size=64, num_steps=2000, chunk_length=100,
                  learning_rate=2e-3, eval_every=250),
 }
 CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
