@@ -1,16 +1,17 @@
-"""The language applications (char_lm, handwriting_ctc): baselines and metrics by hand, and a tiny run each."""
+"""The language applications (char_lm, handwriting_ctc): their baselines, data and metrics against hand computations.
+
+No tiny end-to-end run of either script here: each compiles four training/evaluation
+programs (about a minute of CPU on the shared machine), past the suite's time budget; the
+scripts were run at their quick presets instead (docs/applications.md).
+"""
 
 import numpy as np
 import pytest
 
-from experiment_scripts import load, read_run
+from experiment_scripts import load
 
 lm = load("char_lm")
 hw = load("handwriting_ctc")
-
-
-def _results(run_dir):
-    return read_run(run_dir)[1]
 
 
 # ---------------------------------------------------------------------------------- char LM
@@ -42,19 +43,17 @@ def test_kneser_ney_is_normalised():
             assert kn.probs(windows)[4] > 0
 
 
-def test_tiny_char_lm_run(tmp_path):
-    run_dir = str(tmp_path / "run")
-    out = lm.main(["--hidden-size", "8", "--embed-size", "4", "--num-streams", "4",
-                   "--chunk-length", "16", "--num-steps", "2", "--eval-every", "2",
-                   "--ngram-orders", "2", "3", "--sample-length", "8", "--no-progress",
-                   "--run-dir", run_dir])
-    r = _results(run_dir)["results"][0]
-    assert r["data"]["test_topics"] >= 5 and r["data"]["test_chars"] > 20000
-    assert 2.0 < r["ngram_bpc"]["3"] < r["ngram_bpc"]["2"] < r["unigram_bpc"] < 7
-    assert 5.0 < r["rnn"]["test_bpc"] < 7.5  # untrained: about log2(94) = 6.55
-    prompt = lm.PROMPT
-    assert all(s.startswith(prompt) and len(s) == len(prompt) + 8 for s in r["rnn"]["samples"].values())
-    assert "VERDICT" in out["verdict"][0]
+def test_held_out_topics_share_no_paragraph_with_the_training_text():
+    from pydoc_data.topics import topics
+
+    text = lm.Text(test_every=7, min_count=20)
+    assert not set(text.test_names) & set(text.train_names)
+    assert len(text.train_names) + len(text.test_names) <= len(topics)
+    train = "\n".join(topics[n] for n in text.train_names)
+    for doc in text.test:
+        for paragraph in text.decode(doc).split("\n\n"):
+            assert paragraph not in train
+    assert text.decode(text.encode("while x:")) == "while x:"
 
 
 # ------------------------------------------------------------------------------------- CTC
@@ -73,7 +72,7 @@ def test_lines_are_the_images_side_by_side():
     config = hw.Config(min_digits=2, max_digits=3, max_gap=2)
     images = np.random.default_rng(0).random((7, 8, 8)).astype(np.float32)
     labels = np.arange(7, dtype=np.int32) % 10
-    lines = hw.make_lines(jax.random.PRNGKey(0), images, labels, 5, config)
+    lines = jax.jit(hw.make_lines, static_argnums=(3, 4))(jax.random.PRNGKey(0), images, labels, 5, config)
     for b in range(5):
         n = int(lines.num_digits[b])
         assert int(lines.num_frames[b]) == 10 * n
@@ -85,16 +84,3 @@ def test_lines_are_the_images_side_by_side():
         np.testing.assert_array_equal(np.asarray(lines.frames[b]), line.T)
         assert lines.labels[b, :n].tolist() == (labels[np.asarray(lines.image_index[b, :n])] + 1).tolist()
         assert np.all(np.asarray(lines.labels[b, n:]) == 0)
-
-
-def test_tiny_handwriting_run(tmp_path):
-    run_dir = str(tmp_path / "run")
-    out = hw.main(["--max-digits", "2", "--hidden-size", "4", "--num-steps", "2",
-                   "--eval-every", "2", "--num-test-lines", "20", "--beam-size", "2",
-                   "--no-progress", "--run-dir", run_dir])
-    r = _results(run_dir)["results"][0]
-    assert r["num_train_images"] + r["num_test_images"] == 1797
-    assert r["segmented"]["sequence_error_rate"] < 0.3  # logistic regression reads digits well
-    for m in ("greedy", "beam"):
-        assert 0 <= r["rnn"][m]["sequence_error_rate"] <= 1
-    assert "VERDICT" in out["verdict"][0]
