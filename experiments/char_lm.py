@@ -239,8 +239,7 @@ def held_out_bits(model: rnnjax.LanguageModel, config: Config, test: list[np.nda
         initial = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(1))
 
         def body(carry, chunk):
-            carry = jax.tree.map(lambda c, c0: jnp.where(
-                chunk.reset.reshape((-1,) + (1,) * (c.ndim - 1)), c0, c), carry, initial)
+            carry = training.reset_carry(carry, initial, chunk.reset)
             mean, (carry, aux) = loss(params, chunk, carry, None)
             return carry, (mean * aux["tokens"], aux["tokens"])
 

@@ -35,6 +35,7 @@ from rnnjax.training.stateful import (
     document_chunks,
     init_stateful_train_state,
     make_stateful_train_step,
+    reset_carry,
 )
 from rnnjax.training.step import (
     NonFiniteError,
@@ -50,6 +51,6 @@ __all__ = [
     "Schedule", "TrainState", "chunk_at", "data_parallel_mesh", "document_chunks", "eval_key",
     "fit", "init_stateful_train_state", "init_train_state", "initialize_processes",
     "load_config", "make_stateful_train_step", "make_train_step", "read_metrics", "replicate",
-    "run_steps", "save_config",
+    "reset_carry", "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
 ]

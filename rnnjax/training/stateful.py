@@ -104,6 +104,13 @@ def chunk_at(chunks: Chunks, step: Any) -> Chunks:
     return jax.tree.map(lambda a: jnp.asarray(a)[index], chunks)
 
 
+def reset_carry(carry: Any, initial: Any, reset: Array) -> Any:
+    """Returns ``carry`` with the rows where ``reset: (B,)`` is true replaced by ``initial``'s (both ``(B, ...)``)."""
+    reset = jnp.asarray(reset)
+    return jax.tree.map(lambda c, c0: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), c0, c),
+                        carry, initial)
+
+
 class CarriedState(NamedTuple):
     """The optimizer-state slot of a stateful :class:`~rnnjax.training.TrainState`.
 
@@ -159,10 +166,7 @@ def make_stateful_train_step(loss_fn: StatefulLossFn, optimizer: optax.GradientT
             raise TypeError("make_stateful_train_step needs a state made by "
                             "init_stateful_train_state; got an opt_state of type "
                             f"{type(state.opt_state).__name__}")
-        reset = jnp.asarray(batch.reset)
-        carry = jax.tree.map(
-            lambda c, c0: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), c0, c),
-            state.opt_state.carry, initial_carry)
+        carry = reset_carry(state.opt_state.carry, initial_carry, batch.reset)
         inner, metrics = plain_step(state._replace(opt_state=state.opt_state.inner), (batch, carry))
         final = metrics.pop(_CARRY)
         final = jax.tree.map(lambda n, o: n.astype(o.dtype), final, carry)
@@ -172,4 +176,4 @@ def make_stateful_train_step(loss_fn: StatefulLossFn, optimizer: optax.GradientT
 
 
 __all__ = ["CarriedState", "Chunks", "chunk_at", "document_chunks", "init_stateful_train_state",
-           "make_stateful_train_step"]
+           "make_stateful_train_step", "reset_carry"]
