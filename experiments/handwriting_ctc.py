@@ -77,7 +77,7 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(max_digits=10, hidden_size=64, num_steps=3000, num_test_lines=1000,
+    "full": dict(max_digits=8, hidden_size=64, num_steps=1500, num_test_lines=1000,
                  learning_rate=5e-3, eval_every=250),
 }
 
