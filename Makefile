@@ -1,7 +1,7 @@
 # Two commands for a fresh clone with nothing but Python 3.11+:
 #   make study   sets up .venv and runs the vanishing-gradient study (quick preset)
 #   make test    sets up .venv and runs the test suite
-#   make apps    sets up .venv and runs the three applications on real data (quick presets)
+#   make apps    sets up .venv and runs the applications on real data (quick presets)
 # and `make reproduce` runs the quick reproductions of papers (docs/reproductions.md).
 PYTHON ?= python3
 VENV := .venv
@@ -29,6 +29,8 @@ apps: $(VENV)/.installed
 	$(PY) experiments/forecasting.py
 	$(PY) experiments/classification.py
 	$(PY) experiments/anomaly_detection.py
+	$(PY) experiments/char_lm.py
+	$(PY) experiments/handwriting_ctc.py
 
 # Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
 reproduce: $(VENV)/.installed

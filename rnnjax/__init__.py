@@ -11,10 +11,12 @@ from rnnjax import (
     checks,
     data,
     datasets,
+    decoding,
     diagnostics,
     fused,
     initializers,
     interop,
+    language_models,
     linear_cells,
     losses,
     models,
@@ -27,6 +29,7 @@ from rnnjax import (
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
+from rnnjax.language_models import LanguageModel, language_model
 from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.models import (
@@ -60,12 +63,14 @@ __all__ = [
     "InvalidValueError", "checked",
     "Layer", "bidirectional", "recurrent", "stack",
     # the kinds of RNN
-    "Generator", "Model", "encoder_decoder", "many_to_many", "many_to_one", "one_to_many",
-    "one_to_one",
+    "Generator", "LanguageModel", "Model", "encoder_decoder", "language_model", "many_to_many",
+    "many_to_one", "one_to_many", "one_to_one",
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
     "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
     "interop", "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots",
     "readouts", "tasks", "training",
+    "checkpoints", "checks", "datasets", "decoding", "diagnostics", "fused", "initializers",
+    "interop", "language_models", "losses", "models", "padding", "plots", "readouts", "tasks", "training",
 ]

@@ -1,38 +1,17 @@
 """The application experiments: their baselines and metrics against hand computations, and a tiny run of each."""
 
-import importlib.util
-import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
-_EXPERIMENTS = os.path.join(os.path.dirname(__file__), os.pardir, "experiments")
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(_EXPERIMENTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses looks its module up by name
-    spec.loader.exec_module(module)
-    return module
-
+from experiment_scripts import load as _load
+from experiment_scripts import read_run as _read_run
 
 fc = _load("forecasting")
 cl = _load("classification")
 ad = _load("anomaly_detection")
-
-
-def _read_run(run_dir):
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(run_dir, "results.json")) as f:
-        results = json.load(f)
-    with open(os.path.join(run_dir, "summary.md")) as f:
-        summary = f.read()
-    return config, results, summary
 
 
 def _assert_png(path):

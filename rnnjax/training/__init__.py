@@ -14,6 +14,8 @@ From the inside out, one module each:
   evaluation, hooks, orbax checkpoints, resumption, Ctrl-C and non-finite handling.
 * :mod:`~rnnjax.training.processes` — :func:`initialize_processes`: one run over several
   processes (hosts) with JAX's multi-controller runtime, and what ``fit`` asks of them.
+* :mod:`~rnnjax.training.stateful` — truncated backpropagation through time: documents in
+  consecutive chunks, the carry passed from step to step and reset where a document starts.
 """
 
 from rnnjax.training.devices import (
@@ -26,6 +28,15 @@ from rnnjax.training.devices import (
 from rnnjax.training.host_loop import EarlyStopping, FitResult, Schedule, fit
 from rnnjax.training.processes import initialize_processes
 from rnnjax.training.run_dir import load_config, read_metrics, save_config
+from rnnjax.training.stateful import (
+    CarriedState,
+    Chunks,
+    chunk_at,
+    document_chunks,
+    init_stateful_train_state,
+    make_stateful_train_step,
+    reset_carry,
+)
 from rnnjax.training.step import (
     NonFiniteError,
     TrainState,
@@ -36,8 +47,10 @@ from rnnjax.training.step import (
 )
 
 __all__ = [
-    "DATA_AXIS", "EarlyStopping", "FitResult", "NonFiniteError", "Schedule", "TrainState",
-    "data_parallel_mesh", "eval_key", "fit", "init_train_state", "initialize_processes",
-    "load_config", "make_train_step", "read_metrics", "replicate", "run_steps", "save_config",
+    "CarriedState", "Chunks", "DATA_AXIS", "EarlyStopping", "FitResult", "NonFiniteError",
+    "Schedule", "TrainState", "chunk_at", "data_parallel_mesh", "document_chunks", "eval_key",
+    "fit", "init_stateful_train_state", "init_train_state", "initialize_processes",
+    "load_config", "make_stateful_train_step", "make_train_step", "read_metrics", "replicate",
+    "reset_carry", "run_steps", "save_config",
     "shard_batch", "use_cpu_cores",
 ]

@@ -1,0 +1,129 @@
+"""The language model: an autoregressive network over tokens, with no input but the tokens.
+
+``one_to_many`` generates from a fixed-size input (and needs one); a language model reads
+its own tokens, ``p(y_1..y_T) = prod_t p(y_t | y_<t)``, and is continued from a prompt.
+Its carry is explicit in and out, so that a long text is read in consecutive chunks with
+the carry passed on (truncated backpropagation through time, :mod:`rnnjax.training.stateful`)
+and so that a conditioning vector can set the carry a caption is generated from.
+Decoding (sampling with temperature, top-k, top-p; greedy; beam search) is
+:mod:`rnnjax.decoding`, which sees the model through :attr:`LanguageModel.step`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import checks, decoding, losses, probes
+from rnnjax.layers import Layer
+from rnnjax.readouts import Readout, embedding, linear
+
+Array = jax.Array
+
+
+class LanguageModel(NamedTuple):
+    """An autoregressive token model as pure functions.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      apply: ``apply(params, tokens, *, length=None, carry=None, key=None, train=False)
+        -> (final_carry, logits: (T, V))``: ``logits[t]`` is the distribution of the token
+        after ``tokens[t]`` (train with ``targets = tokens[1:]``, or the next chunk's
+        tokens shifted by one); padded steps ``t >= length`` give zero logits and leave the
+        carry unchanged.
+      step: ``step(params, carry, token) -> (carry, logits: (V,))``, one token read.
+      initial_carry: ``initial_carry(params) -> carry`` (zeros).
+      generate: ``generate(params, prompt, *, max_length, prompt_length=None, carry=None,
+        key=None, temperature=1.0, top_k=None, top_p=None, end_token=None, pad_token=0)
+        -> (tokens: (max_length,), length)``, see :func:`rnnjax.decoding.generate`.
+      vocab_size: number of tokens.
+    """
+
+    init: Callable[[Array], Any]
+    apply: Callable[..., tuple[Any, Array]]
+    step: Callable[[Any, Any, Array], tuple[Any, Array]]
+    initial_carry: Callable[[Any], Any]
+    generate: Callable[..., tuple[Array, Array]]
+    vocab_size: int
+
+
+def language_model(layer: Layer, vocab_size: int, *, embed_size: int = 16,
+                   readout: Readout | None = None) -> LanguageModel:
+    """Returns the language model ``logits_t = readout(layer(embed(tokens))_t)``.
+
+    Args:
+      layer: a causal recurrent layer (``recurrent`` or a ``stack`` of them; a
+        bidirectional layer would see the future).
+      vocab_size: number of tokens.
+      embed_size: size of the token embeddings.
+      readout: maps the layer's outputs to logits (default :func:`rnnjax.readouts.linear`).
+
+    Params: ``{"embed": {"table"}, "rnn": layer params, "readout": ...}``.
+    """
+    checks.positive_int("vocab_size", vocab_size)
+    embed = embedding(vocab_size, embed_size)
+    readout = linear(vocab_size) if readout is None else readout
+    if readout.output_size != vocab_size:
+        raise ValueError(
+            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}")
+
+    def init(key):
+        k_emb, k_rnn, k_out = jax.random.split(key, 3)
+        return {"embed": embed.init(k_emb), "rnn": layer.init(k_rnn, embed_size),
+                "readout": readout.init(k_out, layer.output_size)}
+
+    def initial_carry(params):
+        return layer.initial_carry(params["rnn"])
+
+    def apply(params, tokens, *, length=None, carry=None, key=None, train=False):
+        if jnp.ndim(tokens) != 1:
+            hint = " (batch with jax.vmap)" if jnp.ndim(tokens) == 2 else ""
+            raise ValueError(f"tokens must have shape (T,) for one sequence{hint}; got {jnp.shape(tokens)}")
+        with probes.scope("rnn"):
+            final, ys = layer.apply(params["rnn"], embed.apply(params["embed"], tokens),
+                                    length=length, carry=carry, key=key, train=train)
+        logits = readout.apply(params["readout"], ys)
+        if length is not None:
+            logits = jnp.where((jnp.arange(logits.shape[0]) < length)[:, None], logits, 0.0)
+        return final, logits
+
+    def step(params, carry, token):
+        final, ys = layer.apply(params["rnn"], embed.apply(params["embed"], token[None]),
+                                carry=carry)
+        return final, readout.apply(params["readout"], ys[0])
+
+    def generate(params, prompt, *, max_length, prompt_length=None, carry=None, key=None,
+                 temperature=1.0, top_k=None, top_p=None, end_token=None, pad_token=0):
+        return decoding.generate(
+            lambda c, t: step(params, c, t), initial_carry(params) if carry is None else carry,
+            prompt, max_length=max_length, prompt_length=prompt_length, key=key,
+            temperature=temperature, top_k=top_k, top_p=top_p, end_token=end_token,
+            pad_token=pad_token)
+
+    return LanguageModel(init, apply, step, initial_carry, generate, vocab_size)
+
+
+def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, dict]]]:
+    """Returns ``loss_fn(params, batch, carry, key) -> (loss, (final_carry, aux))`` for stateful training.
+
+    ``loss`` is the mean next-token cross-entropy (nats) over the valid steps of a batch of
+    chunks (``batch.inputs``, ``batch.targets``: ``(B, K)``, ``batch.lengths``: ``(B,)``, as
+    :func:`rnnjax.training.chunk_at` makes), each stream started from its row of ``carry``;
+    ``aux["tokens"]`` counts the valid steps. For
+    :func:`rnnjax.training.make_stateful_train_step`.
+    """
+
+    def loss_fn(params, batch, carry, key):
+        del key
+        final, logits = jax.vmap(lambda x, n, c: model.apply(params, x, length=n, carry=c))(
+            batch.inputs, batch.lengths, carry)
+        mask = losses.length_mask(batch.lengths, batch.inputs.shape[1])
+        loss = losses.masked_cross_entropy(logits, batch.targets, mask)
+        return loss, (final, {"tokens": jnp.sum(mask)})
+
+    return loss_fn
+
+
+__all__ = ["LanguageModel", "chunk_loss", "language_model"]
