@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study test bench apps reproduce notebooks clean
+.PHONY: study test test-all bench apps reproduce notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml
 study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
+# The suite without the slow end-to-end runs (about 10 minutes on 2 cores) ...
 test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" --durations=15 tests
+
+# ... and with them: every notebook executed, every experiment's tiny run, the learning checks.
+test-all: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
 
 bench: $(VENV)/.installed

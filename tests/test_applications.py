@@ -74,6 +74,7 @@ def test_state_space_forecasts_equal_statsmodels_refiltered_forecasts():
     np.testing.assert_allclose(ours, np.array(expected), rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_tiny_forecasting_run(tmp_path, monkeypatch):
     # An AR(1) instead of the AR(9) keeps the maximum-likelihood fit to a fraction of a second.
     monkeypatch.setitem(fc.SETUPS, "sunspots",
@@ -141,6 +142,7 @@ def test_dtw_1nn_is_dependent_dtw_on_unequal_lengths():
     assert cl.dtw_1nn(train, labels, test, nearest) == 1.0
 
 
+@pytest.mark.slow
 def test_tiny_classification_run(tmp_path, monkeypatch):
     from rnnjax import datasets
 
@@ -225,6 +227,7 @@ def test_error_vectors_and_gaussian_nll_by_loop():
     np.testing.assert_allclose(nll[l:], expected, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_tiny_anomaly_run(tmp_path):
     run_dir = str(tmp_path / "run")
     out = ad.main(["--datasets", "ucr135", "--num-steps", "4", "--num-seeds", "2",

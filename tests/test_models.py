@@ -113,6 +113,7 @@ def test_many_to_one_zero_length_pools_to_zeros():
         np.testing.assert_allclose(model.apply(p, jnp.ones((4, 2)), length=0), p["readout"]["b"])
 
 
+@pytest.mark.slow
 def test_many_to_one_learns_sign_of_sum_with_noisy_padding():
     T, B = 10, 64
     model = models.many_to_one(rnnjax.recurrent(rnnjax.gru(16)), readouts.linear(2))
@@ -158,6 +159,7 @@ def test_many_to_many_matches_unpadded_reference_and_zeros_padding():
     np.testing.assert_array_equal(out[4:], 0.0)
 
 
+@pytest.mark.slow
 def test_many_to_many_bidirectional_learns_lookahead_tagging():
     # tag[t] = 1 iff token[t] == token[t+1]: needs the next input, i.e. the backward direction
     T, B, K = 8, 64, 3
@@ -291,6 +293,7 @@ def _digits_data(n, num_bits=10, max_len=4):
     return x, targets.astype(jnp.int32), num_digits + 1
 
 
+@pytest.mark.slow
 def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
     gen = models.one_to_many(rnnjax.gru(64), 13, start_token=1, end_token=2, embed_size=8)
 
@@ -356,6 +359,7 @@ def _reverse_data(k, batch, vocab=8, max_len=8):
     return src, n, targets, n + 1
 
 
+@pytest.mark.slow
 def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
     V, L = 8, 9
     model = models.encoder_decoder(

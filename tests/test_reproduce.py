@@ -143,6 +143,7 @@ def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
 # `python experiments/reproduce/run_all.py --preset tiny` runs all five (~100 s of CPU).
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
     out = chaos.main(["--preset", "tiny", "--run-dir", str(tmp_path)])
     with open(tmp_path / "results.json") as f:

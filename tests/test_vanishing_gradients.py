@@ -26,6 +26,7 @@ TINY = ["--cells", "elman", "lstm", "--lengths", "4", "--num-seeds", "2", "--num
         "--diag-size", "4", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_every_output(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     out = vg.main(TINY + ["--run-dir", run_dir])
