@@ -2,11 +2,12 @@
 #   make study   sets up .venv and runs the vanishing-gradient study (quick preset)
 #   make test    sets up .venv and runs the test suite
 #   make apps    sets up .venv and runs the applications on real data (quick presets)
+# and `make reproduce` runs the quick reproductions of papers (docs/reproductions.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study test bench apps notebooks clean
+.PHONY: study test bench apps reproduce notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ apps: $(VENV)/.installed
 	$(PY) experiments/anomaly_detection.py
 	$(PY) experiments/char_lm.py
 	$(PY) experiments/handwriting_ctc.py
+
+# Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
+reproduce: $(VENV)/.installed
+	$(PY) experiments/reproduce/run_all.py
 
 clean:
 	rm -rf $(VENV) runs

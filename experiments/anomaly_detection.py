@@ -224,23 +224,18 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
                                 readouts.linear(l * D))
     optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
                             optax.adam(config.learning_rate))
-    # Inputs, targets x_{t+1..t+l} and their masks are built in NumPy (an eager jnp op
-    # compiles a program of its own); only the jitted functions below touch the device.
-    t = np.arange(len(x))
-    ahead = t[:, None] + np.arange(1, l + 1)  # (T, l)
-    targets = x[np.minimum(ahead, len(x) - 1)].reshape(len(x), l * D).astype(np.float32)
+    # Inputs, targets x_{t+1..t+l} and their masks, as every window of L steps inside the
+    # training part; only the jitted functions below touch the device.
+    future, train_mask = rnnjax.data.ahead(x, l, available=num_fit)  # (T, l, D), (T, l)
+    targets = future.reshape(len(x), l * D).astype(np.float32)
     xs = x.astype(np.float32)
-    train_mask = ahead < num_fit
-    xs_d, targets_d, train_mask_d = jnp.asarray(xs), jnp.asarray(targets), jnp.asarray(train_mask)
-
-    def window(array, start):
-        return jax.lax.dynamic_slice_in_dim(array, start, L)
+    train_windows = [jnp.asarray(rnnjax.data.windows(a[:num_fit], L))
+                     for a in (xs, targets, train_mask)]  # (N, L, ...) each
 
     def batch_fn(key, step):
         del step
-        starts = jax.random.randint(key, (config.batch_size,), 0, num_fit - L + 1)
-        take = jax.vmap(window, in_axes=(None, 0))
-        return take(xs_d, starts), take(targets_d, starts), take(train_mask_d, starts)
+        i = jax.random.randint(key, (config.batch_size,), 0, len(train_windows[0]))
+        return tuple(w[i] for w in train_windows)
 
     def masked_loss(params, inputs, target, mask):
         outputs = jax.vmap(lambda w: model.apply(params, w))(inputs)
@@ -253,10 +248,11 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
 
     # Validation: windows ending at each step of v_N1, scored on their last step's outputs.
     val_ends = np.arange(num_fit, num_normal - 1)
-    rows = (val_ends - L + 1)[:, None] + np.arange(L)  # (N, L)
+    val_steps = slice(val_ends[0] - L + 1, val_ends[-1] + 1)
     val_mask = np.zeros((len(val_ends), L, l), bool)
-    val_mask[:, -1] = ahead[val_ends] < num_normal
-    val_batch = (xs[rows], targets[rows], val_mask)
+    val_mask[:, -1] = rnnjax.data.ahead(x, l, available=num_normal)[1][val_ends]
+    val_batch = (rnnjax.data.windows(xs[val_steps], L), rnnjax.data.windows(targets[val_steps], L),
+                 val_mask)
     # An argument, not a closed-over constant: XLA would try to constant-fold the sums.
     val_loss_of = jax.jit(jax.vmap(lambda p, batch: masked_loss(p, *batch), in_axes=(0, None)))
 
@@ -287,19 +283,16 @@ def predict_all(model, params, x: np.ndarray, config: Config) -> np.ndarray:
     NaN for t < context - 1 (no full window).
     """
     L, l, D = config.context, config.predict_ahead, x.shape[1]
-    xs = jnp.asarray(x, jnp.float32)
-    ends = np.arange(L - 1, len(x))
+    windows = rnnjax.data.windows(x.astype(np.float32), L)  # (T - L + 1, L, D), n ends at n+L-1
 
-    @jax.jit
-    @jax.vmap
-    def one_seed(p):
-        def last_output(end):
-            return model.apply(p, jax.lax.dynamic_slice_in_dim(xs, end - L + 1, L))[-1]
+    def one_seed(p, windows):
         # Chunks of windows bound the memory of the (windows, L, H) activations.
-        return jax.lax.map(last_output, ends, batch_size=512)
+        return jax.lax.map(lambda w: model.apply(p, w)[-1], windows, batch_size=512)
 
+    # The windows are an argument, not a closed-over constant that XLA would try to fold.
+    predictions = jax.jit(jax.vmap(one_seed, in_axes=(0, None)))(params, windows)
     out = np.full((jax.tree.leaves(params)[0].shape[0], len(x), l, D), np.nan)
-    out[:, L - 1:] = np.asarray(one_seed(params), np.float64).reshape(-1, len(ends), l, D)
+    out[:, L - 1:] = np.asarray(predictions, np.float64).reshape(-1, len(windows), l, D)
     return out
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import datasets, losses, models, readouts, training
+from rnnjax import data, datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vmapped_seeds import init_states  # noqa: E402
@@ -171,8 +171,8 @@ def dtw_1nn(train, train_labels, test, test_labels) -> float:
 def train_rnn(config: Config, train, train_labels, test, test_labels, num_classes: int,
               key: jax.Array, progress: bool | None) -> dict:
     """Returns the RNN's test accuracies (per seed), predictions and learning curves."""
-    xs_train, len_train = (jnp.asarray(a) for a in datasets.pad(train))
-    xs_test, len_test = (jnp.asarray(a) for a in datasets.pad(test))
+    xs_train, len_train = (jnp.asarray(a) for a in data.pad(train))
+    xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
     model = models.many_to_one(rnnjax.bidirectional(CELLS[config.cell](config.hidden_size)),
                                readouts.linear(num_classes), pool="mean")

@@ -259,8 +259,8 @@ def prepare(y: np.ndarray, setup: Setup, num_fit: int) -> Prepared:
     else:
         nu = 1.0 + trailing_mean(y, setup.context)
         inputs, base, scale = [y / nu, diff / nu], 0.0 * ones, nu
-    ahead = np.minimum(np.arange(len(y))[:, None] + np.arange(1, setup.horizon + 1), len(y) - 1)
-    targets = (y[ahead] - base[:, None]) / scale[:, None]
+    future, _ = rnnjax.data.ahead(y, setup.horizon)  # (T, H): y_{t+1..t+H}
+    targets = (future - base[:, None]) / scale[:, None]
     as32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
     return Prepared(as32(np.stack(inputs, 1)), as32(targets), as32(base), as32(scale))
 
@@ -277,21 +277,19 @@ def train_rnn(config: Config, setup: Setup, y: np.ndarray, key: jax.Array,
     optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
                             optax.adam(config.learning_rate))
 
-    # A window [s, s+L) trains every step t whose targets y_{t+k} lie in the training part.
-    starts_max = num_fit - L
-    if starts_max < 1:
+    # Every window [s, s+L) inside the training part trains each of its steps t whose
+    # targets y_{t+k} lie in the training part too.
+    if num_fit - L < 1:
         raise ValueError(f"context {L} leaves no training window in {num_fit} training steps")
-    # Built in NumPy: an eager jnp op would compile a program of its own.
-    target_valid = jnp.asarray((np.arange(len(y))[:, None] + np.arange(1, H + 1)) < num_fit)
-
-    def window(array, start):
-        return jax.lax.dynamic_slice_in_dim(array, start, L)
+    _, target_valid = rnnjax.data.ahead(y, H, available=num_fit)
+    train_windows = [jnp.asarray(rnnjax.data.windows(np.asarray(a)[:num_fit], L))
+                     for a in (data.inputs, data.targets, target_valid)]  # (N, L, ...) each
+    input_windows = jnp.asarray(rnnjax.data.windows(np.asarray(data.inputs), L))  # n ends at n+L-1
 
     def batch_fn(key, step):
         del step
-        starts = jax.random.randint(key, (config.batch_size,), 0, starts_max + 1)
-        take = jax.vmap(window, in_axes=(None, 0))
-        return take(data.inputs, starts), take(data.targets, starts), take(target_valid, starts)
+        i = jax.random.randint(key, (config.batch_size,), 0, len(train_windows[0]))
+        return tuple(w[i] for w in train_windows)
 
     def loss_fn(params, batch, key):
         del key
@@ -301,7 +299,7 @@ def train_rnn(config: Config, setup: Setup, y: np.ndarray, key: jax.Array,
 
     def forecast(params, origins):
         """(len(origins), H) forecasts in the series' units from the window ending at each origin."""
-        last = jax.vmap(lambda t: model.apply(params, window(data.inputs, t - L + 1))[-1])(origins)
+        last = jax.vmap(lambda x: model.apply(params, x)[-1])(input_windows[origins - L + 1])
         return data.base[origins][:, None] + data.scale[origins][:, None] * last
 
     val_origins = np.arange(num_fit - 1, num_pre - H)

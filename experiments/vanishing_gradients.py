@@ -41,7 +41,6 @@ import math
 import os
 import sys
 import time
-import typing
 from typing import Any, Callable
 
 import jax
@@ -52,50 +51,52 @@ import optax
 import rnnjax
 from rnnjax import diagnostics, models, plots, readouts, tasks, training
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from experiment_cli import field, parse_config  # noqa: E402
+
 # --------------------------------------------------------------------------------- config
-
-
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines the study; saved as ``config.json`` in the run directory."""
 
-    task: str = _field("adding", "task: adding | copy | temporal_order")
-    cells: tuple[str, ...] = _field(
+    task: str = field("adding", "task: adding | copy | temporal_order")
+    cells: tuple[str, ...] = field(
         ("elman", "lstm", "gru", "irnn"),
         "recurrent cells: elman (tanh, orthogonal W_hh), lstm (forget bias --forget-bias), "
-        "gru, irnn (ReLU, W_hh = I; Le et al. 2015)",
+        "gru, irnn (ReLU, W_hh = I; Le et al. 2015), lru (Orvieto et al. 2023), mingru "
+        "(Feng et al. 2024)",
     )
-    lengths: tuple[int, ...] = _field(
+    lengths: tuple[int, ...] = field(
         (10, 50, 100),
         "sequence lengths T (for copy: the number of blanks between the symbols and the recall)",
     )
-    num_seeds: int = _field(3, "seeds per (cell, T), trained together as one vmapped program")
-    hidden_size: int = _field(32, "hidden units per cell")
-    batch_size: int = _field(64, "training sequences per step (fresh every step)")
-    num_steps: int = _field(1000, "Adam updates per run")
-    learning_rate: float = _field(1e-2, "Adam learning rate (constant)")
-    clip_norm: float = _field(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
-    forget_bias: float = _field(1.0, "LSTM forget-gate bias at initialisation")
-    test_size: int = _field(1000, "held-out test sequences per T (one fixed set for all runs)")
-    diag_size: int = _field(128, "test sequences averaged for the gradient-norm diagnostics")
-    eval_every: int = _field(100, "steps between test-loss and gradient-norm measurements")
-    solved_fraction: float = _field(
+    num_seeds: int = field(3, "seeds per (cell, T), trained together as one vmapped program")
+    hidden_size: int = field(32, "hidden units per cell")
+    batch_size: int = field(64, "training sequences per step (fresh every step)")
+    num_steps: int = field(1000, "Adam updates per run")
+    learning_rate: float = field(1e-2, "Adam learning rate (constant)")
+    clip_norm: float = field(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
+    forget_bias: float = field(1.0, "LSTM forget-gate bias at initialisation")
+    test_size: int = field(1000, "held-out test sequences per T (one fixed set for all runs)")
+    diag_size: int = field(128, "test sequences averaged for the gradient-norm diagnostics")
+    eval_every: int = field(100, "steps between test-loss and gradient-norm measurements")
+    solved_fraction: float = field(
         0.1, "a run counts as solved when final test loss <= this fraction of the baseline"
     )
-    checkpoint_every: int = _field(0, "steps between checkpoints within a group (0: at the end only)")
-    seed: int = _field(0, "master seed; seed s of every group is derived from it")
+    checkpoint_every: int = field(0, "steps between checkpoints within a group (0: at the end only)")
+    seed: int = field(0, "master seed; seed s of every group is derived from it")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on a 2-core CPU: the effect at T = 100 with 3 seeds.
     "quick": {},
-    # Paper scale: T up to 750 (Le et al. 2015 go to 750), more seeds, more steps.
+    # Paper scale: T up to 1000 (Le et al. 2015 go to 750), more seeds, more steps, and the
+    # cells linear in their state.
     "full": dict(
-        lengths=(10, 50, 100, 200, 400, 750),
+        cells=("elman", "lstm", "gru", "irnn", "lru", "mingru"),
+        lengths=(10, 50, 100, 200, 400, 750, 1000),
         num_seeds=5,
         hidden_size=128,
         batch_size=64,
@@ -111,9 +112,15 @@ CELLS = {
     "lstm": lambda c: rnnjax.lstm(c.hidden_size, forget_bias=c.forget_bias),
     "gru": lambda c: rnnjax.gru(c.hidden_size),
     "irnn": lambda c: rnnjax.irnn(c.hidden_size),
+    # Linear in the state, on one associative scan (Orvieto et al. 2023 use the ring
+    # r in [0.9, 0.999] and phases up to pi/10 on their long-range tasks; Feng et al. 2024).
+    "lru": lambda c: rnnjax.lru(c.hidden_size, 0.9, 0.999, math.pi / 10),
+    "mingru": lambda c: rnnjax.mingru(c.hidden_size),
 }
-LABELS = {"elman": "vanilla RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "irnn": "IRNN (ReLU, W=I)"}
-COLORS = {"elman": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange"}
+LABELS = {"elman": "vanilla RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "irnn": "IRNN (ReLU, W=I)",
+          "lru": "LRU", "mingru": "minGRU"}
+COLORS = {"elman": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange",
+          "lru": "tab:purple", "mingru": "tab:brown"}
 
 
 def check_config(config: Config) -> None:
@@ -139,42 +146,8 @@ def check_config(config: Config) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     """Returns (config, other options): the preset, overridden by any flag given."""
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        epilog="Presets: " + "; ".join(
-            f"{name}: " + (", ".join(f"{k}={v}" for k, v in p.items()) or "the defaults above")
-            for name, p in PRESETS.items()
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="starting values for every field; flags override them (default quick)")
-    parser.add_argument("--run-dir", default=None,
-                        help="output directory (default runs/vanishing_gradients/<preset>)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: when stderr is a terminal)")
-    hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        if typing.get_origin(hint) is tuple:
-            elem = typing.get_args(hint)[0]
-            parser.add_argument(flag, type=elem, nargs="+", default=None,
-                                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})",
-                                metavar=elem.__name__.upper())
-        else:
-            parser.add_argument(flag, type=hint, default=None, metavar=hint.__name__.upper(),
-                                help=f"{f.metadata['help']} (default {f.default})")
-    args = parser.parse_args(argv)
-    values = dict(PRESETS[args.preset])
-    for f in dataclasses.fields(Config):
-        given = getattr(args, f.name)
-        if given is not None:
-            values[f.name] = tuple(given) if isinstance(given, list) else given
-    config = Config(**values)
+    config, args = parse_config(Config, PRESETS, argv, __doc__, "vanishing_gradients")
     check_config(config)
-    if args.run_dir is None:
-        args.run_dir = os.path.join("runs", "vanishing_gradients", args.preset)
     return config, args
 
 

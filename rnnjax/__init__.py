@@ -9,6 +9,7 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     checkpoints,
     checks,
+    data,
     datasets,
     decoding,
     diagnostics,
@@ -16,9 +17,11 @@ from rnnjax import (
     initializers,
     interop,
     language_models,
+    linear_cells,
     losses,
     models,
     padding,
+    parallel_in_time,
     plots,
     readouts,
     tasks,
@@ -27,6 +30,7 @@ from rnnjax import (
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
 from rnnjax.language_models import LanguageModel, language_model
+from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.models import (
     Generator,
@@ -53,6 +57,8 @@ __version__ = "0.1.0"
 __all__ = [
     # cells, the time loop, layers
     "Cell", "GatedStep", "elman", "gated", "gru", "irnn", "lstm", "scan", "reverse_valid",
+    # cells linear in their state (parallel over time: rnnjax.parallel_in_time)
+    "LinearStep", "lru", "mingru", "minlstm",
     # errors for values known only at run time
     "InvalidValueError", "checked",
     "Layer", "bidirectional", "recurrent", "stack",
@@ -62,6 +68,9 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
+    "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
+    "interop", "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots",
+    "readouts", "tasks", "training",
     "checkpoints", "checks", "datasets", "decoding", "diagnostics", "fused", "initializers",
     "interop", "language_models", "losses", "models", "padding", "plots", "readouts", "tasks", "training",
 ]

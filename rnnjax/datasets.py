@@ -190,21 +190,6 @@ def uea_classification(name: str, split: str) -> Classification:
     return Classification(sequences, index, tuple(order))
 
 
-def pad(sequences: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Returns ``(xs: (N, T_max, D) float32, lengths: (N,) int32)``, zeros after each length.
-
-    ``length`` fixes ``T_max`` (at least the longest sequence); by default the longest.
-    """
-    lengths = np.array([len(s) for s in sequences], np.int32)
-    t_max = int(lengths.max()) if length is None else length
-    if t_max < lengths.max():
-        raise ValueError(f"length must be >= the longest sequence ({lengths.max()}), got {length}")
-    xs = np.zeros((len(sequences), t_max, sequences[0].shape[1]), np.float32)
-    for i, s in enumerate(sequences):
-        xs[i, : len(s)] = s
-    return xs, lengths
-
-
 # --------------------------------------------------------------------------- anomalies
 
 

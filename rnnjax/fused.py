@@ -41,8 +41,9 @@ import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import padding, probes
+from rnnjax import padding, parallel_in_time, probes
 from rnnjax.cells import Cell, GatedStep, lstm_update
+from rnnjax.linear_cells import LinearStep
 from rnnjax.scan import check_scan_args
 from rnnjax.scan import scan as reference_scan
 
@@ -81,6 +82,21 @@ def _gated_step(cell: Cell) -> GatedStep | None:
     return step if type(step) is GatedStep else None
 
 
+def _linear_step(cell: Cell) -> LinearStep | None:
+    step = cell.step
+    return step if type(step) is LinearStep else None
+
+
+# Whether impl="auto" runs a LinearStep cell (LRU, minGRU, minLSTM) as one associative scan
+# rather than step by step: only where it was measured faster, which it was not. On the
+# 2-core CPU (B=16, H=8, T=10,000, fwd+bwd; experiments/benchmark_parallel.py,
+# docs/benchmarks.md) the associative scan took 1.2x (LRU) and 3.5x (minGRU, log space) the
+# time of the sequential loop: one XLA:CPU program runs on one core, so the scan's O(log T)
+# depth buys nothing and its extra work (and minGRU's logaddexp per combine) costs. No GPU
+# was measured. Ask for it with impl="parallel".
+AUTO_PARALLEL = False
+
+
 def supports(cell: Cell) -> bool:
     """Returns whether :func:`scan` has a fast path for ``cell`` (else it runs the reference).
 
@@ -92,12 +108,28 @@ def supports(cell: Cell) -> bool:
     return _gated_step(cell) is not None
 
 
-def path(cell: Cell, impl: str = "auto") -> str:
-    """Returns ``"fused"`` or ``"reference"``: the loop :func:`scan` runs for ``cell`` and ``impl``."""
+def path(cell: Cell, impl: Any = "auto") -> str:
+    """Returns the loop :func:`scan` runs for ``cell`` and ``impl``.
+
+    ``"fused"`` (the fast path of a GatedStep cell), ``"parallel"`` (one associative scan,
+    a LinearStep cell), ``"deer"``, ``"quasi-deer"`` or ``"elk"`` (Newton's method in
+    parallel over time, any cell; ``rnnjax.parallel_in_time``) or ``"reference"``
+    (``cell.step`` in ``lax.scan``).
+    """
     check_options(impl, None)
-    if impl == "reference" or not supports(cell):
+    if impl == "reference" or probes.active():  # probes ride on the reference loop
         return "reference"
-    return "fused"
+    if _is_newton(impl):
+        return parallel_in_time.check_newton(impl).method
+    if _linear_step(cell) is not None and (impl == "parallel" or (impl == "auto" and AUTO_PARALLEL)):
+        return "parallel"
+    if impl in ("auto", "fused") and supports(cell):
+        return "fused"
+    return "reference"
+
+
+def _is_newton(impl: Any) -> bool:
+    return isinstance(impl, parallel_in_time.Newton) or impl in parallel_in_time.METHODS
 
 
 def _cast_like(new, old):
@@ -359,8 +391,13 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
 
 def check_options(impl: Any, remat: Any) -> None:
     """Raises ValueError unless ``impl`` and ``remat`` are valid options of :func:`scan`."""
-    if impl not in ("auto", "fused", "reference"):
-        raise ValueError(f"impl must be 'auto', 'fused' or 'reference', got {impl!r}")
+    if isinstance(impl, parallel_in_time.Newton):
+        parallel_in_time.check_newton(impl)
+    elif impl not in ("auto", "fused", "reference", "parallel") + parallel_in_time.METHODS:
+        raise ValueError(
+            f"impl must be 'auto', 'fused', 'reference', 'parallel', one of "
+            f"{parallel_in_time.METHODS} or a rnnjax.parallel_in_time.Newton, got {impl!r}"
+        )
     ok_int = isinstance(remat, int) and not isinstance(remat, bool) and remat > 0
     if not (remat is None or remat == "sqrt" or ok_int):
         raise ValueError(f"remat must be None, 'sqrt' or a positive int, got {remat!r}")
@@ -396,8 +433,14 @@ def scan(
         ``k`` steps, keeps only the carries between segments and recomputes each segment
         during backpropagation (memory O(T/k + k), about one more forward pass of time).
       impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
-        ``"reference"`` (``cell.step`` in ``lax.scan``) or ``"auto"``: fused when
-        :func:`supports` the cell, else the reference. (On one CPU device the GRU's
+        ``"reference"`` (``cell.step`` in ``lax.scan``), ``"parallel"`` (one associative
+        scan; cells whose step is a :class:`rnnjax.LinearStep`), ``"deer"``,
+        ``"quasi-deer"``, ``"elk"`` or a :class:`rnnjax.parallel_in_time.Newton` (Newton's
+        method in parallel over time, any cell with a real carry; a run that does not
+        converge falls back to the sequential scan, or raises: see ``Newton.on_failure``),
+        or ``"auto"``: parallel for a LinearStep cell only if :data:`AUTO_PARALLEL` (off:
+        not measured faster), fused when :func:`supports` the cell, else the reference.
+        :func:`path` says which runs. (On one CPU device the GRU's
         fast path and reference take about the same time; with the batch split over
         CPU devices the fast path took 35 ms and the reference 98, because autodiff of
         ``lax.scan`` sums the weight gradients across devices at every step; see
@@ -411,18 +454,24 @@ def scan(
     """
     check_options(impl, remat)
     unroll = default_unroll() if unroll is None else unroll
-    eq = _gated_step(cell) if impl != "reference" else None
-    if impl == "fused" and eq is None:
+    kind = path(cell, impl)
+    if impl == "fused" and kind != "fused":
         raise ValueError(
             f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "
             f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
             f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
         )
+    if impl == "parallel" and kind != "parallel":
+        raise ValueError(
+            f"impl='parallel' needs a cell whose step is a rnnjax.LinearStep (lru, mingru, "
+            f"minlstm); got a step of type {type(cell.step).__name__} (cell kind "
+            f"{cell.kind!r}); for any other cell use impl='deer', 'quasi-deer' or 'elk'"
+        )
     carry, length = check_scan_args(cell, params, xs, carry, length)
     if probes.active():  # probed for gradient flow: the reference loop carries the probes
         return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
                               unroll=unroll)
-    if eq is None and remat is None:
+    if kind == "reference" and remat is None:
         return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
                               unroll=unroll)
     num_steps = xs.shape[0]
@@ -431,9 +480,13 @@ def scan(
     xs = padding.clean(xs, padding.valid_steps(num_steps, length))
 
     def run(carry, xs, length):  # forward in time, padding cleaned
-        if eq is None:
+        if kind == "parallel":
+            return parallel_in_time.linear_scan(cell.step, params, xs, carry, length)
+        if kind == "reference":
             return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
-        return _fused_scan(eq, params, xs, carry, length, unroll)
+        if kind == "fused":
+            return _fused_scan(_gated_step(cell), params, xs, carry, length, unroll)
+        return parallel_in_time.newton_scan(cell, params, xs, carry, length, impl)[:2]
 
     if remat is None:
         final, ys = run(carry, xs, length)

@@ -96,6 +96,19 @@ def keep_carry(valid: Array | None, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(_broadcast_to(valid, n), n, o), new, old)
 
 
+def identity_steps(valid: Array | None, a: Array, b: Array, *,
+                   log_space: bool = False) -> tuple[Array, Array]:
+    """Returns the coefficients of ``h_t = a_t h_{t-1} + b_t`` with padded steps set to ``h_t = h_{t-1}``.
+
+    ``a, b: (T, ...)``; where ``valid`` is false, ``a = 1`` and ``b = 0`` (in log space
+    ``log a = 0`` and ``log b = -inf``): the way a parallel scan keeps the carry.
+    """
+    if valid is None:
+        return a, b
+    one, zero = (0.0, -jnp.inf) if log_space else (1.0, 0.0)
+    return keep_carry(valid, (a, b), (jnp.full_like(a, one), jnp.full_like(b, zero)))
+
+
 def reverse_valid(xs: Any, length: Any = None) -> Any:
     """Returns ``xs`` with its first ``length`` steps reversed and the padding left in place.
 

@@ -20,7 +20,9 @@ VOCAB = 5
 
 
 def _read(final, ys):
-    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(a)) for a in jax.tree.leaves(final))
+    # The carry of an LRU is complex: both parts are read (for a real carry, sin(0) = 0).
+    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(jnp.real(a)) + jnp.sin(jnp.imag(a)))
+                                      for a in jax.tree.leaves(final))
 
 
 def _layer_path(layer):
@@ -37,18 +39,23 @@ def _model_path(model):
     return (lambda k: model.init(k, I)), loss
 
 
-def paths(cell, *, generators=True, flax_modules=True):
-    """Returns ``{name: (init, loss)}`` for every layer, model and module built on ``cell``."""
+def paths(cell, *, generators=True, flax_modules=True, impl="auto"):
+    """Returns ``{name: (init, loss)}`` for every layer, model and module built on ``cell``.
+
+    ``impl`` is every layer's (the decoders of the generators always run ``impl="auto"``).
+    """
+    recurrent = lambda reverse=False, **kw: rnnjax.recurrent(cell, reverse, impl=impl, **kw)
+    bidirectional = lambda: rnnjax.bidirectional(cell, impl=impl)
     out = {
         "scan": (lambda k: cell.init(k, I), lambda p, xs, lengths: sum(jax.vmap(
             lambda x, n: _read(*rnnjax.scan(cell, p, x, length=n)))(xs, lengths))),
-        "recurrent": _layer_path(rnnjax.recurrent(cell)),
-        "recurrent-reverse-remat": _layer_path(rnnjax.recurrent(cell, reverse=True, remat=2)),
-        "bidirectional": _layer_path(rnnjax.bidirectional(cell)),
-        "stack": _layer_path(rnnjax.stack(rnnjax.recurrent(cell), rnnjax.bidirectional(cell))),
+        "recurrent": _layer_path(recurrent()),
+        "recurrent-reverse-remat": _layer_path(recurrent(True, remat=2)),
+        "bidirectional": _layer_path(bidirectional()),
+        "stack": _layer_path(rnnjax.stack(recurrent(), bidirectional())),
         "many_to_one": _model_path(models.many_to_one(
-            rnnjax.bidirectional(cell), readouts.linear(2), pool="mean")),
-        "many_to_many": _model_path(models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2))),
+            bidirectional(), readouts.linear(2), pool="mean")),
+        "many_to_many": _model_path(models.many_to_many(recurrent(), readouts.linear(2))),
     }
     if generators:
         targets = jnp.array([3, 1, 4, 2])
@@ -61,15 +68,15 @@ def paths(cell, *, generators=True, flax_modules=True):
             jnp.sin(jax.vmap(lambda x, n: seq2seq.apply(p, x, targets, source_length=n))(
                 xs, lengths))))
     if flax_modules:
-        out["linen"] = _linen_path(cell)
-        out["nnx"] = _nnx_path(cell)
+        out["linen"] = _linen_path(cell, impl)
+        out["nnx"] = _nnx_path(cell, impl)
     return out
 
 
-def _linen_path(cell):
+def _linen_path(cell, impl):
     from rnnjax import linen
 
-    layer = rnnjax.bidirectional(cell)
+    layer = rnnjax.bidirectional(cell, impl=impl)
     module = linen.RNN(layer, return_carry=True)
 
     def loss(p, xs, lengths):
@@ -79,12 +86,13 @@ def _linen_path(cell):
     return (lambda k: layer.init(k, I)), loss
 
 
-def _nnx_path(cell):
+def _nnx_path(cell, impl):
     from flax import nnx
 
     from rnnjax import nnx as rnx
 
-    layer = rnnjax.stack(rnnjax.recurrent(cell), rnnjax.recurrent(cell, reverse=True))
+    layer = rnnjax.stack(rnnjax.recurrent(cell, impl=impl),
+                         rnnjax.recurrent(cell, reverse=True, impl=impl))
 
     def loss(p, xs, lengths):
         module = rnx.RNN(layer, I, rngs=nnx.Rngs(0), return_carry=True)
@@ -94,11 +102,12 @@ def _nnx_path(cell):
     return (lambda k: layer.init(k, I)), loss
 
 
-def fit_one_step(cell, params_key, xs, lengths):
+def fit_one_step(cell, params_key, xs, lengths, impl="auto"):
     """Returns the params after one ``rnnjax.fit`` step of SGD on a many-to-one classifier."""
     import optax
 
-    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(cell), rnnjax.recurrent(cell)),
+    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(cell, impl=impl),
+                                            rnnjax.recurrent(cell, impl=impl)),
                                readouts.linear(2))
     params = model.init(params_key, I)
     labels = jnp.arange(xs.shape[0]) % 2
@@ -117,10 +126,11 @@ def fit_one_step(cell, params_key, xs, lengths):
 
 @contextlib.contextmanager
 def reference_only():
-    """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``."""
-    original = fused._gated_step
-    fused._gated_step = lambda cell: None
+    """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``
+    (``impl="auto"``: neither the fast path nor the associative scan)."""
+    originals = fused._gated_step, fused._linear_step
+    fused._gated_step = fused._linear_step = lambda cell: None
     try:
         yield
     finally:
-        fused._gated_step = original
+        fused._gated_step, fused._linear_step = originals

@@ -69,14 +69,6 @@ def test_read_ts_parses_a_hand_written_file(tmp_path):
     assert labels == ["up", "DOWN"] and declared == ["up", "down"]
 
 
-def test_pad_zeroes_past_each_length():
-    xs, lengths = datasets.pad([np.ones((2, 3)), 2 * np.ones((4, 3))])
-    assert xs.shape == (2, 4, 3) and lengths.tolist() == [2, 4]
-    assert (xs[0, :2] == 1).all() and (xs[0, 2:] == 0).all() and (xs[1] == 2).all()
-    with pytest.raises(ValueError, match="length must be >= the longest sequence"):
-        datasets.pad([np.ones((5, 1))], length=3)
-
-
 def test_ucr_anomaly_splits_the_series_after_its_normal_part():
     a = datasets.ucr_anomaly()
     assert a.train.shape == (1200, 1) and a.test.shape == (6301, 1)

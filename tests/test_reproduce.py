@@ -1,0 +1,164 @@
+"""The paper reproductions in experiments/reproduce/: the gradient-flow results of Zucchet &
+Orvieto (2024) and of the transition to chaos against closed forms at small sizes, and a
+tiny run of every script (each output well formed, each verdict consistent with its
+numbers)."""
+
+import importlib
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax
+
+_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "reproduce")
+sys.path.insert(0, os.path.abspath(_DIR))
+
+chaos = importlib.import_module("chaos")
+zucchet = importlib.import_module("zucchet2024")
+
+
+# ----------------------------------------------------- Zucchet & Orvieto 2024, 1-D closed form
+
+
+def test_sensitivity_series_sums_to_the_closed_form():
+    # Σ_{k>=1} k² q^{k-1} = (1 + q) / (1 - q)³ with q = λ², summed by hand to convergence.
+    for lam in (0.3, 0.9, 0.99):
+        k = np.arange(1, 20_000, dtype=np.float64)
+        assert np.sum(k**2 * lam ** (2 * (k - 1))) == pytest.approx(
+            (1 + lam**2) / (1 - lam**2) ** 3, rel=1e-9)
+        assert zucchet.sensitivity_finite(lam, 20_000) == pytest.approx(
+            zucchet.sensitivity_closed_form(lam), rel=1e-9)
+
+
+def test_monte_carlo_sensitivity_matches_the_closed_form_within_its_error():
+    lam, num_steps, n = 0.8, 80, 4000  # 0.8^160 ~ 3e-16: T = 80 is the t -> ∞ limit
+    sq = zucchet.squared_sensitivities(lam, num_steps, n, jax.random.key(0))
+    mean, sem = sq.mean(), sq.std(ddof=1) / math.sqrt(n)
+    assert abs(mean - zucchet.sensitivity_closed_form(lam)) < 4 * sem
+    assert sem < 0.05 * mean  # the check has teeth: a 20% error would be 4 s.e. off
+
+
+def test_sensitivity_of_one_sequence_is_the_hand_derivative():
+    # h_T = Σ_j λ^j x_{T-j}  =>  dh_T/dλ = Σ_{j>=1} j λ^{j-1} x_{T-j}.
+    lam, num_steps = 0.7, 6
+    key = jax.random.key(3)
+    sq = zucchet.squared_sensitivities(lam, num_steps, 1, key)
+    x = np.asarray(jax.random.normal(key, (1, num_steps, 1)), np.float64)[0, :, 0]
+    by_hand = sum(j * lam ** (j - 1) * x[num_steps - 1 - j] for j in range(1, num_steps))
+    assert sq[0] == pytest.approx(by_hand**2, rel=1e-5)
+
+
+def test_diagonal_cell_is_the_complex_recurrence():
+    cell = zucchet.diagonal_linear(3, nu_min=0.5)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (5, 2))
+    (re, im), ys = rnnjax.scan(cell, params, xs)
+    lam = np.exp(-np.exp(np.asarray(params["nu_log"])) + 1j * np.exp(np.asarray(params["theta_log"])))
+    b = np.asarray(params["b_re"]) + 1j * np.asarray(params["b_im"])
+    h = np.zeros(3, complex)
+    for x in np.asarray(xs):
+        h = lam * h + np.exp(np.asarray(params["gamma_log"])) * (x @ b)
+    np.testing.assert_allclose(np.asarray(re) + 1j * np.asarray(im), h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ys[-1]), np.concatenate([h.real, h.imag]), rtol=1e-5, atol=1e-6)
+    assert np.all((np.abs(lam) >= 0.5 - 1e-6) & (np.abs(lam) < 1))
+    np.testing.assert_allclose(np.exp(np.asarray(params["gamma_log"])), np.sqrt(1 - np.abs(lam) ** 2), rtol=1e-5)
+
+
+def test_teacher_eigenvalues_lie_in_the_memory_ring():
+    a = zucchet.eigen_mapped_matrix(np.random.default_rng(0), 10, 0.9)
+    radii = np.abs(np.linalg.eigvals(a.astype(np.float64)))
+    assert radii.min() >= 0.9 - 1e-4 and radii.max() < 1.0
+
+
+# ---------------------------------------------------------------------- transition to chaos
+
+
+def test_lyapunov_exponent_is_negative_below_and_positive_above_the_transition():
+    n, key = 200, jax.random.key(0)
+    f = jax.jit(lambda g: chaos.lyapunov_exponents(n, g, key, k=1, warmup=200, num_steps=600)[0])
+    below, above = float(f(jnp.float32(0.5))), float(f(jnp.float32(2.0)))
+    assert below < 0 < above
+    # Below g = 1 the state sits at 0, where the map is g W: the exponent is log(g ρ(W)).
+    radius = np.max(np.abs(np.linalg.eigvals(np.asarray(chaos.random_weights(n, key), np.float64))))
+    assert below == pytest.approx(np.log(0.5 * radius), abs=0.02)
+    # Above it, mean-field theory (N -> ∞) within the finite-size error of N = 200.
+    assert above == pytest.approx(chaos.mean_field_lambda_max(2.0), rel=0.25)
+
+
+def test_mean_field_lambda_max_against_adaptive_quadrature():
+    from scipy import integrate
+
+    def gauss(f):  # E[f(z)], z ~ N(0, 1), by adaptive quadrature
+        return integrate.quad(lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
+                              -np.inf, np.inf, epsabs=1e-13)[0]
+
+    for g in (1.2, 2.0, 3.0):
+        delta = 1.0
+        for _ in range(200):
+            delta = g**2 * gauss(lambda z: np.tanh(np.sqrt(delta) * z) ** 2)
+        expected = 0.5 * np.log(g**2 * gauss(lambda z: (1 - np.tanh(np.sqrt(delta) * z) ** 2) ** 2))
+        assert chaos.mean_field_lambda_max(g) == pytest.approx(expected, abs=1e-6)
+    assert chaos.mean_field_lambda_max(0.5) == pytest.approx(np.log(0.5))
+    assert chaos.mean_field_lambda_max(1.0) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kaplan_yorke_dimension_and_zero_crossing_by_hand():
+    # Partial sums 0.5, 0.6, 0.3, -0.7: j = 3 and D = 3 + 0.3 / |-1|.
+    assert chaos.kaplan_yorke_dimension(np.array([0.1, -1.0, 0.5, -0.3])) == pytest.approx(3.3)
+    assert chaos.kaplan_yorke_dimension(np.array([-0.1, -0.2])) == 0.0
+    # From -0.1 at g = 1 to 0.2 at g = 1.5: zero a third of the way, g = 7/6.
+    assert chaos.zero_crossing(np.array([0.5, 1.0, 1.5]), np.array([-0.4, -0.1, 0.2])) == pytest.approx(7 / 6)
+
+
+# ------------------------------------------------------------ every script's command line
+
+SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
+    module = importlib.import_module(name)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0 and "--preset" in capsys.readouterr().out
+    for preset in ("quick", "full", "tiny"):
+        config, run_dir = module.parse_config(module.Config, module.PRESETS, "", name, ["--preset", preset])
+        module.check_config(config)
+        assert config == module.Config(**module.PRESETS[preset])
+        assert run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
+    config, _ = module.parse_config(module.Config, module.PRESETS, "", name,
+                                    ["--preset", "tiny", "--seed", "7"])
+    assert config == module.Config(**{**module.PRESETS["tiny"], "seed": 7})
+
+
+# ------------------------------------------------- one script end to end, at its tiny preset
+# Every script's tiny preset costs 10-25 s of CPU (XLA compilation); the suite runs the
+# cheapest one, which exercises the shared run directory, claims and figures.
+# `python experiments/reproduce/run_all.py --preset tiny` runs all five (~100 s of CPU).
+
+
+def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
+    out = chaos.main(["--preset", "tiny", "--run-dir", str(tmp_path)])
+    with open(tmp_path / "results.json") as f:
+        record = json.load(f)
+    assert [c["claim"] for c in record["claims"]] == [c.claim for c in out["claims"]]
+    for c in record["claims"]:
+        assert isinstance(c["reproduced"], bool) and c["paper"] and c["ours"] and c["paper_value"]
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f) == {k: list(v) if isinstance(v, tuple) else v for k, v in
+                                vars(chaos.Config(**chaos.PRESETS["tiny"])).items()}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| where | claim | paper's number | ours | reproduced? |" in summary
+    figures = list((tmp_path / "figures").glob("*.png"))
+    assert figures and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures)
+    # The sign claim reports, and its verdict requires, λ_max(0.5) < 0 < λ_max(2) in every network.
+    lam = np.asarray(record["results"]["lambda_max"]["8"])  # (gains, networks)
+    signs = bool(np.all(lam[0] < 0) and np.all(lam[-1] > 0))
+    assert ("in every network: yes" in out["claims"][0].ours) == signs
+    assert signs or not out["claims"][0].reproduced
