@@ -7,6 +7,8 @@ the carry passed on (truncated backpropagation through time, :mod:`rnnjax.traini
 and so that a conditioning vector can set the carry a caption is generated from.
 Decoding (sampling with temperature, top-k, top-p; greedy; beam search) is
 :mod:`rnnjax.decoding`, which sees the model through :attr:`LanguageModel.step`.
+:func:`carry_bridge` maps a conditioning vector (an image's pixels or features) to the
+initial carry, so that the same model, step and decoders generate a caption for it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import checks, decoding, losses, probes
 from rnnjax.layers import Layer
-from rnnjax.readouts import Readout, embedding, linear
+from rnnjax.readouts import Readout, embedding, linear, mlp
 
 Array = jax.Array
 
@@ -105,6 +108,57 @@ def language_model(layer: Layer, vocab_size: int, *, embed_size: int = 16,
     return LanguageModel(init, apply, step, initial_carry, generate, vocab_size)
 
 
+class CarryBridge(NamedTuple):
+    """A map from a conditioning vector to a language model's initial carry, as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, x: (input_size,)) -> carry``, a pytree shaped like
+        ``model.initial_carry(model_params)``; pass it as ``carry=`` to the model's
+        ``apply`` and ``generate``, or to :func:`rnnjax.decoding.beam_search`.
+    """
+
+    init: Callable[[Array, int], Any]
+    apply: Callable[[Any, Array], Any]
+
+
+def carry_bridge(model: LanguageModel, hidden_sizes: tuple[int, ...] = (), *,
+                 activation: str = "relu") -> CarryBridge:
+    """Returns the bridge ``carry_0 = tanh(f(x))``, split into the model's carry leaves.
+
+    ``f`` is a feed-forward net, :func:`rnnjax.readouts.mlp` with ``hidden_sizes`` and
+    ``activation`` and one output per carry entry (every leaf, every layer of a stack), so
+    that without hidden layers each leaf is its own affine map of ``x``, ``tanh(x W_l + b_l)``,
+    as :func:`rnnjax.one_to_many`'s bridge. Conditioning a generator on an image through its
+    initial state is the captioning model of Karpathy & Fei-Fei 2015 ("Deep Visual-Semantic
+    Alignments for Generating Image Descriptions", sec. 3.2: the image sets the first
+    hidden state; Vinyals et al. 2015 feed it as the first input instead);
+    ``tanh`` keeps the carry in the range a tanh cell's hidden state takes.
+
+    Params: the :func:`rnnjax.readouts.mlp` params, a list of linear params, first layer first;
+    the last layer's outputs are the carry leaves in ``jax.tree.leaves`` order, each flattened.
+    """
+    # The carry's leaves depend on the layer's structure only, not on its parameter values.
+    shapes = jax.eval_shape(model.initial_carry, jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    leaves, treedef = jax.tree.flatten(shapes)
+    sizes = [int(np.prod(leaf.shape)) for leaf in leaves]
+    net = mlp(hidden_sizes, sum(sizes), activation)
+
+    def init(key, input_size):
+        checks.positive_int("input_size", input_size)
+        return net.init(key, input_size)
+
+    def apply(params, x):
+        if jnp.ndim(x) != 1:
+            hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
+            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+        flat = jnp.split(jnp.tanh(net.apply(params, x)), np.cumsum(sizes)[:-1])
+        return jax.tree.unflatten(treedef, [
+            part.reshape(leaf.shape).astype(leaf.dtype) for part, leaf in zip(flat, leaves)])
+
+    return CarryBridge(init, apply)
+
+
 def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, dict]]]:
     """Returns ``loss_fn(params, batch, carry, key) -> (loss, (final_carry, aux))`` for stateful training.
 
@@ -126,4 +180,4 @@ def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, di
     return loss_fn
 
 
-__all__ = ["LanguageModel", "chunk_loss", "language_model"]
+__all__ = ["CarryBridge", "LanguageModel", "carry_bridge", "chunk_loss", "language_model"]
