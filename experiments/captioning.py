@@ -284,7 +284,8 @@ def accuracy_rows(config: Config, results: dict) -> list[list[Any]]:
 
     def row(name, exact):
         exact = np.asarray(exact)
-        return [name, float(exact.mean())] + [float(exact[count == d].mean()) for d in range(1, MAX_DIGITS + 1)]
+        by_digits = [float(exact[count == d].mean()) for d in range(1, MAX_DIGITS + 1)]
+        return [name, float(exact.mean())] + by_digits
 
     rnn = results["rnn"]
     return [row(f"image net {config.feature_size} -> LSTM {config.hidden_size}, greedy", rnn["greedy_exact"]),
@@ -370,7 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
     paths = make_figures(config, results, np.asarray(test.pixels), os.path.join(run_dir, "figures"))
     return write_results(
         run_dir, config, [results], verdict(config, results), summary_tables(config, results),
-        title="Captioning images of handwritten numbers in words: image net + LSTM vs a segmented per-digit classifier",
+        title="Captioning images of handwritten numbers in words: image net + LSTM vs a segmented "
+              "per-digit classifier",
         intro="Digit images split once; the test images are made of digit images no model saw in training.",
         figures=[os.path.basename(p) for p in paths], wall=wall)
 

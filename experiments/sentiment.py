@@ -174,7 +174,7 @@ def scores(predicted: np.ndarray, truth: np.ndarray, sign: np.ndarray | None = N
 
 
 def baselines(split: Split, seed: int) -> dict[str, dict]:
-    """Returns the held-out predictions of the training mean and of character n-gram ridge/logistic regression."""
+    """Returns the held-out predictions of the training mean and of character n-gram regressions."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import GridSearchCV, KFold
@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
     paths = make_figures(split, results, os.path.join(run_dir, "figures"))
     return write_results(
         run_dir, config, [results], verdict(table), summary_tables(config, split, results, table),
-        title="Sentiment ratings of unseen words from their characters: BiLSTM vs character n-gram regression",
+        title="Sentiment ratings of unseen words from their characters: BiLSTM vs character n-gram "
+              "regression",
         intro="VADER lexicon (vaderSentiment wheel), split once at random; every model is scored "
               "on the same held-out tokens.",
         figures=[os.path.basename(p) for p in paths], wall=wall)

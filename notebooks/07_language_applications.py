@@ -189,9 +189,9 @@ for i in worst:
 ctc_config = handwriting_ctc.Config(max_digits=4, hidden_size=8 if QUICK else 32,
                                     num_steps=4 if QUICK else 400, eval_every=2 if QUICK else 100,
                                     num_test_lines=50 if QUICK else 200)
-lines = jax.jit(lambda k: handwriting_ctc.make_lines(
-    k, digits["test_images"], digits["test_labels"], ctc_config.num_test_lines, ctc_config))(
-    jax.random.PRNGKey(1))
+lines = jax.jit(handwriting_ctc.make_lines, static_argnums=(3, 4))(
+    jax.random.PRNGKey(1), digits["test_images"], digits["test_labels"], ctc_config.num_test_lines,
+    ctc_config)
 ctc = {"segmented": handwriting_ctc.segmented_classifier(digits, lines),
        "rnn": handwriting_ctc.train_and_read(ctc_config, digits, lines, jax.random.PRNGKey(2),
                                              progress=False),
