@@ -128,10 +128,14 @@ def caption_table() -> np.ndarray:
 
 
 def words_of(tokens) -> str:
-    """Returns the words of a token row up to the end token."""
+    """Returns the words of a token row before its end token, a pad before it shown as ``<pad>``.
+
+    So two captions read the same exactly when their token rows are equal (after the end
+    token the decoders emit only pads; a row without one has more words than any caption).
+    """
     out = []
     for t in np.asarray(tokens).tolist():
-        if t in (END, PAD):
+        if t == END:
             break
         out.append(WORDS[t])
     return " ".join(out)
@@ -219,9 +223,9 @@ def train_and_caption(config: Config, data: dict, test: Numbers, key: jax.Array,
     def greedy(params, pixels):
         def one(p):
             carry = bridge.apply(params["bridge"], p)
-            tokens, _ = lm.generate(params["lm"], jnp.array([START]), max_length=MAX_WORDS + 2,
-                                    carry=carry, end_token=END, pad_token=PAD)
-            return tokens[1:]
+            tokens, length = lm.generate(params["lm"], jnp.array([START]), max_length=MAX_WORDS + 2,
+                                         carry=carry, end_token=END, pad_token=PAD)
+            return tokens[1:], length - 1  # the words and the end token, without the start
         return jax.vmap(one)(pixels)
 
     def beam(params, pixels):
@@ -232,15 +236,15 @@ def train_and_caption(config: Config, data: dict, test: Numbers, key: jax.Array,
             return tokens[0], scores[0]
         return jax.vmap(one)(pixels)
 
-    def log_prob(params, pixels, tokens):
-        return jax.vmap(lambda p, y: decoding.sequence_log_prob(
+    def log_prob(params, pixels, tokens, lengths):
+        return jax.vmap(lambda p, y, n: decoding.sequence_log_prob(
             lambda c, t: lm.step(params["lm"], c, t), bridge.apply(params["bridge"], p), START, y,
-            jnp.sum(y != PAD)))(pixels, tokens)
+            n))(pixels, tokens, lengths)
 
     truth = table[test.number]
 
     def eval_fn(params, key):
-        return {"test_exact_match": jnp.mean(jnp.all(greedy(params, test.pixels) == truth, axis=1))}
+        return {"test_exact_match": jnp.mean(jnp.all(greedy(params, test.pixels)[0] == truth, axis=1))}
 
     k_init, k_bridge, k_data = jax.random.split(key, 3)
     params = {"lm": lm.init(k_init), "bridge": bridge.init(k_bridge, test.pixels.shape[1])}
@@ -252,9 +256,10 @@ def train_and_caption(config: Config, data: dict, test: Numbers, key: jax.Array,
                           schedule=training.Schedule(config.eval_every, eval_every=config.eval_every))
     wall = time.perf_counter() - t0
     final = result.state.params
-    by_greedy = np.asarray(jax.jit(greedy)(final, test.pixels))
+    by_greedy, greedy_lengths = jax.jit(greedy)(final, test.pixels)
     by_beam, beam_scores = (np.asarray(a) for a in jax.jit(beam)(final, test.pixels))
-    greedy_scores = np.asarray(jax.jit(log_prob)(final, test.pixels, jnp.asarray(by_greedy)))
+    greedy_scores = np.asarray(jax.jit(log_prob)(final, test.pixels, by_greedy, greedy_lengths))
+    by_greedy = np.asarray(by_greedy)
     evals = [r for r in result.history if "eval/test_exact_match" in r]
     return {
         "greedy_exact": np.all(by_greedy == np.asarray(truth), axis=1),
