@@ -379,7 +379,7 @@ def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
     if isinstance(activation, Cell):
         step = activation.step
         names = [name for name, update in ELMAN_UPDATES.items()
-                 if type(step) is GatedStep and step.update is update]
+                 if type(step) is GatedStep and getattr(step, "update", None) is update]
         if not names:
             raise ValueError(
                 f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), got a "
