@@ -53,9 +53,8 @@ from rnnjax import decoding, losses, training
 from rnnjax.language_models import carry_bridge
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, pyplot, save_figure,  # noqa: E402
-                            start_run, write_results)
-from handwriting_ctc import digit_images  # noqa: E402
+from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
+from handwriting_ctc import digit_images
 
 ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",

@@ -50,8 +50,7 @@ import rnnjax
 from rnnjax import losses, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, pyplot, save_figure,  # noqa: E402
-                            start_run, write_results)
+from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
 
 PAD, UNKNOWN = 0, 1  # character tokens; the characters seen in training follow
 STEM = 5  # characters a held-out token must not share with any training token's start
@@ -147,7 +146,7 @@ def split_lexicon(test_share: float, seed: int) -> Split:
     """Returns the lexicon split at random, ``test_share`` of the tokens held out."""
     tokens, means, sds = vader_lexicon()
     order = np.random.default_rng(seed).permutation(len(tokens))
-    n_test = int(round(test_share * len(tokens)))
+    n_test = round(test_share * len(tokens))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
     train_tokens, test_tokens = [tokens[i] for i in train], [tokens[i] for i in test]
     alphabet = "".join(sorted(set("".join(train_tokens))))

@@ -13,7 +13,8 @@ initial carry, so that the same model, step and decoders generate a caption for 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import pytest
-
 from experiment_scripts import load, read_run
 
 lm = load("char_lm")
@@ -198,7 +197,7 @@ def test_tiny_sentiment_run(tmp_path):
     run_dir = str(tmp_path / "run")
     out = sent.main(["--num-steps", "4", "--eval-every", "2", "--hidden-size", "4",
                      "--no-progress", "--run-dir", run_dir])
-    config, results, summary = read_run(run_dir)
+    _, results, summary = read_run(run_dir)
     r = results["results"][0]
     y = np.asarray(r["test_y"])
     assert len(y) == len(r["test_tokens"]) == 1501
