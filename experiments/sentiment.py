@@ -19,8 +19,8 @@ Methods, in the order this script runs them:
    correlation, and accuracy of its sign (no rating is 0), against the training mean (and
    majority sign), and against ridge regression and logistic regression (for the sign) on
    character 1- to 5-gram TF-IDF features of the same tokens, the token's start and end
-   marked (scikit-learn; regularisation chosen by shuffled 5-fold cross-validation on the
-   training tokens).
+   marked (scikit-learn; regularisation chosen by shuffled ``cv_folds``-fold cross-validation
+   on the training tokens).
 
 Usage::
 
@@ -70,6 +70,7 @@ class Config:
     learning_rate: float = field(3e-3, "Adam learning rate")
     clip_norm: float = field(1.0, "gradient clipping by global norm")
     eval_every: int = field(250, "steps between held-out evaluations")
+    cv_folds: int = field(5, "cross-validation folds choosing the n-gram models' regularisation")
     seed: int = field(0, "master seed")
 
 
@@ -84,6 +85,8 @@ def check_config(config: Config) -> None:
     for name in ("hidden_size", "embed_size", "num_steps", "batch_size", "eval_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.cv_folds < 2:
+        raise ValueError(f"cv_folds must be >= 2, got {config.cv_folds}")
     if not 0 < config.test_share < 1:
         raise ValueError(f"test_share must be in (0, 1), got {config.test_share}")
 
@@ -172,7 +175,7 @@ def scores(predicted: np.ndarray, truth: np.ndarray, sign: np.ndarray | None = N
             "sign_accuracy": float(np.mean(sign == np.sign(truth)))}
 
 
-def baselines(split: Split, seed: int) -> dict[str, dict]:
+def baselines(split: Split, seed: int, num_folds: int = 5) -> dict[str, dict]:
     """Returns the held-out predictions of the training mean and of character n-gram regressions."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -190,7 +193,7 @@ def baselines(split: Split, seed: int) -> dict[str, dict]:
     # the 6000 x 6000 Gram matrix: minutes; 5-fold CV over four alphas takes seconds.)
     # Shuffled folds: the training tokens are in the lexicon's alphabetical order, and folds
     # of consecutive tokens would hold out whole prefixes (and pick 30x more regularisation).
-    folds = KFold(5, shuffle=True, random_state=seed)
+    folds = KFold(num_folds, shuffle=True, random_state=seed)
     ridge = GridSearchCV(Ridge(solver="lsqr"), {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]}, cv=folds,
                          scoring="neg_mean_squared_error").fit(x_train, split.train_y)
     logistic = GridSearchCV(LogisticRegression(solver="liblinear"), {"C": [1.0, 3.0, 10.0, 30.0, 100.0]},
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     split = split_lexicon(config.test_share, config.seed)
     results = {"test_tokens": split.test_tokens, "test_y": split.test_y,
-               **baselines(split, config.seed),
+               **baselines(split, config.seed, config.cv_folds),
                "rnn": train_and_predict(config, split, jax.random.PRNGKey(config.seed), args.progress)}
     table = score_table(split, results)
     results["scores"] = table

@@ -155,10 +155,12 @@ plt.show()
 
 # %%
 sent_config = sentiment.Config(hidden_size=8 if QUICK else 32, num_steps=4 if QUICK else 800,
-                               eval_every=2 if QUICK else 200)
+                               eval_every=2 if QUICK else 200, cv_folds=2 if QUICK else 5)
 split = sentiment.split_lexicon(sent_config.test_share, sent_config.seed)
-sent = {**sentiment.baselines(split, sent_config.seed),
-        "rnn": sentiment.train_and_predict(sent_config, split, jax.random.PRNGKey(0), progress=False)}
+sent = sentiment.baselines(split, sent_config.seed, sent_config.cv_folds)
+
+# %%
+sent["rnn"] = sentiment.train_and_predict(sent_config, split, jax.random.PRNGKey(0), progress=False)
 table = sentiment.score_table(split, sent)
 print(sentiment.summary_tables(sent_config, split, sent, table))
 print("\n".join(sentiment.verdict(table)))
