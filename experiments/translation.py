@@ -38,6 +38,7 @@ attention matrices, the learning curves).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -54,18 +55,52 @@ import rnnjax
 from rnnjax import losses, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, pyplot, save_figure,  # noqa: E402
-                            start_run, write_results)
+from experiment_cli import (
+    field,
+    markdown_table,
+    pyplot,
+    save_figure,
+    start_run,
+    write_results,
+)
 
 PAD, START, END = 0, 1, 2
 ATTENTION = {"none": None, "bahdanau": "bahdanau", "luong": "luong"}
 
 # German number pieces; a number's spelling (below 10^12) is a sequence of these.
 GERMAN_PIECES = (
-    "ein", "eins", "eine", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun",
-    "zehn", "elf", "zwölf", "sechzehn", "siebzehn", "zwanzig", "dreißig", "vierzig", "fünfzig",
-    "sechzig", "siebzig", "achtzig", "neunzig", "hundert", "tausend", "und", "million",
-    "millionen", "milliarde", "milliarden", " ",
+    "ein",
+    "eins",
+    "eine",
+    "zwei",
+    "drei",
+    "vier",
+    "fünf",
+    "sechs",
+    "sieben",
+    "acht",
+    "neun",
+    "zehn",
+    "elf",
+    "zwölf",
+    "sechzehn",
+    "siebzehn",
+    "zwanzig",
+    "dreißig",
+    "vierzig",
+    "fünfzig",
+    "sechzig",
+    "siebzig",
+    "achtzig",
+    "neunzig",
+    "hundert",
+    "tausend",
+    "und",
+    "million",
+    "millionen",
+    "milliarde",
+    "milliarden",
+    " ",
 )
 
 # --------------------------------------------------------------------------------- config
@@ -78,7 +113,9 @@ class Config:
     max_digits: int = field(9, "numbers 1 .. 10^max_digits - 1")
     num_test: int = field(1350, "held-out numbers (an equal share of each digit count)")
     pool_per_digit: int = field(4000, "most training numbers of each digit count")
-    models: tuple[str, ...] = field(("none", "bahdanau", "luong"), "attention: none, bahdanau, luong")
+    models: tuple[str, ...] = field(
+        ("none", "bahdanau", "luong"), "attention: none, bahdanau, luong"
+    )
     hidden_size: int = field(64, "LSTM units (encoder per direction, decoder)")
     embed_size: int = field(32, "source and target embedding size")
     num_steps: int = field(600, "Adam updates per model")
@@ -91,22 +128,37 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(max_digits=12, num_test=2400, pool_per_digit=10000, hidden_size=128,
-                 num_steps=2000, eval_every=500),
+    "full": dict(
+        max_digits=12,
+        num_test=2400,
+        pool_per_digit=10000,
+        hidden_size=128,
+        num_steps=2000,
+        eval_every=500,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in ("num_test", "pool_per_digit", "hidden_size", "embed_size", "num_steps",
-                 "batch_size", "eval_every"):
+    for name in (
+        "num_test",
+        "pool_per_digit",
+        "hidden_size",
+        "embed_size",
+        "num_steps",
+        "batch_size",
+        "eval_every",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not 1 <= config.max_digits <= 12:
         raise ValueError(f"max_digits must be in [1, 12], got {config.max_digits}")
     unknown = [m for m in config.models if m not in ATTENTION]
     if not config.models or unknown:
-        raise ValueError(f"models must be a non-empty subset of {sorted(ATTENTION)}, got {config.models}")
+        raise ValueError(
+            f"models must be a non-empty subset of {sorted(ATTENTION)}, got {config.models}"
+        )
 
 
 # ------------------------------------------------------------------------------ the data
@@ -129,7 +181,7 @@ def german_pieces(n: int) -> list[str]:
         if match is None:
             raise ValueError(f"no German piece starts {text!r} (spelling of {n})")
         pieces.append(match)
-        text = text[len(match):]
+        text = text[len(match) :]
     return pieces
 
 
@@ -158,9 +210,14 @@ class Vocab(NamedTuple):
     german: tuple[str, ...]
 
     @staticmethod
-    def make() -> "Vocab":
-        words = sorted({w for n in (*range(1, 21), *range(30, 100, 10), 100, 10**3, 10**6, 10**9, 101)
-                        for w in english_words(n)})
+    def make() -> Vocab:
+        words = sorted(
+            {
+                w
+                for n in (*range(1, 21), *range(30, 100, 10), 100, 10**3, 10**6, 10**9, 101)
+                for w in english_words(n)
+            }
+        )
         return Vocab(("<pad>", *words), ("<pad>", "<start>", "<end>", *GERMAN_PIECES))
 
 
@@ -174,7 +231,7 @@ def encode(numbers: np.ndarray, vocab: Vocab) -> Pairs:
     def padded(rows):
         out = np.zeros((len(rows), max(map(len, rows))), np.int32)
         for i, row in enumerate(rows):
-            out[i, :len(row)] = row
+            out[i, : len(row)] = row
         return out, np.array([len(r) for r in rows], np.int32)
 
     (source, s_len), (target, t_len) = padded(sources), padded(targets)
@@ -195,7 +252,9 @@ def split_numbers(config: Config) -> tuple[np.ndarray, list[np.ndarray]]:
         low, high = 10 ** (d - 1), 10**d  # d = 1: 1..9
         count = high - low
         held = min(share, count // 3)  # keep two thirds of the short numbers to train on
-        drawn = rng.choice(count, size=min(count, held + config.pool_per_digit), replace=False) + low
+        drawn = (
+            rng.choice(count, size=min(count, held + config.pool_per_digit), replace=False) + low
+        )
         test.append(drawn[:held])
         pools.append(drawn[held:])
     return np.concatenate(test), pools
@@ -210,19 +269,37 @@ def source_buckets(lengths: np.ndarray, width: int = 3) -> list[tuple[int, int]]
     return [(lo, min(lo + width - 1, top)) for lo in range(1, top + 1, width)]
 
 
-def train_and_translate(name: str, config: Config, vocab: Vocab, pools: list[Pairs], test: Pairs,
-                        key: jax.Array, progress: bool | None) -> dict:
+def train_and_translate(
+    name: str,
+    config: Config,
+    vocab: Vocab,
+    pools: list[Pairs],
+    test: Pairs,
+    key: jax.Array,
+    progress: bool | None,
+) -> dict:
     """Returns one model's held-out exact matches, learning curves, and the attention of the longest test number."""
     model = rnnjax.encoder_decoder(
-        rnnjax.bidirectional(rnnjax.lstm(config.hidden_size)), rnnjax.lstm(config.hidden_size),
-        len(vocab.german), start_token=START, end_token=END, pad_token=PAD,
-        embed_size=config.embed_size, source_vocab_size=len(vocab.english),
-        source_embed_size=config.embed_size, attention=ATTENTION[name])
+        rnnjax.bidirectional(rnnjax.lstm(config.hidden_size)),
+        rnnjax.lstm(config.hidden_size),
+        len(vocab.german),
+        start_token=START,
+        end_token=END,
+        pad_token=PAD,
+        embed_size=config.embed_size,
+        source_vocab_size=len(vocab.english),
+        source_embed_size=config.embed_size,
+        attention=ATTENTION[name],
+    )
     # The pools stacked, (digit count, pool size, ...), each repeated to the largest's size;
     # a batch indexes only the first pool_size[d] rows of pool d.
     size = max(len(p.numbers) for p in pools)
-    stacked = Pairs(*(jnp.asarray(np.stack([np.resize(a, (size,) + a.shape[1:]) for a in arrays]))
-                      for arrays in zip(*pools)))
+    stacked = Pairs(
+        *(
+            jnp.asarray(np.stack([np.resize(a, (size,) + a.shape[1:]) for a in arrays]))
+            for arrays in zip(*pools)
+        )
+    )
     pool_size = jnp.asarray([len(p.numbers) for p in pools])
     width_t = test.target.shape[1]
 
@@ -231,8 +308,12 @@ def train_and_translate(name: str, config: Config, vocab: Vocab, pools: list[Pai
         k_d, k_i = jax.random.split(k)
         d = jax.random.randint(k_d, (config.batch_size,), 0, len(pools))
         i = jax.random.randint(k_i, (config.batch_size,), 0, pool_size[d])
-        return (stacked.source[d, i], stacked.source_length[d, i], stacked.target[d, i],
-                stacked.target_length[d, i])
+        return (
+            stacked.source[d, i],
+            stacked.source_length[d, i],
+            stacked.target[d, i],
+            stacked.target_length[d, i],
+        )
 
     def loss_fn(params, batch, key):
         del key
@@ -242,10 +323,13 @@ def train_and_translate(name: str, config: Config, vocab: Vocab, pools: list[Pai
 
     def translate(params):
         return jax.vmap(lambda s, n: model.decode(params, s, max_length=width_t, source_length=n))(
-            jnp.asarray(test.source), jnp.asarray(test.source_length))
+            jnp.asarray(test.source), jnp.asarray(test.source_length)
+        )
 
-    buckets = {f"{lo}-{hi}": (test.source_length >= lo) & (test.source_length <= hi)
-               for lo, hi in source_buckets(test.source_length)}
+    buckets = {
+        f"{lo}-{hi}": (test.source_length >= lo) & (test.source_length <= hi)
+        for lo, hi in source_buckets(test.source_length)
+    }
 
     def eval_fn(params, key):
         """Exact match (every piece and the end token) over all held-out numbers and per bucket."""
@@ -254,26 +338,37 @@ def train_and_translate(name: str, config: Config, vocab: Vocab, pools: list[Pai
         valid = jnp.arange(width_t) < jnp.asarray(test.target_length)[:, None]
         same = jnp.all(jnp.where(valid, tokens == jnp.asarray(test.target), True), axis=1)
         correct = same & (length == jnp.asarray(test.target_length))
-        return {"exact_match": jnp.mean(correct),
-                **{f"exact_match/{b}": jnp.mean(correct[inside]) for b, inside in buckets.items()}}
+        return {
+            "exact_match": jnp.mean(correct),
+            **{f"exact_match/{b}": jnp.mean(correct[inside]) for b, inside in buckets.items()},
+        }
 
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
     k_init, k_data = jax.random.split(key)
     params = jax.jit(model.init)(k_init)
     state = training.init_train_state(k_data, params, optimizer)
     step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(step, state, batch_fn, config.num_steps, eval_fn=eval_fn, progress=progress,
-                          schedule=training.Schedule(config.eval_every, eval_every=config.eval_every))
+    result = training.fit(
+        step,
+        state,
+        batch_fn,
+        config.num_steps,
+        eval_fn=eval_fn,
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, eval_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     final = result.state.params
     evals = [r for r in result.history if "eval/exact_match" in r]  # the last: after training
     out = {
         "exact_match": evals[-1]["eval/exact_match"],
-        "by_source_length": {b: {"count": int(inside.sum()),
-                                 "exact_match": evals[-1][f"eval/exact_match/{b}"]}
-                             for b, inside in buckets.items()},
+        "by_source_length": {
+            b: {"count": int(inside.sum()), "exact_match": evals[-1][f"eval/exact_match/{b}"]}
+            for b, inside in buckets.items()
+        },
         "num_params": int(sum(np.size(a) for a in jax.tree.leaves(final))),
         "train_wall_s": wall,
         "eval_steps": [r["step"] for r in evals],
@@ -282,15 +377,21 @@ def train_and_translate(name: str, config: Config, vocab: Vocab, pools: list[Pai
     }
     if ATTENTION[name] is not None:  # the attention of the longest held-out number
         i = int(np.lexsort((test.numbers, test.source_length))[-1])
-        tokens, length, weights = jax.jit(lambda p: model.decode(
-            p, test.source[i], max_length=width_t, source_length=test.source_length[i],
-            return_attention=True))(final)
+        tokens, length, weights = jax.jit(
+            lambda p: model.decode(
+                p,
+                test.source[i],
+                max_length=width_t,
+                source_length=test.source_length[i],
+                return_attention=True,
+            )
+        )(final)
         n, k = int(test.source_length[i]), int(length)
         out["attention_example"] = {
             "number": int(test.numbers[i]),
             "source": [vocab.english[t] for t in test.source[i, :n]],
             "output": [vocab.german[t] for t in np.asarray(tokens[:k])],
-            "target": [vocab.german[t] for t in test.target[i, :test.target_length[i]]],
+            "target": [vocab.german[t] for t in test.target[i, : test.target_length[i]]],
             "weights": np.asarray(weights[:k, :n]).tolist(),
         }
     return out
@@ -306,21 +407,27 @@ def verdict(config: Config, results: dict) -> list[str]:
     lines = []
     if "none" in models and len(models) > 1:
         base = models["none"]["by_source_length"][longest]
-        best = max((m for m in models if m != "none"),
-                   key=lambda m: models[m]["by_source_length"][longest]["exact_match"])
+        best = max(
+            (m for m in models if m != "none"),
+            key=lambda m: models[m]["by_source_length"][longest]["exact_match"],
+        )
         ours = models[best]["by_source_length"][longest]
         p, q, n = ours["exact_match"], base["exact_match"], base["count"]
         se = math.sqrt(max(p * (1 - p) + q * (1 - q), 1e-12) / n)
         better = p - q > 2 * se
-        lines.append(f"VERDICT: on the longest held-out inputs ({longest} English words, {n} "
-                     f"numbers) {best} attention reaches exact match {p:.3f} vs {q:.3f} without "
-                     f"attention: " + ("attention measurably better" if better else
-                                       "NOT measurably better") +
-                     f" (difference {p - q:+.3f}, 2 standard errors = {2 * se:.3f}).")
+        lines.append(
+            f"VERDICT: on the longest held-out inputs ({longest} English words, {n} "
+            f"numbers) {best} attention reaches exact match {p:.3f} vs {q:.3f} without "
+            f"attention: "
+            + ("attention measurably better" if better else "NOT measurably better")
+            + f" (difference {p - q:+.3f}, 2 standard errors = {2 * se:.3f})."
+        )
     for m, r in models.items():
-        lines.append(f"{m}: exact match {r['exact_match']:.3f} on all {results['num_test']} "
-                     f"held-out numbers; {r['num_params']} parameters; trained in "
-                     f"{r['train_wall_s']:.0f} s")
+        lines.append(
+            f"{m}: exact match {r['exact_match']:.3f} on all {results['num_test']} "
+            f"held-out numbers; {r['num_params']} parameters; trained in "
+            f"{r['train_wall_s']:.0f} s"
+        )
     return lines
 
 
@@ -328,17 +435,27 @@ def summary_tables(config: Config, results: dict) -> str:
     """Returns the exact-match table by source length."""
     models = results["models"]
     labels = list(models[config.models[0]]["by_source_length"])
-    rows = [[f"{label} words", models[config.models[0]]["by_source_length"][label]["count"]]
-            + [models[m]["by_source_length"][label]["exact_match"] for m in models]
-            for label in labels]
+    rows = [
+        [f"{label} words", models[config.models[0]]["by_source_length"][label]["count"]]
+        + [models[m]["by_source_length"][label]["exact_match"] for m in models]
+        for label in labels
+    ]
     rows.append(["all", results["num_test"]] + [models[m]["exact_match"] for m in models])
-    return "\n".join([
-        f"Held-out exact match (greedy decoding) on {results['num_test']} numbers below "
-        f"10^{config.max_digits} never seen in training ({results['num_train_pool']} training "
-        f"numbers); encoder BiLSTM {config.hidden_size}x2, decoder LSTM {config.hidden_size}, "
-        f"{config.num_steps} steps of {config.batch_size} for every model.", "",
-        markdown_table(["source length", "numbers"] + [f"{m} attention" if m != "none" else
-                                                       "no attention" for m in models], rows), ""])
+    return "\n".join(
+        [
+            f"Held-out exact match (greedy decoding) on {results['num_test']} numbers below "
+            f"10^{config.max_digits} never seen in training ({results['num_train_pool']} training "
+            f"numbers); encoder BiLSTM {config.hidden_size}x2, decoder LSTM {config.hidden_size}, "
+            f"{config.num_steps} steps of {config.batch_size} for every model.",
+            "",
+            markdown_table(
+                ["source length", "numbers"]
+                + [f"{m} attention" if m != "none" else "no attention" for m in models],
+                rows,
+            ),
+            "",
+        ]
+    )
 
 
 def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
@@ -349,8 +466,12 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for m, r in models.items():
         labels = list(r["by_source_length"])
-        ax.plot(labels, [r["by_source_length"][b]["exact_match"] for b in labels], "o-",
-                label="no attention" if m == "none" else m)
+        ax.plot(
+            labels,
+            [r["by_source_length"][b]["exact_match"] for b in labels],
+            "o-",
+            label="no attention" if m == "none" else m,
+        )
     ax.set_xlabel("source length (English words)")
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.02)
@@ -363,14 +484,22 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
             ex = models[m]["attention_example"]
             ax.imshow(np.asarray(ex["weights"]), cmap="gray_r", vmin=0, vmax=1, aspect="auto")
             ax.set_xticks(range(len(ex["source"])), ex["source"], rotation=60, fontsize=8)
-            ax.set_yticks(range(len(ex["output"])), [repr(p) if p == " " else p for p in ex["output"]],
-                          fontsize=8)
+            ax.set_yticks(
+                range(len(ex["output"])),
+                [repr(p) if p == " " else p for p in ex["output"]],
+                fontsize=8,
+            )
             verdict = "right" if ex["output"] == ex["target"] else "wrong"
             ax.set_title(f"{m}: {ex['number']} (translation {verdict})", fontsize=9)
         paths.append(save_figure(fig, fig_dir, "attention.png"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for m, r in models.items():
-        ax.plot(r["eval_steps"], r["exact_match_curve"], "o-", label="no attention" if m == "none" else m)
+        ax.plot(
+            r["eval_steps"],
+            r["exact_match_curve"],
+            "o-",
+            label="no attention" if m == "none" else m,
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.02)
@@ -392,23 +521,34 @@ def main(argv: list[str] | None = None) -> dict:
     every = encode(np.concatenate([test_numbers, *pool_numbers]), vocab)
     ends = np.cumsum([len(test_numbers)] + [len(p) for p in pool_numbers])
     test = select(every, slice(0, ends[0]))
-    pools = [select(every, slice(a, b)) for a, b in zip(ends[:-1], ends[1:])]
+    pools = [select(every, slice(a, b)) for a, b in itertools.pairwise(ends)]
     key = jax.random.PRNGKey(config.seed)
-    results = {"num_test": len(test_numbers), "num_train_pool": int(sum(len(p) for p in pool_numbers)),
-               "source_vocab": len(vocab.english), "target_vocab": len(vocab.german),
-               "models": {}}
+    results = {
+        "num_test": len(test_numbers),
+        "num_train_pool": int(sum(len(p) for p in pool_numbers)),
+        "source_vocab": len(vocab.english),
+        "target_vocab": len(vocab.german),
+        "models": {},
+    }
     for i, name in enumerate(config.models):
         print(f"[{i + 1}/{len(config.models)}] {name}", file=sys.stderr)
         # One key for every model: the same initial encoder draw and the same batches.
-        results["models"][name] = train_and_translate(name, config, vocab, pools, test,
-                                                      jax.random.fold_in(key, 1), args.progress)
+        results["models"][name] = train_and_translate(
+            name, config, vocab, pools, test, jax.random.fold_in(key, 1), args.progress
+        )
     wall = time.perf_counter() - t_start
     paths = make_figures(config, results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, [results], verdict(config, results), summary_tables(config, results),
+        run_dir,
+        config,
+        [results],
+        verdict(config, results),
+        summary_tables(config, results),
         title="Numbers from English to German: encoder-decoder with and without attention",
         intro="num2words spellings; the held-out numbers are never trained on.",
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ them (so NaN or inf padding reaches neither a value nor a gradient) and
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,9 +83,11 @@ def additive(size: int) -> Score:
 
     def init(key, query_size, annotation_size):
         k_w, k_u, k_v = jax.random.split(key, 3)
-        return {"w": project.init(k_w, query_size)["w"],
-                "u": project.init(k_u, annotation_size)["w"],
-                "v": linear(1, use_bias=False).init(k_v, size)["w"][:, 0]}
+        return {
+            "w": project.init(k_w, query_size)["w"],
+            "u": project.init(k_u, annotation_size)["w"],
+            "v": linear(1, use_bias=False).init(k_v, size)["w"][:, 0],
+        }
 
     def keys(params, annotations):
         return annotations @ params["u"]
@@ -126,8 +129,9 @@ def memory(score: Score, params: Any, annotations: Array, length: Any = None) ->
     """
     if jnp.ndim(annotations) != 2:
         hint = " (batch with jax.vmap)" if jnp.ndim(annotations) == 3 else ""
-        raise ValueError(f"annotations must have shape (T, A) for one source{hint}; "
-                         f"got {jnp.shape(annotations)}")
+        raise ValueError(
+            f"annotations must have shape (T, A) for one source{hint}; got {jnp.shape(annotations)}"
+        )
     length = padding.check_length(length, annotations.shape[0])
     annotations = padding.clean(annotations, padding.valid_steps(annotations.shape[0], length))
     return Memory(annotations, score.keys(params, annotations), length)

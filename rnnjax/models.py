@@ -14,7 +14,8 @@ on ONE example; batch with ``jax.vmap``. Generation runs inside ``jax.lax.scan``
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -547,7 +548,7 @@ def _attention_decoder(
     bahdanau = kind == "bahdanau"
     score = attention_lib.additive(attention_size) if bahdanau else attention_lib.general()
     hidden = cell.hidden_size
-    hidden_of = _cell_hidden(cell) if bahdanau else None
+    hidden_of = _cell_hidden(cell)
 
     def init(key, annotation_size, context_size):
         k_emb, k_cell, k_out, k_bridge, k_att, k_comb = jax.random.split(key, 6)
@@ -602,7 +603,7 @@ def _attention_decoder(
 
     def decode(params, context, source, max_length, key, temperature, beam_size):
         checks.positive_int("max_length", max_length)
-        step_fn = lambda state, token: step(params, source, state, token)[:2]  # noqa: E731
+        step_fn = lambda state, token: step(params, source, state, token)[:2]
         state = start(params, context)
         if beam_size is None:
             tokens, length = decoding.generate(
@@ -750,28 +751,28 @@ def encoder_decoder(
         pad_token=pad_token,
     )
 
-    def init(key, input_size=None):
+    def init_attending(key, input_size=None):
         k_src, k_enc, k_dec = jax.random.split(key, 3)
         params, context_size = init_encoder(k_src, k_enc, input_size)
         params["decoder"] = attend.init(k_dec, encoder.output_size, context_size)
         return params
 
-    def apply(params, source, targets, *, source_length=None, key=None, train=False,
-              return_attention=False):
+    def apply_attending(params, source, targets, *, source_length=None, key=None, train=False,
+                        return_attention=False) -> Any:
         c, annotations = encode(params, source, source_length, key, train)
         source_memory = attend.memory(params["decoder"], annotations, source_length)
         logits, weights = attend.teacher_force(params["decoder"], c, source_memory, targets)
         return (logits, weights) if return_attention else logits
 
-    def decode(params, source, *, max_length, source_length=None, key=None, temperature=1.0,
-               beam_size=None, return_attention=False):
+    def decode_attending(params, source, *, max_length, source_length=None, key=None,
+                         temperature=1.0, beam_size=None, return_attention=False) -> Any:
         c, annotations = encode(params, source, source_length, None, False)
         source_memory = attend.memory(params["decoder"], annotations, source_length)
         tokens, length, weights = attend.decode(params["decoder"], c, source_memory, max_length,
                                                 key, temperature, beam_size)
         return (tokens, length, weights) if return_attention else (tokens, length)
 
-    return Generator(init, apply, decode, vocab_size)
+    return Generator(init_attending, apply_attending, decode_attending, vocab_size)
 
 
 __all__ = [

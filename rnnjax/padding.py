@@ -163,7 +163,7 @@ def masked_softmax(scores: Array, length: Array | None) -> Array:
     """
     if length is None:
         return jax.nn.softmax(scores, axis=0)
-    valid = _broadcast_to(valid_steps(scores.shape[0], length), scores)
+    valid = _broadcast_to(jnp.arange(scores.shape[0], dtype=jnp.int32) < length, scores)
     scores = jnp.where(valid, scores, jnp.zeros_like(scores))
     # Softmax is shift-invariant, so the shift (the largest valid score) needs no gradient.
     shift = jax.lax.stop_gradient(jnp.max(jnp.where(valid, scores, -jnp.inf), axis=0))

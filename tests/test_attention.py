@@ -1,10 +1,10 @@
 """Attention (rnnjax.attention, encoder_decoder(attention=...)) against NumPy loops of the papers' equations."""
 
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import rnnjax
 from rnnjax import attention, initializers, models, padding
@@ -50,8 +50,10 @@ def test_scores_are_the_papers_equations():
         if score.name == "general":  # Luong eq. 8: s^T W h_j
             expected = [q @ np.asarray(p["w"]) @ h_j for h_j in h]
         else:  # Bahdanau eq. 6 / A.1.2: v^T tanh(W s + U h_j)
-            expected = [np.asarray(p["v"]) @ np.tanh(q @ np.asarray(p["w"]) + h_j @ np.asarray(p["u"]))
-                        for h_j in h]
+            expected = [
+                np.asarray(p["v"]) @ np.tanh(q @ np.asarray(p["w"]) + h_j @ np.asarray(p["u"]))
+                for h_j in h
+            ]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -67,11 +69,28 @@ def test_nan_annotations_on_padding_reach_no_context_or_gradient():
 
     q = jnp.array([0.4, -0.7])
     np.testing.assert_array_equal(context(p, poisoned, q), context(p, h, q))
-    loss = lambda p, h: jnp.sum(jnp.sin(context(p, h, q)))  # noqa: E731
+    loss = lambda p, h: jnp.sum(jnp.sin(context(p, h, q)))
     g_clean, g_poisoned = jax.grad(loss, (0, 1))(p, h), jax.grad(loss, (0, 1))(p, poisoned)
     for a, b in zip(jax.tree.leaves(g_clean), jax.tree.leaves(g_poisoned)):
         np.testing.assert_array_equal(a, b)
     assert np.all(np.asarray(g_poisoned[1][4:]) == 0)
+
+
+def _attend_gradient_and_finite_differences(score, q, h):
+    """Returns (gradient, central differences, padded rows' gradient) of a loss of ``attend``."""
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), score.init(KEY, 4, 3))
+
+    def loss(p, q, h):
+        c, w = attention.attend(score, p, q, attention.memory(score, p, h, 3))
+        return jnp.sum(jnp.sin(2 * c)) + jnp.sum(jnp.cos(3 * w))
+
+    flat, unravel = ravel_pytree((p, q, h))
+    f = lambda x: loss(*unravel(x))
+    g = jax.jit(jax.grad(f))(flat)
+    eps, shifts = 1e-6, jnp.eye(flat.size)
+    fs = jax.jit(jax.vmap(f))  # every coordinate's central difference in one call
+    numeric = (fs(flat + eps * shifts) - fs(flat - eps * shifts)) / (2 * eps)
+    return g, numeric, unravel(g)[2][3:]
 
 
 def test_attend_gradient_equals_finite_differences_in_float64():
@@ -82,20 +101,9 @@ def test_attend_gradient_equals_finite_differences_in_float64():
         h = jnp.asarray(rng.normal(size=(5, 3)))
         q = jnp.asarray(rng.normal(size=4))
         for score in (attention.additive(6), attention.general()):
-            p = jax.tree.map(lambda a: a.astype(jnp.float64), score.init(KEY, 4, 3))
-
-            def loss(p, q, h):
-                c, w = attention.attend(score, p, q, attention.memory(score, p, h, 3))
-                return jnp.sum(jnp.sin(2 * c)) + jnp.sum(jnp.cos(3 * w))
-
-            flat, unravel = ravel_pytree((p, q, h))
-            f = lambda x: loss(*unravel(x))  # noqa: E731
-            g = jax.jit(jax.grad(f))(flat)
-            eps, shifts = 1e-6, jnp.eye(flat.size)
-            fs = jax.jit(jax.vmap(f))  # every coordinate's central difference in one call
-            numeric = (fs(flat + eps * shifts) - fs(flat - eps * shifts)) / (2 * eps)
+            g, numeric, padded = _attend_gradient_and_finite_differences(score, q, h)
             np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-9)
-            assert np.all(np.asarray(unravel(g)[2][3:]) == 0)  # padded annotations: no gradient
+            assert np.all(np.asarray(padded) == 0)  # padded annotations: no gradient
 
 
 # ---------------------------------------------------------------- the decoders, by a loop
@@ -108,12 +116,22 @@ def _lstm(hidden):
 
 def _model(kind, hidden=5):
     return models.encoder_decoder(
-        rnnjax.bidirectional(_lstm(3)), _lstm(hidden), V, start_token=1, end_token=2,
-        source_vocab_size=S, embed_size=4, source_embed_size=2, attention=kind, attention_size=6)
+        rnnjax.bidirectional(_lstm(3)),
+        _lstm(hidden),
+        V,
+        start_token=1,
+        end_token=2,
+        source_vocab_size=S,
+        embed_size=4,
+        source_embed_size=2,
+        attention=kind,
+        attention_size=6,
+    )
 
 
 def _annotations_by_loop(cell, p, xs):
     """Returns the bidirectional encoder's outputs and final carry over ``xs`` (no padding)."""
+
     def run(params, seq):
         carry, ys = cell.initial_carry(params), []
         for x in seq:
@@ -129,10 +147,15 @@ def _annotations_by_loop(cell, p, xs):
 
 def _decoder_by_loop(kind, cell, p, h, context, previous):
     """Returns (logits, weights): the paper's decoder step by step in NumPy around ``cell.step``."""
-    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    f = lambda a: np.asarray(a, np.float64)
     leaves, tree = jax.tree.flatten(cell.initial_carry(p["cell"]))
-    carry = jax.tree.unflatten(tree, [np.tanh(context @ f(b["w"]) + f(b["b"])).reshape(a.shape)
-                                      for b, a in zip(p["bridge"], leaves)])
+    carry = jax.tree.unflatten(
+        tree,
+        [
+            np.tanh(context @ f(b["w"]) + f(b["b"])).reshape(a.shape)
+            for b, a in zip(p["bridge"], leaves)
+        ],
+    )
     att = p["attention"]
     fed = f(carry[0]) if kind == "bahdanau" else np.zeros(cell.hidden_size)  # s_0 or h~_0
     all_logits, all_weights = [], []
@@ -146,7 +169,9 @@ def _decoder_by_loop(kind, cell, p, h, context, previous):
             fed = f(s)
             out = np.concatenate([fed, c, e])
         else:
-            carry, h_t = cell.step(p["cell"], carry, jnp.asarray(np.concatenate([e, fed]), jnp.float32))
+            carry, h_t = cell.step(
+                p["cell"], carry, jnp.asarray(np.concatenate([e, fed]), jnp.float32)
+            )
             alpha = _softmax(np.array([f(h_t) @ f(att["w"]) @ h_j for h_j in h]))
             c = alpha @ h
             fed = np.tanh(np.concatenate([c, f(h_t)]) @ f(p["combine"]["w"]))
@@ -163,12 +188,14 @@ def test_teacher_forced_decoder_equals_a_loop_of_the_papers_equations(kind):
     src = jnp.array([3, 8, 4, 6, 0, 0, 0])
     padded = src.at[4:].set(5)  # padding that a leak would change
     targets = jnp.array([4, 6, 3, 2, 0])
-    logits, weights = jax.jit(lambda p: model.apply(p, padded, targets, source_length=4,
-                                                    return_attention=True))(p)
+    logits, weights = jax.jit(
+        lambda p: model.apply(p, padded, targets, source_length=4, return_attention=True)
+    )(p)
     xs = np.asarray(p["source_embed"]["table"])[np.asarray(src[:4])]
     h, context = _annotations_by_loop(_lstm(3), p["encoder"], xs)
-    expected_logits, expected_weights = _decoder_by_loop(kind, _lstm(5), p["decoder"], h,
-                                                         context, [1, 4, 6, 3, 2])
+    expected_logits, expected_weights = _decoder_by_loop(
+        kind, _lstm(5), p["decoder"], h, context, [1, 4, 6, 3, 2]
+    )
     np.testing.assert_allclose(logits, expected_logits, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(weights[:, :4], expected_weights, rtol=2e-5, atol=2e-7)
     assert np.all(np.asarray(weights[:, 4:]) == 0.0)
@@ -177,8 +204,14 @@ def test_teacher_forced_decoder_equals_a_loop_of_the_papers_equations(kind):
 
 @pytest.mark.slow
 def test_nan_source_padding_reaches_no_output_or_gradient():
-    model = models.encoder_decoder(rnnjax.bidirectional(rnnjax.gru(3)), rnnjax.gru(4), V,
-                                   start_token=1, end_token=2, attention="luong")
+    model = models.encoder_decoder(
+        rnnjax.bidirectional(rnnjax.gru(3)),
+        rnnjax.gru(4),
+        V,
+        start_token=1,
+        end_token=2,
+        attention="luong",
+    )
     p = model.init(KEY, 2)
     xs = jax.random.normal(jax.random.PRNGKey(3), (5, 2))
     poisoned = xs.at[3].set(jnp.nan).at[4].set(-jnp.inf)
@@ -186,7 +219,7 @@ def test_nan_source_padding_reaches_no_output_or_gradient():
 
     def loss(p, xs, n):
         logits, w = model.apply(p, xs, targets, source_length=n, return_attention=True)
-        return jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(3), targets]) + jnp.sum(w ** 2)
+        return jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(3), targets]) + jnp.sum(w**2)
 
     value_and_grad = jax.jit(jax.value_and_grad(loss))
     unpadded = jax.jit(jax.value_and_grad(loss), static_argnums=2)(p, xs[:3], None)
@@ -208,8 +241,9 @@ def test_gradient_equals_finite_differences_in_float64(kind):
 
         @jax.jit
         def loss(p):
-            logits, w = jax.vmap(lambda s, t, n: model.apply(p, s, t, source_length=n,
-                                                            return_attention=True))(src, targets, lengths)
+            logits, w = jax.vmap(
+                lambda s, t, n: model.apply(p, s, t, source_length=n, return_attention=True)
+            )(src, targets, lengths)
             return jnp.sum(jnp.sin(logits)) + jnp.sum(jnp.cos(3 * w))
 
         grads = jax.grad(loss)(p)
@@ -231,9 +265,14 @@ END_BIAS = {"bahdanau": 2.0, "luong": 1.5}
 
 # Each compilation of a decoder costs seconds: the fast run decodes Luong's greedily, the
 # slow run also Bahdanau's and both with a beam of one.
-@pytest.mark.parametrize("kind, beam", [("luong", False),
-                                        pytest.param("luong", True, marks=pytest.mark.slow),
-                                        pytest.param("bahdanau", True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kind, beam",
+    [
+        ("luong", False),
+        pytest.param("luong", True, marks=pytest.mark.slow),
+        pytest.param("bahdanau", True, marks=pytest.mark.slow),
+    ],
+)
 def test_decoding_under_jit_and_vmap_is_greedy_and_returns_the_weights(kind, beam):
     model = _model(kind)
     # Random parameters scaled up, so that the decoded tokens are not all alike.
@@ -241,24 +280,33 @@ def test_decoding_under_jit_and_vmap_is_greedy_and_returns_the_weights(kind, bea
     p["decoder"]["readout"]["b"] = p["decoder"]["readout"]["b"].at[2].add(END_BIAS[kind])
     src = jnp.array([[3, 8, 4, 6, 0], [7, 5, 0, 0, 0], [4, 4, 3, 8, 5]])
     lengths = jnp.array([4, 2, 5])
-    decode = jax.jit(jax.vmap(lambda s, n, b: model.decode(
-        p, s, max_length=6, source_length=n, beam_size=b, return_attention=True),
-        in_axes=(0, 0, None)), static_argnums=2)
+    decode = jax.jit(
+        jax.vmap(
+            lambda s, n, b: model.decode(
+                p, s, max_length=6, source_length=n, beam_size=b, return_attention=True
+            ),
+            in_axes=(0, 0, None),
+        ),
+        static_argnums=2,
+    )
     tokens, length, weights = decode(src, lengths, None)
     # Teacher forcing on the decoded tokens: each token must be the argmax of its step's
     # logits (greedy), and the weights those of the same steps.
-    forced_logits, forced = jax.jit(jax.vmap(lambda s, t, n: model.apply(
-        p, s, t, source_length=n, return_attention=True)))(src, tokens, lengths)
+    forced_logits, forced = jax.jit(
+        jax.vmap(lambda s, t, n: model.apply(p, s, t, source_length=n, return_attention=True))
+    )(src, tokens, lengths)
     ends = 0
     for i in range(3):
         n, k = int(lengths[i]), int(length[i])
         np.testing.assert_array_equal(tokens[i, :k], np.argmax(forced_logits[i, :k], axis=1))
         stopped = bool(tokens[i, k - 1] == 2)
         assert stopped or k == 6
-        assert 2 not in tokens[i, :k - 1].tolist() and np.all(np.asarray(tokens[i, k:]) == 0)
+        assert 2 not in tokens[i, : k - 1].tolist() and np.all(np.asarray(tokens[i, k:]) == 0)
         ends += stopped
         np.testing.assert_allclose(weights[i, :k], forced[i, :k], rtol=1e-6, atol=1e-7)
-        assert np.all(np.asarray(weights[i, k:]) == 0) and np.all(np.asarray(weights[i, :, n:]) == 0)
+        assert np.all(np.asarray(weights[i, k:]) == 0) and np.all(
+            np.asarray(weights[i, :, n:]) == 0
+        )
         np.testing.assert_allclose(np.sum(weights[i, :k], axis=1), 1.0, rtol=1e-6)
     assert 1 <= ends < 3  # the end token stopped some decodes, not all
     if beam:  # beam search with one beam is greedy decoding, weights included
@@ -272,9 +320,17 @@ def test_attention_arguments_are_checked():
     with pytest.raises(ValueError, match="attention must be None or one of"):
         _model("dot")
     with pytest.raises(ValueError, match="feed_context must be False or None"):
-        models.encoder_decoder(rnnjax.recurrent(rnnjax.gru(3)), rnnjax.gru(3), V, start_token=1,
-                               end_token=2, attention="luong", feed_context=True)
+        models.encoder_decoder(
+            rnnjax.recurrent(rnnjax.gru(3)),
+            rnnjax.gru(3),
+            V,
+            start_token=1,
+            end_token=2,
+            attention="luong",
+            feed_context=True,
+        )
     model = _model("luong")
     with pytest.raises(ValueError, match="key=None with beam_size"):
-        model.decode(model.init(KEY), jnp.array([3, 4]), max_length=3, beam_size=2,
-                     key=jax.random.PRNGKey(0))
+        model.decode(
+            model.init(KEY), jnp.array([3, 4]), max_length=3, beam_size=2, key=jax.random.PRNGKey(0)
+        )

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-
 from experiment_scripts import load, read_run
 
 tr = load("translation")
@@ -17,7 +16,11 @@ def test_spellings_by_hand_and_pieces_join_back_to_num2words():
     assert tr.german_pieces(42) == ["zwei", "und", "vierzig"]
     assert tr.english_words(1999) == ["one", "thousand", "nine", "hundred", "and", "ninety", "nine"]
     assert tr.german_pieces(1999) == ["ein", "tausend", "neun", "hundert", "neun", "und", "neunzig"]
-    assert tr.german_pieces(17) == ["siebzehn"] and tr.german_pieces(77) == ["sieben", "und", "siebzig"]
+    assert tr.german_pieces(17) == ["siebzehn"] and tr.german_pieces(77) == [
+        "sieben",
+        "und",
+        "siebzig",
+    ]
     assert tr.german_pieces(2_000_016) == ["zwei", " ", "millionen", " ", "sechzehn"]
     rng = np.random.default_rng(0)
     numbers = np.concatenate([np.arange(1, 200), rng.integers(200, 10**9, 300)])
@@ -28,7 +31,9 @@ def test_spellings_by_hand_and_pieces_join_back_to_num2words():
     for i in (0, 41, 250):
         n, k = pairs.source_length[i], pairs.target_length[i]
         assert [vocab.english[t] for t in pairs.source[i, :n]] == tr.english_words(int(numbers[i]))
-        assert [vocab.german[t] for t in pairs.target[i, :k]] == tr.german_pieces(int(numbers[i])) + ["<end>"]
+        assert [vocab.german[t] for t in pairs.target[i, :k]] == tr.german_pieces(
+            int(numbers[i])
+        ) + ["<end>"]
         assert not pairs.source[i, n:].any() and not pairs.target[i, k:].any()
 
 
@@ -39,7 +44,9 @@ def test_held_out_numbers_are_never_in_a_training_pool():
     assert len(test) == 3 + 10 + 10 + 10 and len(set(test.tolist())) == len(test)
     assert [len(p) for p in pools] == [6, 80, 300, 300]
     for d, pool in enumerate(pools, 1):
-        assert np.all((pool >= 10 ** (d - 1)) & (pool < 10**d)) and len(set(pool.tolist())) == len(pool)
+        assert np.all((pool >= 10 ** (d - 1)) & (pool < 10**d)) and len(set(pool.tolist())) == len(
+            pool
+        )
         assert not set(pool.tolist()) & set(test.tolist())
 
 
@@ -48,12 +55,21 @@ def test_buckets_and_verdict_by_hand():
     config = tr.Config(models=("none", "luong"))
 
     def model(exact_long, overall):
-        return {"exact_match": overall, "num_params": 10, "train_wall_s": 1.0,
-                "by_source_length": {"1-3": {"count": 20, "exact_match": 1.0},
-                                     "4-5": {"count": 100, "exact_match": exact_long}}}
+        return {
+            "exact_match": overall,
+            "num_params": 10,
+            "train_wall_s": 1.0,
+            "by_source_length": {
+                "1-3": {"count": 20, "exact_match": 1.0},
+                "4-5": {"count": 100, "exact_match": exact_long},
+            },
+        }
 
-    results = {"num_test": 120, "num_train_pool": 500,
-               "models": {"none": model(0.5, 0.6), "luong": model(0.7, 0.75)}}
+    results = {
+        "num_test": 120,
+        "num_train_pool": 500,
+        "models": {"none": model(0.5, 0.6), "luong": model(0.7, 0.75)},
+    }
     lines = tr.verdict(config, results)
     # standard error sqrt((0.7 * 0.3 + 0.5 * 0.5) / 100) = 0.0678; the difference 0.2 > 2 s.e.
     assert "luong attention reaches exact match 0.700 vs 0.500" in lines[0]
@@ -67,10 +83,32 @@ def test_buckets_and_verdict_by_hand():
 @pytest.mark.slow
 def test_tiny_translation_run(tmp_path):
     run_dir = str(tmp_path / "run")
-    out = tr.main(["--max-digits", "3", "--num-test", "30", "--pool-per-digit", "40",
-                   "--models", "none", "bahdanau", "--hidden-size", "4", "--embed-size", "4",
-                   "--num-steps", "4", "--eval-every", "2", "--batch-size", "8", "--no-progress",
-                   "--run-dir", run_dir])
+    out = tr.main(
+        [
+            "--max-digits",
+            "3",
+            "--num-test",
+            "30",
+            "--pool-per-digit",
+            "40",
+            "--models",
+            "none",
+            "bahdanau",
+            "--hidden-size",
+            "4",
+            "--embed-size",
+            "4",
+            "--num-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     config, results, summary = read_run(run_dir)
     assert config["models"] == ["none", "bahdanau"] and config["max_digits"] == 3
     r = results["results"][0]
