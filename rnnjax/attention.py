@@ -60,7 +60,7 @@ class Memory(NamedTuple):
 
     Attributes:
       annotations: ``(T, A)``, zero at padded steps.
-      keys: ``(T, K)``, :attr:`Score.keys` of the cleaned annotations.
+      keys: ``(T, K)``, the score's ``keys`` of the cleaned annotations.
       length: valid source steps (``()`` int32), or None when all are valid.
     """
 

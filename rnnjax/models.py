@@ -602,7 +602,6 @@ def _attention_decoder(
         return logits, weights
 
     def decode(params, context, source, max_length, key, temperature, beam_size):
-        checks.positive_int("max_length", max_length)
         step_fn = lambda state, token: step(params, source, state, token)[:2]
         state = start(params, context)
         if beam_size is None:
@@ -611,8 +610,6 @@ def _attention_decoder(
                 key=key, temperature=temperature, end_token=end_token, pad_token=pad_token)
             tokens, length = tokens[1:], length - 1  # generate returns the start token first
         else:
-            if key is not None:
-                raise ValueError("beam search is deterministic: pass key=None with beam_size")
             history, _, lengths = decoding.beam_search(
                 step_fn, state, start_token, beam_size=beam_size, max_length=max_length,
                 end_token=end_token, pad_token=pad_token)
@@ -766,6 +763,9 @@ def encoder_decoder(
 
     def decode_attending(params, source, *, max_length, source_length=None, key=None,
                          temperature=1.0, beam_size=None, return_attention=False) -> Any:
+        checks.positive_int("max_length", max_length)
+        if beam_size is not None and key is not None:
+            raise ValueError("beam search is deterministic: pass key=None with beam_size")
         c, annotations = encode(params, source, source_length, None, False)
         source_memory = attend.memory(params["decoder"], annotations, source_length)
         tokens, length, weights = attend.decode(params["decoder"], c, source_memory, max_length,

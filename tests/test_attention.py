@@ -329,8 +329,8 @@ def test_attention_arguments_are_checked():
             attention="luong",
             feed_context=True,
         )
-    model = _model("luong")
+    model = _model("luong")  # both checked before the parameters are read
     with pytest.raises(ValueError, match="key=None with beam_size"):
-        model.decode(
-            model.init(KEY), jnp.array([3, 4]), max_length=3, beam_size=2, key=jax.random.PRNGKey(0)
-        )
+        model.decode(None, jnp.array([3, 4]), max_length=3, beam_size=2, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="max_length"):
+        model.decode(None, jnp.array([3, 4]), max_length=0)
