@@ -37,6 +37,7 @@ apps: $(VENV)/.installed
 	$(PY) experiments/anomaly_detection.py
 	$(PY) experiments/char_lm.py
 	$(PY) experiments/handwriting_ctc.py
+	$(PY) experiments/translation.py
 
 # Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
 reproduce: $(VENV)/.installed

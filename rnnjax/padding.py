@@ -160,3 +160,23 @@ def masked_max(ys: Array, length: Array | None) -> Array:
     valid = _broadcast_to(valid_steps(ys.shape[0], length), ys)
     pooled = jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
     return zero_outputs(length > 0, pooled)
+
+
+def masked_softmax(scores: Array, length: Array | None) -> Array:
+    """Returns ``softmax(scores)`` over the valid steps ``t < length``, exactly 0 at the others.
+
+    ``scores: (T,)`` (or ``(T, ...)``, normalised over the leading axis). Padded scores are
+    replaced by 0 before anything reads them, so a NaN or inf there reaches neither the
+    weights nor their gradient; with ``length == 0`` every weight is 0 (not NaN).
+    """
+    if length is None:
+        return jax.nn.softmax(scores, axis=0)
+    valid = _broadcast_to(jnp.arange(scores.shape[0], dtype=jnp.int32) < length, scores)
+    scores = jnp.where(valid, scores, jnp.zeros_like(scores))
+    # Softmax is shift-invariant, so the shift (the largest valid score) needs no gradient.
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(valid, scores, -jnp.inf), axis=0))
+    shift = jnp.where(jnp.isfinite(shift), shift, jnp.zeros_like(shift))
+    exps = jnp.where(valid, jnp.exp(scores - shift), jnp.zeros_like(scores))
+    # The largest valid score gives exp(0) = 1, so the total is >= 1 unless nothing is valid.
+    total = jnp.sum(exps, axis=0)
+    return exps / jnp.where(total > 0, total, jnp.ones_like(total))
