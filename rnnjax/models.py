@@ -369,33 +369,19 @@ def _token_decoder(
         return readout.apply(params["readout"], ys)
 
     def decode(params, context, max_length, key, temperature):
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int (static), got {max_length!r}")
-        greedy = key is None
-        if not greedy and isinstance(temperature, (int, float)) and temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
-        keys = jnp.zeros((max_length, 2), jnp.uint32) if greedy else jax.random.split(key, max_length)
+        checks.positive_int("max_length", max_length)
 
-        def body(state, k):
-            carry, previous, done = state
-            new_carry, y = cell.step(params["cell"], carry, step_input(params, context, previous))
-            logits = readout.apply(params["readout"], y)
-            if greedy:
-                token = jnp.argmax(logits).astype(jnp.int32)
-            else:
-                token = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
-            token = jnp.where(done, pad_token, token)
-            # Freeze the carry after the end token, as rnnjax.scan does on padding.
-            new_carry = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carry, carry)
-            carry = padding.keep_carry(~done, new_carry, carry)
-            emitted = ~done
-            if end_token is not None:
-                done = done | (token == end_token)
-            return (carry, token, done), (token, emitted)
+        def step_fn(carry, token):
+            new_carry, y = cell.step(params["cell"], carry, step_input(params, context, token))
+            return new_carry, readout.apply(params["readout"], y)
 
-        state = (start_carry(params, context), jnp.array(start_token, jnp.int32), jnp.array(False))
-        _, (tokens, emitted) = jax.lax.scan(body, state, keys)
-        return tokens, jnp.sum(emitted).astype(jnp.int32)
+        # The same loop as every generator's: rnnjax.decoding.generate (the carry frozen
+        # after the end token, as rnnjax.scan does on padding), read from the start token.
+        tokens, length = decoding.generate(
+            step_fn, start_carry(params, context), jnp.array([start_token], jnp.int32),
+            max_length=max_length + 1, key=key, temperature=temperature,
+            end_token=end_token, pad_token=pad_token)
+        return tokens[1:], length - 1  # generate returns the start token first
 
     return _Decoder(init, teacher_force, decode)
 
