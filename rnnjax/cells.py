@@ -93,7 +93,12 @@ def _gate_blocks(init: Initializer, key: Array, shape: tuple[int, int], num_gate
     (QR) draws hangs when executed under ``jit(vmap(...))`` on XLA:CPU (JAX 0.10.2; e.g.
     the initialisation of several seeds of a bidirectional GRU at once). Same values.
     """
-    blocks = jax.vmap(lambda k: init(k, shape, jnp.float32))(jax.random.split(key, num_gates))
+    keys = jax.random.split(key, num_gates)
+    try:
+        blocks = jax.vmap(lambda k: init(k, shape, jnp.float32))(keys)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        # a user's initialiser written with NumPy cannot be traced: draw gate by gate
+        blocks = jnp.stack([jnp.asarray(init(k, shape, jnp.float32)) for k in keys])
     return jnp.moveaxis(blocks, 0, 1).reshape(shape[0], num_gates * shape[1])
 
 

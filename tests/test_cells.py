@@ -122,6 +122,28 @@ print("SAME")
 """
 
 
+def test_a_numpy_initialiser_draws_each_gate_from_its_own_key():
+    # A user's initialiser may call NumPy (no tracing under the vmapped draw): it gets the
+    # gates' keys one by one, and the same keys as a JAX initialiser's vmapped draw.
+    def numpy_init(key, shape, dtype):
+        seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1]) % 4096
+        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+    def jax_init(key, shape, dtype):
+        seed = jax.random.key_data(key).ravel()[-1] % 4096  # exact in float32
+        return jnp.full(shape, seed.astype(jnp.float32))
+
+    key = jax.random.key(3)
+    got = rnnjax.gru(4, recurrent_init=numpy_init).init(key, 2)["w_hh"]
+    seeds = np.asarray(rnnjax.gru(4, recurrent_init=jax_init).init(key, 2)["w_hh"])[0, ::4]
+    want = np.concatenate([numpy_init_from(int(s)) for s in seeds], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def numpy_init_from(seed):
+    return np.random.default_rng(seed).standard_normal((4, 4)).astype(np.float32)
+
+
 def test_several_seeds_initialise_in_one_jitted_vmap():
     # A child process with a timeout: this program used to hang on XLA:CPU (orthogonal
     # draws concatenated per gate, under jit(vmap)), and a hang must fail, not stall CI.
