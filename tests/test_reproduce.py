@@ -14,8 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import rnnjax
-
 _DIR = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "reproduce")
 sys.path.insert(0, os.path.abspath(_DIR))
 

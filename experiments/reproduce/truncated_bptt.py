@@ -124,7 +124,7 @@ def memoryless_baseline(vocab_size: int) -> tuple[float, float]:
 
 
 def stream_chunks(inputs: jax.Array, targets: jax.Array, chunk_length: int) -> training.Chunks:
-    """Returns the streams ``(B, L)`` as ``training.Chunks`` of ``(L // chunk_length, B, chunk_length)``.
+    """Returns the streams ``(B, L)`` as NumPy ``training.Chunks`` of ``(L // chunk_length, B, chunk_length)``.
 
     Consecutive chunks of a stream follow each other (the carry is reset only before the
     first); symbols after the last whole chunk are dropped.
@@ -133,10 +133,10 @@ def stream_chunks(inputs: jax.Array, targets: jax.Array, chunk_length: int) -> t
     n = length // chunk_length
 
     def cut(a):
-        return a[:, :n * chunk_length].reshape(b, n, chunk_length).transpose(1, 0, 2)
+        return np.asarray(a)[:, :n * chunk_length].reshape(b, n, chunk_length).transpose(1, 0, 2)
 
-    reset = jnp.broadcast_to((jnp.arange(n) == 0)[:, None], (n, b))
-    return training.Chunks(cut(inputs), cut(targets), jnp.full((n, b), chunk_length, jnp.int32), reset)
+    reset = np.broadcast_to((np.arange(n) == 0)[:, None], (n, b))
+    return training.Chunks(cut(inputs), cut(targets), np.full((n, b), chunk_length, np.int32), reset)
 
 
 def train(config: Config, chunk_length: int, stream: tuple[jax.Array, jax.Array],
@@ -148,7 +148,7 @@ def train(config: Config, chunk_length: int, stream: tuple[jax.Array, jax.Array]
     """
     lm = rnnjax.language_model(rnnjax.recurrent(rnnjax.gru(config.hidden_size)), config.vocab_size,
                                embed_size=config.embed_size)
-    chunks = stream_chunks(*stream, chunk_length)
+    chunks = jax.tree.map(jnp.asarray, stream_chunks(*stream, chunk_length))  # on device once
     num_steps = chunks.lengths.shape[0]
     optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate))
     initial = jax.vmap(lambda _: lm.initial_carry(lm.init(key)))(jnp.arange(config.num_streams))
