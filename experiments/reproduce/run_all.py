@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from claims import Claim, claims_table  # noqa: E402
 
-SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
+SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos",
+           "truncated_bptt")
 
 
 def main(argv: list[str] | None = None) -> list:
