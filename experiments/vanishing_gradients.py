@@ -273,9 +273,16 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
 
 
 def grad_ratio(norms: Any) -> float:
-    """Returns ||dL/dh_1|| / ||dL/dh_T|| from the (T,) per-step gradient norms."""
+    """Returns ||dL/dh_1|| / ||dL/dh_T|| from the (T,) per-step gradient norms.
+
+    For a cell whose output is read from its new state inside the step (the LRU:
+    ``y_t = Re(h_t C) + x_t D``), a loss on the outputs gives row T nothing (the carry leaving
+    the last step feeds no output; :func:`rnnjax.diagnostics.state_gradients`): its last
+    state to receive the loss is ``h_{T-1}``, and the ratio is taken against that row.
+    """
     norms = np.asarray(norms, np.float64)
-    return float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")
+    last = norms[-1] if norms[-1] > 0 or len(norms) < 2 else norms[-2]
+    return float(norms[0] / last) if last > 0 else float("nan")
 
 
 def records_of(config: Config, group: dict) -> list[dict]:

@@ -99,7 +99,9 @@ def test_flags_cover_every_field_and_override_the_preset(capsys):
 
 def test_grad_ratio_is_first_over_last():
     assert vg.grad_ratio([1e-6, 0.5, 2.0]) == pytest.approx(5e-7)
-    assert math.isnan(vg.grad_ratio([1.0, 0.0]))
+    # no gradient at the last state (a loss on the LRU's outputs): against the state before it
+    assert vg.grad_ratio([1e-3, 0.5, 2.0, 0.0]) == pytest.approx(5e-4)
+    assert math.isnan(vg.grad_ratio([1.0, 0.0, 0.0]))
 
 
 def test_verdict_reports_the_linear_cells_from_their_records():
