@@ -201,7 +201,11 @@ def _shift(states: Array, s0: Array) -> Array:
 
 
 def _residual(states: Array, f_values: Array) -> Array:
-    return jnp.max(jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values)))
+    """Returns the largest relative error, NaN if any is NaN (an overflowed iterate)."""
+    error = jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values))
+    # Explicitly: XLA:CPU's max reduction dropped the NaNs of an all-NaN (T=1000, H=8)
+    # iterate and returned -inf, which passed `<= tol` as converged.
+    return jnp.where(jnp.any(jnp.isnan(error)), jnp.nan, jnp.max(error))
 
 
 class _Problem(NamedTuple):

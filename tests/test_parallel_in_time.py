@@ -171,3 +171,20 @@ def test_newton_options_are_checked():
     cell = rnnjax.lru(2)
     with pytest.raises(TypeError, match="real floating carry, got dtype complex64"):
         parallel_in_time.evaluate(cell, cell.init(jax.random.key(0), 1), jnp.ones((3, 1)))
+
+
+def test_an_overflowed_iterate_is_never_reported_converged():
+    # Regression: on this chaotic Elman (gain 3, T=1000), DEER's first update overflows to an
+    # all-NaN trajectory, whose residual XLA:CPU's max reduction returned as -inf, which
+    # passed `<= tol`: converged, no fallback, NaN outputs. Now the residual is NaN, the run
+    # is reported unconverged and falls back to the sequential scan (the reference here).
+    cell = rnnjax.elman(8)
+    params = cell.init(jax.random.key(5), 2)
+    params = {**params, "w_hh": 3.0 * jax.random.normal(jax.random.key(6), (8, 8)) / np.sqrt(8)}
+    xs = jax.random.normal(jax.random.key(7), (1000, 2))
+    run = jax.jit(lambda p, x: (rnnjax.scan(cell, p, x)[1],
+                                parallel_in_time.evaluate(cell, p, x, method="deer")))
+    want, (_, ys, report) = run(params, xs)
+    assert not bool(report.converged) and bool(report.fell_back)
+    assert np.isnan(float(report.residual))
+    np.testing.assert_allclose(ys, want, **TOL)
