@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
-# The suite without the slow end-to-end runs (about 12 minutes on 2 cores) ...
+# The suite without the slow end-to-end runs (about 7 minutes on 2 cores) ...
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" --durations=15 tests
 

@@ -524,13 +524,24 @@ def model_gradient_flow_hook(
         return {prefix + label: mean_over_valid(norms)
                 for label, norms in per_example(*batch).items()}
 
-    one, over_runs = jax.jit(flow), jax.jit(jax.vmap(flow))
+    run = _for_each_run(flow)
+    return lambda state: run(state, get_params(state))
 
-    def hook(state: Any) -> dict[str, Any]:
-        run = over_runs if jnp.ndim(getattr(state, "step", 0)) == 1 else one
-        return jax.device_get(run(get_params(state)))
 
-    return hook
+def _for_each_run(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Returns ``call(state, *args)``: jitted ``fn(*args)`` on the host, once per run.
+
+    A training state batched over runs (vmapped seeds, as :func:`rnnjax.training.fit`
+    allows) has a step counter of shape ``(R,)``; then ``args`` (taken from that state)
+    are batched too, and each run is probed with its own parameters.
+    """
+    one, over_runs = jax.jit(fn), jax.jit(jax.vmap(fn))
+
+    def call(state: Any, *args: Any) -> Any:
+        batched = jnp.ndim(getattr(state, "step", 0)) == 1
+        return jax.device_get((over_runs if batched else one)(*args))
+
+    return call
 
 
 def gradient_flow_hook(
@@ -577,7 +588,6 @@ def gradient_flow_hook(
         jnp.asarray(num_steps if length is None else length, jnp.int32), batched.shape[:1]
     )
 
-    @jax.jit
     def metrics(params, loss_params):
         def one(x, n):
             loss = loss_fn if get_loss_params is None else (
@@ -591,16 +601,12 @@ def gradient_flow_hook(
         ratio = jnp.where(last > 0, first / jnp.where(last > 0, last, 1.0), jnp.nan)
         return jnp.mean(norms, axis=0), jnp.mean(ratio)
 
-    over_runs = jax.jit(jax.vmap(metrics))
+    run = _for_each_run(metrics)
 
     def hook(state: Any) -> dict[str, Any]:
         loss_params = None if get_loss_params is None else get_loss_params(state)
-        # A state batched over runs (vmapped seeds, as rnnjax.training.fit allows) has a
-        # step counter of shape (R,); each run is probed with its own parameters.
-        if jnp.ndim(getattr(state, "step", 0)) == 1:
-            norms, ratio = jax.device_get(over_runs(get_params(state), loss_params))
-            return {"state_grad_norms": norms, "grad_ratio_first_last": ratio}
-        norms, ratio = jax.device_get(metrics(get_params(state), loss_params))
-        return {"state_grad_norms": norms, "grad_ratio_first_last": float(ratio)}
+        norms, ratio = run(state, get_params(state), loss_params)
+        ratio = ratio if jnp.ndim(ratio) else float(ratio)
+        return {"state_grad_norms": norms, "grad_ratio_first_last": ratio}
 
     return hook

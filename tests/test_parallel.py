@@ -90,7 +90,8 @@ def test_sharded_runs_match_one_device():
     # One test for the one child process (a module fixture would run again in each
     # pytest-xdist worker that takes one of its tests); every check is reported.
     # The device count comes from use_cpu_cores alone: no device-count flag inherited.
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"
+                          " --xla_cpu_use_fusion_emitters=false"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           timeout=300, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
