@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study test test-all bench apps reproduce notebooks clean
+.PHONY: study test test-all bench apps reproduce notebooks clean docs lint wheel-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,27 @@ reproduce: $(VENV)/.installed
 	$(PY) experiments/reproduce/run_all.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs docs/_build build dist
 
 # Execute every notebook at full size and store it, outputs included, beside its text form.
 notebooks: $(VENV)/.installed
 	cd notebooks && for nb in [0-9]*.py; do ../$(PY) -m jupytext --to ipynb --execute "$$nb" || exit 1; done
+
+# The documentation site in docs/_build/html, strict: a warning (a broken cross-reference, a
+# malformed docstring) fails the build, and so does a public name without an entry.
+# Notebooks are shown with their stored outputs, not executed.
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -b html -n -W --keep-going -q docs docs/_build/html
+	$(PY) docs/check_api_entries.py docs/_build/html
+
+# Lint, format check and types (configured in pyproject.toml); .pre-commit-config.yaml runs
+# the same commands.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/basedpyright
+
+# Build the wheel and sdist, install the wheel into a fresh venv, import rnnjax and run the
+# README's first example there.
+wheel-check: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_packaging.py

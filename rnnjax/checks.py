@@ -4,7 +4,7 @@ Shapes and dtypes are checked when a function is traced, so a wrong shape raises
 ValueError even under ``jax.jit``. A *value* inside a traced array (a ``length`` of 300 for
 ``T = 200``, a token id of ``-1``) is not known then. rnnjax gives such values a defined,
 finite meaning by default (lengths are clipped to ``[0, T]``, out-of-range tokens embed to
-zeros; see :func:`rnnjax.padding.check_length`) and raises a real error when asked to:
+zeros; see :func:`rnnjax.padding.check_length`) and raises a real error when asked to::
 
     safe_apply = rnnjax.checked(jax.jit(jax.vmap(layer.apply)))
     safe_apply(params, xs, lengths)   # InvalidValueError: length must be in [0, T=200],
@@ -24,6 +24,7 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify

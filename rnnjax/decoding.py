@@ -282,7 +282,7 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, *, beam_size: int, blank: int 
     # prefix -> (log P(paths ending in blank), log P(paths ending in the prefix's last label))
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -np.inf)}
     for frame in log_probs:
-        new: dict[tuple[int, ...], list[float]] = {}
+        new: dict[tuple[int, ...], tuple[float, float]] = {}
 
         def add(prefix, blank_end, label_end):
             b, nb = new.get(prefix, (-np.inf, -np.inf))

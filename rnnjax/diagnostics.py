@@ -333,7 +333,7 @@ def largest_singular_value(matrices: Array) -> Array:
 
 
 def spectral_radius(matrices: Array) -> Array:
-    """Returns ``(...)``: max |λ| over the eigenvalues of each square ``(..., n, n)`` matrix.
+    """Returns ``(...)``: max ``|λ|`` over the eigenvalues of each square ``(..., n, n)`` matrix.
 
     Uses ``jnp.linalg.eigvals`` (general, non-symmetric eigenvalues), which JAX computes
     on the CPU.
@@ -347,7 +347,7 @@ def spectral_radius(matrices: Array) -> Array:
 class PascanuBound(NamedTuple):
     """The sufficient condition for vanishing gradients of Pascanu, Mikolov & Bengio (2013).
 
-    For h_t = σ(W_hh^T h_{t-1} + W_ih^T x_t + b) with |σ'| ≤ γ,
+    For h_t = σ(W_hh^T h_{t-1} + W_ih^T x_t + b) with ``|σ'| ≤ γ``,
     ||∂h_t/∂h_{t-1}|| ≤ ||W_hh|| ||diag σ'|| ≤ σ_max(W_hh) γ = ``bound``, so
     σ_max(W_hh) < 1/γ (``vanishing``) makes ||∂h_T/∂h_t|| ≤ bound^(T-t) → 0 (their eq. 7
     and Section 3.1). Its converse, σ_max > 1/γ, is only necessary for exploding.
@@ -379,7 +379,7 @@ def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
     if isinstance(activation, Cell):
         step = activation.step
         names = [name for name, update in ELMAN_UPDATES.items()
-                 if type(step) is GatedStep and step.update is update]
+                 if type(step) is GatedStep and getattr(step, "update", None) is update]
         if not names:
             raise ValueError(
                 f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), got a "

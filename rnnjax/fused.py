@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, cast
 
 import jax
+import jax.core
 import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
@@ -78,13 +79,13 @@ HAND_WRITTEN_VJPS: dict[Callable, Callable] = {lstm_update: _lstm_vjp}
 
 
 def _gated_step(cell: Cell) -> GatedStep | None:
-    step = cell.step
-    return step if type(step) is GatedStep else None
+    step = cell.step  # the exact type: a subclass may have changed what the step means
+    return cast(GatedStep, step) if type(step) is GatedStep else None
 
 
 def _linear_step(cell: Cell) -> LinearStep | None:
     step = cell.step
-    return step if type(step) is LinearStep else None
+    return cast(LinearStep, step) if type(step) is LinearStep else None
 
 
 # Whether impl="auto" runs a LinearStep cell (LRU, minGRU, minLSTM) as one associative scan
@@ -481,7 +482,7 @@ def scan(
 
     def run(carry, xs, length):  # forward in time, padding cleaned
         if kind == "parallel":
-            return parallel_in_time.linear_scan(cell.step, params, xs, carry, length)
+            return parallel_in_time.linear_scan(cast(LinearStep, cell.step), params, xs, carry, length)
         if kind == "reference":
             return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
         if kind == "fused":

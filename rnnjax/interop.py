@@ -52,7 +52,7 @@ def from_torch(module: Any) -> tuple[Layer, list]:
         raise ValueError(f"module.proj_size must be 0 (projected LSTMs are not supported), got {module.proj_size}")
     hidden = module.hidden_size
     if kind == "RNN":
-        cell = elman(hidden, module.nonlinearity, use_bias=module.bias)
+        cell = elman(hidden, str(module.nonlinearity), use_bias=module.bias)
     elif kind == "LSTM":
         cell = lstm(hidden, use_bias=module.bias)
     else:

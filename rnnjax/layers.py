@@ -221,7 +221,9 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
         finals = []
         for i, (layer, p, c) in enumerate(zip(layers, params, carries)):
             if i > 0 and use_dropout:
-                keep = jax.random.bernoulli(keys[2 * i], 1.0 - dropout, xs.shape)
+                dropout_key = keys[2 * i]
+                assert dropout_key is not None  # use_dropout needs a key: checked above
+                keep = jax.random.bernoulli(dropout_key, 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
             with probes.scope(i):
                 final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1],

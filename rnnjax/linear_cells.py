@@ -101,7 +101,7 @@ def lru(
         h_t = Λ h_{t-1} + γ ⊙ (x_t B),     γ = sqrt(1 - |Λ|²)        (eq. 7, γ normalisation)
         y_t = Re(h_t C) + x_t D
 
-    Initialisation as in the paper (section 3.2, and NicolasZucchet/minimal-LRU): |λ_j| is
+    Initialisation as in the paper (section 3.2, and NicolasZucchet/minimal-LRU): ``|λ_j|`` is
     drawn uniformly on the ring ``r_min <= |λ| <= r_max`` (uniform in area),
     ``arg λ_j ~ U[0, max_phase]``, ``ν = log(-log |λ|)``, ``θ = log(arg λ)``,
     ``log γ = log sqrt(1 - |λ|²)`` (then trained freely), ``B ~ N(0, 1/(2 I))`` in its real and

@@ -59,9 +59,10 @@ _CONTEXT: contextvars.ContextVar[_Context | None] = contextvars.ContextVar(
 def probing(probes: dict[str, Array] | None = None) -> Iterator[_Context]:
     """Within it, every :func:`rnnjax.scan` adds its probe (zeros when ``probes`` is None)
     and records what it ran in ``context.loops``, keyed by label."""
-    token = _CONTEXT.set(_Context(probes))
+    context = _Context(probes)
+    token = _CONTEXT.set(context)
     try:
-        yield _CONTEXT.get()
+        yield context
     finally:
         _CONTEXT.reset(token)
 
@@ -91,6 +92,7 @@ def take(loop: Loop, state_size: int, dtype: Any) -> Array:
     A label seen twice (a layer applied twice) gets ``#2``, ``#3``, ... appended.
     """
     context = _CONTEXT.get()
+    assert context is not None, "take() runs only inside probing() (see active())"
     label = "/".join(context.scopes) or "scan"
     if label in context.loops:
         k = 2

@@ -208,12 +208,13 @@ def make_task(name: str, *, num_steps: int | None = None, num_blanks: int | None
     given = {"num_steps": num_steps, "num_blanks": num_blanks}
     wanted = SIZE_ARGUMENT[name]
     other = "num_blanks" if wanted == "num_steps" else "num_steps"
-    if given[wanted] is None or given[other] is not None:
+    size = given[wanted]
+    if size is None or given[other] is not None:
         raise ValueError(
             f"task {name!r} takes {wanted}= (and not {other}=), got num_steps={num_steps!r}, "
             f"num_blanks={num_blanks!r}"
         )
-    return TASKS[name](given[wanted])
+    return TASKS[name](size)
 
 
 def sample_batch(task: Task, key: Array, batch_size: int) -> tuple[Array, Array]:

@@ -6,6 +6,7 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -55,7 +56,7 @@ def use_cpu_cores(num: int | None = None) -> int:
     return num
 
 
-def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+def data_parallel_mesh(devices: Sequence[Any] | None = None) -> Mesh:
     """Returns a 1-D ``Mesh`` with axis ``"data"`` over ``devices`` (default: all, all hosts)."""
     devices = jax.devices() if devices is None else list(devices)
     if not devices:

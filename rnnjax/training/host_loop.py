@@ -314,6 +314,7 @@ def fit(
             state = checkpoints.restore(manager, state)
             start = checkpoints.checkpoint_step(state)
             # Rows from after the checkpoint (a crash between logging and saving) are redone.
+            assert run_dir is not None  # a manager is made only for a run_dir
             history = [r for r in files.read_metrics(run_dir) if r["step"] < start]
             if lead:
                 files.write_metrics(run_dir, history)
@@ -442,8 +443,8 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                         pending.update({k: files.to_python(v) for k, v in hook(state).items()})
                 if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
                     last_saved = checkpoints.save(manager, state)
-                if watch is not None and early_stopping.metric in pending:
-                    if watch.update(pending[early_stopping.metric], step):
+                if watch is not None and watch.rule.metric in pending:
+                    if watch.update(pending[watch.rule.metric], step):
                         best_state = state
                         if best is not None:
                             checkpoints.save(best, state)
@@ -454,7 +455,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                         break
                 elif watch is not None and step == 0:
                     raise ValueError(
-                        f"early_stopping watches {early_stopping.metric!r}, which is not among "
+                        f"early_stopping watches {watch.rule.metric!r}, which is not among "
                         f"the keys recorded at step {step}: {sorted(pending)} (evaluation "
                         f"keys are 'eval/<name>' of eval_fn's dict)"
                     )
@@ -487,7 +488,7 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                               "best": watch.best} if watch is not None else None)
     if interrupted and exit_on_interrupt:
         raise SystemExit(130)
-    if watch is not None and early_stopping.restore_best and best_state is not None:
+    if watch is not None and watch.rule.restore_best and best_state is not None:
         state = best_state
     return FitResult(state, history, interrupted, stopped_early, best_step)
 
@@ -497,7 +498,7 @@ def _rows(metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool,
     """Returns one dict per step of a chunk from metrics stacked to (n,) or (N, n)."""
     rows = []
     for i in range(n):
-        row = {"step": start + i}
+        row: dict[str, Any] = {"step": start + i}
         for k, v in metrics.items():
             row[k] = files.to_python(v[:, i] if batched else v[i])
         row["time_per_step"] = time_per_step

@@ -33,6 +33,7 @@ import os
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import checks
@@ -105,7 +106,9 @@ def _barrier(name: str, timeout: int) -> None:
     """Returns once every process has called it with ``name``; waits at most ``timeout`` s."""
     from jax._src import distributed  # the runtime's client, as jax's own serialization uses
 
-    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout * 1000)
+    client = distributed.global_state.client
+    assert client is not None, "jax.distributed is initialised before any barrier"
+    client.wait_at_barrier(name, timeout_in_ms=timeout * 1000)
 
 
 def any_process(flag: bool) -> bool:
@@ -129,7 +132,7 @@ def _digest(tree: Any) -> np.ndarray:
         if isinstance(leaf, (np.ndarray, np.generic, jax.Array)):
             h.update(f"{leaf.dtype}{leaf.shape}".encode())
             if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
-                if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
                     leaf = jax.random.key_data(leaf)
                 h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
         else:

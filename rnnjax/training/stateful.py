@@ -48,10 +48,10 @@ class Chunks(NamedTuple):
         carry is reset before it.
     """
 
-    inputs: Array
-    targets: Array
-    lengths: Array
-    reset: Array
+    inputs: np.ndarray
+    targets: np.ndarray
+    lengths: np.ndarray
+    reset: np.ndarray
 
 
 def document_chunks(documents: Sequence[np.ndarray], *, num_streams: int, chunk_length: int,
