@@ -382,7 +382,7 @@ def verdict(config: Config, records: list[dict]) -> list[str]:
                      if ge > 0 and gl > 0 else "gradient ratios at init: not finite")
     # Cells linear in their state: does a linear recurrence solve the longest T, and how much
     # gradient reaches its first step? (Not part of the verdict on the vanishing-gradient effect.)
-    ratio = lambda cell, which: float(np.median(  # noqa: E731
+    ratio = lambda cell, which: float(np.median(
         [r[which] for r in records if r["cell"] == cell and r["T"] == t_long]))
     for c in (c for c in ("lru", "mingru") if c in config.cells):
         g = med(c, t_long)
