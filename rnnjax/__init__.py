@@ -7,6 +7,7 @@ explicitly) wrap the same functions as Flax modules.
 """
 
 from rnnjax import (
+    attention,
     checkpoints,
     checks,
     data,
@@ -68,7 +69,7 @@ __all__ = [
     # training
     "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
+    "attention", "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
     "interop", "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots",
     "readouts", "tasks", "training",
     "checkpoints", "checks", "datasets", "decoding", "diagnostics", "fused", "initializers",

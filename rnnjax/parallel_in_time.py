@@ -36,7 +36,7 @@ carry is the carry after the last valid step.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -176,7 +176,9 @@ def check_newton(newton: Any) -> Newton:
     if isinstance(newton, str):
         newton = Newton(newton)
     if not isinstance(newton, Newton):
-        raise TypeError(f"expected a method name {METHODS} or a parallel_in_time.Newton, got {newton!r}")
+        raise TypeError(
+            f"expected a method name {METHODS} or a parallel_in_time.Newton, got {newton!r}"
+        )
     if newton.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {newton.method!r}")
     if newton.on_failure not in ON_FAILURE:
@@ -256,10 +258,12 @@ def _gated_diagonal(step: Callable, hidden: Callable, unravel: Callable, s0: Arr
     """
     sizes = [leaf.size for leaf in jax.tree.leaves(unravel(s0))]
     bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-    indicators = jnp.stack([
-        (jnp.arange(bounds[-1]) >= lo) & (jnp.arange(bounds[-1]) < hi)
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]).astype(s0.dtype)  # (leaves, n): 1 on each leaf's part of the flat state
+    indicators = jnp.stack(
+        [
+            (jnp.arange(bounds[-1]) >= lo) & (jnp.arange(bounds[-1]) < hi)
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+    ).astype(s0.dtype)  # (leaves, n): 1 on each leaf's part of the flat state
 
     def diagonal(params, s, x):
         cell_params, consts = params
@@ -366,8 +370,10 @@ def _sequential(step: Callable, inputs: Any, s0: Array, states: Array, needed: A
 def _forward_problem(problem: _Problem):
     step = _masked(problem.step)
     f = jax.vmap(lambda p, s, inp: step(p, s, *inp), (None, 0, 0))
-    lin = jax.vmap(lambda p, s, inp: _linearise(problem, problem.newton.method == "deer")(p, s, *inp),
-                   (None, 0, 0))
+    lin = jax.vmap(
+        lambda p, s, inp: _linearise(problem, problem.newton.method == "deer")(p, s, *inp),
+        (None, 0, 0),
+    )
     return step, f, lin
 
 
@@ -383,16 +389,19 @@ def _solve(problem: _Problem, params, xs, valid, s0):
                 "on_failure='raise' reports non-convergence as a run-time error: call the "
                 "function through rnnjax.checked(...), or use on_failure='fallback'"
             )
-        checks.check(converged, f"parallel_in_time: {newton.method} did not converge in "
-                     f"{newton.max_iter} iterations: residual {{residual}} > tol={problem.tol}",
-                     residual=residual)
+        checks.check(
+            converged,
+            f"parallel_in_time: {newton.method} did not converge in "
+            f"{newton.max_iter} iterations: residual {{residual}} > tol={problem.tol}",
+            residual=residual,
+        )
         return states, Report(k, residual, converged, jnp.zeros((), bool), history)
     states = _sequential(lambda s, inp: step(params, s, *inp), (xs, valid), s0, states, ~converged)
     return states, Report(k, residual, converged, ~converged, history)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _trajectory(problem: _Problem, params, xs, valid, s0):
+def _trajectory(problem: _Problem, params, xs, valid, s0) -> tuple[Array, Report]:
     """Returns ``(states: (T, n), report)``, the solution of the masked recurrence."""
     return _solve(problem, params, xs, valid, s0)
 
@@ -419,8 +428,13 @@ def _trajectory_bwd(problem, saved, cotangents):
     # Reversed step r computes λ_t (t = T-1-r) from g_t and step t+1, which reads s_t.
     after = lambda a, fill: jnp.concatenate([a[1:], jnp.full_like(a[:1], fill)])
     rev = lambda a: a[::-1]
-    inputs = (rev(g), rev(states), rev(after(xs, 0)), rev(after(v, False)),
-              rev(jnp.arange(num_steps) < num_steps - 1))
+    inputs = (
+        rev(g),
+        rev(states),
+        rev(after(xs, 0)),
+        rev(after(v, False)),
+        rev(jnp.arange(num_steps) < num_steps - 1),
+    )
     dense = problem.newton.method == "deer"
     forward_lin = _linearise(problem, dense)
 
@@ -436,12 +450,21 @@ def _trajectory_bwd(problem, saved, cotangents):
 
     newton = problem.newton._replace(method="deer" if dense else "quasi-deer")
     lam0 = jnp.zeros_like(s0)
-    lam, _, residual, _ = _newton(jax.vmap(adjoint_step, (None, 0, 0)), jax.vmap(adjoint_lin, (None, 0, 0)),
-                               newton, problem.tol, params, inputs, lam0)
-    lam = _sequential(lambda l, inp: adjoint_step(params, l, inp), inputs, lam0, lam,
-                      ~(residual <= problem.tol))[::-1]
-    _, vjp = jax.vjp(lambda p, s, x: jax.vmap(step, (None, 0, 0, 0))(p, s, x, v),
-                     params, _shift(states, s0), xs)
+    lam, _, residual, _ = _newton(
+        jax.vmap(adjoint_step, (None, 0, 0)),
+        jax.vmap(adjoint_lin, (None, 0, 0)),
+        newton,
+        problem.tol,
+        params,
+        inputs,
+        lam0,
+    )
+    lam = _sequential(
+        lambda l, inp: adjoint_step(params, l, inp), inputs, lam0, lam, ~(residual <= problem.tol)
+    )[::-1]
+    _, vjp = jax.vjp(
+        lambda p, s, x: jax.vmap(step, (None, 0, 0, 0))(p, s, x, v), params, _shift(states, s0), xs
+    )
     d_params, d_prev, d_xs = vjp(lam)
     return d_params, d_xs, None, d_prev[0]
 
@@ -449,8 +472,9 @@ def _trajectory_bwd(problem, saved, cotangents):
 _trajectory.defvjp(_trajectory_fwd, _trajectory_bwd)
 
 
-def newton_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Array | None,
-                newton: Newton) -> tuple[Any, Array, Report]:
+def newton_scan(
+    cell: Cell, params: Any, xs: Array, carry: Any, length: Array | None, newton: Newton | str
+) -> tuple[Any, Array, Report]:
     """Returns ``(final_carry, ys, report)`` of ``cell`` by Newton's method (no checks).
 
     ``xs: (T, input_size)`` is read forward and its padded steps hold zeros
@@ -476,11 +500,14 @@ def newton_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Array | 
         step = lambda pk, s, x: converted(pk[0], s, x, *pk[1])
     else:  # run as written (a replayed trace would carry the example's types: shard_map)
         step = lambda pk, s, x: flat_step(pk[0], s, x)
-    gated = cell.step if type(cell.step) is GatedStep else None
+    gated = cast(GatedStep, cell.step) if type(cell.step) is GatedStep else None
     diagonal = None if gated is None else _gated_diagonal(step, gated.hidden, unravel, s0)
     problem = _Problem(step, diagonal, newton, _tolerance(newton, s0.dtype))
     valid = padding.valid_steps(xs.shape[0], length)
-    states, report = _trajectory(problem, (params, consts), xs, valid, s0)
+    # (a custom_vjp: the type checker does not see through its __call__)
+    states, report = cast(
+        tuple[Array, Report], _trajectory(problem, (params, consts), xs, valid, s0)
+    )
     ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(_shift(states, s0), xs)
     return unravel(states[-1]), padding.zero_outputs(valid, ys), report
 
