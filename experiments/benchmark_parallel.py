@@ -55,7 +55,10 @@ from rnnjax import models, parallel_in_time, readouts, tasks, training
 class Config:
     """Everything that defines the benchmark; saved as ``config.json`` in the run directory."""
 
-    linear_cells: tuple[str, ...] = cli.field(("lru", "mingru"), "cells on the associative scan")
+    linear_cells: tuple[str, ...] = cli.field(
+        ("lru", "mingru", "mingru-linear"),
+        "cells on the associative scan (mingru: log space, as Feng et al.; mingru-linear: the "
+        "same recurrence scanned in linear space)")
     newton_cells: tuple[str, ...] = cli.field(("elman", "gru"), "cells under DEER/quasi-DEER/ELK")
     methods: tuple[str, ...] = cli.field(parallel_in_time.METHODS, "Newton methods timed")
     lengths: tuple[int, ...] = cli.field((1000, 10_000), "sequence lengths T")
@@ -76,11 +79,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(lengths=(1000, 10_000, 100_000), hidden_sizes=(8, 32, 128)),
 }
 
-CELLS = {"lru": rnnjax.lru, "mingru": rnnjax.mingru, "elman": rnnjax.elman, "gru": rnnjax.gru}
+CELLS = {"lru": rnnjax.lru, "mingru": rnnjax.mingru,
+         "mingru-linear": lambda h: rnnjax.mingru(h, log_space=False),
+         "elman": rnnjax.elman, "gru": rnnjax.gru}
+LINEAR = ("lru", "mingru", "mingru-linear")  # timed against their reference loop
 
 
 def check(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
+    for name in config.linear_cells:
+        if name not in LINEAR:
+            raise ValueError(f"linear_cells must be among {LINEAR}, got {name!r}")
     for name in config.linear_cells + config.newton_cells:
         if name not in CELLS:
             raise ValueError(f"cells must be among {sorted(CELLS)}, got {name!r}")
@@ -197,7 +206,7 @@ def newton_iterations(config: Config, key) -> list[dict]:
 def ratio_rows(records: list[dict], mode: str) -> list[list[Any]]:
     rows = []
     for r in records:
-        base = "reference" if r["cell"] in ("lru", "mingru") else "fused"
+        base = "reference" if r["cell"] in LINEAR else "fused"
         base_ms = r["impls"][base][f"{mode}_ms"]
         for impl, e in r["impls"].items():
             rows.append([r["cell"], r["H"], r["T"], impl, e[f"{mode}_ms"],
@@ -213,7 +222,7 @@ def verdict(records: list[dict]) -> list[str]:
     for r in records:
         if r["T"] != 10_000:
             continue
-        if r["cell"] in ("lru", "mingru"):
+        if r["cell"] in LINEAR:
             ours, base, name = "parallel", "reference", f"associative-scan {r['cell']} H={r['H']}"
         elif r["cell"] == "gru" and r["H"] == 8 and "quasi-deer" in r["impls"]:
             ours, base, name = "quasi-deer", "fused", "quasi-DEER GRU H=8"
@@ -234,7 +243,7 @@ def figure(records: list[dict], fig_dir: str) -> str:
     for ax, mode in zip(axes, ("fwd", "fwd_bwd")):
         series: dict[str, tuple[list, list]] = {}
         for r in records:
-            base = "reference" if r["cell"] in ("lru", "mingru") else "fused"
+            base = "reference" if r["cell"] in LINEAR else "fused"
             for impl, e in r["impls"].items():
                 if impl in ("reference", "fused"):
                     continue

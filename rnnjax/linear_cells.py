@@ -195,7 +195,24 @@ def _input_size(params: Params) -> int:
     return params["w_ih" if "w_ih" in params else "B_re"].shape[0]
 
 
-def _min_cell(hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init) -> Cell:
+def linear_space(log_coefficients: Callable[[Params, Array], tuple[Array, Array]]):
+    """Returns ``coefficients(params, x) -> (a, b)``: ``exp`` of ``log_coefficients``' ``(log a, log b)``.
+
+    The same recurrence scanned in linear space: ``h -> a h + b`` with ``0 < a < 1`` and
+    ``b > 0`` composes without overflow (products of ``a`` only shrink), so the log-space
+    form is not needed for stability by an associative scan, and it is cheaper (no
+    ``logaddexp``; measured in docs/benchmarks.md).
+    """
+
+    def coefficients(params: Params, x: Array) -> tuple[Array, Array]:
+        log_a, log_b = log_coefficients(params, x)
+        return jnp.exp(log_a), jnp.exp(log_b)
+
+    return coefficients
+
+
+def _min_cell(hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init,
+              log_space) -> Cell:
     checks.positive_int("hidden_size", hidden_size)
 
     def init(key: Array, input_size: int) -> Params:
@@ -207,7 +224,10 @@ def _min_cell(hidden_size, num_blocks, coefficients, kind, kernel_init, bias_ini
     def initial_carry(params: Params) -> Array:
         return jnp.zeros((hidden_size,), params["w_ih"].dtype)
 
-    step = LinearStep(coefficients, state, log_space=True)
+    if log_space:
+        step = LinearStep(coefficients, state, log_space=True)
+    else:
+        step = LinearStep(linear_space(coefficients), state)
     return Cell(init, initial_carry, step, hidden_size, kind, _input_size)
 
 
@@ -216,6 +236,7 @@ def mingru(
     *,
     kernel_init: Callable[..., Array] = initializers.lecun_normal(),
     bias_init: Callable[..., Array] = initializers.zeros,
+    log_space: bool = True,
 ) -> Cell:
     """Returns a minGRU cell (Feng et al. 2024, "Were RNNs All We Needed?", log-space version).
 
@@ -228,10 +249,15 @@ def mingru(
     ``nn.Linear`` layers start from PyTorch's uniform init; here from ``kernel_init`` and
     ``bias_init`` like the other cells.
 
+    ``log_space=False`` scans the same coefficients exponentiated (:func:`linear_space`): equal
+    values, no ``logaddexp`` in the scan (on a 2-core CPU, T = 10,000, B = 16, H = 8: 2.0x
+    faster forward, 3.0x forward+backward than the log-space scan).
+
     Params: ``w_ih: (input_size, 2H)`` (blocks z, h), ``b_ih: (2H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init)
+    return _min_cell(hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init,
+                     log_space)
 
 
 def minlstm(
@@ -239,6 +265,7 @@ def minlstm(
     *,
     kernel_init: Callable[..., Array] = initializers.lecun_normal(),
     bias_init: Callable[..., Array] = initializers.zeros,
+    log_space: bool = True,
 ) -> Cell:
     """Returns a minLSTM cell (Feng et al. 2024, "Were RNNs All We Needed?", log-space version).
 
@@ -246,8 +273,11 @@ def minlstm(
         f'_t, i'_t = f_t / (f_t + i_t), i_t / (f_t + i_t)
         h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t
 
+    ``log_space=False``: as for :func:`mingru`.
+
     Params: ``w_ih: (input_size, 3H)`` (blocks f, i, h), ``b_ih: (3H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init)
+    return _min_cell(hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init,
+                     log_space)
 

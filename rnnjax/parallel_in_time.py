@@ -158,12 +158,16 @@ class Report(NamedTuple):
       converged: ``residual <= tol``.
       fell_back: the trajectory returned was computed by the sequential scan because Newton
         had not converged (``on_failure="fallback"``).
+      residuals: ``(max_iter + 1,)``, the residual of each Newton iterate: entry ``k`` is
+        measured after ``k`` updates (entry 0 on the initial guess), up to entry
+        ``iterations`` (= ``residual``); NaN after it.
     """
 
     iterations: Array
     residual: Array
     converged: Array
     fell_back: Array
+    residuals: Array
 
 
 def check_newton(newton: Any) -> Newton:
@@ -199,7 +203,11 @@ def _shift(states: Array, s0: Array) -> Array:
 
 
 def _residual(states: Array, f_values: Array) -> Array:
-    return jnp.max(jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values)))
+    """Returns the largest relative error, NaN if any is NaN (an overflowed iterate)."""
+    error = jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values))
+    # Explicitly: XLA:CPU's max reduction dropped the NaNs of an all-NaN (T=1000, H=8)
+    # iterate and returned -inf, which passed `<= tol` as converged.
+    return jnp.where(jnp.any(jnp.isnan(error)), jnp.nan, jnp.max(error))
 
 
 class _Problem(NamedTuple):
@@ -306,7 +314,8 @@ def _damped(a: Array, c: Array, observed: Array, damping: float) -> tuple[Array,
 
 
 def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inputs, s0):
-    """Returns ``(states, iterations, residual)``: Newton's solution of ``s_t = f_t(s_{t-1})``.
+    """Returns ``(states, iterations, residual, residuals)``: Newton's solution of
+    ``s_t = f_t(s_{t-1})``, and the residual of every iterate (see :class:`Report`).
 
     ``f(params, prev, inputs) -> (T, n)`` and ``lin(params, prev, inputs) -> (f values, A)``
     act on all steps at once (``prev`` the state entering each step); ``A`` is ``(T, n, n)``
@@ -315,7 +324,7 @@ def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inpu
     dense = newton.method == "deer"
 
     def body(state):
-        states, _, k = state
+        states, _, k, history = state
         prev = _shift(states, s0)
         f_values, a = lin(params, prev, inputs)
         residual = _residual(states, f_values)
@@ -324,19 +333,21 @@ def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inpu
             a, c = _damped(a, c, states, newton.damping)
         new = linear_recurrence(a, c, s0, kind="dense" if dense else "diagonal")
         done = residual <= tol  # then keep the states the residual was measured on
-        return jnp.where(done, states, new), residual, k + jnp.where(done, 0, 1)
+        history = history.at[k].set(residual)
+        return jnp.where(done, states, new), residual, k + jnp.where(done, 0, 1), history
 
     def cond(state):
-        _, residual, k = state
+        _, residual, k, _ = state
         return (k < newton.max_iter) & ~(residual <= tol) & ~jnp.isnan(residual)
 
     num_steps = jax.tree.leaves(inputs)[0].shape[0]
     guess = jnp.broadcast_to(s0, (num_steps,) + s0.shape)
-    start = (guess, jnp.asarray(jnp.inf, s0.dtype), jnp.zeros((), jnp.int32))
-    states, _, k = jax.lax.while_loop(cond, body, start)
+    history = jnp.full((newton.max_iter + 1,), jnp.nan, s0.dtype)
+    start = (guess, jnp.asarray(jnp.inf, s0.dtype), jnp.zeros((), jnp.int32), history)
+    states, _, k, history = jax.lax.while_loop(cond, body, start)
     # Measured on what is returned (the loop may have stopped at max_iter after an update).
     residual = _residual(states, f(params, _shift(states, s0), inputs))
-    return states, k, residual
+    return states, k, residual, history.at[k].set(residual)
 
 
 def _sequential(step: Callable, inputs: Any, s0: Array, states: Array, needed: Array) -> Array:
@@ -370,7 +381,7 @@ def _solve(problem: _Problem, params, xs, valid, s0):
     """Returns ``(states, report)``: Newton, then the fallback or the check ``on_failure`` asks."""
     newton = problem.newton
     step, f, lin = _forward_problem(problem)
-    states, k, residual = _newton(f, lin, newton, problem.tol, params, (xs, valid), s0)
+    states, k, residual, history = _newton(f, lin, newton, problem.tol, params, (xs, valid), s0)
     converged = residual <= problem.tol
     if newton.on_failure == "raise":
         if not checks.enabled():
@@ -384,9 +395,9 @@ def _solve(problem: _Problem, params, xs, valid, s0):
             f"{newton.max_iter} iterations: residual {{residual}} > tol={problem.tol}",
             residual=residual,
         )
-        return states, Report(k, residual, converged, jnp.zeros((), bool))
+        return states, Report(k, residual, converged, jnp.zeros((), bool), history)
     states = _sequential(lambda s, inp: step(params, s, *inp), (xs, valid), s0, states, ~converged)
-    return states, Report(k, residual, converged, ~converged)
+    return states, Report(k, residual, converged, ~converged, history)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -439,7 +450,7 @@ def _trajectory_bwd(problem, saved, cotangents):
 
     newton = problem.newton._replace(method="deer" if dense else "quasi-deer")
     lam0 = jnp.zeros_like(s0)
-    lam, _, residual = _newton(
+    lam, _, residual, _ = _newton(
         jax.vmap(adjoint_step, (None, 0, 0)),
         jax.vmap(adjoint_lin, (None, 0, 0)),
         newton,

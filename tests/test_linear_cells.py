@@ -22,6 +22,9 @@ CELLS = {
     "lru": lambda: rnnjax.lru(H, 0.5, 0.99, state_size=5),
     "mingru": lambda: rnnjax.mingru(H),
     "minlstm": lambda: rnnjax.minlstm(H),
+    # the same recurrences scanned in linear space
+    "mingru-linear": lambda: rnnjax.mingru(H, log_space=False),
+    "minlstm-linear": lambda: rnnjax.minlstm(H, log_space=False),
 }
 
 
@@ -44,7 +47,7 @@ def numpy_loop(name, params, xs, h0):
             ys.append((h @ (p["C_re"] + 1j * p["C_im"])).real + x @ p["D"])
             continue
         pre = x @ p["w_ih"] + p["b_ih"]
-        if name == "mingru":
+        if name.startswith("mingru"):
             k, tilde = np.split(pre, 2)
             z = sigmoid(k)
             h = (1 - z) * h + z * g(tilde)
@@ -104,10 +107,11 @@ PATHS = {
     "lru": ("stack", "linen"),
     "mingru": ("recurrent-reverse-remat", "many_to_many", "encoder_decoder", "nnx"),
     "minlstm": ("many_to_one",),
+    "mingru-linear": ("recurrent-reverse-remat",),
 }
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", sorted(PATHS))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
     # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN; the reference is
     # cell.step in lax.scan, with zero padding.

@@ -79,15 +79,27 @@ def test_deer_makes_one_more_step_exact_per_iteration():
         want = rnnjax.scan(cell, params, xs, length=10, reverse=True)
         got = {m: parallel_in_time.evaluate(cell, params, xs, method=m, length=10, reverse=True)
                for m in parallel_in_time.METHODS}
-        return want, got
+        # stopped after k updates: the residual of iterate k, by a loop that ran k times only
+        stopped = [parallel_in_time.evaluate(cell, params, xs, method="quasi-deer", length=10,
+                                             reverse=True, max_iter=k)[2].residual for k in (1, 2)]
+        return want, got, stopped
 
-    want, got = run(params, xs)
+    want, got, stopped = run(params, xs)
     for method, (final, ys, report) in got.items():
         np.testing.assert_allclose(ys, want[1], **TOL, err_msg=method)
         np.testing.assert_allclose(final, want[0], **TOL, err_msg=method)
         assert bool(report.converged) and not bool(report.fell_back), method
         assert float(report.residual) <= 1e-5
+        # the history: every iterate before the last above tol, the last one the residual
+        k = int(report.iterations)
+        assert report.residuals.shape == (101,)
+        assert np.all(report.residuals[:k] > 1e-5), method
+        assert float(report.residuals[k]) == float(report.residual)
+        assert np.all(np.isnan(report.residuals[k + 1:])), method
     assert 1 <= int(got["deer"][2].iterations) <= 12
+    residuals = got["quasi-deer"][2].residuals
+    assert int(got["quasi-deer"][2].iterations) > 2
+    np.testing.assert_allclose([residuals[1], residuals[2]], stopped, rtol=1e-6)
 
 
 def _chaotic_elman():
@@ -159,3 +171,20 @@ def test_newton_options_are_checked():
     cell = rnnjax.lru(2)
     with pytest.raises(TypeError, match="real floating carry, got dtype complex64"):
         parallel_in_time.evaluate(cell, cell.init(jax.random.key(0), 1), jnp.ones((3, 1)))
+
+
+def test_an_overflowed_iterate_is_never_reported_converged():
+    # Regression: on this chaotic Elman (gain 3, T=1000), DEER's first update overflows to an
+    # all-NaN trajectory, whose residual XLA:CPU's max reduction returned as -inf, which
+    # passed `<= tol`: converged, no fallback, NaN outputs. Now the residual is NaN, the run
+    # is reported unconverged and falls back to the sequential scan (the reference here).
+    cell = rnnjax.elman(8)
+    params = cell.init(jax.random.key(5), 2)
+    params = {**params, "w_hh": 3.0 * jax.random.normal(jax.random.key(6), (8, 8)) / np.sqrt(8)}
+    xs = jax.random.normal(jax.random.key(7), (1000, 2))
+    run = jax.jit(lambda p, x: (rnnjax.scan(cell, p, x)[1],
+                                parallel_in_time.evaluate(cell, p, x, method="deer")))
+    want, (_, ys, report) = run(params, xs)
+    assert not bool(report.converged) and bool(report.fell_back)
+    assert np.isnan(float(report.residual))
+    np.testing.assert_allclose(ys, want, **TOL)
