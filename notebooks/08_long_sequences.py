@@ -48,13 +48,13 @@ import rnnjax
 from rnnjax import diagnostics, fused, parallel_in_time, readouts, tasks
 
 sys.path.insert(0, os.path.join(os.pardir, "experiments"))
-import benchmark_parallel  # noqa: E402  (the benchmark's own timing and training functions)
-import vanishing_gradients  # noqa: E402  (the study's gradient ratio)
+import benchmark_parallel
+import vanishing_gradients
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
-T = 200 if QUICK else 1000      # sequence length of the value checks and the Newton runs
-T_CHAOS = 300                   # the chaotic Elman (ELK needs more iterations as T grows)
-H = 8                           # hidden units of the Newton runs (the benchmark's H)
+T = 200 if QUICK else 1000  # sequence length of the value checks and the Newton runs
+T_CHAOS = 300  # the chaotic Elman (ELK needs more iterations as T grows)
+H = 8  # hidden units of the Newton runs (the benchmark's H)
 T_TIME = 200 if QUICK else 1000  # sequence length of the timings
 REPS = 2 if QUICK else 3
 print("JAX", jax.__version__, "on", jax.devices()[0].platform, f"| T = {T}, H = {H}")
@@ -90,11 +90,15 @@ for name, cell in linear_cells.items():
     (_, ys_par), g_par = value_and_grad(params, "parallel")
     _, g_seq = value_and_grad(params, "reference")
     _, ys_scan = rnnjax.scan(cell, params, xs, length=LENGTH)
-    grad_err = max(float(jnp.max(jnp.abs(a - b)) / (1e-6 + jnp.max(jnp.abs(b))))
-                   for a, b in zip(jax.tree.leaves(g_par), jax.tree.leaves(g_seq)))
-    print(f"{name:8s} path {fused.path(cell, 'parallel')!r:11s} "
-          f"max |ys parallel - rnnjax.scan| = {float(jnp.max(jnp.abs(ys_par - ys_scan))):.1e}; "
-          f"gradients: largest relative difference {grad_err:.1e}")
+    grad_err = max(
+        float(jnp.max(jnp.abs(a - b)) / (1e-6 + jnp.max(jnp.abs(b))))
+        for a, b in zip(jax.tree.leaves(g_par), jax.tree.leaves(g_seq))
+    )
+    print(
+        f"{name:8s} path {fused.path(cell, 'parallel')!r:11s} "
+        f"max |ys parallel - rnnjax.scan| = {float(jnp.max(jnp.abs(ys_par - ys_scan))):.1e}; "
+        f"gradients: largest relative difference {grad_err:.1e}"
+    )
     traj[name] = (np.asarray(ys_scan), np.asarray(ys_par))
 
 # %%
@@ -105,8 +109,14 @@ circle = np.exp(1j * np.linspace(0, np.pi / 2, 200))
 axes[0].plot(circle.real, circle.imag, "k", lw=0.8)
 axes[0].plot(0.9 * circle.real, 0.9 * circle.imag, "k:", lw=0.8)
 axes[0].scatter(lam.real, lam.imag, s=12, color="tab:purple")
-axes[0].set(xlim=(0.8, 1.02), ylim=(-0.02, 0.35), aspect="equal", xlabel="Re λ", ylabel="Im λ",
-            title="LRU eigenvalues at init (ring 0.9-0.999)")
+axes[0].set(
+    xlim=(0.8, 1.02),
+    ylim=(-0.02, 0.35),
+    aspect="equal",
+    xlabel="Re λ",
+    ylabel="Im λ",
+    title="LRU eigenvalues at init (ring 0.9-0.999)",
+)
 for ax, name in zip(axes[1:], ("LRU", "minGRU")):
     seq, par = traj[name]
     for j, color in zip(range(3), ("C0", "C1", "C2")):
@@ -130,11 +140,14 @@ plt.show()
 # on adding-problem inputs of length T.
 
 # %%
-config = benchmark_parallel.Config(train_steps=50 if QUICK else 300, lengths=(T,), hidden_sizes=(H,),
-                                   reps=REPS)
+config = benchmark_parallel.Config(
+    train_steps=50 if QUICK else 300, lengths=(T,), hidden_sizes=(H,), reps=REPS
+)
 gru, untrained, trained, train_loss = benchmark_parallel.trained_gru(config, H, jax.random.key(3))
-print(f"GRU H={H} trained {config.train_steps} steps on the adding problem (T={config.train_length}): "
-      f"final training loss {train_loss:.4f} (baseline 1/6 = 0.1667)")
+print(
+    f"GRU H={H} trained {config.train_steps} steps on the adding problem (T={config.train_length}): "
+    f"final training loss {train_loss:.4f} (baseline 1/6 = 0.1667)"
+)
 task = tasks.adding_problem(T)
 adding_xs, _ = tasks.sample_batch(task, jax.random.key(4), 1)
 adding_xs = adding_xs[0]
@@ -144,16 +157,23 @@ adding_xs = adding_xs[0]
 def newton_runs(params, xs):
     """Returns (sequential ys, {method: (ys, report)}) for one sequence."""
     want = rnnjax.scan(gru, params, xs)[1]
-    return want, {m: parallel_in_time.evaluate(gru, params, xs, method=m, max_iter=100)[1:]
-                  for m in parallel_in_time.METHODS}
+    return want, {
+        m: parallel_in_time.evaluate(gru, params, xs, method=m, max_iter=100)[1:]
+        for m in parallel_in_time.METHODS
+    }
 
 
-gru_runs = {label: newton_runs(p, adding_xs) for label, p in (("untrained", untrained), ("trained", trained))}
+gru_runs = {
+    label: newton_runs(p, adding_xs)
+    for label, p in (("untrained", untrained), ("trained", trained))
+}
 for label, (want, got) in gru_runs.items():
     for method, (ys, report) in got.items():
-        print(f"{label:9s} {method:10s} iterations {int(report.iterations):3d}  residual "
-              f"{float(report.residual):.1e}  converged {bool(report.converged)}  fell back "
-              f"{bool(report.fell_back)}  max |ys - sequential| {np.max(np.abs(np.asarray(ys - want))):.1e}")
+        print(
+            f"{label:9s} {method:10s} iterations {int(report.iterations):3d}  residual "
+            f"{float(report.residual):.1e}  converged {bool(report.converged)}  fell back "
+            f"{bool(report.fell_back)}  max |ys - sequential| {np.max(np.abs(np.asarray(ys - want))):.1e}"
+        )
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -162,15 +182,21 @@ window = slice(0, min(T, 200))
 for j, color in zip(range(3), ("C0", "C1", "C2")):
     axes[0].plot(np.asarray(want)[window, j], color=color, lw=3, alpha=0.3)
     axes[0].plot(np.asarray(got["quasi-deer"][0])[window, j], color=color, lw=0.8, ls="--")
-axes[0].set(title="trained GRU: sequential (thick) vs quasi-DEER (dashed)", xlabel="t",
-            ylabel="h_t, units 0-2")
+axes[0].set(
+    title="trained GRU: sequential (thick) vs quasi-DEER (dashed)",
+    xlabel="t",
+    ylabel="h_t, units 0-2",
+)
 for ax, label in zip(axes[1:], ("untrained", "trained")):
     for method, color in zip(parallel_in_time.METHODS, ("C3", "C0", "C2")):
         r = np.asarray(gru_runs[label][1][method][1].residuals)
         ax.semilogy(np.arange(len(r)), r, "o-", ms=3, color=color, label=method)
     ax.axhline(1e-5, color="gray", ls=":", lw=1, label="tol 1e-5")
-    ax.set(title=f"{label} GRU, T = {T}: residual per Newton iterate", xlabel="Newton updates",
-           xlim=(-1, 45))
+    ax.set(
+        title=f"{label} GRU, T = {T}: residual per Newton iterate",
+        xlabel="Newton updates",
+        xlim=(-1, 45),
+    )
 axes[1].set_ylabel("residual")
 axes[1].legend(fontsize=8)
 plt.tight_layout()
@@ -209,17 +235,23 @@ chaos_xs = jax.random.normal(jax.random.key(7), (T_CHAOS, 2))
 @jax.jit
 def elman_runs(params, xs):
     want = rnnjax.scan(elman, params, xs)[1]
-    return want, {m: parallel_in_time.evaluate(elman, params, xs, method=m, max_iter=300)[1:]
-                  for m in parallel_in_time.METHODS}
+    return want, {
+        m: parallel_in_time.evaluate(elman, params, xs, method=m, max_iter=300)[1:]
+        for m in parallel_in_time.METHODS
+    }
 
 
-elman_results = {"default init (gain 1)": elman_runs(elman_params, elman_xs),
-                 "chaotic (gain 3)": elman_runs(chaotic, chaos_xs)}
+elman_results = {
+    "default init (gain 1)": elman_runs(elman_params, elman_xs),
+    "chaotic (gain 3)": elman_runs(chaotic, chaos_xs),
+}
 for label, (want, got) in elman_results.items():
     for method, (ys, report) in got.items():
-        print(f"{label:22s} {method:10s} iterations {int(report.iterations):3d}  residual "
-              f"{float(report.residual):.1e}  converged {bool(report.converged)}  fell back "
-              f"{bool(report.fell_back)}  max |ys - sequential| {np.max(np.abs(np.asarray(ys - want))):.1e}")
+        print(
+            f"{label:22s} {method:10s} iterations {int(report.iterations):3d}  residual "
+            f"{float(report.residual):.1e}  converged {bool(report.converged)}  fell back "
+            f"{bool(report.fell_back)}  max |ys - sequential| {np.max(np.abs(np.asarray(ys - want))):.1e}"
+        )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
@@ -229,8 +261,10 @@ for ax, (label, (_, got)) in zip(axes, elman_results.items()):
         r = np.where(np.isfinite(r), r, np.nan)
         ax.semilogy(np.arange(len(r)), r, "-", color=color, label=method)
     ax.axhline(1e-5, color="gray", ls=":", lw=1)
-    ax.set(title=f"Elman H={H}, T={T_CHAOS if 'chaotic' in label else T}, {label}",
-           xlabel="Newton updates")
+    ax.set(
+        title=f"Elman H={H}, T={T_CHAOS if 'chaotic' in label else T}, {label}",
+        xlabel="Newton updates",
+    )
 axes[0].set_ylabel("residual (gaps: overflow)")
 axes[0].legend(fontsize=8)
 plt.tight_layout()
@@ -247,21 +281,32 @@ plt.show()
 
 # %%
 rows = []
-cases = [("lru", ["reference", "parallel"]), ("mingru", ["reference", "parallel"]),
-         ("gru", ["fused", "deer", "quasi-deer"])]  # ELK: slower still (docs/benchmarks.md)
+cases = [
+    ("lru", ["reference", "parallel"]),
+    ("mingru", ["reference", "parallel"]),
+    ("gru", ["fused", "deer", "quasi-deer"]),
+]  # ELK: slower still (docs/benchmarks.md)
 for i, (name, impls) in enumerate(cases):
     record = benchmark_parallel.time_case(config, name, H, T_TIME, impls, jax.random.key(10 + i))
     base = record["impls"][impls[0]]
     for impl in impls[1:]:
         e = record["impls"][impl]
-        rows.append((name, impls[0], impl, base["fwd_ms"], e["fwd_ms"], base["fwd_bwd_ms"], e["fwd_bwd_ms"]))
-print(f"B = {config.batch_size}, H = {H}, T = {T_TIME}, {REPS} interleaved repetitions (median); "
-      f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
-print(f"{'cell':7s} {'sequential':10s} {'parallel':11s} {'fwd ms seq / par':>18s} "
-      f"{'fwd+bwd ms seq / par':>22s} {'fwd+bwd: seq / par':>19s}")
+        rows.append(
+            (name, impls[0], impl, base["fwd_ms"], e["fwd_ms"], base["fwd_bwd_ms"], e["fwd_bwd_ms"])
+        )
+print(
+    f"B = {config.batch_size}, H = {H}, T = {T_TIME}, {REPS} interleaved repetitions (median); "
+    f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
+)
+print(
+    f"{'cell':7s} {'sequential':10s} {'parallel':11s} {'fwd ms seq / par':>18s} "
+    f"{'fwd+bwd ms seq / par':>22s} {'fwd+bwd: seq / par':>19s}"
+)
 for name, seq, par, f_seq, f_par, fb_seq, fb_par in rows:
-    print(f"{name:7s} {seq:10s} {par:11s} {f_seq:8.1f} / {f_par:7.1f} {fb_seq:10.1f} / {fb_par:9.1f} "
-          f"{fb_seq / fb_par:18.2f}x")
+    print(
+        f"{name:7s} {seq:10s} {par:11s} {f_seq:8.1f} / {f_par:7.1f} {fb_seq:10.1f} / {fb_par:9.1f} "
+        f"{fb_seq / fb_par:18.2f}x"
+    )
 
 # %% [markdown]
 # On this CPU the parallel forms are slower than the sequential loop. One XLA:CPU program
@@ -288,8 +333,13 @@ T_GRAD = 100 if QUICK else 1000
 grad_task = tasks.adding_problem(T_GRAD)
 probe_xs, probe_y = tasks.sample_batch(grad_task, jax.random.key(8), 32)
 readout = readouts.linear(1)
-gradient_cells = {"vanilla RNN (tanh)": rnnjax.elman(32), "GRU": rnnjax.gru(32), "LSTM": rnnjax.lstm(32),
-                  "LRU": rnnjax.lru(32, 0.9, 0.999, math.pi / 10), "minGRU": rnnjax.mingru(32)}
+gradient_cells = {
+    "vanilla RNN (tanh)": rnnjax.elman(32),
+    "GRU": rnnjax.gru(32),
+    "LSTM": rnnjax.lstm(32),
+    "LRU": rnnjax.lru(32, 0.9, 0.999, math.pi / 10),
+    "minGRU": rnnjax.mingru(32),
+}
 profiles = {}
 for name, cell in gradient_cells.items():
     params = cell.init(jax.random.key(9), grad_task.input_size)
@@ -300,17 +350,23 @@ for name, cell in gradient_cells.items():
         def one(x, y):
             loss = lambda carry, ys: grad_task.loss(readout.apply(w, ys), y)
             return diagnostics.state_gradient_norms(cell, params, x, loss)
+
         return jnp.mean(jax.vmap(one)(probe_xs, probe_y), axis=0)
 
     profiles[name] = np.asarray(norms(params, w))
-    print(f"{name:20s} ||dL/dh_1|| / ||dL/dh_T|| at init, T = {T_GRAD}: "  # 0: below float32
-          f"{vanishing_gradients.grad_ratio(profiles[name]):.1e}")
+    print(
+        f"{name:20s} ||dL/dh_1|| / ||dL/dh_T|| at init, T = {T_GRAD}: "  # 0: below float32
+        f"{vanishing_gradients.grad_ratio(profiles[name]):.1e}"
+    )
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for name, p in profiles.items():
     ax.semilogy(np.arange(1, T_GRAD + 1), p, label=name)
-ax.set(xlabel="time step t", ylabel="||dL/dh_t|| (mean over 32 sequences)",
-       title=f"Gradient reaching step t at initialisation, adding problem T = {T_GRAD}")
+ax.set(
+    xlabel="time step t",
+    ylabel="||dL/dh_t|| (mean over 32 sequences)",
+    title=f"Gradient reaching step t at initialisation, adding problem T = {T_GRAD}",
+)
 ax.legend(fontsize=8)
 plt.show()
 

@@ -16,7 +16,8 @@ by any other function runs as written, step by step.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -142,9 +143,13 @@ def lru(
         b_re, b_im = jax.random.normal(k_b, (2, input_size, n)) / math.sqrt(2 * input_size)
         c_re, c_im = jax.random.normal(k_c, (2, n, hidden_size)) / math.sqrt(n)
         return {
-            "nu_log": nu_log, "theta_log": theta_log,
+            "nu_log": nu_log,
+            "theta_log": theta_log,
             "gamma_log": jnp.log(jnp.sqrt(1.0 - modulus**2)),
-            "B_re": b_re, "B_im": b_im, "C_re": c_re, "C_im": c_im,
+            "B_re": b_re,
+            "B_im": b_im,
+            "C_re": c_re,
+            "C_im": c_im,
             "D": jax.random.normal(k_d, (input_size, hidden_size)) / math.sqrt(input_size),
         }
 
@@ -211,15 +216,18 @@ def linear_space(log_coefficients: Callable[[Params, Array], tuple[Array, Array]
     return coefficients
 
 
-def _min_cell(hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init,
-              log_space) -> Cell:
+def _min_cell(
+    hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init, log_space
+) -> Cell:
     checks.positive_int("hidden_size", hidden_size)
 
     def init(key: Array, input_size: int) -> Params:
         checks.positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        return {"w_ih": kernel_init(k_w, (input_size, num_blocks * hidden_size), jnp.float32),
-                "b_ih": bias_init(k_b, (num_blocks * hidden_size,), jnp.float32)}
+        return {
+            "w_ih": kernel_init(k_w, (input_size, num_blocks * hidden_size), jnp.float32),
+            "b_ih": bias_init(k_b, (num_blocks * hidden_size,), jnp.float32),
+        }
 
     def initial_carry(params: Params) -> Array:
         return jnp.zeros((hidden_size,), params["w_ih"].dtype)
@@ -256,8 +264,9 @@ def mingru(
     Params: ``w_ih: (input_size, 2H)`` (blocks z, h), ``b_ih: (2H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init,
-                     log_space)
+    return _min_cell(
+        hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init, log_space
+    )
 
 
 def minlstm(
@@ -278,6 +287,6 @@ def minlstm(
     Params: ``w_ih: (input_size, 3H)`` (blocks f, i, h), ``b_ih: (3H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init,
-                     log_space)
-
+    return _min_cell(
+        hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init, log_space
+    )

@@ -79,8 +79,9 @@ def _check_embedding(embedding: Any) -> None:
         )
 
 
-def _input_params(embedding: Embedding | None, key: Array, input_size: int | None,
-                  params: dict) -> int:
+def _input_params(
+    embedding: Embedding | None, key: Array, input_size: int | None, params: dict
+) -> int:
     """Adds the embedding's table to ``params`` (as ``"source_embed"``) and returns the
     feature size the network reads: the embedding's, or ``input_size`` for vector inputs."""
     if embedding is None:
@@ -99,8 +100,9 @@ def _input_params(embedding: Embedding | None, key: Array, input_size: int | Non
 _TOKEN_SHAPES = {0: "() (one token)", 1: "(T,)"}
 
 
-def _features(embedding: Embedding | None, params: Any, inputs: Array, name: str,
-              ndim: int) -> Array:
+def _features(
+    embedding: Embedding | None, params: Any, inputs: Array, name: str, ndim: int
+) -> Array:
     """Returns the features the network reads: ``inputs``, or its ``ndim``-axis tokens embedded."""
     if embedding is None:
         return inputs
@@ -127,7 +129,9 @@ def one_to_one(network: Readout) -> Model:
         del key, train
         if jnp.ndim(x) != 1:
             hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
-            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+            raise ValueError(
+                f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}"
+            )
         return network.apply(params, x)
 
     return Model(network.init, apply, network.output_size)
@@ -247,8 +251,11 @@ def many_to_many(layer: Layer, readout: Readout, *, embedding: Embedding | None 
         params = {}
         k_emb = jax.random.fold_in(key, 2)  # apart, so vector-input models keep their init
         input_size = _input_params(embedding, k_emb, input_size, params)
-        return {**params, "rnn": layer.init(k_rnn, input_size),
-                "readout": readout.init(k_out, layer.output_size)}
+        return {
+            **params,
+            "rnn": layer.init(k_rnn, input_size),
+            "readout": readout.init(k_out, layer.output_size),
+        }
 
     def apply(params, xs, *, length=None, key=None, train=False):
         xs = _features(embedding, params, xs, "xs", 1)
@@ -338,9 +345,11 @@ def _token_decoder(
     def init(key, context_size):
         k_emb, k_cell, k_out, k_bridge = jax.random.split(key, 4)
         cell_params = cell.init(k_cell, embed_size + (context_size if feed_context else 0))
-        params = {"embed": embed.init(k_emb),
-                  "cell": cell_params,
-                  "readout": readout.init(k_out, cell.hidden_size)}
+        params = {
+            "embed": embed.init(k_emb),
+            "cell": cell_params,
+            "readout": readout.init(k_out, cell.hidden_size),
+        }
         if init_carry:
             params["bridge"] = _bridge_init(cell, cell_params, k_bridge, context_size)
         return params
@@ -359,13 +368,19 @@ def _token_decoder(
 
     def teacher_force(params, context, targets):
         if jnp.ndim(targets) != 1:
-            raise ValueError(f"targets must have shape (T,) for one sequence, got {jnp.shape(targets)}")
+            raise ValueError(
+                f"targets must have shape (T,) for one sequence, got {jnp.shape(targets)}"
+            )
         if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
             raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
         previous = jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
         with probes.scope("cell"):
-            _, ys = fused.scan(cell, params["cell"], step_input(params, context, previous),
-                               carry=start_carry(params, context))
+            _, ys = fused.scan(
+                cell,
+                params["cell"],
+                step_input(params, context, previous),
+                carry=start_carry(params, context),
+            )
         return readout.apply(params["readout"], ys)
 
     def decode(params, context, max_length, key, temperature):
@@ -378,9 +393,15 @@ def _token_decoder(
         # The same loop as every generator's: rnnjax.decoding.generate (the carry frozen
         # after the end token, as rnnjax.scan does on padding), read from the start token.
         tokens, length = decoding.generate(
-            step_fn, start_carry(params, context), jnp.array([start_token], jnp.int32),
-            max_length=max_length + 1, key=key, temperature=temperature,
-            end_token=end_token, pad_token=pad_token)
+            step_fn,
+            start_carry(params, context),
+            jnp.array([start_token], jnp.int32),
+            max_length=max_length + 1,
+            key=key,
+            temperature=temperature,
+            end_token=end_token,
+            pad_token=pad_token,
+        )
         return tokens[1:], length - 1  # generate returns the start token first
 
     return _Decoder(init, teacher_force, decode)
@@ -435,8 +456,14 @@ def one_to_many(
         raise ValueError(f"condition must be one of {sorted(_CONDITIONS)}, got {condition!r}")
     init_carry, feed_context = _CONDITIONS[condition]
     decoder = _token_decoder(
-        cell, vocab_size, embed_size=embed_size, readout=readout, init_carry=init_carry,
-        feed_context=feed_context, start_token=start_token, end_token=end_token,
+        cell,
+        vocab_size,
+        embed_size=embed_size,
+        readout=readout,
+        init_carry=init_carry,
+        feed_context=feed_context,
+        start_token=start_token,
+        end_token=end_token,
         pad_token=pad_token,
     )
 
@@ -451,7 +478,9 @@ def one_to_many(
         x = _features(embedding, params, x, "x", 0)
         if jnp.ndim(x) != 1:
             hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
-            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+            raise ValueError(
+                f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}"
+            )
         return x
 
     def apply(params, x, targets, *, key=None, train=False):
@@ -485,7 +514,8 @@ def _cell_hidden(cell: Cell) -> Callable[[Any], Array]:
             raise ValueError(
                 f"attention='bahdanau' reads the decoder's hidden state from its carry; for a "
                 f"cell whose step is not a GatedStep the carry must be h: ({cell.hidden_size},), "
-                f"got {jax.tree.map(jnp.shape, carry)}")
+                f"got {jax.tree.map(jnp.shape, carry)}"
+            )
         return carry
 
     return whole_carry
@@ -540,13 +570,18 @@ def _attention_decoder(
         k_emb, k_cell, k_out, k_bridge, k_att, k_comb = jax.random.split(key, 6)
         fed = annotation_size if bahdanau else hidden  # c_i (Bahdanau) or h~_{t-1} (Luong)
         cell_params = cell.init(k_cell, embed_size + fed)
-        params = {"embed": embed.init(k_emb), "cell": cell_params,
-                  "attention": score.init(k_att, hidden, annotation_size),
-                  "bridge": _bridge_init(cell, cell_params, k_bridge, context_size)}
+        params = {
+            "embed": embed.init(k_emb),
+            "cell": cell_params,
+            "attention": score.init(k_att, hidden, annotation_size),
+            "bridge": _bridge_init(cell, cell_params, k_bridge, context_size),
+        }
         if bahdanau:
             params["readout"] = readout.init(k_out, hidden + annotation_size + embed_size)
         else:
-            params["combine"] = linear(hidden, use_bias=False).init(k_comb, annotation_size + hidden)
+            params["combine"] = linear(hidden, use_bias=False).init(
+                k_comb, annotation_size + hidden
+            )
             params["readout"] = readout.init(k_out, hidden)
         return params
 
@@ -575,7 +610,9 @@ def _attention_decoder(
 
     def teacher_force(params, context, source, targets):
         if jnp.ndim(targets) != 1:
-            raise ValueError(f"targets must have shape (T,) for one sequence, got {jnp.shape(targets)}")
+            raise ValueError(
+                f"targets must have shape (T,) for one sequence, got {jnp.shape(targets)}"
+            )
         if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
             raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
         previous = jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
@@ -592,17 +629,34 @@ def _attention_decoder(
         state = start(params, context)
         if beam_size is None:
             tokens, length = decoding.generate(
-                step_fn, state, jnp.array([start_token], jnp.int32), max_length=max_length + 1,
-                key=key, temperature=temperature, end_token=end_token, pad_token=pad_token)
+                step_fn,
+                state,
+                jnp.array([start_token], jnp.int32),
+                max_length=max_length + 1,
+                key=key,
+                temperature=temperature,
+                end_token=end_token,
+                pad_token=pad_token,
+            )
             tokens, length = tokens[1:], length - 1  # generate returns the start token first
         else:
             history, _, lengths = decoding.beam_search(
-                step_fn, state, start_token, beam_size=beam_size, max_length=max_length,
-                end_token=end_token, pad_token=pad_token)
+                step_fn,
+                state,
+                start_token,
+                beam_size=beam_size,
+                max_length=max_length,
+                end_token=end_token,
+                pad_token=pad_token,
+            )
             tokens, length = history[0], lengths[0]
         # The weights of the emitted tokens: teacher forcing on them runs the same steps.
         _, weights = teacher_force(params, context, source, tokens)
-        return tokens, length, padding.zero_outputs(padding.valid_steps(max_length, length), weights)
+        return (
+            tokens,
+            length,
+            padding.zero_outputs(padding.valid_steps(max_length, length), weights),
+        )
 
     return _AttentionDecoder(init, memory, teacher_force, decode)
 
@@ -684,15 +738,20 @@ def encoder_decoder(
     if attention is not None and attention not in _ATTENTION_KINDS:
         raise ValueError(f"attention must be None or one of {_ATTENTION_KINDS}, got {attention!r}")
     if attention is not None and feed_context:
-        raise ValueError(f"feed_context must be False or None with attention={attention!r} "
-                         f"(the attended context is fed instead), got {feed_context!r}")
-    source_embed = None if source_vocab_size is None else embedding(source_vocab_size, source_embed_size)
+        raise ValueError(
+            f"feed_context must be False or None with attention={attention!r} "
+            f"(the attended context is fed instead), got {feed_context!r}"
+        )
+    source_embed = (
+        None if source_vocab_size is None else embedding(source_vocab_size, source_embed_size)
+    )
 
     def encode(params, source, source_length, key, train):
         source = _features(source_embed, params, source, "source", 1)
         with probes.scope("encoder"):
-            final, annotations = encoder.apply(params["encoder"], source, length=source_length,
-                                               key=key, train=train)
+            final, annotations = encoder.apply(
+                params["encoder"], source, length=source_length, key=key, train=train
+            )
         return _flatten(final), annotations
 
     def init_encoder(k_src, k_enc, input_size):
@@ -703,9 +762,15 @@ def encoder_decoder(
 
     if attention is None:
         decoder = _token_decoder(
-            decoder_cell, vocab_size, embed_size=embed_size, readout=readout, init_carry=True,
+            decoder_cell,
+            vocab_size,
+            embed_size=embed_size,
+            readout=readout,
+            init_carry=True,
             feed_context=True if feed_context is None else feed_context,
-            start_token=start_token, end_token=end_token, pad_token=pad_token,
+            start_token=start_token,
+            end_token=end_token,
+            pad_token=pad_token,
         )
 
         def init(key, input_size=None):
@@ -725,12 +790,18 @@ def encoder_decoder(
 
         return Generator(init, apply, decode, vocab_size)
 
-    checks.positive_int("attention_size", decoder_cell.hidden_size if attention_size is None
-                        else attention_size)
+    checks.positive_int(
+        "attention_size", decoder_cell.hidden_size if attention_size is None else attention_size
+    )
     attend = _attention_decoder(
-        decoder_cell, vocab_size, attention,
+        decoder_cell,
+        vocab_size,
+        attention,
         attention_size=decoder_cell.hidden_size if attention_size is None else attention_size,
-        embed_size=embed_size, readout=readout, start_token=start_token, end_token=end_token,
+        embed_size=embed_size,
+        readout=readout,
+        start_token=start_token,
+        end_token=end_token,
         pad_token=pad_token,
     )
 
@@ -740,22 +811,40 @@ def encoder_decoder(
         params["decoder"] = attend.init(k_dec, encoder.output_size, context_size)
         return params
 
-    def apply_attending(params, source, targets, *, source_length=None, key=None, train=False,
-                        return_attention=False) -> Any:
+    def apply_attending(
+        params,
+        source,
+        targets,
+        *,
+        source_length=None,
+        key=None,
+        train=False,
+        return_attention=False,
+    ) -> Any:
         c, annotations = encode(params, source, source_length, key, train)
         source_memory = attend.memory(params["decoder"], annotations, source_length)
         logits, weights = attend.teacher_force(params["decoder"], c, source_memory, targets)
         return (logits, weights) if return_attention else logits
 
-    def decode_attending(params, source, *, max_length, source_length=None, key=None,
-                         temperature=1.0, beam_size=None, return_attention=False) -> Any:
+    def decode_attending(
+        params,
+        source,
+        *,
+        max_length,
+        source_length=None,
+        key=None,
+        temperature=1.0,
+        beam_size=None,
+        return_attention=False,
+    ) -> Any:
         checks.positive_int("max_length", max_length)
         if beam_size is not None and key is not None:
             raise ValueError("beam search is deterministic: pass key=None with beam_size")
         c, annotations = encode(params, source, source_length, None, False)
         source_memory = attend.memory(params["decoder"], annotations, source_length)
-        tokens, length, weights = attend.decode(params["decoder"], c, source_memory, max_length,
-                                                key, temperature, beam_size)
+        tokens, length, weights = attend.decode(
+            params["decoder"], c, source_memory, max_length, key, temperature, beam_size
+        )
         return (tokens, length, weights) if return_attention else (tokens, length)
 
     return Generator(init_attending, apply_attending, decode_attending, vocab_size)

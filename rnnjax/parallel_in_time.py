@@ -36,7 +36,9 @@ carry is the carry after the last valid step.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, cast
+import itertools
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -261,7 +263,7 @@ def _gated_diagonal(step: Callable, hidden: Callable, unravel: Callable, s0: Arr
     indicators = jnp.stack(
         [
             (jnp.arange(bounds[-1]) >= lo) & (jnp.arange(bounds[-1]) < hi)
-            for lo, hi in zip(bounds[:-1], bounds[1:])
+            for lo, hi in itertools.pairwise(bounds)
         ]
     ).astype(s0.dtype)  # (leaves, n): 1 on each leaf's part of the flat state
 

@@ -30,9 +30,11 @@ def test_sensitivity_series_sums_to_the_closed_form():
     for lam in (0.3, 0.9, 0.99):
         k = np.arange(1, 20_000, dtype=np.float64)
         assert np.sum(k**2 * lam ** (2 * (k - 1))) == pytest.approx(
-            (1 + lam**2) / (1 - lam**2) ** 3, rel=1e-9)
+            (1 + lam**2) / (1 - lam**2) ** 3, rel=1e-9
+        )
         assert zucchet.sensitivity_finite(lam, 20_000) == pytest.approx(
-            zucchet.sensitivity_closed_form(lam), rel=1e-9)
+            zucchet.sensitivity_closed_form(lam), rel=1e-9
+        )
 
 
 def test_monte_carlo_sensitivity_matches_the_closed_form_within_its_error():
@@ -71,8 +73,9 @@ def test_lru_student_is_the_authors_lru():
     for x in np.asarray(xs, np.float64):
         h = lam * h + np.exp(p["gamma_log"]) * (x @ b)
         expected.append((h @ c).real + x @ p["D"])
-    np.testing.assert_allclose(np.asarray(zucchet.predict(cell, params, xs)), np.array(expected),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(zucchet.predict(cell, params, xs)), np.array(expected), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_teacher_eigenvalues_lie_in_the_memory_ring():
@@ -141,8 +144,9 @@ def test_mean_field_lambda_max_against_adaptive_quadrature():
     from scipy import integrate
 
     def gauss(f):  # E[f(z)], z ~ N(0, 1), by adaptive quadrature
-        return integrate.quad(lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
-                              -np.inf, np.inf, epsabs=1e-13)[0]
+        return integrate.quad(
+            lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf, epsabs=1e-13
+        )[0]
 
     for g in (1.2, 2.0, 3.0):
         delta = 1.0
@@ -159,12 +163,21 @@ def test_kaplan_yorke_dimension_and_zero_crossing_by_hand():
     assert chaos.kaplan_yorke_dimension(np.array([0.1, -1.0, 0.5, -0.3])) == pytest.approx(3.3)
     assert chaos.kaplan_yorke_dimension(np.array([-0.1, -0.2])) == 0.0
     # From -0.1 at g = 1 to 0.2 at g = 1.5: zero a third of the way, g = 7/6.
-    assert chaos.zero_crossing(np.array([0.5, 1.0, 1.5]), np.array([-0.4, -0.1, 0.2])) == pytest.approx(7 / 6)
+    assert chaos.zero_crossing(
+        np.array([0.5, 1.0, 1.5]), np.array([-0.4, -0.1, 0.2])
+    ) == pytest.approx(7 / 6)
 
 
 # ------------------------------------------------------------ every script's command line
 
-SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos", "truncated_bptt")
+SCRIPTS = (
+    "pascanu2013",
+    "le2015_irnn",
+    "tallec2018_chrono",
+    "zucchet2024",
+    "chaos",
+    "truncated_bptt",
+)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -174,12 +187,15 @@ def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
         module.main(["--help"])
     assert exit_.value.code == 0 and "--preset" in capsys.readouterr().out
     for preset in ("quick", "full", "tiny"):
-        config, run_dir = module.parse_config(module.Config, module.PRESETS, "", name, ["--preset", preset])
+        config, run_dir = module.parse_config(
+            module.Config, module.PRESETS, "", name, ["--preset", preset]
+        )
         module.check_config(config)
         assert config == module.Config(**module.PRESETS[preset])
         assert run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
-    config, _ = module.parse_config(module.Config, module.PRESETS, "", name,
-                                    ["--preset", "tiny", "--seed", "7"])
+    config, _ = module.parse_config(
+        module.Config, module.PRESETS, "", name, ["--preset", "tiny", "--seed", "7"]
+    )
     assert config == module.Config(**{**module.PRESETS["tiny"], "seed": 7})
 
 
@@ -198,8 +214,10 @@ def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
     for c in record["claims"]:
         assert isinstance(c["reproduced"], bool) and c["paper"] and c["ours"] and c["paper_value"]
     with open(tmp_path / "config.json") as f:
-        assert json.load(f) == {k: list(v) if isinstance(v, tuple) else v for k, v in
-                                vars(chaos.Config(**chaos.PRESETS["tiny"])).items()}
+        assert json.load(f) == {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(chaos.Config(**chaos.PRESETS["tiny"])).items()
+        }
     summary = (tmp_path / "summary.md").read_text()
     assert "| where | claim | paper's number | ours | reproduced? |" in summary
     figures = list((tmp_path / "figures").glob("*.png"))
@@ -221,9 +239,13 @@ def test_truncated_bptt_tiny_run_computes_its_verdicts_from_its_numbers(tmp_path
     assert sorted(runs, key=int) == [str(k) for k in config.truncations]
     baseline = record["results"]["baseline_loss"]
     assert baseline == pytest.approx(math.log(config.vocab_size))
-    final = {int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in runs.items()}
-    lowest = {int(k): np.min(np.median(np.asarray(r["test_loss"]), axis=0)) / baseline
-              for k, r in runs.items()}
+    final = {
+        int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in runs.items()
+    }
+    lowest = {
+        int(k): np.min(np.median(np.asarray(r["test_loss"]), axis=0)) / baseline
+        for k, r in runs.items()
+    }
     long_k = [k for k in final if k > config.delay]
     short_k = [k for k in final if k <= config.delay]
     assert out["claims"][0].reproduced == all(final[k] <= config.learns_fraction for k in long_k)
