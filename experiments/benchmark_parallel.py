@@ -300,7 +300,7 @@ def figure(records: list[dict], fig_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args, run_dir = cli.start_run(
+    config, _args, run_dir = cli.start_run(
         Config, PRESETS, argv, __doc__, "benchmark_parallel", check
     )
     start = time.perf_counter()
