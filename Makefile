@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 study: $(VENV)/.installed
 	$(PY) experiments/vanishing_gradients.py --preset quick
 
-# The suite without the slow end-to-end runs (about 7 minutes on 2 cores) ...
-test: $(VENV)/.installed
+# What CI (.ci/run) runs: `make lint` and `make docs` (about a minute), then the suite
+# without the slow end-to-end runs (about 7 minutes on 2 cores) ...
+test: lint docs
 	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" --durations=15 tests
 
 # ... and with them: every notebook executed, every experiment's tiny run, the learning checks.
@@ -38,6 +39,7 @@ apps: $(VENV)/.installed
 	$(PY) experiments/handwriting_ctc.py
 	$(PY) experiments/captioning.py
 	$(PY) experiments/sentiment.py
+	$(PY) experiments/translation.py
 
 # Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
 reproduce: $(VENV)/.installed

@@ -53,9 +53,16 @@ import rnnjax
 from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmapped_seeds import init_states, keep_best  # noqa: E402
-from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
-                            save_figure, start_run, write_results)
+from experiment_cli import (
+    field,
+    markdown_table,
+    pyplot,
+    run_each,
+    save_figure,
+    start_run,
+    write_results,
+)
+from vmapped_seeds import init_states, keep_best
 
 # --------------------------------------------------------------------------------- config
 
@@ -64,13 +71,18 @@ from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E4
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    datasets: tuple[str, ...] = field(("ucr135", "gutentag_ecg"),
-                                      f"anomaly sets among {sorted(datasets.ANOMALY_SETS)}")
+    datasets: tuple[str, ...] = field(
+        ("ucr135", "gutentag_ecg"), f"anomaly sets among {sorted(datasets.ANOMALY_SETS)}"
+    )
     hidden_size: int = field(32, "hidden units per LSTM layer")
     num_layers: int = field(1, "stacked LSTM layers (Malhotra et al. use two)")
-    predict_ahead: int = field(5, "l: values predicted at each step (the error vector's size per channel)")
+    predict_ahead: int = field(
+        5, "l: values predicted at each step (the error vector's size per channel)"
+    )
     context: int = field(64, "input window of the predictor, and of the rolling z-score, in steps")
-    validation: float = field(0.25, "fraction of the normal data kept for early stopping and the Gaussian (v_N1)")
+    validation: float = field(
+        0.25, "fraction of the normal data kept for early stopping and the Gaussian (v_N1)"
+    )
     num_seeds: int = field(3, "seeds per data set, trained as one vmapped program")
     num_steps: int = field(600, "Adam updates per data set")
     batch_size: int = field(32, "training windows per update")
@@ -93,9 +105,18 @@ def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
     for name in config.datasets:
         if name not in datasets.ANOMALY_SETS:
-            raise ValueError(f"datasets must be among {sorted(datasets.ANOMALY_SETS)}, got {name!r}")
-    for name in ("hidden_size", "num_layers", "predict_ahead", "num_seeds", "num_steps",
-                 "batch_size", "eval_every"):
+            raise ValueError(
+                f"datasets must be among {sorted(datasets.ANOMALY_SETS)}, got {name!r}"
+            )
+    for name in (
+        "hidden_size",
+        "num_layers",
+        "predict_ahead",
+        "num_seeds",
+        "num_steps",
+        "batch_size",
+        "eval_every",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.context < 2:
@@ -103,14 +124,18 @@ def check_config(config: Config) -> None:
     if not 0 < config.validation < 1:
         raise ValueError(f"validation must be in (0, 1), got {config.validation}")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
-        raise ValueError(f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
-                         f"{config.clip_norm}")
+        raise ValueError(
+            f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
+            f"{config.clip_norm}"
+        )
 
 
 # -------------------------------------------------------------------------------- metrics
 
 
-def _by_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _by_threshold(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (thresholds, true positives, predicted positives) for 'anomaly iff score >= threshold'.
 
     One entry per distinct score, from the highest down; NaN scores are never flagged.
@@ -135,7 +160,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def precision_recall_f1(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def precision_recall_f1(
+    scores: np.ndarray, labels: np.ndarray, threshold: float
+) -> dict[str, float]:
     """Returns precision, recall and F1 of flagging the points with ``score > threshold``."""
     flagged = np.nan_to_num(scores, nan=-np.inf) > threshold
     tp = int(np.sum(flagged & (labels == 1)))
@@ -168,10 +195,10 @@ def rolling_zscore(x: np.ndarray, width: int) -> np.ndarray:
     """
     T = len(x)
     c1 = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
-    c2 = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x ** 2]), axis=0)
+    c2 = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x**2]), axis=0)
     t = np.arange(width, T)
     mean = (c1[t] - c1[t - width]) / width
-    var = np.maximum((c2[t] - c2[t - width]) / width - mean ** 2, 1e-12)
+    var = np.maximum((c2[t] - c2[t - width]) / width - mean**2, 1e-12)
     out = np.full(T, np.nan)
     out[width:] = np.max(np.abs(x[width:] - mean) / np.sqrt(var), axis=1)
     return out
@@ -202,7 +229,7 @@ def gaussian_nll(e: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
     mu = fit_on.mean(axis=0)
     sigma = np.atleast_2d(np.cov(fit_on, rowvar=False))
     sigma += 1e-6 * np.mean(np.diag(sigma)) * np.eye(len(mu))
-    sign, logdet = np.linalg.slogdet(sigma)
+    _sign, logdet = np.linalg.slogdet(sigma)
     d = e - mu
     maha = np.einsum("tk,kl,tl->t", d, np.linalg.inv(sigma), d)
     return 0.5 * (maha + logdet + len(mu) * np.log(2 * np.pi))
@@ -211,8 +238,14 @@ def gaussian_nll(e: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the predictor
 
 
-def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int,
-                    key: jax.Array, progress: bool | None) -> tuple[Any, Any, dict]:
+def train_predictor(
+    config: Config,
+    x: np.ndarray,
+    num_fit: int,
+    num_normal: int,
+    key: jax.Array,
+    progress: bool | None,
+) -> tuple[Any, Any, dict]:
     """Returns (model, each seed's best params, training record) for the series ``x: (T, D)``.
 
     Trains on windows inside ``x[:num_fit]``; stops on the prediction error of the steps
@@ -220,17 +253,20 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
     """
     L, l, D = config.context, config.predict_ahead, x.shape[1]
     cells = [rnnjax.recurrent(rnnjax.lstm(config.hidden_size)) for _ in range(config.num_layers)]
-    model = models.many_to_many(rnnjax.stack(*cells) if len(cells) > 1 else cells[0],
-                                readouts.linear(l * D))
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    model = models.many_to_many(
+        rnnjax.stack(*cells) if len(cells) > 1 else cells[0], readouts.linear(l * D)
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
     # Inputs, targets x_{t+1..t+l} and their masks, as every window of L steps inside the
     # training part; only the jitted functions below touch the device.
     future, train_mask = rnnjax.data.ahead(x, l, available=num_fit)  # (T, l, D), (T, l)
     targets = future.reshape(len(x), l * D).astype(np.float32)
     xs = x.astype(np.float32)
-    train_windows = [jnp.asarray(rnnjax.data.windows(a[:num_fit], L))
-                     for a in (xs, targets, train_mask)]  # (N, L, ...) each
+    train_windows = [
+        jnp.asarray(rnnjax.data.windows(a[:num_fit], L)) for a in (xs, targets, train_mask)
+    ]  # (N, L, ...) each
 
     def batch_fn(key, step):
         del step
@@ -251,8 +287,11 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
     val_steps = slice(val_ends[0] - L + 1, val_ends[-1] + 1)
     val_mask = np.zeros((len(val_ends), L, l), bool)
     val_mask[:, -1] = rnnjax.data.ahead(x, l, available=num_normal)[1][val_ends]
-    val_batch = (rnnjax.data.windows(xs[val_steps], L), rnnjax.data.windows(targets[val_steps], L),
-                 val_mask)
+    val_batch = (
+        rnnjax.data.windows(xs[val_steps], L),
+        rnnjax.data.windows(targets[val_steps], L),
+        val_mask,
+    )
     # An argument, not a closed-over constant: XLA would try to constant-fold the sums.
     val_loss_of = jax.jit(jax.vmap(lambda p, batch: masked_loss(p, *batch), in_axes=(0, None)))
 
@@ -263,18 +302,27 @@ def train_predictor(config: Config, x: np.ndarray, num_fit: int, num_normal: int
     hook, best = keep_best(val_loss, states.params)
     train_step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(train_step, states, batch_fn, config.num_steps,
-                          hooks=[hook], progress=progress,
-                          schedule=training.Schedule(config.eval_every,
-                                                     hook_every=config.eval_every))
+    result = training.fit(
+        train_step,
+        states,
+        batch_fn,
+        config.num_steps,
+        hooks=[hook],
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, hook_every=config.eval_every),
+    )
     curve = [r for r in result.history if "val_loss" in r]
-    return model, best["params"], {
-        "train_wall_s": time.perf_counter() - t0,
-        "best_step": best["step"].tolist(),
-        "best_val_mse": best["loss"].tolist(),
-        "val_steps": [r["step"] for r in curve],
-        "val_mse": np.asarray([r["val_loss"] for r in curve]).T.tolist(),
-    }
+    return (
+        model,
+        best["params"],
+        {
+            "train_wall_s": time.perf_counter() - t0,
+            "best_step": best["step"].tolist(),
+            "best_val_mse": best["loss"].tolist(),
+            "val_steps": [r["step"] for r in curve],
+            "val_mse": np.asarray([r["val_loss"] for r in curve]).T.tolist(),
+        },
+    )
 
 
 def predict_all(model, params, x: np.ndarray, config: Config) -> np.ndarray:
@@ -292,7 +340,7 @@ def predict_all(model, params, x: np.ndarray, config: Config) -> np.ndarray:
     # The windows are an argument, not a closed-over constant that XLA would try to fold.
     predictions = jax.jit(jax.vmap(one_seed, in_axes=(0, None)))(params, windows)
     out = np.full((jax.tree.leaves(params)[0].shape[0], len(x), l, D), np.nan)
-    out[:, L - 1:] = np.asarray(predictions, np.float64).reshape(-1, len(windows), l, D)
+    out[:, L - 1 :] = np.asarray(predictions, np.float64).reshape(-1, len(windows), l, D)
     return out
 
 
@@ -301,10 +349,12 @@ def predict_all(model, params, x: np.ndarray, config: Config) -> np.ndarray:
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
     """Returns every metric of one detector's test ``scores``."""
-    return {"average_precision": average_precision(scores, labels),
-            "best_f1": best_f1(scores, labels),
-            "at_normal_threshold": precision_recall_f1(scores, labels, threshold),
-            "top_score_hit": top_score_hit(scores, labels)}
+    return {
+        "average_precision": average_precision(scores, labels),
+        "best_f1": best_f1(scores, labels),
+        "at_normal_threshold": precision_recall_f1(scores, labels, threshold),
+        "top_score_hit": top_score_hit(scores, labels),
+    }
 
 
 def run_dataset(config: Config, name: str, key: jax.Array, progress: bool | None) -> dict:
@@ -313,7 +363,7 @@ def run_dataset(config: Config, name: str, key: jax.Array, progress: bool | None
     mean, std = data.train.mean(axis=0), data.train.std(axis=0)
     train, test = (data.train - mean) / std, (data.test - mean) / std
     num_normal = len(train)
-    num_fit = int(round(num_normal * (1 - config.validation)))
+    num_fit = round(num_normal * (1 - config.validation))
     # UCR 135's test part continues its training part, so the normal steps before it give
     # the first test points their context; GutenTAG's test series stands alone.
     contiguous = name == "ucr135"
@@ -324,8 +374,9 @@ def run_dataset(config: Config, name: str, key: jax.Array, progress: bool | None
     preds_scored = predict_all(model, params, scored, config)
     # A prediction depends only on the window before it, so the normal part's predictions
     # are the first ones of a contiguous series.
-    preds_normal = (preds_scored[:, :num_normal] if contiguous
-                    else predict_all(model, params, train, config))
+    preds_normal = (
+        preds_scored[:, :num_normal] if contiguous else predict_all(model, params, train, config)
+    )
     nll_val, nll_test = [], []
     for s in range(config.num_seeds):
         e_fit = error_vectors(train, preds_normal[s])[num_fit:]  # errors on v_N1
@@ -336,28 +387,39 @@ def run_dataset(config: Config, name: str, key: jax.Array, progress: bool | None
     z_test = z_all[test_from:]
 
     labels = data.labels
-    rnn_runs = [evaluate(nll_test[s], labels, float(np.nanmax(nll_val[s])))
-                for s in range(config.num_seeds)]
+    rnn_runs = [
+        evaluate(nll_test[s], labels, float(np.nanmax(nll_val[s]))) for s in range(config.num_seeds)
+    ]
     zscore = evaluate(z_test, labels, float(np.nanmax(z_val)))
 
     def mean_of(key):
         return float(np.mean([r[key] for r in rnn_runs]))
 
     return {
-        "dataset": name, "source": data.source, "num_train": num_normal, "num_fit": num_fit,
-        "num_test": len(test), "num_anomalous": int(labels.sum()),
+        "dataset": name,
+        "source": data.source,
+        "num_train": num_normal,
+        "num_fit": num_fit,
+        "num_test": len(test),
+        "num_anomalous": int(labels.sum()),
         "unscored_test_steps": int(np.sum(np.isnan(nll_test[0]))),
-        "rnn": {"average_precision": mean_of("average_precision"), "best_f1": mean_of("best_f1"),
-                "average_precision_sd": float(np.std([r["average_precision"] for r in rnn_runs])),
-                "f1_at_normal_threshold": float(np.mean([r["at_normal_threshold"]["f1"]
-                                                         for r in rnn_runs])),
-                "top_score_hits": int(sum(r["top_score_hit"] for r in rnn_runs)),
-                "per_seed": rnn_runs},
+        "rnn": {
+            "average_precision": mean_of("average_precision"),
+            "best_f1": mean_of("best_f1"),
+            "average_precision_sd": float(np.std([r["average_precision"] for r in rnn_runs])),
+            "f1_at_normal_threshold": float(
+                np.mean([r["at_normal_threshold"]["f1"] for r in rnn_runs])
+            ),
+            "top_score_hits": int(sum(r["top_score_hit"] for r in rnn_runs)),
+            "per_seed": rnn_runs,
+        },
         "zscore": zscore,
         "rnn_training": record,
         # Kept for the figures.
-        "test": test[:, 0].tolist(), "labels": labels.tolist(),
-        "rnn_score": np.mean(nll_test, axis=0).tolist(), "zscore_score": z_test.tolist(),
+        "test": test[:, 0].tolist(),
+        "labels": labels.tolist(),
+        "rnn_score": np.mean(nll_test, axis=0).tolist(),
+        "zscore_score": z_test.tolist(),
     }
 
 
@@ -371,15 +433,21 @@ def verdict(results: list[dict]) -> list[str]:
         a, b = r["rnn"]["average_precision"], r["zscore"]["average_precision"]
         ok = a > b
         beats &= ok
-        lines.append(f"{r['dataset']}: average precision LSTM {a:.3f} vs rolling z-score {b:.3f} "
-                     f"({'LSTM ahead' if ok else 'z-score ahead or equal'}, "
-                     f"base rate {r['num_anomalous'] / r['num_test']:.4f}); best F1 "
-                     f"{r['rnn']['best_f1']:.3f} vs {r['zscore']['best_f1']:.3f}; top score "
-                     f"within {UCR_TOLERANCE} steps of the anomaly: LSTM "
-                     f"{r['rnn']['top_score_hits']}/{len(r['rnn']['per_seed'])} seeds, z-score "
-                     f"{'yes' if r['zscore']['top_score_hit'] else 'no'}")
-    lines.insert(0, "VERDICT: the forecasting-error LSTM " + ("beats" if beats else "does NOT beat")
-                 + " the rolling z-score (average precision) on every data set.")
+        lines.append(
+            f"{r['dataset']}: average precision LSTM {a:.3f} vs rolling z-score {b:.3f} "
+            f"({'LSTM ahead' if ok else 'z-score ahead or equal'}, "
+            f"base rate {r['num_anomalous'] / r['num_test']:.4f}); best F1 "
+            f"{r['rnn']['best_f1']:.3f} vs {r['zscore']['best_f1']:.3f}; top score "
+            f"within {UCR_TOLERANCE} steps of the anomaly: LSTM "
+            f"{r['rnn']['top_score_hits']}/{len(r['rnn']['per_seed'])} seeds, z-score "
+            f"{'yes' if r['zscore']['top_score_hit'] else 'no'}"
+        )
+    lines.insert(
+        0,
+        "VERDICT: the forecasting-error LSTM "
+        + ("beats" if beats else "does NOT beat")
+        + " the rolling z-score (average precision) on every data set.",
+    )
     return lines
 
 
@@ -389,19 +457,46 @@ def summary_tables(config: Config, results: list[dict]) -> str:
     for r in results:
         z, rnn = r["zscore"], r["rnn"]
         seeds = rnn["per_seed"]
-        avg = lambda k: float(np.mean([s["at_normal_threshold"][k] for s in seeds]))  # noqa: E731
-        rows = [[f"LSTM forecasting error, Gaussian NLL (mean of {config.num_seeds} seeds, AP sd "
-                 f"{rnn['average_precision_sd']:.3f})", rnn["average_precision"], rnn["best_f1"],
-                 avg("precision"), avg("recall"), avg("f1"),
-                 f"{rnn['top_score_hits']}/{len(seeds)}"],
-                [f"rolling z-score (window {config.context})", z["average_precision"], z["best_f1"],
-                 z["at_normal_threshold"]["precision"], z["at_normal_threshold"]["recall"],
-                 z["at_normal_threshold"]["f1"], "yes" if z["top_score_hit"] else "no"]]
-        parts += [f"**{r['dataset']}** ({r['num_train']} normal training steps, {r['num_test']} "
-                  f"test steps of which {r['num_anomalous']} anomalous; {r['source']})", "",
-                  markdown_table(["detector", "average precision", "best F1 (oracle threshold)",
-                                  "precision", "recall", "F1 (threshold from normal data)",
-                                  f"top score within {UCR_TOLERANCE} steps"], rows), ""]
+        avg = lambda k, seeds=seeds: float(np.mean([s["at_normal_threshold"][k] for s in seeds]))
+        rows = [
+            [
+                f"LSTM forecasting error, Gaussian NLL (mean of {config.num_seeds} seeds, AP sd "
+                f"{rnn['average_precision_sd']:.3f})",
+                rnn["average_precision"],
+                rnn["best_f1"],
+                avg("precision"),
+                avg("recall"),
+                avg("f1"),
+                f"{rnn['top_score_hits']}/{len(seeds)}",
+            ],
+            [
+                f"rolling z-score (window {config.context})",
+                z["average_precision"],
+                z["best_f1"],
+                z["at_normal_threshold"]["precision"],
+                z["at_normal_threshold"]["recall"],
+                z["at_normal_threshold"]["f1"],
+                "yes" if z["top_score_hit"] else "no",
+            ],
+        ]
+        parts += [
+            f"**{r['dataset']}** ({r['num_train']} normal training steps, {r['num_test']} "
+            f"test steps of which {r['num_anomalous']} anomalous; {r['source']})",
+            "",
+            markdown_table(
+                [
+                    "detector",
+                    "average precision",
+                    "best F1 (oracle threshold)",
+                    "precision",
+                    "recall",
+                    "F1 (threshold from normal data)",
+                    f"top score within {UCR_TOLERANCE} steps",
+                ],
+                rows,
+            ),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -420,8 +515,9 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
         rnn = np.asarray(r["rnn_score"], dtype=float)
         # The NLL can be negative (a density above 1); shifted to start at 1, a log axis shows it.
         for ax, score, label, color in (
-                (axes[1], rnn - np.nanmin(rnn) + 1, "LSTM: -log N(e_t) - min + 1", "tab:red"),
-                (axes[2], np.asarray(r["zscore_score"], dtype=float), "rolling z-score", "tab:blue")):
+            (axes[1], rnn - np.nanmin(rnn) + 1, "LSTM: -log N(e_t) - min + 1", "tab:red"),
+            (axes[2], np.asarray(r["zscore_score"], dtype=float), "rolling z-score", "tab:blue"),
+        ):
             ax.plot(score, lw=0.6, color=color)
             for a in anomalous:
                 ax.axvspan(a - 0.5, a + 0.5, color="tab:red", alpha=0.15, lw=0)
@@ -438,19 +534,32 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "anomaly_detection", check_config)
+    config, args, run_dir = start_run(
+        Config, PRESETS, argv, __doc__, "anomaly_detection", check_config
+    )
     t_start = time.perf_counter()
-    results = run_each(config.datasets,
-                       lambda name, key: run_dataset(config, name, key, args.progress), config.seed)
+    results = run_each(
+        config.datasets,
+        lambda name, key: run_dataset(config, name, key, args.progress),
+        config.seed,
+    )
     wall = time.perf_counter() - t_start
     paths = make_figures(results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, results, verdict(results), summary_tables(config, results),
+        run_dir,
+        config,
+        results,
+        verdict(results),
+        summary_tables(config, results),
         title="Anomaly detection: LSTM forecasting error (Malhotra et al. 2015) vs rolling z-score",
-        intro=("Both detectors score the same test steps; thresholds for precision/recall/F1 come "
-               "from normal data only (the largest score on the validation part), the best F1 "
-               "uses the labels."),
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        intro=(
+            "Both detectors score the same test steps; thresholds for precision/recall/F1 come "
+            "from normal data only (the largest score on the validation part), the best F1 "
+            "uses the labels."
+        ),
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

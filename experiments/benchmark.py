@@ -26,6 +26,7 @@ the batch over all CPU devices with ``shard_map`` (the same wrapper for every li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,11 +35,11 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rnnjax
 
@@ -83,7 +84,9 @@ def _jax_pair(loss_of_params: Callable, params: Any, xs: Any):
 def rnnjax_model(case, key, impl="auto", remat=None, unroll=None):
     cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[case["cell"]](case["H"])
     make = rnnjax.bidirectional if case.get("bi") else rnnjax.recurrent
-    layers = [make(cell, impl=impl, remat=remat, unroll=unroll) for _ in range(case.get("layers", 1))]
+    layers = [
+        make(cell, impl=impl, remat=remat, unroll=unroll) for _ in range(case.get("layers", 1))
+    ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
     params = layer.init(key, case["I"])
 
@@ -99,8 +102,11 @@ def flax_model(case, key, cell_name):
 
     make = getattr(nn, cell_name)
     h = case["H"]
-    one = (lambda: nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h)))) if case.get("bi") else (
-        lambda: nn.RNN(make(h)))
+    one = (
+        (lambda: nn.Bidirectional(nn.RNN(make(h)), nn.RNN(make(h))))
+        if case.get("bi")
+        else (lambda: nn.RNN(make(h)))
+    )
     layers = [one() for _ in range(case.get("layers", 1))]
     model = layers[0] if len(layers) == 1 else nn.Sequential(layers)
     xs = jnp.zeros((case["B"], case["T"], case["I"]))
@@ -136,8 +142,13 @@ def torch_model(case, seed):
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # cuDNN's RNNs on a GPU
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[case["cell"]]
-    model = cls(case["I"], case["H"], num_layers=case.get("layers", 1), bidirectional=bool(case.get("bi")),
-                batch_first=True).to(device)
+    model = cls(
+        case["I"],
+        case["H"],
+        num_layers=case.get("layers", 1),
+        bidirectional=bool(case.get("bi")),
+        batch_first=True,
+    ).to(device)
     xs = torch.randn(case["B"], case["T"], case["I"], device=device)
 
     def fwd():
@@ -153,7 +164,11 @@ def torch_model(case, seed):
     return fwd, fwd_bwd
 
 
-FLAX_CELLS = {"lstm": ["LSTMCell", "OptimizedLSTMCell"], "gru": ["GRUCell"], "elman": ["SimpleCell"]}
+FLAX_CELLS = {
+    "lstm": ["LSTMCell", "OptimizedLSTMCell"],
+    "gru": ["GRUCell"],
+    "elman": ["SimpleCell"],
+}
 EQX_CELLS = {"lstm": ["LSTMCell"], "gru": ["GRUCell"], "elman": []}
 
 
@@ -172,10 +187,15 @@ def _data_parallel(loss: Callable, params: Any, xs: Any, how: str):
     args = (rnnjax.training.replicate(params, mesh), rnnjax.training.shard_batch(xs, mesh))
     if how == "jit":
         return jax.jit(loss), jax.jit(jax.value_and_grad(loss)), args
-    mapped = lambda f: jax.jit(jax.shard_map(
-        lambda p, x: jax.lax.pmean(f(p, x), "data"), mesh=mesh,
-        in_specs=(P(), P("data")), out_specs=P(), check_vma=False,
-    ))
+    mapped = lambda f: jax.jit(
+        jax.shard_map(
+            lambda p, x: jax.lax.pmean(f(p, x), "data"),
+            mesh=mesh,
+            in_specs=(P(), P("data")),
+            out_specs=P(),
+            check_vma=False,
+        )
+    )
     return mapped(loss), mapped(jax.value_and_grad(loss)), args
 
 
@@ -204,8 +224,10 @@ def implementations(case: dict[str, Any], notes: list[str]) -> dict[str, dict[st
     def add_jax(name, loss, params, dp=("shard_map",)):
         add(name, *_jax_pair(loss, params, xs))
         for how in dp if parallel else ():
-            add(f"{name}-dp" + ("-jit" if how == "jit" else ""),
-                *_data_parallel(loss, params, xs, how))
+            add(
+                f"{name}-dp" + ("-jit" if how == "jit" else ""),
+                *_data_parallel(loss, params, xs, how),
+            )
 
     add_jax("rnnjax", *rnnjax_model(case, key, "auto"), dp=("shard_map", "jit"))
     add_jax("rnnjax-reference", *rnnjax_model(case, key, "reference"), dp=())
@@ -277,7 +299,7 @@ def interleaved(
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for rep in range(reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             c0, t0 = time.process_time(), time.perf_counter()
             calls[name]()
             wall[name].append(time.perf_counter() - t0)
@@ -302,7 +324,7 @@ def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
             entry[f"{mode}_first_call_s"] = compile_s[impl]
     for impl, fns in impls.items():
         if fns["jax"] is not None:
-            fwd, fwd_bwd, args = fns["jax"]
+            _fwd, fwd_bwd, args = fns["jax"]
             result["impls"][impl]["fwd_bwd_peak_mb"] = (
                 None if (b := jax_memory(fwd_bwd, args)) is None else b / 2**20
             )
@@ -310,7 +332,7 @@ def run_case(name: str, case: dict[str, Any], reps: int) -> dict[str, Any]:
     result["gemm_gflops"] = rate / 1e9
     result["load_avg_after"] = os.getloadavg()  # other jobs on the machine skew the times
     result["flops_fwd"] = flops(case)
-    for impl, entry in result["impls"].items():
+    for entry in result["impls"].values():
         entry["fwd_roofline"] = flops(case) / rate / (entry["fwd_ms"] / 1e3)
         # backward: two matmuls per forward matmul (dW and dx/dh)
         entry["fwd_bwd_roofline"] = 3 * flops(case) / rate / (entry["fwd_bwd_ms"] / 1e3)
@@ -322,8 +344,10 @@ def print_case(r: dict[str, Any]) -> None:
         f" {r.get('layers', 1)}-layer" + (" bidirectional" if r.get("bi") else "")
     )
     load = ", ".join(f"{x:.1f}" for x in r["load_avg_after"])
-    print(f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s; "
-          f"load average after: {load})")
+    print(
+        f"\n### {r['case']}: {r['cell']} {shape}  (GEMM {r['gemm_gflops']:.0f} GFLOP/s; "
+        f"load average after: {load})"
+    )
     base = r["impls"]["rnnjax"]
     print(
         "| impl | fwd ms | fwd+bwd ms | x rnnjax (fwd+bwd) | roofline (fwd+bwd) | "
@@ -338,13 +362,20 @@ def print_case(r: dict[str, Any]) -> None:
             f"{e['fwd_bwd_first_call_s']:.2f} | {'-' if peak is None else f'{peak:.0f}'} |"
         )
     fastest = lambda lib: min(
-        ((e["fwd_bwd_ms"], k) for k, e in r["impls"].items()
-         if k.startswith(lib) and "reference" not in k), default=None)
+        (
+            (e["fwd_bwd_ms"], k)
+            for k, e in r["impls"].items()
+            if k.startswith(lib) and "reference" not in k
+        ),
+        default=None,
+    )
     ours = fastest("rnnjax")
     for lib in ("flax", "equinox", "torch"):
         if (theirs := fastest(lib)) is not None:
-            print(f"- fwd+bwd, fastest rnnjax row ({ours[1]}, {ours[0]:.1f} ms) vs fastest {lib} "
-                  f"row ({theirs[1]}, {theirs[0]:.1f} ms): speed-up of rnnjax {theirs[0] / ours[0]:.2f}x")
+            print(
+                f"- fwd+bwd, fastest rnnjax row ({ours[1]}, {ours[0]:.1f} ms) vs fastest {lib} "
+                f"row ({theirs[1]}, {theirs[0]:.1f} ms): speed-up of rnnjax {theirs[0] / ours[0]:.2f}x"
+            )
     for note in r["notes"]:
         print(f"- {note}")
 
@@ -366,11 +397,18 @@ def long_remat_child(remat: str, steps: int) -> None:
         t0 = time.perf_counter()
         jax.block_until_ready(f(params, xs))
         times.append(time.perf_counter() - t0)
-    print(json.dumps({
-        "remat": remat, "T": steps, "first_call_s": first, "fwd_bwd_s": min(times),
-        "xla_peak_mb": (jax_memory(f, (params, xs)) or 0) / 2**20,
-        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "remat": remat,
+                "T": steps,
+                "first_call_s": first,
+                "fwd_bwd_s": min(times),
+                "xla_peak_mb": (jax_memory(f, (params, xs)) or 0) / 2**20,
+                "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def long_remat(steps: int) -> list[dict[str, Any]]:
@@ -379,7 +417,8 @@ def long_remat(steps: int) -> list[dict[str, Any]]:
     for remat in ("sqrt", "none"):
         proc = subprocess.run(
             [sys.executable, __file__, "--long-remat-child", remat, "--steps", str(steps)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             out.append({"remat": remat, "T": steps, "error": proc.stderr.strip()[-500:]})
@@ -401,13 +440,19 @@ def padding_cost(reps: int) -> list[dict[str, Any]]:
         cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[cell_name](case["H"])
         layer = rnnjax.recurrent(cell)
         params = layer.init(jax.random.key(0), case["I"])
-        no_length = jax.jit(jax.value_and_grad(
-            lambda p, x, n: jnp.mean(jax.vmap(lambda a: layer.apply(p, a)[1])(x) ** 2)))
+        no_length = jax.jit(
+            jax.value_and_grad(
+                lambda p, x, n: jnp.mean(jax.vmap(lambda a: layer.apply(p, a)[1])(x) ** 2)
+            )
+        )
         loss = lambda p, x, n: jnp.mean(
-            jax.vmap(lambda a, m: layer.apply(p, a, length=m)[1])(x, n) ** 2)
+            jax.vmap(lambda a, m: layer.apply(p, a, length=m)[1])(x, n) ** 2
+        )
         with_length = jax.jit(jax.value_and_grad(loss))
-        calls = {name: (lambda f=f: jax.block_until_ready(f(params, xs, lengths)))
-                 for name, f in (("no length", no_length), ("length", with_length))}
+        calls = {
+            name: (lambda f=f: jax.block_until_ready(f(params, xs, lengths)))
+            for name, f in (("no length", no_length), ("length", with_length))
+        }
         # rnnjax.checked raises on the host, so it wraps the jitted call, not inside it
         checked = rnnjax.checked(jax.jit(jax.value_and_grad(lambda p, x, n: loss(p, x, n))))
         calls["length, checked"] = lambda: jax.block_until_ready(checked(params, xs, lengths))
@@ -417,9 +462,13 @@ def padding_cost(reps: int) -> list[dict[str, Any]]:
         row = {"cell": cell_name, **{k: 1e3 * statistics.median(v) for k, v in times.items()}}
         row["load_avg_after"] = os.getloadavg()
         rows.append(row)
-        print(f"{cell_name}: " + ", ".join(f"{k} {row[k]:.1f} ms" for k in calls)
-              + f"; length/no length {row['length'] / row['no length']:.3f}, "
-              f"checked/unchecked {row['length, checked'] / row['length']:.3f}", flush=True)
+        print(
+            f"{cell_name}: "
+            + ", ".join(f"{k} {row[k]:.1f} ms" for k in calls)
+            + f"; length/no length {row['length'] / row['no length']:.3f}, "
+            f"checked/unchecked {row['length, checked'] / row['length']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -430,14 +479,21 @@ def machine() -> dict[str, Any]:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {"jax": jax.__version__, "rnnjax": rnnjax.__version__, "python": platform.python_version()}
+    versions = {
+        "jax": jax.__version__,
+        "rnnjax": rnnjax.__version__,
+        "python": platform.python_version(),
+    }
     for mod in ("flax", "equinox", "torch"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "devices": [str(d) for d in jax.devices()],
-            "load_avg": os.getloadavg(), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "devices": [str(d) for d in jax.devices()],
+        "load_avg": os.getloadavg(),
+        "versions": versions,
+    }
 
 
 def warm_up() -> None:
@@ -451,16 +507,20 @@ def warm_up() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--case", nargs="*",
-                        help=f"cases among {sorted(CASES)}, long-remat or padding")
+    parser.add_argument(
+        "--case", nargs="*", help=f"cases among {sorted(CASES)}, long-remat or padding"
+    )
     parser.add_argument("--quick", action="store_true", help="reference-shape cases, 5 reps")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--steps", type=int, default=100_000, help="T of long-remat")
     parser.add_argument("--json", type=str, default=None, help="write the results here")
     parser.add_argument("--long-remat-child", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--cpu-devices", type=int, default=None,
-        help="JAX CPU devices for the -dp rows (default: one per core; 1: no -dp rows)")
+        "--cpu-devices",
+        type=int,
+        default=None,
+        help="JAX CPU devices for the -dp rows (default: one per core; 1: no -dp rows)",
+    )
     args = parser.parse_args()
     if args.long_remat_child:
         return long_remat_child(args.long_remat_child, args.steps)
@@ -479,8 +539,9 @@ def main() -> None:
             report["padding"] = padding_cost(reps)
             continue
         if name not in CASES:
-            raise ValueError(f"--case must be among {sorted(CASES)}, long-remat or padding, "
-                             f"got {name!r}")
+            raise ValueError(
+                f"--case must be among {sorted(CASES)}, long-remat or padding, got {name!r}"
+            )
         r = run_case(name, CASES[name], reps)
         report["cases"].append(r)
         print_case(r)

@@ -26,9 +26,8 @@ IMPLS = {
 
 
 def child(case_name: str, impl: str) -> None:
-    import jax
-
     import benchmark
+    import jax
 
     benchmark.warm_up()
     case = dict(benchmark.CASES[case_name])
@@ -46,8 +45,17 @@ def child(case_name: str, impl: str) -> None:
         t0 = time.perf_counter()
         jax.block_until_ready(f(params, xs))
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"case": case_name, "impl": impl, "backend": jax.default_backend(),
-                      "first_call_s": times[0], "second_call_s": times[1]}))
+    print(
+        json.dumps(
+            {
+                "case": case_name,
+                "impl": impl,
+                "backend": jax.default_backend(),
+                "first_call_s": times[0],
+                "second_call_s": times[1],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -61,11 +69,17 @@ def main() -> None:
     for _ in range(args.rounds):
         for case in args.case:
             for impl in IMPLS[case]:
-                proc = subprocess.run([sys.executable, __file__, "--child", case, impl],
-                                      capture_output=True, text=True)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", case, impl],
+                    capture_output=True,
+                    text=True,
+                )
                 lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-                row = json.loads(lines[-1]) if lines else {
-                    "case": case, "impl": impl, "error": proc.stderr.strip()[-500:]}
+                row = (
+                    json.loads(lines[-1])
+                    if lines
+                    else {"case": case, "impl": impl, "error": proc.stderr.strip()[-500:]}
+                )
                 print(json.dumps(row), flush=True)
 
 

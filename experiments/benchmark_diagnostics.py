@@ -46,8 +46,10 @@ def timed(fn, *a):
 def main():
     key = jax.random.PRNGKey(0)
     xs = jax.random.normal(key, (args.batch, args.steps, args.input))
-    print(f"device={jax.devices()[0].platform} batch={args.batch} T={args.steps} "
-          f"H={args.hidden} I={args.input} best of {args.repeats}")
+    print(
+        f"device={jax.devices()[0].platform} batch={args.batch} T={args.steps} "
+        f"H={args.hidden} I={args.input} best of {args.repeats}"
+    )
     print(f"{'cell':6s} {'fwd+bwd (ms)':>13s} {'state_grad_norms (ms)':>22s} {'ratio':>6s}")
     for name in args.cells.split(","):
         cell = CELLS[name](args.hidden)
@@ -58,12 +60,16 @@ def main():
             def batch_loss(p):
                 def one(x):
                     return loss_fn(*rnnjax.scan(cell, p, x))
+
                 return jnp.mean(jax.vmap(one)(xs))
+
             return jax.value_and_grad(batch_loss)(params)
 
         @jax.jit
         def state_norms(params, xs):
-            return jax.vmap(lambda x: diagnostics.state_gradient_norms(cell, params, x, loss_fn))(xs)
+            return jax.vmap(lambda x: diagnostics.state_gradient_norms(cell, params, x, loss_fn))(
+                xs
+            )
 
         fns = {"baseline": baseline, "state": state_norms}
         for fn in fns.values():  # compile

@@ -40,13 +40,12 @@ import sys
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 import benchmark  # experiments/benchmark.py: interleaved timing, XLA memory analysis
 import experiment_cli as cli
+import jax
+import jax.numpy as jnp
+import optax
+
 import rnnjax
 from rnnjax import models, parallel_in_time, readouts, tasks, training
 
@@ -55,7 +54,11 @@ from rnnjax import models, parallel_in_time, readouts, tasks, training
 class Config:
     """Everything that defines the benchmark; saved as ``config.json`` in the run directory."""
 
-    linear_cells: tuple[str, ...] = cli.field(("lru", "mingru"), "cells on the associative scan")
+    linear_cells: tuple[str, ...] = cli.field(
+        ("lru", "mingru", "mingru-linear"),
+        "cells on the associative scan (mingru: log space, as Feng et al.; mingru-linear: the "
+        "same recurrence scanned in linear space)",
+    )
     newton_cells: tuple[str, ...] = cli.field(("elman", "gru"), "cells under DEER/quasi-DEER/ELK")
     methods: tuple[str, ...] = cli.field(parallel_in_time.METHODS, "Newton methods timed")
     lengths: tuple[int, ...] = cli.field((1000, 10_000), "sequence lengths T")
@@ -63,7 +66,9 @@ class Config:
     batch_size: int = cli.field(16, "sequences per batch (vmap)")
     input_size: int = cli.field(4, "input features I")
     reps: int = cli.field(5, "interleaved timing repetitions (median reported)")
-    dense_limit_gb: float = cli.field(2.0, "skip dense DEER when B T H^2 float32 Jacobians exceed this")
+    dense_limit_gb: float = cli.field(
+        2.0, "skip dense DEER when B T H^2 float32 Jacobians exceed this"
+    )
     train_steps: int = cli.field(300, "Adam updates of the GRU whose Newton iterations are counted")
     train_length: int = cli.field(50, "adding-problem length the GRU is trained on")
     seed: int = cli.field(0, "seed of the parameters, inputs and training data")
@@ -76,11 +81,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(lengths=(1000, 10_000, 100_000), hidden_sizes=(8, 32, 128)),
 }
 
-CELLS = {"lru": rnnjax.lru, "mingru": rnnjax.mingru, "elman": rnnjax.elman, "gru": rnnjax.gru}
+CELLS = {
+    "lru": rnnjax.lru,
+    "mingru": rnnjax.mingru,
+    "mingru-linear": lambda h: rnnjax.mingru(h, log_space=False),
+    "elman": rnnjax.elman,
+    "gru": rnnjax.gru,
+}
+LINEAR = ("lru", "mingru", "mingru-linear")  # timed against their reference loop
 
 
 def check(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
+    for name in config.linear_cells:
+        if name not in LINEAR:
+            raise ValueError(f"linear_cells must be among {LINEAR}, got {name!r}")
     for name in config.linear_cells + config.newton_cells:
         if name not in CELLS:
             raise ValueError(f"cells must be among {sorted(CELLS)}, got {name!r}")
@@ -91,8 +106,9 @@ def check(config: Config) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if any(t < 2 for t in config.lengths) or any(h < 1 for h in config.hidden_sizes):
-        raise ValueError(f"need lengths >= 2 and hidden_sizes >= 1, got {config.lengths}, "
-                         f"{config.hidden_sizes}")
+        raise ValueError(
+            f"need lengths >= 2 and hidden_sizes >= 1, got {config.lengths}, {config.hidden_sizes}"
+        )
 
 
 # ------------------------------------------------------------------------------ timing
@@ -108,15 +124,21 @@ def programs(cell, impl, params, xs):
     return jax.jit(loss), jax.jit(jax.value_and_grad(loss))
 
 
-def time_case(config: Config, cell_name: str, hidden: int, length: int, impls: list[str],
-              key) -> dict:
+def time_case(
+    config: Config, cell_name: str, hidden: int, length: int, impls: list[str], key
+) -> dict:
     """Returns the record of one (cell, H, T): per impl, fwd/fwd+bwd ms, first-call s, MB."""
     cell = CELLS[cell_name](hidden)
     k_params, k_xs = jax.random.split(key)
     params = cell.init(k_params, config.input_size)
     xs = jax.random.normal(k_xs, (config.batch_size, length, config.input_size))
-    record: dict[str, Any] = {"cell": cell_name, "H": hidden, "T": length, "impls": {},
-                              "skipped": {}}
+    record: dict[str, Any] = {
+        "cell": cell_name,
+        "H": hidden,
+        "T": length,
+        "impls": {},
+        "skipped": {},
+    }
     dense_gb = config.batch_size * length * hidden**2 * 4 / 2**30
     if "deer" in impls and dense_gb > config.dense_limit_gb:
         impls = [i for i in impls if i != "deer"]
@@ -153,7 +175,9 @@ def trained_gru(config: Config, hidden: int, key):
 
     def loss_fn(params, batch, key):
         xs, targets = batch
-        return jnp.mean(jax.vmap(lambda x, y: task.loss(model.apply(params, x), y))(xs, targets)), {}
+        return jnp.mean(
+            jax.vmap(lambda x, y: task.loss(model.apply(params, x), y))(xs, targets)
+        ), {}
 
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
     step = training.make_train_step(loss_fn, optimizer)
@@ -176,18 +200,31 @@ def newton_iterations(config: Config, key) -> list[dict]:
         xs, _ = tasks.sample_batch(task, jax.random.fold_in(key, length), config.batch_size)
         for label, params in (("untrained", untrained), ("trained", trained)):
             for method in config.methods:
-                if method == "deer" and config.batch_size * length * hidden**2 * 4 / 2**30 > config.dense_limit_gb:
+                if (
+                    method == "deer"
+                    and config.batch_size * length * hidden**2 * 4 / 2**30 > config.dense_limit_gb
+                ):
                     continue
-                run = jax.jit(jax.vmap(lambda x: parallel_in_time.evaluate(
-                    cell, params, x, method=method, max_iter=200)[2]))
+                run = jax.jit(
+                    jax.vmap(
+                        lambda x: parallel_in_time.evaluate(
+                            cell, params, x, method=method, max_iter=200
+                        )[2]
+                    )
+                )
                 report = run(xs)
-                records.append({
-                    "params": label, "method": method, "T": length, "H": hidden,
-                    "iterations_max": int(jnp.max(report.iterations)),
-                    "iterations_median": float(jnp.median(report.iterations)),
-                    "converged": float(jnp.mean(report.converged)),
-                    "train_loss": loss if label == "trained" else None,
-                })
+                records.append(
+                    {
+                        "params": label,
+                        "method": method,
+                        "T": length,
+                        "H": hidden,
+                        "iterations_max": int(jnp.max(report.iterations)),
+                        "iterations_median": float(jnp.median(report.iterations)),
+                        "converged": float(jnp.mean(report.converged)),
+                        "train_loss": loss if label == "trained" else None,
+                    }
+                )
     return records
 
 
@@ -197,11 +234,20 @@ def newton_iterations(config: Config, key) -> list[dict]:
 def ratio_rows(records: list[dict], mode: str) -> list[list[Any]]:
     rows = []
     for r in records:
-        base = "reference" if r["cell"] in ("lru", "mingru") else "fused"
+        base = "reference" if r["cell"] in LINEAR else "fused"
         base_ms = r["impls"][base][f"{mode}_ms"]
         for impl, e in r["impls"].items():
-            rows.append([r["cell"], r["H"], r["T"], impl, e[f"{mode}_ms"],
-                         f"{base_ms / e[f'{mode}_ms']:.2f}x", e["fwd_bwd_mb"]])
+            rows.append(
+                [
+                    r["cell"],
+                    r["H"],
+                    r["T"],
+                    impl,
+                    e[f"{mode}_ms"],
+                    f"{base_ms / e[f'{mode}_ms']:.2f}x",
+                    e["fwd_bwd_mb"],
+                ]
+            )
         for impl, why in r["skipped"].items():
             rows.append([r["cell"], r["H"], r["T"], impl, "skipped", why, ""])
     return rows
@@ -213,7 +259,7 @@ def verdict(records: list[dict]) -> list[str]:
     for r in records:
         if r["T"] != 10_000:
             continue
-        if r["cell"] in ("lru", "mingru"):
+        if r["cell"] in LINEAR:
             ours, base, name = "parallel", "reference", f"associative-scan {r['cell']} H={r['H']}"
         elif r["cell"] == "gru" and r["H"] == 8 and "quasi-deer" in r["impls"]:
             ours, base, name = "quasi-deer", "fused", "quasi-DEER GRU H=8"
@@ -222,9 +268,11 @@ def verdict(records: list[dict]) -> list[str]:
         for mode in ("fwd_bwd", "fwd"):
             ratio = r["impls"][base][f"{mode}_ms"] / r["impls"][ours][f"{mode}_ms"]
             met = "faster" if ratio > 1 else "SLOWER"
-            lines.append(f"{name}, {mode}: {met} than sequential ({base}), sequential / parallel "
-                         f"= {ratio:.2f}x ({r['impls'][ours][f'{mode}_ms']:.1f} vs "
-                         f"{r['impls'][base][f'{mode}_ms']:.1f} ms)")
+            lines.append(
+                f"{name}, {mode}: {met} than sequential ({base}), sequential / parallel "
+                f"= {ratio:.2f}x ({r['impls'][ours][f'{mode}_ms']:.1f} vs "
+                f"{r['impls'][base][f'{mode}_ms']:.1f} ms)"
+            )
     return lines or ["no case at T = 10,000 (the targets' length) was run"]
 
 
@@ -234,7 +282,7 @@ def figure(records: list[dict], fig_dir: str) -> str:
     for ax, mode in zip(axes, ("fwd", "fwd_bwd")):
         series: dict[str, tuple[list, list]] = {}
         for r in records:
-            base = "reference" if r["cell"] in ("lru", "mingru") else "fused"
+            base = "reference" if r["cell"] in LINEAR else "fused"
             for impl, e in r["impls"].items():
                 if impl in ("reference", "fused"):
                     continue
@@ -252,7 +300,9 @@ def figure(records: list[dict], fig_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args, run_dir = cli.start_run(Config, PRESETS, argv, __doc__, "benchmark_parallel", check)
+    config, _args, run_dir = cli.start_run(
+        Config, PRESETS, argv, __doc__, "benchmark_parallel", check
+    )
     start = time.perf_counter()
     benchmark.warm_up()
     key = jax.random.PRNGKey(config.seed)
@@ -263,32 +313,59 @@ def main(argv: list[str] | None = None) -> dict:
         for hidden in config.hidden_sizes:
             for cell_name, impls in cases:
                 print(f"{cell_name} H={hidden} T={length}", file=sys.stderr, flush=True)
-                records.append(time_case(config, cell_name, hidden, length, impls,
-                                         jax.random.fold_in(key, len(records))))
+                records.append(
+                    time_case(
+                        config,
+                        cell_name,
+                        hidden,
+                        length,
+                        impls,
+                        jax.random.fold_in(key, len(records)),
+                    )
+                )
                 cli.write_json(os.path.join(run_dir, "timings.json"), records)  # hours of work
     iterations = newton_iterations(config, jax.random.fold_in(key, 10_000))
     cli.write_json(os.path.join(run_dir, "newton_iterations.json"), iterations)
     header = ["cell", "H", "T", "impl", "ms", "sequential / this", "fwd+bwd MB"]
-    tables = "\n\n".join([
-        "## Forward + backward (B = {})\n\n".format(config.batch_size)
-        + cli.markdown_table(header, ratio_rows(records, "fwd_bwd")),
-        "## Forward\n\n" + cli.markdown_table(header, ratio_rows(records, "fwd")),
-        "## Newton iterations, GRU H={} (max / median over the batch; converged fraction)\n\n".format(
-            min(config.hidden_sizes))
-        + cli.markdown_table(["params", "method", "T", "max", "median", "converged"],
-                             [[r["params"], r["method"], r["T"], r["iterations_max"],
-                               r["iterations_median"], r["converged"]] for r in iterations]),
-    ])
+    tables = "\n\n".join(
+        [
+            f"## Forward + backward (B = {config.batch_size})\n\n"
+            + cli.markdown_table(header, ratio_rows(records, "fwd_bwd")),
+            "## Forward\n\n" + cli.markdown_table(header, ratio_rows(records, "fwd")),
+            f"## Newton iterations, GRU H={min(config.hidden_sizes)} (max / median over the batch; converged fraction)\n\n"
+            + cli.markdown_table(
+                ["params", "method", "T", "max", "median", "converged"],
+                [
+                    [
+                        r["params"],
+                        r["method"],
+                        r["T"],
+                        r["iterations_max"],
+                        r["iterations_median"],
+                        r["converged"],
+                    ]
+                    for r in iterations
+                ],
+            ),
+        ]
+    )
     fig = figure(records, os.path.join(run_dir, "figures"))
     return cli.write_results(
-        run_dir, config, {"timings": records, "newton_iterations": iterations,
-                          "machine": benchmark.machine()},
-        verdict(records), tables, title="Parallel in time: sequential vs parallel",
-        intro=("Sequential scan (reference: cell.step in lax.scan; fused: the gated cells' fast "
-               "path) against the associative scan (LinearStep cells) and Newton's method "
-               "(DEER family), interleaved medians in one process. 'sequential / this' > 1: "
-               "this implementation is faster."),
-        figures=[fig], wall=time.perf_counter() - start)
+        run_dir,
+        config,
+        {"timings": records, "newton_iterations": iterations, "machine": benchmark.machine()},
+        verdict(records),
+        tables,
+        title="Parallel in time: sequential vs parallel",
+        intro=(
+            "Sequential scan (reference: cell.step in lax.scan; fused: the gated cells' fast "
+            "path) against the associative scan (LinearStep cells) and Newton's method "
+            "(DEER family), interleaved medians in one process. 'sequential / this' > 1: "
+            "this implementation is faster."
+        ),
+        figures=[fig],
+        wall=time.perf_counter() - start,
+    )
 
 
 if __name__ == "__main__":

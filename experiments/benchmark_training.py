@@ -30,14 +30,14 @@ from rnnjax import training
 # Config: a small LSTM regression problem.
 HIDDEN, INPUT, T, BATCH = 32, 4, 20, 32
 CELL = rnnjax.lstm(HIDDEN)
-OPT = optax.chain(optax.clip_by_global_norm(1.0),
-                  optax.inject_hyperparams(optax.adam)(learning_rate=1e-3))
+OPT = optax.chain(
+    optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+)
 
 
 def init_params(key):
     k_rnn, k_out = jax.random.split(key)
-    return {"rnn": CELL.init(k_rnn, INPUT),
-            "out": 0.1 * jax.random.normal(k_out, (HIDDEN,))}
+    return {"rnn": CELL.init(k_rnn, INPUT), "out": 0.1 * jax.random.normal(k_out, (HIDDEN,))}
 
 
 def loss_fn(params, batch, key):
@@ -86,7 +86,9 @@ def main():
             state, _ = step(state, fixed_batch)
         jax.block_until_ready(state)
 
-    step_with_data = jax.jit(lambda s: train_step(s, batch_fn(jax.random.fold_in(s.key, s.step), s.step)))
+    step_with_data = jax.jit(
+        lambda s: train_step(s, batch_fn(jax.random.fold_in(s.key, s.step), s.step))
+    )
 
     def bare_data():
         state = state0
@@ -100,9 +102,11 @@ def main():
         results[name] = best_of(args.repeats, fn)
 
     for chunk in (1, 10, 100, n):
+
         def run(chunk=chunk):
-            r = rnnjax.fit(train_step, state0, batch_fn, n, schedule=training.Schedule(chunk),
-                           progress=False)
+            r = rnnjax.fit(
+                train_step, state0, batch_fn, n, schedule=training.Schedule(chunk), progress=False
+            )
             jax.block_until_ready(r.state)
 
         run()
@@ -111,19 +115,23 @@ def main():
     def with_run_dir(chunk=100):
         with tempfile.TemporaryDirectory() as d:
             schedule = training.Schedule(chunk, checkpoint_every=max(n // 2, chunk))
-            r = rnnjax.fit(train_step, state0, batch_fn, n, schedule=schedule, run_dir=d,
-                           progress=False)
+            r = rnnjax.fit(
+                train_step, state0, batch_fn, n, schedule=schedule, run_dir=d, progress=False
+            )
             jax.block_until_ready(r.state)
 
     with_run_dir()
     results["fit chunk=100 +run_dir, 2 ckpts"] = best_of(args.repeats, with_run_dir)
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; LSTM hidden={HIDDEN}, "
-          f"T={T}, batch={BATCH}; {n} steps, best of {args.repeats}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; LSTM hidden={HIDDEN}, "
+        f"T={T}, batch={BATCH}; {n} steps, best of {args.repeats}"
+    )
     print(f"{'variant':34s} {'steps/s':>10s} {'vs bare':>8s} {'vs bare+data':>13s}")
     for name, t in results.items():
-        print(f"{name:34s} {n / t:10.1f} {results['bare'] / t:8.2f} "
-              f"{results['bare+data'] / t:13.2f}")
+        print(
+            f"{name:34s} {n / t:10.1f} {results['bare'] / t:8.2f} {results['bare+data'] / t:13.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
 from handwriting_ctc import digit_images
 
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-        "eighteen", "nineteen"]
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 PAD, START, END = 0, 1, 2
 WORDS = ["<pad>", "<start>", "<end>"] + ONES + TENS + ["hundred"]
@@ -88,15 +107,29 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(feature_size=512, hidden_size=256, num_steps=5000, num_test=2000,
-                 learning_rate=2e-3, eval_every=500),
+    "full": dict(
+        feature_size=512,
+        hidden_size=256,
+        num_steps=5000,
+        num_test=2000,
+        learning_rate=2e-3,
+        eval_every=500,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in ("num_test", "feature_size", "hidden_size", "embed_size", "num_steps",
-                 "batch_size", "beam_size", "eval_every"):
+    for name in (
+        "num_test",
+        "feature_size",
+        "hidden_size",
+        "embed_size",
+        "num_steps",
+        "batch_size",
+        "beam_size",
+        "eval_every",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not 0 < config.test_images < 1:
@@ -122,7 +155,7 @@ def caption_table() -> np.ndarray:
     table = np.full((1000, MAX_WORDS + 1), PAD, np.int32)
     for n in range(1000):
         tokens = [WORDS.index(w) for w in spell(n)] + [END]
-        table[n, :len(tokens)] = tokens
+        table[n, : len(tokens)] = tokens
     return table
 
 
@@ -195,16 +228,19 @@ def segmented_classifier(data: dict, test: Numbers) -> np.ndarray:
 # ------------------------------------------------------------------------------------ RNN
 
 
-def train_and_caption(config: Config, data: dict, test: Numbers, key: jax.Array,
-                      progress: bool | None) -> dict:
+def train_and_caption(
+    config: Config, data: dict, test: Numbers, key: jax.Array, progress: bool | None
+) -> dict:
     """Returns the captioner's held-out exact matches (greedy and beam), learning curve and captions."""
-    lm = rnnjax.language_model(rnnjax.recurrent(rnnjax.lstm(config.hidden_size)), len(WORDS),
-                               embed_size=config.embed_size)
+    lm = rnnjax.language_model(
+        rnnjax.recurrent(rnnjax.lstm(config.hidden_size)), len(WORDS), embed_size=config.embed_size
+    )
     bridge = carry_bridge(lm, (config.feature_size,))
     table = jnp.asarray(caption_table())
     images, labels = jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"])
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
 
     def loss_fn(params, numbers, key):
         del key
@@ -213,46 +249,77 @@ def train_and_caption(config: Config, data: dict, test: Numbers, key: jax.Array,
         length = 1 + jnp.sum((targets != END) & (targets != PAD), axis=1)
 
         def logits(pixels, x, n):
-            return lm.apply(params["lm"], x, length=n, carry=bridge.apply(params["bridge"], pixels))[1]
+            return lm.apply(
+                params["lm"], x, length=n, carry=bridge.apply(params["bridge"], pixels)
+            )[1]
 
         mask = losses.length_mask(length, targets.shape[1])
-        return losses.masked_cross_entropy(jax.vmap(logits)(numbers.pixels, inputs, length),
-                                           targets, mask), {}
+        return losses.masked_cross_entropy(
+            jax.vmap(logits)(numbers.pixels, inputs, length), targets, mask
+        ), {}
 
     def greedy(params, pixels):
         def one(p):
             carry = bridge.apply(params["bridge"], p)
-            tokens, length = lm.generate(params["lm"], jnp.array([START]), max_length=MAX_WORDS + 2,
-                                         carry=carry, end_token=END, pad_token=PAD)
+            tokens, length = lm.generate(
+                params["lm"],
+                jnp.array([START]),
+                max_length=MAX_WORDS + 2,
+                carry=carry,
+                end_token=END,
+                pad_token=PAD,
+            )
             return tokens[1:], length - 1  # the words and the end token, without the start
+
         return jax.vmap(one)(pixels)
 
     def beam(params, pixels):
         def one(p):
             tokens, scores, _ = decoding.beam_search(
-                lambda c, t: lm.step(params["lm"], c, t), bridge.apply(params["bridge"], p), START,
-                beam_size=config.beam_size, max_length=MAX_WORDS + 1, end_token=END, pad_token=PAD)
+                lambda c, t: lm.step(params["lm"], c, t),
+                bridge.apply(params["bridge"], p),
+                START,
+                beam_size=config.beam_size,
+                max_length=MAX_WORDS + 1,
+                end_token=END,
+                pad_token=PAD,
+            )
             return tokens[0], scores[0]
+
         return jax.vmap(one)(pixels)
 
     def log_prob(params, pixels, tokens, lengths):
-        return jax.vmap(lambda p, y, n: decoding.sequence_log_prob(
-            lambda c, t: lm.step(params["lm"], c, t), bridge.apply(params["bridge"], p), START, y,
-            n))(pixels, tokens, lengths)
+        return jax.vmap(
+            lambda p, y, n: decoding.sequence_log_prob(
+                lambda c, t: lm.step(params["lm"], c, t),
+                bridge.apply(params["bridge"], p),
+                START,
+                y,
+                n,
+            )
+        )(pixels, tokens, lengths)
 
     truth = table[test.number]
 
     def eval_fn(params, key):
-        return {"test_exact_match": jnp.mean(jnp.all(greedy(params, test.pixels)[0] == truth, axis=1))}
+        return {
+            "test_exact_match": jnp.mean(jnp.all(greedy(params, test.pixels)[0] == truth, axis=1))
+        }
 
     k_init, k_bridge, k_data = jax.random.split(key, 3)
     params = {"lm": lm.init(k_init), "bridge": bridge.init(k_bridge, test.pixels.shape[1])}
     state = training.init_train_state(k_data, params, optimizer)
     step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(step, state, lambda k, s: make_numbers(k, images, labels, config.batch_size),
-                          config.num_steps, eval_fn=eval_fn, progress=progress,
-                          schedule=training.Schedule(config.eval_every, eval_every=config.eval_every))
+    result = training.fit(
+        step,
+        state,
+        lambda k, s: make_numbers(k, images, labels, config.batch_size),
+        config.num_steps,
+        eval_fn=eval_fn,
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, eval_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     final = result.state.params
     by_greedy, greedy_lengths = jax.jit(greedy)(final, test.pixels)
@@ -292,10 +359,19 @@ def accuracy_rows(config: Config, results: dict) -> list[list[Any]]:
         return [name, float(exact.mean())] + by_digits
 
     rnn = results["rnn"]
-    return [row(f"image net {config.feature_size} -> LSTM {config.hidden_size}, greedy", rnn["greedy_exact"]),
-            row(f"image net {config.feature_size} -> LSTM {config.hidden_size}, beam {config.beam_size}",
-                rnn["beam_exact"]),
-            row("logistic regression per digit, segmentation given, spelled", results["segmented_exact"])]
+    return [
+        row(
+            f"image net {config.feature_size} -> LSTM {config.hidden_size}, greedy",
+            rnn["greedy_exact"],
+        ),
+        row(
+            f"image net {config.feature_size} -> LSTM {config.hidden_size}, beam {config.beam_size}",
+            rnn["beam_exact"],
+        ),
+        row(
+            "logistic regression per digit, segmentation given, spelled", results["segmented_exact"]
+        ),
+    ]
 
 
 def verdict(config: Config, results: dict) -> list[str]:
@@ -306,45 +382,65 @@ def verdict(config: Config, results: dict) -> list[str]:
     gain = np.asarray(rnn["beam_minus_greedy_log_prob"])
     changed = sum(g != b for g, b in zip(rnn["greedy_captions"], rnn["beam_captions"]))
     wrong = [c for c, right in zip(rnn["greedy_captions"], rnn["greedy_exact"]) if not right]
-    return [f"VERDICT: the captioner writes the exact caption of {ours:.3f} of the held-out images "
-            f"({best} decoding) vs {base:.3f} for the per-digit classifier told where each digit is: "
-            + ("better" if ours > base else "NOT better") + ".",
-            f"greedy {np.mean(rnn['greedy_exact']):.3f}, beam {np.mean(rnn['beam_exact']):.3f}; beam "
-            f"search changed {changed} of {config.num_test} captions; its caption's log-probability "
-            f"is >= greedy's for {int(np.sum(gain >= -1e-4))} of {config.num_test} images "
-            f"(largest gain {gain.max():.3f} nats)",
-            f"{well_formed(wrong)} of the {len(wrong)} wrong greedy captions are well-formed "
-            "numbers (the digits misread, not the words)"]
+    return [
+        f"VERDICT: the captioner writes the exact caption of {ours:.3f} of the held-out images "
+        f"({best} decoding) vs {base:.3f} for the per-digit classifier told where each digit is: "
+        + ("better" if ours > base else "NOT better")
+        + ".",
+        f"greedy {np.mean(rnn['greedy_exact']):.3f}, beam {np.mean(rnn['beam_exact']):.3f}; beam "
+        f"search changed {changed} of {config.num_test} captions; its caption's log-probability "
+        f"is >= greedy's for {int(np.sum(gain >= -1e-4))} of {config.num_test} images "
+        f"(largest gain {gain.max():.3f} nats)",
+        f"{well_formed(wrong)} of the {len(wrong)} wrong greedy captions are well-formed "
+        "numbers (the digits misread, not the words)",
+    ]
 
 
 def summary_tables(config: Config, results: dict) -> str:
     """Returns the exact-match table."""
-    return "\n".join([
-        f"{config.num_test} held-out number images made of {results['num_test_images']} unseen digit "
-        f"images ({results['num_train_images']} training images). Exact match: the whole caption "
-        "right.", "",
-        markdown_table(["method", "exact match", "1 digit", "2 digits", "3 digits"],
-                       accuracy_rows(config, results)), ""])
+    return "\n".join(
+        [
+            f"{config.num_test} held-out number images made of {results['num_test_images']} unseen digit "
+            f"images ({results['num_train_images']} training images). Exact match: the whole caption "
+            "right.",
+            "",
+            markdown_table(
+                ["method", "exact match", "1 digit", "2 digits", "3 digits"],
+                accuracy_rows(config, results),
+            ),
+            "",
+        ]
+    )
 
 
 def make_figures(config: Config, results: dict, test_pixels: np.ndarray, fig_dir: str) -> list[str]:
     """Writes held-out images with their captions (beam-changed ones first) and the learning curve."""
     plt = pyplot()
     rnn = results["rnn"]
-    changed = [i for i, (g, b) in enumerate(zip(rnn["greedy_captions"], rnn["beam_captions"])) if g != b]
+    changed = [
+        i for i, (g, b) in enumerate(zip(rnn["greedy_captions"], rnn["beam_captions"])) if g != b
+    ]
     shown = (changed + [i for i in range(config.num_test) if i not in changed])[:8]
     fig, axes = plt.subplots(4, 2, figsize=(8, 6.5))
     for ax, i in zip(axes.flat, shown):
         ax.imshow(test_pixels[i].reshape(8, 8 * MAX_DIGITS), cmap="gray_r")
         ax.set_axis_off()
-        ax.set_title(f"truth: {results['truth_captions'][i]}\ngreedy: {rnn['greedy_captions'][i]}\n"
-                     f"beam: {rnn['beam_captions'][i]}", fontsize=8, loc="left")
+        ax.set_title(
+            f"truth: {results['truth_captions'][i]}\ngreedy: {rnn['greedy_captions'][i]}\n"
+            f"beam: {rnn['beam_captions'][i]}",
+            fontsize=8,
+            loc="left",
+        )
     fig.tight_layout()
     paths = [save_figure(fig, fig_dir, "captions.png")]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(rnn["eval_steps"], rnn["test_exact_match_curve"], "o-", label="captioner (greedy)")
-    ax.axhline(float(np.mean(results["segmented_exact"])), color="k", ls="--",
-               label="per-digit classifier, segmented")
+    ax.axhline(
+        float(np.mean(results["segmented_exact"])),
+        color="k",
+        ls="--",
+        label="per-digit classifier, segmented",
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1)
@@ -363,22 +459,33 @@ def main(argv: list[str] | None = None) -> dict:
     data = digit_images(config.test_images, config.seed)
     key = jax.random.PRNGKey(config.seed)
     test = jax.jit(make_numbers, static_argnums=3)(
-        jax.random.fold_in(key, 1), jnp.asarray(data["test_images"]),
-        jnp.asarray(data["test_labels"]), config.num_test)
-    results = {"num_train_images": len(data["train_labels"]),
-               "num_test_images": len(data["test_labels"]),
-               "num_digits": np.asarray(test.num_digits),
-               "truth_captions": [" ".join(spell(int(n))) for n in np.asarray(test.number)],
-               "segmented_exact": segmented_classifier(data, test),
-               "rnn": train_and_caption(config, data, test, jax.random.fold_in(key, 2), args.progress)}
+        jax.random.fold_in(key, 1),
+        jnp.asarray(data["test_images"]),
+        jnp.asarray(data["test_labels"]),
+        config.num_test,
+    )
+    results = {
+        "num_train_images": len(data["train_labels"]),
+        "num_test_images": len(data["test_labels"]),
+        "num_digits": np.asarray(test.num_digits),
+        "truth_captions": [" ".join(spell(int(n))) for n in np.asarray(test.number)],
+        "segmented_exact": segmented_classifier(data, test),
+        "rnn": train_and_caption(config, data, test, jax.random.fold_in(key, 2), args.progress),
+    }
     wall = time.perf_counter() - t_start
     paths = make_figures(config, results, np.asarray(test.pixels), os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, [results], verdict(config, results), summary_tables(config, results),
+        run_dir,
+        config,
+        [results],
+        verdict(config, results),
+        summary_tables(config, results),
         title="Captioning images of handwritten numbers in words: image net + LSTM vs a segmented "
-              "per-digit classifier",
+        "per-digit classifier",
         intro="Digit images split once; the test images are made of digit images no model saw in training.",
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

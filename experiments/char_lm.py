@@ -50,8 +50,7 @@ import rnnjax
 from rnnjax import language_models, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, pyplot, save_figure,  # noqa: E402
-                            start_run, write_results)
+from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
 
 # --------------------------------------------------------------------------------- config
 
@@ -79,8 +78,14 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(hidden_size=256, embed_size=64, num_steps=2000, chunk_length=100,
-                 learning_rate=2e-3, eval_every=250),
+    "full": dict(
+        hidden_size=256,
+        embed_size=64,
+        num_steps=2000,
+        chunk_length=100,
+        learning_rate=2e-3,
+        eval_every=250,
+    ),
 }
 CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
 PROMPT = 'The "while" statement\n*********************\n\n'
@@ -90,8 +95,17 @@ def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
     if config.cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    for name in ("hidden_size", "num_layers", "embed_size", "num_streams", "chunk_length",
-                 "num_steps", "eval_every", "sample_length", "min_count"):
+    for name in (
+        "hidden_size",
+        "num_layers",
+        "embed_size",
+        "num_streams",
+        "chunk_length",
+        "num_steps",
+        "eval_every",
+        "sample_length",
+        "min_count",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.test_every < 2:
@@ -116,19 +130,21 @@ class Text:
         from pydoc_data.topics import topics
 
         names = sorted(topics)
-        self.test_names = names[test_every - 1::test_every]
+        self.test_names = names[test_every - 1 :: test_every]
         self.train_names = [n for n in names if n not in self.test_names]
         train_text = "\n".join(topics[n] for n in self.train_names)
-        test_text = {n: "\n\n".join(p for p in topics[n].split("\n\n")
-                                      if p.strip() and p not in train_text)
-                     for n in self.test_names}
+        test_text = {
+            n: "\n\n".join(p for p in topics[n].split("\n\n") if p.strip() and p not in train_text)
+            for n in self.test_names
+        }
         self.test_names = [n for n in self.test_names if len(test_text[n]) > 1]
-        self.dropped_chars = sum(len(topics[n]) for n in names if n not in self.train_names) - \
-            sum(len(test_text[n]) for n in self.test_names)
+        self.dropped_chars = sum(len(topics[n]) for n in names if n not in self.train_names) - sum(
+            len(test_text[n]) for n in self.test_names
+        )
         counts = collections.Counter(train_text)
         self.chars = ["\0"] + sorted(c for c, k in counts.items() if k >= min_count)  # \0: unknown
         index = {c: i for i, c in enumerate(self.chars)}
-        encode = lambda s: np.array([index.get(c, 0) for c in s], np.int32)  # noqa: E731
+        encode = lambda s: np.array([index.get(c, 0) for c in s], np.int32)
         self.train = [encode(topics[n]) for n in self.train_names]
         self.test = [encode(test_text[n]) for n in self.test_names]
 
@@ -159,16 +175,20 @@ class KneserNey:
 
     def __init__(self, documents: list[np.ndarray], order: int, vocab_size: int):
         self.order, self.vocab_size, self.base = order, vocab_size, vocab_size + 1
-        if self.base ** order >= 2 ** 63:
-            raise ValueError(f"order must keep (vocab_size + 1) ** order < 2**63 (int64 codes), "
-                             f"got order {order} with vocab_size {vocab_size}")
-        grams = np.unique(np.concatenate([self.windows(d) for d in documents]) @ self._powers(order),
-                          return_counts=True)
+        if self.base**order >= 2**63:
+            raise ValueError(
+                f"order must keep (vocab_size + 1) ** order < 2**63 (int64 codes), "
+                f"got order {order} with vocab_size {vocab_size}"
+            )
+        grams = np.unique(
+            np.concatenate([self.windows(d) for d in documents]) @ self._powers(order),
+            return_counts=True,
+        )
         self.tables = {order: self._table(*grams)}
         for k in range(order - 1, 0, -1):
             # N1+(. g): each distinct (k+1)-gram adds one to the count of its k-suffix
-            self.tables[k] = self._table(*np.unique(grams[0] % self.base ** k, return_counts=True))
-            grams = (np.unique(grams[0] % self.base ** k), None)
+            self.tables[k] = self._table(*np.unique(grams[0] % self.base**k, return_counts=True))
+            grams = (np.unique(grams[0] % self.base**k), None)
 
     def _powers(self, k: int) -> np.ndarray:
         return self.base ** np.arange(k - 1, -1, -1, dtype=np.int64)
@@ -176,10 +196,18 @@ class KneserNey:
     def _table(self, codes: np.ndarray, counts: np.ndarray) -> dict:
         of_counts = np.bincount(counts, minlength=3)
         n1, n2 = of_counts[1], of_counts[2]
-        contexts, first, types = np.unique(codes // self.base, return_index=True, return_counts=True)
+        contexts, first, types = np.unique(
+            codes // self.base, return_index=True, return_counts=True
+        )
         totals = np.add.reduceat(counts, first)
-        return {"codes": codes, "counts": counts, "contexts": contexts, "totals": totals,
-                "types": types, "discount": n1 / (n1 + 2 * n2) if n1 + n2 else 0.5}
+        return {
+            "codes": codes,
+            "counts": counts,
+            "contexts": contexts,
+            "totals": totals,
+            "types": types,
+            "discount": n1 / (n1 + 2 * n2) if n1 + n2 else 0.5,
+        }
 
     def windows(self, document: np.ndarray) -> np.ndarray:
         """Returns ``(len(document), order)``: each symbol with the ``order - 1`` before it."""
@@ -192,8 +220,10 @@ class KneserNey:
         p = np.full(len(windows), 1.0 / self.vocab_size)
         for k in range(1, self.order + 1):
             t = self.tables[k]
-            code = windows[:, self.order - k:] @ self._powers(k)
-            i = np.minimum(np.searchsorted(t["contexts"], code // self.base), len(t["contexts"]) - 1)
+            code = windows[:, self.order - k :] @ self._powers(k)
+            i = np.minimum(
+                np.searchsorted(t["contexts"], code // self.base), len(t["contexts"]) - 1
+            )
             seen = t["contexts"][i] == code // self.base
             j = np.minimum(np.searchsorted(t["codes"], code), len(t["codes"]) - 1)
             count = np.where(t["codes"][j] == code, t["counts"][j], 0)
@@ -207,7 +237,9 @@ class KneserNey:
         return float(-np.mean(np.log2(self.probs(windows))))
 
 
-def unigram_bits_per_char(train: list[np.ndarray], test: list[np.ndarray], vocab_size: int) -> float:
+def unigram_bits_per_char(
+    train: list[np.ndarray], test: list[np.ndarray], vocab_size: int
+) -> float:
     """Returns the held-out bits per character of add-one-smoothed training character frequencies."""
     counts = np.bincount(np.concatenate(train), minlength=vocab_size) + 1.0
     log_p = np.log2(counts / counts.sum())
@@ -219,7 +251,9 @@ def unigram_bits_per_char(train: list[np.ndarray], test: list[np.ndarray], vocab
 
 def build_model(config: Config, vocab_size: int) -> rnnjax.LanguageModel:
     """Returns the language model of ``config``."""
-    layers = [rnnjax.recurrent(CELLS[config.cell](config.hidden_size)) for _ in range(config.num_layers)]
+    layers = [
+        rnnjax.recurrent(CELLS[config.cell](config.hidden_size)) for _ in range(config.num_layers)
+    ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
     return rnnjax.language_model(layer, vocab_size, embed_size=config.embed_size)
 
@@ -231,8 +265,9 @@ def held_out_bits(model: rnnjax.LanguageModel, config: Config, test: list[np.nda
     reset at each document), so every character after a document's first is scored given
     all the characters before it.
     """
-    chunks = jax.tree.map(jnp.asarray, training.document_chunks(
-        test, num_streams=1, chunk_length=config.chunk_length))
+    chunks = jax.tree.map(
+        jnp.asarray, training.document_chunks(test, num_streams=1, chunk_length=config.chunk_length)
+    )
     loss = language_models.chunk_loss(model)
 
     def bits(params):
@@ -255,30 +290,53 @@ def train_rnn(config: Config, text: Text, key: jax.Array, progress: bool | None)
     model = build_model(config, vocab_size)
     k_init, k_data, k_sample = jax.random.split(key, 3)
     params = jax.jit(model.init)(k_init)
-    chunks = jax.tree.map(jnp.asarray, training.document_chunks(
-        text.train, num_streams=config.num_streams, chunk_length=config.chunk_length))
+    chunks = jax.tree.map(
+        jnp.asarray,
+        training.document_chunks(
+            text.train, num_streams=config.num_streams, chunk_length=config.chunk_length
+        ),
+    )
     initial = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(config.num_streams))
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
     state = training.init_stateful_train_state(k_data, params, optimizer, initial)
     step = training.make_stateful_train_step(language_models.chunk_loss(model), optimizer, initial)
     bits = held_out_bits(model, config, text.test)
     t0 = time.perf_counter()
-    result = training.fit(step, state, lambda k, s: training.chunk_at(chunks, s), config.num_steps,
-                          eval_fn=lambda p, k: {"test_bpc": bits(p)}, progress=progress,
-                          schedule=training.Schedule(config.eval_every, eval_every=config.eval_every))
+    result = training.fit(
+        step,
+        state,
+        lambda k, s: training.chunk_at(chunks, s),
+        config.num_steps,
+        eval_fn=lambda p, k: {"test_bpc": bits(p)},
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, eval_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     final = result.state.params
     evals = [r for r in result.history if "eval/test_bpc" in r]
     train_rows = [r for r in result.history if "loss" in r]
     prompt = jnp.asarray(text.encode(PROMPT))
     # One program for every sample: top-k 1 is greedy decoding (tests/test_decoding.py).
-    sample = jax.jit(lambda p, t, k: model.generate(
-        p, prompt, max_length=len(PROMPT) + config.sample_length, key=k_sample, temperature=t,
-        top_k=k)[0])
-    samples = {name: text.decode(sample(final, t, k)) for name, t, k in (
-        ("greedy", 1.0, 1), ("temperature 0.8, top-k 10", 0.8, 10),
-        ("temperature 1.0", 1.0, vocab_size))}
+    sample = jax.jit(
+        lambda p, t, k: model.generate(
+            p,
+            prompt,
+            max_length=len(PROMPT) + config.sample_length,
+            key=k_sample,
+            temperature=t,
+            top_k=k,
+        )[0]
+    )
+    samples = {
+        name: text.decode(sample(final, t, k))
+        for name, t, k in (
+            ("greedy", 1.0, 1),
+            ("temperature 0.8, top-k 10", 0.8, 10),
+            ("temperature 1.0", 1.0, vocab_size),
+        )
+    }
     return {
         "test_bpc": float(bits(final)),
         "train_bpc_last": float(np.mean([r["loss"] for r in train_rows[-20:]]) / math.log(2)),
@@ -300,30 +358,39 @@ def verdict(config: Config, results: dict) -> list[str]:
     rnn = results["rnn"]["test_bpc"]
     order, best = min(results["ngram_bpc"].items(), key=lambda kv: kv[1])
     diff = best - rnn
-    return [f"VERDICT: the {config.cell.upper()} language model "
-            + ("beats" if diff > 0 else "does NOT beat")
-            + f" the best Kneser-Ney n-gram ({order}-gram) on held-out text: {rnn:.3f} vs "
-            f"{best:.3f} bits per character ({'-' if diff > 0 else '+'}{abs(diff):.3f}).",
-            f"unigram baseline {results['unigram_bpc']:.3f} bits per character"]
+    return [
+        f"VERDICT: the {config.cell.upper()} language model "
+        + ("beats" if diff > 0 else "does NOT beat")
+        + f" the best Kneser-Ney n-gram ({order}-gram) on held-out text: {rnn:.3f} vs "
+        f"{best:.3f} bits per character ({'-' if diff > 0 else '+'}{abs(diff):.3f}).",
+        f"unigram baseline {results['unigram_bpc']:.3f} bits per character",
+    ]
 
 
 def summary_tables(config: Config, results: dict) -> str:
     """Returns the bits-per-character table and the samples."""
     rnn = results["rnn"]
-    rows = [[f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} "
-             f"({config.num_steps} steps, {config.num_steps / rnn['steps_per_epoch']:.1f} epochs)",
-             rnn["test_bpc"]]]
+    rows = [
+        [
+            f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} "
+            f"({config.num_steps} steps, {config.num_steps / rnn['steps_per_epoch']:.1f} epochs)",
+            rnn["test_bpc"],
+        ]
+    ]
     rows += [[f"interpolated Kneser-Ney {n}-gram", b] for n, b in results["ngram_bpc"].items()]
     rows += [["unigram (add-one)", results["unigram_bpc"]]]
     data = results["data"]
-    parts = [f"Held out: {data['test_topics']} topics, {data['test_chars']} characters after "
-             f"dropping {data['dropped_test_chars']} in paragraphs also in the training text "
-             f"(training: {data['train_topics']} topics, {data['train_chars']} characters; "
-             f"{data['vocab_size']} symbols).", "",
-             markdown_table(["model", "held-out bits per character"], rows), ""]
+    parts = [
+        f"Held out: {data['test_topics']} topics, {data['test_chars']} characters after "
+        f"dropping {data['dropped_test_chars']} in paragraphs also in the training text "
+        f"(training: {data['train_topics']} topics, {data['train_chars']} characters; "
+        f"{data['vocab_size']} symbols).",
+        "",
+        markdown_table(["model", "held-out bits per character"], rows),
+        "",
+    ]
     for name, sample in rnn["samples"].items():
-        parts += [f"Sample ({name}), prompt then continuation:", "", "```",
-                  sample, "```", ""]
+        parts += [f"Sample ({name}), prompt then continuation:", "", "```", sample, "```", ""]
     return "\n".join(parts)
 
 
@@ -332,8 +399,7 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     plt = pyplot()
     rnn = results["rnn"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(rnn["train_steps"], rnn["train_bpc_curve"], lw=0.6, alpha=0.6,
-            label="training chunk")
+    ax.plot(rnn["train_steps"], rnn["train_bpc_curve"], lw=0.6, alpha=0.6, label="training chunk")
     ax.plot(rnn["eval_steps"], rnn["test_bpc_curve"], "o-", label="held-out text")
     best_order, best = min(results["ngram_bpc"].items(), key=lambda kv: kv[1])
     ax.axhline(best, color="k", ls="--", label=f"Kneser-Ney {best_order}-gram")
@@ -354,15 +420,23 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     text = Text(config.test_every, config.min_count)
     vocab_size = len(text.chars)
-    results: dict[str, Any] = {"data": {
-        "train_topics": len(text.train), "test_topics": len(text.test),
-        "train_chars": int(sum(map(len, text.train))), "test_chars": int(sum(map(len, text.test))),
-        "vocab_size": vocab_size, "test_names": text.test_names,
-        "dropped_test_chars": text.dropped_chars}}
+    results: dict[str, Any] = {
+        "data": {
+            "train_topics": len(text.train),
+            "test_topics": len(text.test),
+            "train_chars": int(sum(map(len, text.train))),
+            "test_chars": int(sum(map(len, text.test))),
+            "vocab_size": vocab_size,
+            "test_names": text.test_names,
+            "dropped_test_chars": text.dropped_chars,
+        }
+    }
     print("[1/2] Kneser-Ney n-grams", file=sys.stderr)
     t0 = time.perf_counter()
-    results["ngram_bpc"] = {n: KneserNey(text.train, n, vocab_size).bits_per_char(text.test)
-                            for n in config.ngram_orders}
+    results["ngram_bpc"] = {
+        n: KneserNey(text.train, n, vocab_size).bits_per_char(text.test)
+        for n in config.ngram_orders
+    }
     results["ngram_wall_s"] = time.perf_counter() - t0
     results["unigram_bpc"] = unigram_bits_per_char(text.train, text.test, vocab_size)
     print("[2/2] RNN language model", file=sys.stderr)
@@ -370,11 +444,19 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t_start
     paths = make_figures(config, results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, [results], verdict(config, results), summary_tables(config, results),
+        run_dir,
+        config,
+        [results],
+        verdict(config, results),
+        summary_tables(config, results),
         title="Character language model of Python's documentation vs Kneser-Ney n-grams",
-        intro=("pydoc_data.topics, split by topic; every model scores the same held-out "
-               "characters (each document's characters after its first)."),
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        intro=(
+            "pydoc_data.topics, split by topic; every model scores the same held-out "
+            "characters (each document's characters after its first)."
+        ),
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,16 @@ import rnnjax
 from rnnjax import data, datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmapped_seeds import init_states  # noqa: E402
-from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
-                            save_figure, start_run, write_results)
+from experiment_cli import (
+    field,
+    markdown_table,
+    pyplot,
+    run_each,
+    save_figure,
+    start_run,
+    write_results,
+)
+from vmapped_seeds import init_states
 
 # --------------------------------------------------------------------------------- config
 
@@ -62,8 +69,9 @@ from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E4
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    datasets: tuple[str, ...] = field(("JapaneseVowels", "BasicMotions"),
-                                      "UEA sets shipped by aeon: JapaneseVowels, BasicMotions")
+    datasets: tuple[str, ...] = field(
+        ("JapaneseVowels", "BasicMotions"), "UEA sets shipped by aeon: JapaneseVowels, BasicMotions"
+    )
     cell: str = field("gru", "cell of each direction: gru | lstm")
     hidden_size: int = field(32, "hidden units per direction")
     num_seeds: int = field(3, "seeds per data set, trained as one vmapped program")
@@ -105,8 +113,10 @@ def check_config(config: Config) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
-        raise ValueError(f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
-                         f"{config.clip_norm}")
+        raise ValueError(
+            f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
+            f"{config.clip_norm}"
+        )
 
 
 # ------------------------------------------------------------------------------ the data
@@ -122,8 +132,10 @@ def standardise(train: list[np.ndarray], test: list[np.ndarray]) -> tuple[list, 
 
 def summary_features(sequences: list[np.ndarray]) -> np.ndarray:
     """Returns ``(N, 6 D + 1)``: per channel mean, std, min, max, first and last frame; the length."""
-    rows = [np.concatenate([s.mean(0), s.std(0), s.min(0), s.max(0), s[0], s[-1], [len(s)]])
-            for s in sequences]
+    rows = [
+        np.concatenate([s.mean(0), s.std(0), s.min(0), s.max(0), s[0], s[-1], [len(s)]])
+        for s in sequences
+    ]
     return np.asarray(rows)
 
 
@@ -159,7 +171,7 @@ def dtw_1nn(train, train_labels, test, test_labels) -> float:
     """
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
-    as_aeon = lambda seqs: [np.ascontiguousarray(s.T) for s in seqs]  # noqa: E731
+    as_aeon = lambda seqs: [np.ascontiguousarray(s.T) for s in seqs]
     clf = KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1)
     clf.fit(as_aeon(train), train_labels)
     return accuracy(clf.predict(as_aeon(test)), test_labels)
@@ -168,16 +180,28 @@ def dtw_1nn(train, train_labels, test, test_labels) -> float:
 # ------------------------------------------------------------------------------------ RNN
 
 
-def train_rnn(config: Config, train, train_labels, test, test_labels, num_classes: int,
-              key: jax.Array, progress: bool | None) -> dict:
+def train_rnn(
+    config: Config,
+    train,
+    train_labels,
+    test,
+    test_labels,
+    num_classes: int,
+    key: jax.Array,
+    progress: bool | None,
+) -> dict:
     """Returns the RNN's test accuracies (per seed), predictions and learning curves."""
     xs_train, len_train = (jnp.asarray(a) for a in data.pad(train))
     xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
-    model = models.many_to_one(rnnjax.bidirectional(CELLS[config.cell](config.hidden_size)),
-                               readouts.linear(num_classes), pool="mean")
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    model = models.many_to_one(
+        rnnjax.bidirectional(CELLS[config.cell](config.hidden_size)),
+        readouts.linear(num_classes),
+        pool="mean",
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
     logits_of = jax.vmap(lambda p, x, n: model.apply(p, x, length=n), in_axes=(None, 0, 0))
 
     def batch_fn(key, step):
@@ -198,13 +222,19 @@ def train_rnn(config: Config, train, train_labels, test, test_labels, num_classe
     states = init_states(model, xs_train.shape[-1], optimizer, key, config.num_seeds)
     train_step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(train_step, states, batch_fn, config.num_steps,
-                          eval_fn=eval_fn, progress=progress,
-                          schedule=training.Schedule(config.eval_every,
-                                                     eval_every=config.eval_every))
+    result = training.fit(
+        train_step,
+        states,
+        batch_fn,
+        config.num_steps,
+        eval_fn=eval_fn,
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, eval_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     predicted = jax.jit(jax.vmap(lambda p: jnp.argmax(logits_of(p, xs_test, len_test), -1)))(
-        result.state.params)
+        result.state.params
+    )
     evals = [r for r in result.history if "eval/test_accuracy" in r]
     return {
         "accuracy": [accuracy(p, test_labels) for p in np.asarray(predicted)],
@@ -222,9 +252,14 @@ def run_dataset(config: Config, name: str, key: jax.Array, progress: bool | None
     test_set = datasets.uea_classification(name, "test")
     train, test = standardise(train_set.sequences, test_set.sequences)
     args = (train, train_set.labels, test, test_set.labels)
-    out = {"dataset": name, "classes": train_set.classes, "num_train": len(train),
-           "num_test": len(test), "channels": train[0].shape[1],
-           "lengths": [int(min(map(len, train + test))), int(max(map(len, train + test)))]}
+    out = {
+        "dataset": name,
+        "classes": train_set.classes,
+        "num_train": len(train),
+        "num_test": len(test),
+        "channels": train[0].shape[1],
+        "lengths": [int(min(map(len, train + test))), int(max(map(len, train + test)))],
+    }
     rnn = train_rnn(config, *args, len(train_set.classes), key, progress)
     t0 = time.perf_counter()
     dtw_raw = dtw_1nn(train_set.sequences, train_set.labels, test_set.sequences, test_set.labels)
@@ -260,24 +295,41 @@ def verdict(config: Config, results: list[dict]) -> list[str]:
         a, n = r["accuracy"], r["num_test"]
         ok = a["rnn"] > a["majority"]
         beats &= ok
-        lines.append(f"{r['dataset']}: RNN {a['rnn']:.3f} vs majority class {a['majority']:.3f} "
-                     f"({'beats' if ok else 'does NOT beat'} it)")
+        lines.append(
+            f"{r['dataset']}: RNN {a['rnn']:.3f} vs majority class {a['majority']:.3f} "
+            f"({'beats' if ok else 'does NOT beat'} it)"
+        )
         dtw = max(a["dtw_1nn"], a["dtw_1nn_standardised"])
-        for label, other in ((f"1-NN DTW (best of raw {a['dtw_1nn']:.3f} and standardised "
-                              f"{a['dtw_1nn_standardised']:.3f}; published "
-                              f"{a['dtw_1nn_published']:.3f})", dtw),
-                             ("logistic regression on summary features", a["logistic_summary"])):
+        for label, other in (
+            (
+                f"1-NN DTW (best of raw {a['dtw_1nn']:.3f} and standardised "
+                f"{a['dtw_1nn_standardised']:.3f}; published "
+                f"{a['dtw_1nn_published']:.3f})",
+                dtw,
+            ),
+            ("logistic regression on summary features", a["logistic_summary"]),
+        ):
             diff = a["rnn"] - other
             who = "the RNN is ahead" if diff > 0 else "it wins" if diff < 0 else "a tie"
-            lines.append(f"{r['dataset']}: {label} {other:.3f}: {who}"
-                         + (f" by {abs(diff):.3f} ({abs(diff) * n:.1f} of {n} test sequences)"
-                            if diff else ""))
+            lines.append(
+                f"{r['dataset']}: {label} {other:.3f}: {who}"
+                + (
+                    f" by {abs(diff):.3f} ({abs(diff) * n:.1f} of {n} test sequences)"
+                    if diff
+                    else ""
+                )
+            )
     if "JapaneseVowels" in [r["dataset"] for r in results]:
         jv = next(r for r in results if r["dataset"] == "JapaneseVowels")["accuracy"]["rnn"]
-        lines.append(f"JapaneseVowels RNN test accuracy {jv:.3f} "
-                     f"({'>=' if jv >= 0.95 else '<'} 0.95)")
-    lines.insert(0, "VERDICT: the RNN " + ("beats" if beats else "does NOT beat")
-                 + " the majority class on every data set.")
+        lines.append(
+            f"JapaneseVowels RNN test accuracy {jv:.3f} ({'>=' if jv >= 0.95 else '<'} 0.95)"
+        )
+    lines.insert(
+        0,
+        "VERDICT: the RNN "
+        + ("beats" if beats else "does NOT beat")
+        + " the majority class on every data set.",
+    )
     return lines
 
 
@@ -286,17 +338,26 @@ def summary_tables(config: Config, results: list[dict]) -> str:
     parts = []
     for r in results:
         a = r["accuracy"]
-        rows = [[f"bidirectional {config.cell.upper()} (mean of {config.num_seeds} seeds, "
-                 f"sd {a['rnn_std']:.3f})", a["rnn"]],
-                ["1-NN DTW_D (full window), raw data, this run", a["dtw_1nn"]],
-                ["1-NN DTW_D (full window), standardised data, this run", a["dtw_1nn_standardised"]],
-                ["logistic regression on summary features", a["logistic_summary"]],
-                ["majority class", a["majority"]],
-                [f"1-NN DTW_D published: {r['published_source']}", a["dtw_1nn_published"]]]
-        parts += [f"**{r['dataset']}** ({r['num_train']} train / {r['num_test']} test, "
-                  f"{r['channels']} channels, lengths {r['lengths'][0]}-{r['lengths'][1]}, "
-                  f"{len(r['classes'])} classes)", "",
-                  markdown_table(["method", "test accuracy"], rows), ""]
+        rows = [
+            [
+                f"bidirectional {config.cell.upper()} (mean of {config.num_seeds} seeds, "
+                f"sd {a['rnn_std']:.3f})",
+                a["rnn"],
+            ],
+            ["1-NN DTW_D (full window), raw data, this run", a["dtw_1nn"]],
+            ["1-NN DTW_D (full window), standardised data, this run", a["dtw_1nn_standardised"]],
+            ["logistic regression on summary features", a["logistic_summary"]],
+            ["majority class", a["majority"]],
+            [f"1-NN DTW_D published: {r['published_source']}", a["dtw_1nn_published"]],
+        ]
+        parts += [
+            f"**{r['dataset']}** ({r['num_train']} train / {r['num_test']} test, "
+            f"{r['channels']} channels, lengths {r['lengths'][0]}-{r['lengths'][1]}, "
+            f"{len(r['classes'])} classes)",
+            "",
+            markdown_table(["method", "test accuracy"], rows),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -304,15 +365,22 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
     """Writes the figures and returns their paths."""
     plt = pyplot()
     paths = []
-    methods = [("rnn", f"Bi{config.cell.upper()}"), ("dtw_1nn", "DTW raw"),
-               ("dtw_1nn_standardised", "DTW std."), ("logistic_summary", "logistic"),
-               ("majority", "majority")]
+    methods = [
+        ("rnn", f"Bi{config.cell.upper()}"),
+        ("dtw_1nn", "DTW raw"),
+        ("dtw_1nn_standardised", "DTW std."),
+        ("logistic_summary", "logistic"),
+        ("majority", "majority"),
+    ]
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
     for ax, r in zip(axes[0], results):
         a = r["accuracy"]
-        ax.bar(range(len(methods)), [a[m] for m, _ in methods],
-               yerr=[a["rnn_std"]] + [0] * (len(methods) - 1),
-               color=["tab:red", "tab:blue", "tab:cyan", "tab:green", "tab:gray"])
+        ax.bar(
+            range(len(methods)),
+            [a[m] for m, _ in methods],
+            yerr=[a["rnn_std"]] + [0] * (len(methods) - 1),
+            color=["tab:red", "tab:blue", "tab:cyan", "tab:green", "tab:gray"],
+        )
         for i, (m, _) in enumerate(methods):
             ax.text(i, a[m] + 0.01, f"{a[m]:.3f}", ha="center", fontsize=7)
         ax.axhline(a["dtw_1nn_published"], color="k", ls="--", lw=1, label="1-NN DTW_D published")
@@ -356,18 +424,31 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "classification", check_config)
+    config, args, run_dir = start_run(
+        Config, PRESETS, argv, __doc__, "classification", check_config
+    )
     t_start = time.perf_counter()
-    results = run_each(config.datasets,
-                       lambda name, key: run_dataset(config, name, key, args.progress), config.seed)
+    results = run_each(
+        config.datasets,
+        lambda name, key: run_dataset(config, name, key, args.progress),
+        config.seed,
+    )
     wall = time.perf_counter() - t_start
     paths = make_figures(config, results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, results, verdict(config, results), summary_tables(config, results),
+        run_dir,
+        config,
+        results,
+        verdict(config, results),
+        summary_tables(config, results),
         title="Sequence classification: bidirectional RNN vs 1-NN DTW and summary features",
-        intro=("The archive's train/test splits; every method on the same standardised data (DTW "
-               "also on the raw data, the archive's protocol)."),
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        intro=(
+            "The archive's train/test splits; every method on the same standardised data (DTW "
+            "also on the raw data, the archive's protocol)."
+        ),
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

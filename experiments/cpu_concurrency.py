@@ -31,6 +31,7 @@ import argparse
 import statistics
 
 import benchmark  # experiments/benchmark.py: its interleaved timing
+
 import rnnjax
 
 
@@ -72,28 +73,36 @@ def main() -> None:
     ws = jnp.stack([w1, w2])
     mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
     split = jax.shard_map(
-        jax.vmap(loop, in_axes=(0, None)), mesh=mesh,
-        in_specs=(PartitionSpec("d"), PartitionSpec()), out_specs=PartitionSpec("d"),
+        jax.vmap(loop, in_axes=(0, None)),
+        mesh=mesh,
+        in_specs=(PartitionSpec("d"), PartitionSpec()),
+        out_specs=PartitionSpec("d"),
         check_vma=False,  # the loop's zero carry is not marked as varying over "d"
     )
     one_device = jax.devices()[0]
     put = lambda a: jax.device_put(a, one_device)
     fns = {
         "one": (jax.jit(loop), (put(w1), put(xs))),
-        "two loops": (jax.jit(lambda a, c, x: (loop(a, x), loop(c, x * 2.0))),
-                      (put(w1), put(w2), put(xs))),
+        "two loops": (
+            jax.jit(lambda a, c, x: (loop(a, x), loop(c, x * 2.0))),
+            (put(w1), put(w2), put(xs)),
+        ),
         "one body": (jax.jit(one_body), (put(w1), put(w2), put(xs))),
         "vmap": (jax.jit(jax.vmap(loop, in_axes=(0, None))), (put(ws), put(xs))),
         "two devices": (jax.jit(split), (ws, xs)),
     }
-    calls = {name: lambda f=fn, a=fn_args: jax.block_until_ready(f(*a))
-             for name, (fn, fn_args) in fns.items()}
+    calls = {
+        name: lambda f=fn, a=fn_args: jax.block_until_ready(f(*a))
+        for name, (fn, fn_args) in fns.items()
+    }
     for call in calls.values():
         call()  # compile
     wall, cpu = benchmark.interleaved(calls, args.reps)
     base = statistics.median(wall["one"])
-    print(f"B={b} T={t} H={h}, {args.reps} reps, jax {jax.__version__}, "
-          f"{len(jax.devices())} CPU devices")
+    print(
+        f"B={b} T={t} H={h}, {args.reps} reps, jax {jax.__version__}, "
+        f"{len(jax.devices())} CPU devices"
+    )
     print(f"{'program':<12} {'wall ms':>8} {'CPU ms':>8} {'wall / one':>10}")
     for name in fns:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])

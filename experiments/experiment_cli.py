@@ -16,7 +16,8 @@ import json
 import os
 import sys
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,8 +28,13 @@ def field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def parse_config(config_cls: type, presets: dict[str, dict[str, Any]], argv: list[str] | None,
-                 description: str, name: str) -> tuple[Any, argparse.Namespace]:
+def parse_config(
+    config_cls: type,
+    presets: dict[str, dict[str, Any]],
+    argv: list[str] | None,
+    description: str,
+    name: str,
+) -> tuple[Any, argparse.Namespace]:
     """Returns ``(config, other options)``: the preset's values overridden by the flags given.
 
     Other options: ``run_dir`` (default ``runs/<name>/<preset>``) and ``progress`` (None:
@@ -36,27 +42,50 @@ def parse_config(config_cls: type, presets: dict[str, dict[str, Any]], argv: lis
     """
     parser = argparse.ArgumentParser(
         description=description,
-        epilog="Presets: " + "; ".join(
+        epilog="Presets: "
+        + "; ".join(
             f"{p}: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "the defaults above")
-            for p, values in presets.items()),
+            for p, values in presets.items()
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", choices=sorted(presets), default="quick",
-                        help="starting values for every field; flags override them (default quick)")
-    parser.add_argument("--run-dir", default=None, help=f"output directory (default runs/{name}/<preset>)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default="quick",
+        help="starting values for every field; flags override them (default quick)",
+    )
+    parser.add_argument(
+        "--run-dir", default=None, help=f"output directory (default runs/{name}/<preset>)"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         if typing.get_origin(hint) is tuple:
             elem = typing.get_args(hint)[0]
-            parser.add_argument(flag, type=elem, nargs="+", default=None, metavar=elem.__name__.upper(),
-                                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})")
+            parser.add_argument(
+                flag,
+                type=elem,
+                nargs="+",
+                default=None,
+                metavar=elem.__name__.upper(),
+                help=f"{f.metadata['help']} (default {' '.join(map(str, f.default))})",
+            )
         else:
-            parser.add_argument(flag, type=hint, default=None, metavar=hint.__name__.upper(),
-                                help=f"{f.metadata['help']} (default {f.default})")
+            parser.add_argument(
+                flag,
+                type=hint,
+                default=None,
+                metavar=hint.__name__.upper(),
+                help=f"{f.metadata['help']} (default {f.default})",
+            )
     args = parser.parse_args(argv)
     values = dict(presets[args.preset])
     for f in dataclasses.fields(config_cls):
@@ -69,8 +98,14 @@ def parse_config(config_cls: type, presets: dict[str, dict[str, Any]], argv: lis
     return config, args
 
 
-def start_run(config_cls: type, presets: dict[str, dict[str, Any]], argv: list[str] | None,
-              description: str, name: str, check: Callable[[Any], None]) -> tuple[Any, argparse.Namespace, str]:
+def start_run(
+    config_cls: type,
+    presets: dict[str, dict[str, Any]],
+    argv: list[str] | None,
+    description: str,
+    name: str,
+    check: Callable[[Any], None],
+) -> tuple[Any, argparse.Namespace, str]:
     """Returns ``(config, other options, run_dir)``: :func:`parse_config`, ``check(config)``
     (which raises on a bad field) and :func:`open_run_dir`, in that order."""
     config, args = parse_config(config_cls, presets, argv, description, name)
@@ -101,8 +136,10 @@ def open_run_dir(run_dir: str, config: Any) -> str:
             saved = json.load(f)
         if saved != config_dict:
             changed = sorted(k for k in config_dict if saved.get(k) != config_dict[k])
-            raise SystemExit(f"{path} holds a different config (fields {changed}); "
-                             f"pass a new --run-dir or delete that directory")
+            raise SystemExit(
+                f"{path} holds a different config (fields {changed}); "
+                f"pass a new --run-dir or delete that directory"
+            )
     else:
         write_json(path, config_dict)
     return run_dir
@@ -110,6 +147,7 @@ def open_run_dir(run_dir: str, config: Any) -> str:
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """Returns a markdown table; floats are printed with 4 significant digits."""
+
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -136,7 +174,9 @@ def save_figure(fig, fig_dir: str, name: str) -> str:
     return path
 
 
-def run_each(names: tuple[str, ...], run_one: Callable[[str, jax.Array], dict], seed: int) -> list[dict]:
+def run_each(
+    names: tuple[str, ...], run_one: Callable[[str, jax.Array], dict], seed: int
+) -> list[dict]:
     """Returns ``[run_one(name, key_i) ...]``, key_i = fold_in(PRNGKey(seed), i), announcing each on stderr."""
     results = []
     for i, name in enumerate(names):
@@ -145,8 +185,18 @@ def run_each(names: tuple[str, ...], run_one: Callable[[str, jax.Array], dict], 
     return results
 
 
-def write_results(run_dir: str, config: Any, results: list[dict], verdict: list[str], tables: str,
-                  *, title: str, intro: str, figures: list[str], wall: float) -> dict:
+def write_results(
+    run_dir: str,
+    config: Any,
+    results: list[dict],
+    verdict: list[str],
+    tables: str,
+    *,
+    title: str,
+    intro: str,
+    figures: list[str],
+    wall: float,
+) -> dict:
     """Writes ``summary.md`` and ``results.json``, prints the tables and the verdict.
 
     ``verdict[0]`` is the headline (bold in the summary), the rest its supporting lines.
@@ -154,17 +204,28 @@ def write_results(run_dir: str, config: Any, results: list[dict], verdict: list[
     machine the one means little without the other. Returns ``{"results", "verdict", "run_dir"}``.
     """
     load = os.getloadavg()
-    summary = "\n".join([
-        f"# {title}", "", intro, "", tables,
-        *[f"- {line}" if i else f"**{line}**" for i, line in enumerate(verdict)], "",
-        f"Config: `{dataclasses.asdict(config)}`", "",
-        f"Wall time: {wall:.0f} s (load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}).",
-        "Figures: " + ", ".join(f"figures/{name}" for name in figures) + ".", "",
-    ])
+    summary = "\n".join(
+        [
+            f"# {title}",
+            "",
+            intro,
+            "",
+            tables,
+            *[f"- {line}" if i else f"**{line}**" for i, line in enumerate(verdict)],
+            "",
+            f"Config: `{dataclasses.asdict(config)}`",
+            "",
+            f"Wall time: {wall:.0f} s (load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}).",
+            "Figures: " + ", ".join(f"figures/{name}" for name in figures) + ".",
+            "",
+        ]
+    )
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write(summary)
-    write_json(os.path.join(run_dir, "results.json"),
-               {"results": results, "verdict": verdict, "wall_s": wall, "load_average": load})
+    write_json(
+        os.path.join(run_dir, "results.json"),
+        {"results": results, "verdict": verdict, "wall_s": wall, "load_average": load},
+    )
     print(tables)
     print("\n".join(verdict))
     print(f"\nResults in {run_dir} ({wall:.0f} s)")

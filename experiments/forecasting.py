@@ -59,9 +59,16 @@ import rnnjax
 from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmapped_seeds import init_states, keep_best  # noqa: E402
-from experiment_cli import (field, markdown_table, pyplot, run_each,  # noqa: E402
-                            save_figure, start_run, write_results)
+from experiment_cli import (
+    field,
+    markdown_table,
+    pyplot,
+    run_each,
+    save_figure,
+    start_run,
+    write_results,
+)
+from vmapped_seeds import init_states, keep_best
 
 # --------------------------------------------------------------------------------- config
 
@@ -84,8 +91,13 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(series=("co2", "sunspots", "elnino"), hidden_size=64, num_seeds=5,
-                 num_steps=1500, learning_rate=1e-3),
+    "full": dict(
+        series=("co2", "sunspots", "elnino"),
+        hidden_size=64,
+        num_seeds=5,
+        num_steps=1500,
+        learning_rate=1e-3,
+    ),
 }
 
 
@@ -105,17 +117,25 @@ class Setup(NamedTuple):
 # (0|1, 1, 1)_12 for the monthly series and AR(p) / ARMA(p, 1), p in {1, 2, 3, 9}, for the
 # sunspots (the grid was run once, offline; the orders are fixed here).
 SETUPS = {
-    "co2": Setup(120, 12, 60, 48, "change", ((1, 1, 1), (0, 1, 1, 12), "n"),
-                 dict(trend=True, seasonal=12)),
-    "sunspots": Setup(60, 11, 30, 44, "scaled", ((9, 0, 0), (0, 0, 0, 0), "c"),
-                      dict(trend=False, seasonal=None)),
-    "elnino": Setup(120, 12, 60, 48, "level", ((2, 0, 1), (0, 1, 1, 12), "n"),
-                    dict(trend=False, seasonal=12)),
+    "co2": Setup(
+        120, 12, 60, 48, "change", ((1, 1, 1), (0, 1, 1, 12), "n"), dict(trend=True, seasonal=12)
+    ),
+    "sunspots": Setup(
+        60, 11, 30, 44, "scaled", ((9, 0, 0), (0, 0, 0, 0), "c"), dict(trend=False, seasonal=None)
+    ),
+    "elnino": Setup(
+        120, 12, 60, 48, "level", ((2, 0, 1), (0, 1, 1, 12), "n"), dict(trend=False, seasonal=12)
+    ),
 }
 CELLS = {"lstm": rnnjax.lstm, "gru": rnnjax.gru}
 METHODS = ("rnn", "naive", "seasonal_naive", "arima", "ets")
-LABELS = {"rnn": "RNN", "naive": "naive", "seasonal_naive": "seasonal naive",
-          "arima": "SARIMA", "ets": "ETS"}
+LABELS = {
+    "rnn": "RNN",
+    "naive": "naive",
+    "seasonal_naive": "seasonal naive",
+    "arima": "SARIMA",
+    "ets": "ETS",
+}
 
 
 def check_config(config: Config) -> None:
@@ -129,8 +149,10 @@ def check_config(config: Config) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
-        raise ValueError(f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
-                         f"{config.clip_norm}")
+        raise ValueError(
+            f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
+            f"{config.clip_norm}"
+        )
 
 
 # --------------------------------------------------------------------- splits, baselines
@@ -152,7 +174,9 @@ def naive_forecast(y: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarr
     return np.repeat(y[origins][:, None], horizon, axis=1)
 
 
-def seasonal_naive_forecast(y: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
+def seasonal_naive_forecast(
+    y: np.ndarray, origins: np.ndarray, horizon: int, period: int
+) -> np.ndarray:
     """Returns ``(len(origins), H)``: y_{t+k-m*ceil(k/m)}, the last observed value of the same season."""
     k = np.arange(1, horizon + 1)
     return y[origins[:, None] + k - period * np.ceil(k / period).astype(int)]
@@ -167,7 +191,7 @@ def scores(forecast: np.ndarray, truth: np.ndarray, scale: float) -> dict[str, f
     """Returns MAE, RMSE and MASE of ``forecast`` against ``truth`` (both ``(origins, H)``)."""
     err = forecast - truth
     mae = float(np.mean(np.abs(err)))
-    return {"mae": mae, "rmse": float(np.sqrt(np.mean(err ** 2))), "mase": mae / scale}
+    return {"mae": mae, "rmse": float(np.sqrt(np.mean(err**2))), "mase": mae / scale}
 
 
 def state_space_forecasts(result, y: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -206,8 +230,9 @@ def fit_statistical(y_pre: np.ndarray, setup: Setup) -> dict[str, Any]:
         # statsmodels warns about convergence and starting values; the fit is used as it is.
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        out["arima"] = SARIMAX(y_pre, order=order, seasonal_order=seasonal_order,
-                               trend=trend).fit(disp=False)
+        out["arima"] = SARIMAX(y_pre, order=order, seasonal_order=seasonal_order, trend=trend).fit(
+            disp=False
+        )
         out["arima_fit_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out["ets"] = ExponentialSmoothing(y_pre, **setup.ets).fit(disp=False)
@@ -261,29 +286,34 @@ def prepare(y: np.ndarray, setup: Setup, num_fit: int) -> Prepared:
         inputs, base, scale = [y / nu, diff / nu], 0.0 * ones, nu
     future, _ = rnnjax.data.ahead(y, setup.horizon)  # (T, H): y_{t+1..t+H}
     targets = (future - base[:, None]) / scale[:, None]
-    as32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    as32 = lambda a: jnp.asarray(a, jnp.float32)
     return Prepared(as32(np.stack(inputs, 1)), as32(targets), as32(base), as32(scale))
 
 
-def train_rnn(config: Config, setup: Setup, y: np.ndarray, key: jax.Array,
-              progress: bool | None) -> tuple[np.ndarray, dict]:
+def train_rnn(
+    config: Config, setup: Setup, y: np.ndarray, key: jax.Array, progress: bool | None
+) -> tuple[np.ndarray, dict]:
     """Returns (test forecasts ``(seeds, origins, H)``, training record) of the RNN on one series."""
     num_pre = len(y) - setup.test
     num_fit = num_pre - setup.validation
     data = prepare(y, setup, num_fit)
     L, H = setup.context, setup.horizon
-    model = models.many_to_many(rnnjax.recurrent(CELLS[config.cell](config.hidden_size)),
-                                readouts.linear(H))
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    model = models.many_to_many(
+        rnnjax.recurrent(CELLS[config.cell](config.hidden_size)), readouts.linear(H)
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
 
     # Every window [s, s+L) inside the training part trains each of its steps t whose
     # targets y_{t+k} lie in the training part too.
     if num_fit - L < 1:
         raise ValueError(f"context {L} leaves no training window in {num_fit} training steps")
     _, target_valid = rnnjax.data.ahead(y, H, available=num_fit)
-    train_windows = [jnp.asarray(rnnjax.data.windows(np.asarray(a)[:num_fit], L))
-                     for a in (data.inputs, data.targets, target_valid)]  # (N, L, ...) each
+    train_windows = [
+        jnp.asarray(rnnjax.data.windows(np.asarray(a)[:num_fit], L))
+        for a in (data.inputs, data.targets, target_valid)
+    ]  # (N, L, ...) each
     input_windows = jnp.asarray(rnnjax.data.windows(np.asarray(data.inputs), L))  # n ends at n+L-1
 
     def batch_fn(key, step):
@@ -315,14 +345,20 @@ def train_rnn(config: Config, setup: Setup, y: np.ndarray, key: jax.Array,
     hook, best = keep_best(val_mae, states.params)
     train_step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(train_step, states, batch_fn, config.num_steps,
-                          hooks=[hook], progress=progress,
-                          schedule=training.Schedule(config.eval_every,
-                                                     hook_every=config.eval_every))
+    result = training.fit(
+        train_step,
+        states,
+        batch_fn,
+        config.num_steps,
+        hooks=[hook],
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, hook_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     origins = held_out_origins(len(y), setup)
-    forecasts = np.asarray(jax.jit(jax.vmap(forecast, in_axes=(0, None)))(best["params"], origins),
-                           np.float64)
+    forecasts = np.asarray(
+        jax.jit(jax.vmap(forecast, in_axes=(0, None)))(best["params"], origins), np.float64
+    )
     curve = [r for r in result.history if "val_loss" in r]
     return forecasts, {
         "train_wall_s": wall,
@@ -362,15 +398,28 @@ def run_series(config: Config, name: str, key: jax.Array, progress: bool | None)
     horizon_mae = {m: np.mean(np.abs(f - truth), axis=0).tolist() for m, f in forecasts.items()}
     horizon_mae["rnn"] = np.mean(np.abs(rnn - truth[None]), axis=(0, 1)).tolist()
     return {
-        "series": name, "source": series.source, "length": len(y), "period": series.period,
-        "test": setup.test, "horizon": setup.horizon, "validation": setup.validation,
-        "context": setup.context, "num_origins": len(origins), "mase_scale": scale,
-        "arima_order": setup.arima, "ets": setup.ets,
-        "arima_fit_s": stats["arima_fit_s"], "ets_fit_s": stats["ets_fit_s"],
-        "scores": table, "rnn_per_seed": per_seed, "horizon_mae": horizon_mae,
+        "series": name,
+        "source": series.source,
+        "length": len(y),
+        "period": series.period,
+        "test": setup.test,
+        "horizon": setup.horizon,
+        "validation": setup.validation,
+        "context": setup.context,
+        "num_origins": len(origins),
+        "mase_scale": scale,
+        "arima_order": setup.arima,
+        "ets": setup.ets,
+        "arima_fit_s": stats["arima_fit_s"],
+        "ets_fit_s": stats["ets_fit_s"],
+        "scores": table,
+        "rnn_per_seed": per_seed,
+        "horizon_mae": horizon_mae,
         "rnn_training": record,
         # Kept for the figures: the series and the forecasts from every origin.
-        "times": series.times.tolist(), "values": y.tolist(), "origins": origins.tolist(),
+        "times": series.times.tolist(),
+        "values": y.tolist(),
+        "origins": origins.tolist(),
         "forecasts": {**{m: f.tolist() for m, f in forecasts.items()}, "rnn": rnn.tolist()},
     }
 
@@ -387,18 +436,28 @@ def verdict(results: list[dict]) -> list[str]:
         naive_best = min(s["naive"]["mase"], s["seasonal_naive"]["mase"])
         ok = rnn < naive_best
         beats_naive &= ok
-        lines.append(f"{r['series']}: RNN MASE {rnn:.3f} vs best naive {naive_best:.3f} "
-                     f"({'beats' if ok else 'does NOT beat'} both naive forecasts)")
+        lines.append(
+            f"{r['series']}: RNN MASE {rnn:.3f} vs best naive {naive_best:.3f} "
+            f"({'beats' if ok else 'does NOT beat'} both naive forecasts)"
+        )
         for m in ("arima", "ets"):
             other = s[m]["mase"]
             if other < rnn:
-                lines.append(f"{r['series']}: {LABELS[m]} wins, MASE {other:.3f} vs RNN {rnn:.3f} "
-                             f"(RNN MAE {100 * (s['rnn']['mae'] / s[m]['mae'] - 1):.0f}% higher)")
+                lines.append(
+                    f"{r['series']}: {LABELS[m]} wins, MASE {other:.3f} vs RNN {rnn:.3f} "
+                    f"(RNN MAE {100 * (s['rnn']['mae'] / s[m]['mae'] - 1):.0f}% higher)"
+                )
             else:
-                lines.append(f"{r['series']}: RNN beats {LABELS[m]}, MASE {rnn:.3f} vs {other:.3f} "
-                             f"(RNN MAE {100 * (1 - s['rnn']['mae'] / s[m]['mae']):.0f}% lower)")
-    lines.insert(0, "VERDICT: the RNN " + ("beats" if beats_naive else "does NOT beat")
-                 + " the naive and seasonal-naive forecasts on every series.")
+                lines.append(
+                    f"{r['series']}: RNN beats {LABELS[m]}, MASE {rnn:.3f} vs {other:.3f} "
+                    f"(RNN MAE {100 * (1 - s['rnn']['mae'] / s[m]['mae']):.0f}% lower)"
+                )
+    lines.insert(
+        0,
+        "VERDICT: the RNN "
+        + ("beats" if beats_naive else "does NOT beat")
+        + " the naive and seasonal-naive forecasts on every series.",
+    )
     return lines
 
 
@@ -409,24 +468,37 @@ def summary_tables(config: Config, results: list[dict]) -> str:
         s = r["scores"]
         rows = []
         for m in METHODS:
-            label = (f"{config.cell.upper()} (mean of {config.num_seeds} seeds, MASE sd "
-                     f"{s['rnn']['mase_std']:.3f})" if m == "rnn" else LABELS[m])
+            label = (
+                f"{config.cell.upper()} (mean of {config.num_seeds} seeds, MASE sd "
+                f"{s['rnn']['mase_std']:.3f})"
+                if m == "rnn"
+                else LABELS[m]
+            )
             if m == "arima":
                 order, seasonal, _ = r["arima_order"]
                 label += f" {tuple(order)}" + (f"x{tuple(seasonal)}" if seasonal[3] else "")
             rows.append([label, s[m]["mae"], s[m]["rmse"], s[m]["mase"]])
-        parts += [f"**{r['series']}** ({r['length']} steps, last {r['test']} held out, "
-                  f"H = {r['horizon']}, {r['num_origins']} walk-forward origins, period "
-                  f"{r['period']}; {r['source']})", "",
-                  markdown_table(["method", "MAE", "RMSE", "MASE"], rows), ""]
+        parts += [
+            f"**{r['series']}** ({r['length']} steps, last {r['test']} held out, "
+            f"H = {r['horizon']}, {r['num_origins']} walk-forward origins, period "
+            f"{r['period']}; {r['source']})",
+            "",
+            markdown_table(["method", "MAE", "RMSE", "MASE"], rows),
+            "",
+        ]
     return "\n".join(parts)
 
 
 def make_figures(results: list[dict], fig_dir: str) -> list[str]:
     """Writes the figures (forecasts vs held-out truth, MAE by horizon) and returns their paths."""
     plt = pyplot()
-    colors = {"rnn": "tab:red", "naive": "tab:gray", "seasonal_naive": "tab:olive",
-              "arima": "tab:blue", "ets": "tab:green"}
+    colors = {
+        "rnn": "tab:red",
+        "naive": "tab:gray",
+        "seasonal_naive": "tab:olive",
+        "arima": "tab:blue",
+        "ets": "tab:green",
+    }
     paths = []
     fig, axes = plt.subplots(len(results), 1, figsize=(11, 3.2 * len(results)), squeeze=False)
     for ax, r in zip(axes[:, 0], results):
@@ -442,9 +514,16 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
                 f = f.mean(axis=0)  # the seeds' mean path, for the picture only
             for j, o in enumerate(shown):
                 i = int(np.searchsorted(origins, o))
-                ax.plot(t[o + 1:o + H + 1], f[i], color=colors[m], lw=1.2,
-                        label=LABELS[m] if j == 0 else None)
-        ax.set_title(f"{r['series']}: {H}-step forecasts from every {H}th origin of the held-out tail")
+                ax.plot(
+                    t[o + 1 : o + H + 1],
+                    f[i],
+                    color=colors[m],
+                    lw=1.2,
+                    label=LABELS[m] if j == 0 else None,
+                )
+        ax.set_title(
+            f"{r['series']}: {H}-step forecasts from every {H}th origin of the held-out tail"
+        )
         ax.legend(fontsize=8, ncol=4)
     paths.append(save_figure(fig, fig_dir, "forecasts.png"))
 
@@ -452,8 +531,14 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
     for ax, r in zip(axes[0], results):
         for m in METHODS:
             mae = np.asarray(r["horizon_mae"][m])
-            ax.plot(np.arange(1, len(mae) + 1), mae / r["mase_scale"], "o-", ms=3,
-                    color=colors[m], label=LABELS[m])
+            ax.plot(
+                np.arange(1, len(mae) + 1),
+                mae / r["mase_scale"],
+                "o-",
+                ms=3,
+                color=colors[m],
+                label=LABELS[m],
+            )
         ax.set_xlabel("steps ahead k")
         ax.set_ylabel("MAE / MASE scale")
         ax.set_title(r["series"])
@@ -479,16 +564,25 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
     config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "forecasting", check_config)
     t_start = time.perf_counter()
-    results = run_each(config.series,
-                       lambda name, key: run_series(config, name, key, args.progress), config.seed)
+    results = run_each(
+        config.series, lambda name, key: run_series(config, name, key, args.progress), config.seed
+    )
     wall = time.perf_counter() - t_start
     paths = make_figures(results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, results, verdict(results), summary_tables(config, results),
+        run_dir,
+        config,
+        results,
+        verdict(results),
+        summary_tables(config, results),
         title="Forecasting real series: RNN vs naive, seasonal naive, SARIMA and ETS",
-        intro=("Walk-forward over the held-out tail, parameters fixed after training, every method "
-               "on the same origins; MASE scale = in-sample MAE of the seasonal naive forecast."),
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        intro=(
+            "Walk-forward over the held-out tail, parameters fixed after training, every method "
+            "on the same origins; MASE scale = in-sample MAE of the seasonal naive forecast."
+        ),
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

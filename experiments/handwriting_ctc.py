@@ -48,8 +48,7 @@ import rnnjax
 from rnnjax import decoding, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (field, markdown_table, pyplot, save_figure,  # noqa: E402
-                            start_run, write_results)
+from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
 
 BLANK = 0  # CTC blank; digit d is label d + 1
 
@@ -77,19 +76,34 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
-    "full": dict(max_digits=8, hidden_size=64, num_steps=1500, num_test_lines=1000,
-                 learning_rate=5e-3, eval_every=250),
+    "full": dict(
+        max_digits=8,
+        hidden_size=64,
+        num_steps=1500,
+        num_test_lines=1000,
+        learning_rate=5e-3,
+        eval_every=250,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in ("min_digits", "hidden_size", "num_steps", "batch_size", "beam_size",
-                 "eval_every", "num_test_lines"):
+    for name in (
+        "min_digits",
+        "hidden_size",
+        "num_steps",
+        "batch_size",
+        "beam_size",
+        "eval_every",
+        "num_test_lines",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.max_digits < config.min_digits:
-        raise ValueError(f"max_digits must be >= min_digits={config.min_digits}, got {config.max_digits}")
+        raise ValueError(
+            f"max_digits must be >= min_digits={config.min_digits}, got {config.max_digits}"
+        )
     if config.max_gap < 0:
         raise ValueError(f"max_gap must be >= 0, got {config.max_gap}")
     if not 0 < config.test_images < 1:
@@ -105,11 +119,15 @@ def digit_images(test_share: float, seed: int) -> dict[str, np.ndarray]:
 
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.target))
-    n_test = int(round(test_share * len(order)))
+    n_test = round(test_share * len(order))
     test, train = order[:n_test], order[n_test:]
     images = (digits.images / 16.0).astype(np.float32)
-    return {"train_images": images[train], "train_labels": digits.target[train].astype(np.int32),
-            "test_images": images[test], "test_labels": digits.target[test].astype(np.int32)}
+    return {
+        "train_images": images[train],
+        "train_labels": digits.target[train].astype(np.int32),
+        "test_images": images[test],
+        "test_labels": digits.target[test].astype(np.int32),
+    }
 
 
 class Lines(NamedTuple):
@@ -130,8 +148,9 @@ class Lines(NamedTuple):
     image_index: jax.Array
 
 
-def make_lines(key: jax.Array, images: jax.Array, labels: jax.Array, batch: int,
-               config: Config) -> Lines:
+def make_lines(
+    key: jax.Array, images: jax.Array, labels: jax.Array, batch: int, config: Config
+) -> Lines:
     """Returns ``batch`` random lines of the given images (runs on device, under jit)."""
     slot = 8 + config.max_gap
     k_n, k_i, k_g = jax.random.split(key, 3)
@@ -145,8 +164,9 @@ def make_lines(key: jax.Array, images: jax.Array, labels: jax.Array, batch: int,
     present = jnp.arange(config.max_digits) < num_digits[:, None]
     shifted = jnp.where(present[:, :, None, None], shifted, 0.0)
     frames = shifted.reshape(batch, config.max_digits * slot, 8)
-    return Lines(frames, num_digits * slot, jnp.where(present, labels[index] + 1, 0),
-                 num_digits, index)
+    return Lines(
+        frames, num_digits * slot, jnp.where(present, labels[index] + 1, 0), num_digits, index
+    )
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -166,8 +186,10 @@ def error_rates(predicted: list[list[int]], truth: list[list[int]]) -> dict[str,
     """Returns the sequence error rate and the character error rate (sum of edit distances / reference length)."""
     wrong = sum(p != t for p, t in zip(predicted, truth))
     edits = sum(edit_distance(p, t) for p, t in zip(predicted, truth))
-    return {"sequence_error_rate": wrong / len(truth),
-            "char_error_rate": edits / sum(len(t) for t in truth)}
+    return {
+        "sequence_error_rate": wrong / len(truth),
+        "char_error_rate": edits / sum(len(t) for t in truth),
+    }
 
 
 def segmented_classifier(data: dict, lines: Lines) -> dict[str, float]:
@@ -186,14 +208,17 @@ def segmented_classifier(data: dict, lines: Lines) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ RNN
 
 
-def train_and_read(config: Config, data: dict, test: Lines, key: jax.Array,
-                   progress: bool | None) -> dict:
+def train_and_read(
+    config: Config, data: dict, test: Lines, key: jax.Array, progress: bool | None
+) -> dict:
     """Returns the RNN's held-out error rates (greedy and beam), learning curve and one line's probabilities."""
-    model = rnnjax.many_to_many(rnnjax.bidirectional(rnnjax.lstm(config.hidden_size)),
-                                readouts.linear(11))
+    model = rnnjax.many_to_many(
+        rnnjax.bidirectional(rnnjax.lstm(config.hidden_size)), readouts.linear(11)
+    )
     images, labels = jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"])
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
     logits_of = jax.vmap(lambda p, x, n: model.apply(p, x, length=n), in_axes=(None, 0, 0))
 
     def ctc(params, lines):
@@ -207,33 +232,51 @@ def train_and_read(config: Config, data: dict, test: Lines, key: jax.Array,
         return jnp.mean(ctc(params, lines) / lines.num_digits), {}
 
     def greedy(logits):
-        return jax.vmap(lambda x, n: decoding.ctc_greedy(x, n, blank=BLANK))(logits, test.num_frames)
+        return jax.vmap(lambda x, n: decoding.ctc_greedy(x, n, blank=BLANK))(
+            logits, test.num_frames
+        )
 
     def eval_fn(params, key):
         out, count = greedy(logits_of(params, test.frames, test.num_frames))
-        exact = jnp.all(jnp.where(jnp.arange(config.max_digits) < count[:, None],
-                                  out[:, :config.max_digits], 0) == test.labels, axis=1)
-        return {"test_sequence_error": 1.0 - jnp.mean(exact & (count == test.num_digits)),
-                "test_ctc_loss": jnp.mean(ctc(params, test))}
+        exact = jnp.all(
+            jnp.where(
+                jnp.arange(config.max_digits) < count[:, None], out[:, : config.max_digits], 0
+            )
+            == test.labels,
+            axis=1,
+        )
+        return {
+            "test_sequence_error": 1.0 - jnp.mean(exact & (count == test.num_digits)),
+            "test_ctc_loss": jnp.mean(ctc(params, test)),
+        }
 
     k_init, k_data = jax.random.split(key)
     params = jax.jit(lambda k: model.init(k, 8))(k_init)
     state = training.init_train_state(k_data, params, optimizer)
     step = training.make_train_step(loss_fn, optimizer)
     t0 = time.perf_counter()
-    result = training.fit(step, state, lambda k, s: make_lines(k, images, labels, config.batch_size, config),
-                          config.num_steps, eval_fn=eval_fn, progress=progress,
-                          schedule=training.Schedule(config.eval_every, eval_every=config.eval_every))
+    result = training.fit(
+        step,
+        state,
+        lambda k, s: make_lines(k, images, labels, config.batch_size, config),
+        config.num_steps,
+        eval_fn=eval_fn,
+        progress=progress,
+        schedule=training.Schedule(config.eval_every, eval_every=config.eval_every),
+    )
     wall = time.perf_counter() - t0
     final = result.state.params
     logits = jax.jit(logits_of)(final, test.frames, test.num_frames)
     out, count = jax.jit(greedy)(logits)
-    truth = [row[:n].tolist() for row, n in zip(np.asarray(test.labels), np.asarray(test.num_digits))]
+    truth = [
+        row[:n].tolist() for row, n in zip(np.asarray(test.labels), np.asarray(test.num_digits))
+    ]
     greedy_read = [row[:n].tolist() for row, n in zip(np.asarray(out), np.asarray(count))]
     log_probs = np.asarray(jax.nn.log_softmax(logits))
-    beam_read = [list(decoding.ctc_prefix_beam_search(lp[:n], beam_size=config.beam_size,
-                                                      blank=BLANK)[0][0])
-                 for lp, n in zip(log_probs, np.asarray(test.num_frames))]
+    beam_read = [
+        list(decoding.ctc_prefix_beam_search(lp[:n], beam_size=config.beam_size, blank=BLANK)[0][0])
+        for lp, n in zip(log_probs, np.asarray(test.num_frames))
+    ]
     evals = [r for r in result.history if "eval/test_sequence_error" in r]
     return {
         "greedy": error_rates(greedy_read, truth),
@@ -243,9 +286,12 @@ def train_and_read(config: Config, data: dict, test: Lines, key: jax.Array,
         "eval_steps": [r["step"] for r in evals],
         "test_sequence_error_curve": [r["eval/test_sequence_error"] for r in evals],
         "train_loss": [r["loss"] for r in result.history if "loss" in r],
-        "example": {"frames": np.asarray(test.frames[0, :int(test.num_frames[0])]).tolist(),
-                    "probs": np.exp(log_probs[0, :int(test.num_frames[0])]).tolist(),
-                    "truth": truth[0], "greedy": greedy_read[0]},
+        "example": {
+            "frames": np.asarray(test.frames[0, : int(test.num_frames[0])]).tolist(),
+            "probs": np.exp(log_probs[0, : int(test.num_frames[0])]).tolist(),
+            "truth": truth[0],
+            "greedy": greedy_read[0],
+        },
     }
 
 
@@ -257,30 +303,48 @@ def verdict(config: Config, results: dict) -> list[str]:
     rnn, base = results["rnn"], results["segmented"]
     best = min(("greedy", "beam"), key=lambda m: rnn[m]["sequence_error_rate"])
     ser, base_ser = rnn[best]["sequence_error_rate"], base["sequence_error_rate"]
-    return [f"VERDICT: the CTC-trained BiLSTM reads held-out lines with sequence error rate "
-            f"{ser:.3f} ({best} decoding) vs {base_ser:.3f} for the per-digit classifier told "
-            f"where each digit is: " + ("better" if ser < base_ser else "NOT better") + ".",
-            f"character error rate: greedy {rnn['greedy']['char_error_rate']:.3f}, beam "
-            f"{rnn['beam']['char_error_rate']:.3f}, segmented classifier "
-            f"{base['char_error_rate']:.3f}",
-            f"prefix beam search (width {config.beam_size}) changed {rnn['beam_differs']} of "
-            f"{config.num_test_lines} readings"]
+    return [
+        f"VERDICT: the CTC-trained BiLSTM reads held-out lines with sequence error rate "
+        f"{ser:.3f} ({best} decoding) vs {base_ser:.3f} for the per-digit classifier told "
+        f"where each digit is: " + ("better" if ser < base_ser else "NOT better") + ".",
+        f"character error rate: greedy {rnn['greedy']['char_error_rate']:.3f}, beam "
+        f"{rnn['beam']['char_error_rate']:.3f}, segmented classifier "
+        f"{base['char_error_rate']:.3f}",
+        f"prefix beam search (width {config.beam_size}) changed {rnn['beam_differs']} of "
+        f"{config.num_test_lines} readings",
+    ]
 
 
 def summary_tables(config: Config, results: dict) -> str:
     """Returns the error-rate table."""
     rnn, base = results["rnn"], results["segmented"]
-    rows = [[f"BiLSTM {config.hidden_size}x2 + CTC, best-path decoding",
-             rnn["greedy"]["sequence_error_rate"], rnn["greedy"]["char_error_rate"]],
-            [f"BiLSTM {config.hidden_size}x2 + CTC, prefix beam search ({config.beam_size})",
-             rnn["beam"]["sequence_error_rate"], rnn["beam"]["char_error_rate"]],
-            ["logistic regression per digit, segmentation given",
-             base["sequence_error_rate"], base["char_error_rate"]]]
-    return "\n".join([
-        f"{config.num_test_lines} held-out lines of {config.min_digits}-{config.max_digits} digits "
-        f"from {results['num_test_images']} unseen images "
-        f"({results['num_train_images']} training images).", "",
-        markdown_table(["method", "sequence error rate", "character error rate"], rows), ""])
+    rows = [
+        [
+            f"BiLSTM {config.hidden_size}x2 + CTC, best-path decoding",
+            rnn["greedy"]["sequence_error_rate"],
+            rnn["greedy"]["char_error_rate"],
+        ],
+        [
+            f"BiLSTM {config.hidden_size}x2 + CTC, prefix beam search ({config.beam_size})",
+            rnn["beam"]["sequence_error_rate"],
+            rnn["beam"]["char_error_rate"],
+        ],
+        [
+            "logistic regression per digit, segmentation given",
+            base["sequence_error_rate"],
+            base["char_error_rate"],
+        ],
+    ]
+    return "\n".join(
+        [
+            f"{config.num_test_lines} held-out lines of {config.min_digits}-{config.max_digits} digits "
+            f"from {results['num_test_images']} unseen images "
+            f"({results['num_train_images']} training images).",
+            "",
+            markdown_table(["method", "sequence error rate", "character error rate"], rows),
+            "",
+        ]
+    )
 
 
 def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
@@ -289,8 +353,10 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     ex = results["rnn"]["example"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4), sharex=True)
     top.imshow(np.asarray(ex["frames"]).T, cmap="gray_r", aspect="auto")
-    top.set_title(f"held-out line {''.join(str(d - 1) for d in ex['truth'])}, read "
-                  f"{''.join(str(d - 1) for d in ex['greedy'])}")
+    top.set_title(
+        f"held-out line {''.join(str(d - 1) for d in ex['truth'])}, read "
+        f"{''.join(str(d - 1) for d in ex['greedy'])}"
+    )
     probs = np.asarray(ex["probs"])
     bottom.plot(probs[:, BLANK], "k:", label="blank")
     for d in range(10):
@@ -302,9 +368,15 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     paths = [save_figure(fig, fig_dir, "example_line.png")]
     rnn = results["rnn"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(rnn["eval_steps"], rnn["test_sequence_error_curve"], "o-", label="BiLSTM + CTC (greedy)")
-    ax.axhline(results["segmented"]["sequence_error_rate"], color="k", ls="--",
-               label="per-digit classifier, segmented")
+    ax.plot(
+        rnn["eval_steps"], rnn["test_sequence_error_curve"], "o-", label="BiLSTM + CTC (greedy)"
+    )
+    ax.axhline(
+        results["segmented"]["sequence_error_rate"],
+        color="k",
+        ls="--",
+        label="per-digit classifier, segmented",
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out sequence error rate")
     ax.set_ylim(0, 1)
@@ -318,24 +390,40 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
-    config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "handwriting_ctc", check_config)
+    config, args, run_dir = start_run(
+        Config, PRESETS, argv, __doc__, "handwriting_ctc", check_config
+    )
     t_start = time.perf_counter()
     data = digit_images(config.test_images, config.seed)
     key = jax.random.PRNGKey(config.seed)
-    test = jax.jit(lambda k: make_lines(k, jnp.asarray(data["test_images"]),
-                                        jnp.asarray(data["test_labels"]), config.num_test_lines,
-                                        config))(jax.random.fold_in(key, 1))
-    results = {"num_train_images": len(data["train_labels"]),
-               "num_test_images": len(data["test_labels"]),
-               "segmented": segmented_classifier(data, test),
-               "rnn": train_and_read(config, data, test, jax.random.fold_in(key, 2), args.progress)}
+    test = jax.jit(
+        lambda k: make_lines(
+            k,
+            jnp.asarray(data["test_images"]),
+            jnp.asarray(data["test_labels"]),
+            config.num_test_lines,
+            config,
+        )
+    )(jax.random.fold_in(key, 1))
+    results = {
+        "num_train_images": len(data["train_labels"]),
+        "num_test_images": len(data["test_labels"]),
+        "segmented": segmented_classifier(data, test),
+        "rnn": train_and_read(config, data, test, jax.random.fold_in(key, 2), args.progress),
+    }
     wall = time.perf_counter() - t_start
     paths = make_figures(config, results, os.path.join(run_dir, "figures"))
     return write_results(
-        run_dir, config, [results], verdict(config, results), summary_tables(config, results),
+        run_dir,
+        config,
+        [results],
+        verdict(config, results),
+        summary_tables(config, results),
         title="Reading lines of handwritten digits: BiLSTM + CTC vs a segmented per-digit classifier",
         intro="Digit images split once; the test lines are made of images no model saw in training.",
-        figures=[os.path.basename(p) for p in paths], wall=wall)
+        figures=[os.path.basename(p) for p in paths],
+        wall=wall,
+    )
 
 
 if __name__ == "__main__":

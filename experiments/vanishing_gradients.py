@@ -23,6 +23,7 @@ Usage::
 
     python experiments/vanishing_gradients.py                   # quick preset, a few minutes
     python experiments/vanishing_gradients.py --preset full     # paper scale; rerun to resume
+    python experiments/vanishing_gradients.py --preset linear   # + LRU, minGRU at T = 100
     python experiments/vanishing_gradients.py --cells elman lstm --lengths 10 200 --num-steps 3000
 
 Outputs go to ``--run-dir`` (default ``runs/vanishing_gradients/<preset>``): ``config.json``,
@@ -41,7 +42,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +54,7 @@ import rnnjax
 from rnnjax import diagnostics, models, plots, readouts, tasks, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, parse_config  # noqa: E402
+from experiment_cli import field, parse_config
 
 # --------------------------------------------------------------------------------- config
 
@@ -85,13 +87,19 @@ class Config:
     solved_fraction: float = field(
         0.1, "a run counts as solved when final test loss <= this fraction of the baseline"
     )
-    checkpoint_every: int = field(0, "steps between checkpoints within a group (0: at the end only)")
+    checkpoint_every: int = field(
+        0, "steps between checkpoints within a group (0: at the end only)"
+    )
     seed: int = field(0, "master seed; seed s of every group is derived from it")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on a 2-core CPU: the effect at T = 100 with 3 seeds.
     "quick": {},
+    # The quick preset's settings at its longest T, with the cells linear in their state
+    # (LRU, minGRU) beside the gated ones: does a linear recurrence solve it? (Kept out of
+    # "quick", whose five minutes two more cells at three lengths would exceed.)
+    "linear": dict(cells=("elman", "lstm", "gru", "lru", "mingru"), lengths=(100,)),
     # Paper scale: T up to 1000 (Le et al. 2015 go to 750), more seeds, more steps, and the
     # cells linear in their state.
     "full": dict(
@@ -117,10 +125,22 @@ CELLS = {
     "lru": lambda c: rnnjax.lru(c.hidden_size, 0.9, 0.999, math.pi / 10),
     "mingru": lambda c: rnnjax.mingru(c.hidden_size),
 }
-LABELS = {"elman": "vanilla RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "irnn": "IRNN (ReLU, W=I)",
-          "lru": "LRU", "mingru": "minGRU"}
-COLORS = {"elman": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "irnn": "tab:orange",
-          "lru": "tab:purple", "mingru": "tab:brown"}
+LABELS = {
+    "elman": "vanilla RNN (tanh)",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "irnn": "IRNN (ReLU, W=I)",
+    "lru": "LRU",
+    "mingru": "minGRU",
+}
+COLORS = {
+    "elman": "tab:red",
+    "lstm": "tab:blue",
+    "gru": "tab:green",
+    "irnn": "tab:orange",
+    "lru": "tab:purple",
+    "mingru": "tab:brown",
+}
 
 
 def check_config(config: Config) -> None:
@@ -132,8 +152,15 @@ def check_config(config: Config) -> None:
             raise ValueError(f"cells must be among {sorted(CELLS)}, got {cell!r}")
     if not config.cells or not config.lengths:
         raise ValueError("cells and lengths must be non-empty")
-    for name in ("num_seeds", "hidden_size", "batch_size", "num_steps", "test_size",
-                 "diag_size", "eval_every"):
+    for name in (
+        "num_seeds",
+        "hidden_size",
+        "batch_size",
+        "num_steps",
+        "test_size",
+        "diag_size",
+        "eval_every",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if any(t < 2 for t in config.lengths):
@@ -141,7 +168,9 @@ def check_config(config: Config) -> None:
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError("learning_rate and clip_norm must be > 0")
     if config.diag_size > config.test_size:
-        raise ValueError(f"diag_size ({config.diag_size}) must be <= test_size ({config.test_size})")
+        raise ValueError(
+            f"diag_size ({config.diag_size}) must be <= test_size ({config.test_size})"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -172,15 +201,17 @@ def gradient_norm_profile(cell, readout, task, params, xs, targets):
     return jnp.mean(jax.vmap(norms)(xs, targets), axis=0)
 
 
-def run_group(config: Config, cell_name: str, length: int, group_dir: str,
-              progress: bool | None) -> dict:
+def run_group(
+    config: Config, cell_name: str, length: int, group_dir: str, progress: bool | None
+) -> dict:
     """Returns this (cell, T) group's measurements, training its seeds as one vmapped program."""
     task = tasks.make_task(config.task, **{tasks.SIZE_ARGUMENT[config.task]: length})
     cell = CELLS[cell_name](config)
     readout = readouts.linear(task.output_size)
     model = models.many_to_many(rnnjax.recurrent(cell), readout)
-    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                            optax.adam(config.learning_rate))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    )
 
     def loss_fn(params, batch, key):
         del key
@@ -227,16 +258,25 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
         return training.init_train_state(k_data, params, optimizer, skip_nonfinite=True)
 
     states = init_state(jax.random.split(group_key, config.num_seeds))
-    train_step = training.make_train_step(loss_fn, optimizer, skip_nonfinite=True,
-                                          learning_rate=config.learning_rate)
+    train_step = training.make_train_step(
+        loss_fn, optimizer, skip_nonfinite=True, learning_rate=config.learning_rate
+    )
     group_config = {**dataclasses.asdict(config), "cell": cell_name, "length": length}
     t0 = time.perf_counter()
     result = training.fit(
-        train_step, states, batch_fn, config.num_steps,
-        run_dir=group_dir, config=group_config, eval_fn=eval_fn, hooks=[hook],
+        train_step,
+        states,
+        batch_fn,
+        config.num_steps,
+        run_dir=group_dir,
+        config=group_config,
+        eval_fn=eval_fn,
+        hooks=[hook],
         schedule=training.Schedule(
-            chunk_size=config.eval_every, eval_every=config.eval_every,
-            checkpoint_every=config.checkpoint_every or None, hook_every=config.eval_every,
+            chunk_size=config.eval_every,
+            eval_every=config.eval_every,
+            checkpoint_every=config.checkpoint_every or None,
+            hook_every=config.eval_every,
             keep_checkpoints=1,
         ),
         progress=progress,
@@ -252,12 +292,17 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
         "T": length,
         "baseline_loss": task.baseline_loss,
         "wall_time_s": wall,
-        "train_loss": np.asarray([r["loss"] for r in train_rows], np.float64).T.tolist(),  # (N, steps)
+        "train_loss": np.asarray(
+            [r["loss"] for r in train_rows], np.float64
+        ).T.tolist(),  # (N, steps)
         "eval_steps": [r["step"] for r in eval_rows],
         "eval_loss": np.asarray([r["eval/loss"] for r in eval_rows]).T.tolist(),  # (N, evals)
         "final_test_loss": list(np.atleast_1d(final_eval["eval/loss"])),
-        "final_accuracy": (list(np.atleast_1d(final_eval["eval/accuracy"]))
-                           if "eval/accuracy" in final_eval else None),
+        "final_accuracy": (
+            list(np.atleast_1d(final_eval["eval/accuracy"]))
+            if "eval/accuracy" in final_eval
+            else None
+        ),
         "nonfinite_skipped": list(np.atleast_1d(train_rows[-1].get("nonfinite_count", 0))),
         "hook_steps": [r["step"] for r in hook_rows],
         "grad_norms": [r["grad_norms"] for r in hook_rows],  # (evals, N, T)
@@ -268,9 +313,16 @@ def run_group(config: Config, cell_name: str, length: int, group_dir: str,
 
 
 def grad_ratio(norms: Any) -> float:
-    """Returns ||dL/dh_1|| / ||dL/dh_T|| from the (T,) per-step gradient norms."""
+    """Returns ||dL/dh_1|| / ||dL/dh_T|| from the (T,) per-step gradient norms.
+
+    For a cell whose output is read from its new state inside the step (the LRU:
+    ``y_t = Re(h_t C) + x_t D``), a loss on the outputs gives row T nothing (the carry leaving
+    the last step feeds no output; :func:`rnnjax.diagnostics.state_gradients`): its last
+    state to receive the loss is ``h_{T-1}``, and the ratio is taken against that row.
+    """
     norms = np.asarray(norms, np.float64)
-    return float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")
+    last = norms[-1] if norms[-1] > 0 or len(norms) < 2 else norms[-2]
+    return float(norms[0] / last) if last > 0 else float("nan")
 
 
 def records_of(config: Config, group: dict) -> list[dict]:
@@ -302,10 +354,14 @@ def _sci(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.1e}"
 
 
-def _cell_by_length(config: Config, records: list[dict], entry: Callable[[list[dict]], str]) -> list[str]:
+def _cell_by_length(
+    config: Config, records: list[dict], entry: Callable[[list[dict]], str]
+) -> list[str]:
     """Returns markdown table lines: one row per cell, one column per T, ``entry(records)`` in each."""
-    lines = ["| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
-             "|---|" + "---|" * len(config.lengths)]
+    lines = [
+        "| cell | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
+        "|---|" + "---|" * len(config.lengths),
+    ]
     for cell in config.cells:
         row = [LABELS[cell]]
         for t in config.lengths:
@@ -328,49 +384,94 @@ def summary_table(config: Config, records: list[dict]) -> str:
         return f"{_sci(a)} → {_sci(b)}"
 
     lines = _cell_by_length(config, records, loss_entry)
-    lines += ["", "Gradient reaching the first step, median over seeds of "
-              "||dL/dh_1|| / ||dL/dh_T||, at initialisation → after training:", ""]
+    lines += [
+        "",
+        "Gradient reaching the first step, median over seeds of "
+        "||dL/dh_1|| / ||dL/dh_T||, at initialisation → after training:",
+        "",
+    ]
     lines += _cell_by_length(config, records, ratio_entry)
     if any("final_accuracy" in r for r in records):
-        chance = {"copy": " (on the 10 recalled symbols; chance 1/8)",
-                  "temporal_order": " (chance 1/4)"}.get(config.task, "")
+        chance = {
+            "copy": " (on the 10 recalled symbols; chance 1/8)",
+            "temporal_order": " (chance 1/4)",
+        }.get(config.task, "")
         lines += ["", f"Median final test accuracy{chance}:", ""]
         lines += _cell_by_length(
-            config, records, lambda rs: f"{np.median([r['final_accuracy'] for r in rs]):.3f}")
+            config, records, lambda rs: f"{np.median([r['final_accuracy'] for r in rs]):.3f}"
+        )
     return "\n".join(lines)
 
 
 def verdict(config: Config, records: list[dict]) -> list[str]:
     """Returns the verdict lines: does the vanilla RNN fail at long T where gated cells succeed?"""
     t_long, t_short = max(config.lengths), min(config.lengths)
-    med = lambda cell, t: float(np.median(  # noqa: E731
-        [r["loss_over_baseline"] for r in records if r["cell"] == cell and r["T"] == t]))
+    med = lambda cell, t: float(
+        np.median([r["loss_over_baseline"] for r in records if r["cell"] == cell and r["T"] == t])
+    )
     frac = config.solved_fraction
     have = {c for c in ("elman", "lstm", "gru") if c in config.cells}
     lines = []
     if "elman" in have:
         e = med("elman", t_long)
-        lines.append(f"vanilla RNN at T={t_long}: median test loss {e:.2f} x baseline "
-                     f"({'FAILS, as expected' if e >= 0.5 else 'does not fail'})")
+        lines.append(
+            f"vanilla RNN at T={t_long}: median test loss {e:.2f} x baseline "
+            f"({'FAILS, as expected' if e >= 0.5 else 'does not fail'})"
+        )
     for c in sorted(have - {"elman"}):
         g = med(c, t_long)
-        lines.append(f"{LABELS[c]} at T={t_long}: {g:.3f} x baseline "
-                     f"({'solves it' if g <= frac else 'does not reach ' + str(frac)})")
-    short = {c: med(c, t_short) for c in have}
-    lines.append(f"at T={t_short}: " + ", ".join(f"{LABELS[c]} {v:.3f}" for c, v in short.items())
-                 + (" (all solve it)" if all(v <= frac for v in short.values()) else
-                    " (not all solve it)"))
+        lines.append(
+            f"{LABELS[c]} at T={t_long}: {g:.3f} x baseline "
+            f"({'solves it' if g <= frac else 'does not reach ' + str(frac)})"
+        )
+    # The control (every cell solves the shortest T) exists only when a shorter T was run.
+    short = {c: med(c, t_short) for c in have} if t_short < t_long else {}
+    if short:
+        lines.append(
+            f"at T={t_short}: "
+            + ", ".join(f"{LABELS[c]} {v:.3f}" for c, v in short.items())
+            + (
+                " (all solve it)"
+                if all(v <= frac for v in short.values())
+                else " (not all solve it)"
+            )
+        )
     if {"elman", "lstm"} <= have:
-        ge = np.median([r["grad_ratio_init"] for r in records if r["cell"] == "elman" and r["T"] == t_long])
-        gl = np.median([r["grad_ratio_init"] for r in records if r["cell"] == "lstm" and r["T"] == t_long])
-        lines.append(f"gradient at step 1 / step T at init, T={t_long}: vanilla {_sci(ge)}, "
-                     f"LSTM {_sci(gl)} ({math.log10(gl / ge):+.1f} orders of magnitude)"
-                     if ge > 0 and gl > 0 else "gradient ratios at init: not finite")
-    shown = ("elman" in have and med("elman", t_long) >= 0.5
-             and all(med(c, t_long) <= frac for c in have - {"elman"})
-             and all(v <= frac for v in short.values()))
-    lines.insert(0, "VERDICT: the vanishing-gradient effect " + ("IS" if shown else "is NOT")
-                 + " reproduced.")
+        ge = np.median(
+            [r["grad_ratio_init"] for r in records if r["cell"] == "elman" and r["T"] == t_long]
+        )
+        gl = np.median(
+            [r["grad_ratio_init"] for r in records if r["cell"] == "lstm" and r["T"] == t_long]
+        )
+        lines.append(
+            f"gradient at step 1 / step T at init, T={t_long}: vanilla {_sci(ge)}, "
+            f"LSTM {_sci(gl)} ({math.log10(gl / ge):+.1f} orders of magnitude)"
+            if ge > 0 and gl > 0
+            else "gradient ratios at init: not finite"
+        )
+    # Cells linear in their state: does a linear recurrence solve the longest T, and how much
+    # gradient reaches its first step? (Not part of the verdict on the vanishing-gradient effect.)
+    ratio = lambda cell, which: float(
+        np.median([r[which] for r in records if r["cell"] == cell and r["T"] == t_long])
+    )
+    for c in (c for c in ("lru", "mingru") if c in config.cells):
+        g = med(c, t_long)
+        lines.append(
+            f"{LABELS[c]} (linear in its state) at T={t_long}: {g:.3f} x baseline "
+            f"({'solves it' if g <= frac else 'does not reach ' + str(frac)}); "
+            f"||dL/dh_1|| / ||dL/dh_T|| {_sci(ratio(c, 'grad_ratio_init'))} at init, "
+            f"{_sci(ratio(c, 'grad_ratio_final'))} after training"
+        )
+    shown = (
+        "elman" in have
+        and med("elman", t_long) >= 0.5
+        and all(med(c, t_long) <= frac for c in have - {"elman"})
+        and all(v <= frac for v in short.values())
+    )
+    lines.insert(
+        0,
+        "VERDICT: the vanishing-gradient effect " + ("IS" if shown else "is NOT") + " reproduced.",
+    )
     return lines
 
 
@@ -384,7 +485,9 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return (c[width:] - c[:-width]) / width
 
 
-def make_figures(config: Config, groups: list[dict], records: list[dict], fig_dir: str) -> list[str]:
+def make_figures(
+    config: Config, groups: list[dict], records: list[dict], fig_dir: str
+) -> list[str]:
     """Writes the PNG figures and returns their paths."""
     import matplotlib
 
@@ -406,9 +509,13 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
     def loss_vs_t(ax):
         for cell in config.cells:
             ts = [t for t in config.lengths if (cell, t) in by]
-            per_seed = [[r["loss_over_baseline"] for r in records if r["cell"] == cell and r["T"] == t]
-                        for t in ts]
-            ax.plot(ts, [np.median(v) for v in per_seed], "o-", color=COLORS[cell], label=LABELS[cell])
+            per_seed = [
+                [r["loss_over_baseline"] for r in records if r["cell"] == cell and r["T"] == t]
+                for t in ts
+            ]
+            ax.plot(
+                ts, [np.median(v) for v in per_seed], "o-", color=COLORS[cell], label=LABELS[cell]
+            )
             for t, v in zip(ts, per_seed):
                 ax.scatter([t] * len(v), v, s=10, color=COLORS[cell], alpha=0.4)
         ax.axhline(1.0, color="k", ls="--", lw=1, label="memoryless baseline")
@@ -428,8 +535,9 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
     ax.set_title(f"{config.task}: final loss vs T (median, dots = seeds)")
     save(fig, "final_loss_vs_T.png")
 
-    fig, axes = plt.subplots(1, len(config.lengths), figsize=(4 * len(config.lengths), 3.5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(config.lengths), figsize=(4 * len(config.lengths), 3.5), squeeze=False, sharey=True
+    )
     for ax, t in zip(axes[0], config.lengths):
         for cell in config.cells:
             if (cell, t) not in by:
@@ -437,8 +545,13 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
             g = by[(cell, t)]
             curve = np.median(np.asarray(g["train_loss"], np.float64), axis=0) / g["baseline_loss"]
             w = max(1, len(curve) // 50)
-            ax.plot(np.arange(len(curve) - w + 1) + w, _smooth(curve, w), color=COLORS[cell],
-                    label=LABELS[cell], lw=1)
+            ax.plot(
+                np.arange(len(curve) - w + 1) + w,
+                _smooth(curve, w),
+                color=COLORS[cell],
+                label=LABELS[cell],
+                lw=1,
+            )
         ax.axhline(1.0, color="k", ls="--", lw=1)
         ax.set_yscale("log")
         ax.set_ylim(top=10.0)  # an early exploding step (IRNN) would squash the rest
@@ -449,26 +562,35 @@ def make_figures(config: Config, groups: list[dict], records: list[dict], fig_di
     save(fig, "learning_curves.png")
 
     def grid():
-        return plt.subplots(1, len(config.cells), figsize=(4.5 * len(config.cells), 3.5),
-                            squeeze=False)[1][0]
+        return plt.subplots(
+            1, len(config.cells), figsize=(4.5 * len(config.cells), 3.5), squeeze=False
+        )[1][0]
 
     axes = grid()
     for ax, cell in zip(axes, config.cells):
         if (cell, t_long) in by:
             g = np.asarray(by[(cell, t_long)]["grad_norms"], np.float64)  # (evals, seeds, T)
-            plots.gradient_norms({"at initialisation": np.median(g[0], axis=0),
-                                  "after training": np.median(g[-1], axis=0)},
-                                 ax=ax, title=f"{LABELS[cell]}, T = {t_long}",
-                                 ylabel=r"$\|\partial L / \partial h_t\|$ (median over seeds)")
+            plots.gradient_norms(
+                {
+                    "at initialisation": np.median(g[0], axis=0),
+                    "after training": np.median(g[-1], axis=0),
+                },
+                ax=ax,
+                title=f"{LABELS[cell]}, T = {t_long}",
+                ylabel=r"$\|\partial L / \partial h_t\|$ (median over seeds)",
+            )
     save(axes[0].figure, "gradient_norms.png")
 
     axes = grid()
     for ax, cell in zip(axes, config.cells):
         if (cell, t_long) in by:
             g = by[(cell, t_long)]
-            plots.gradient_heatmap(np.median(np.asarray(g["grad_norms"], np.float64), axis=1),
-                                   train_steps=g["hook_steps"], ax=ax,
-                                   title=f"{LABELS[cell]}, T = {t_long}")
+            plots.gradient_heatmap(
+                np.median(np.asarray(g["grad_norms"], np.float64), axis=1),
+                train_steps=g["hook_steps"],
+                ax=ax,
+                title=f"{LABELS[cell]}, T = {t_long}",
+            )
     save(axes[0].figure, "gradient_heatmap.png")
 
     # The story at a glance: who solves long T, and how much gradient reaches early steps.
@@ -510,8 +632,10 @@ def main(argv: list[str] | None = None) -> dict:
             saved = json.load(f)
         if saved != config_dict:
             changed = sorted(k for k in config_dict if saved.get(k) != config_dict[k])
-            raise SystemExit(f"{config_path} holds a different config (fields {changed}); "
-                             f"pass a new --run-dir or delete that directory")
+            raise SystemExit(
+                f"{config_path} holds a different config (fields {changed}); "
+                f"pass a new --run-dir or delete that directory"
+            )
     else:
         _write_json(config_path, config_dict)
 
@@ -526,32 +650,52 @@ def main(argv: list[str] | None = None) -> dict:
                 groups.append(json.load(f))
             print(f"[{i}/{len(todo)}] {cell} T={t}: done earlier, loaded", file=sys.stderr)
             continue
-        print(f"[{i}/{len(todo)}] {cell} T={t}: training {config.num_seeds} seeds x "
-              f"{config.num_steps} steps", file=sys.stderr)
+        print(
+            f"[{i}/{len(todo)}] {cell} T={t}: training {config.num_seeds} seeds x "
+            f"{config.num_steps} steps",
+            file=sys.stderr,
+        )
         group = run_group(config, cell, t, group_dir, args.progress)
         _write_json(done_path, group)
         groups.append(group)
         r = group["final_test_loss"]
-        print(f"    test loss / baseline: " + " ".join(f"{x / group['baseline_loss']:.3f}" for x in r)
-              + f"  ({group['wall_time_s']:.0f} s)", file=sys.stderr)
+        print(
+            "    test loss / baseline: "
+            + " ".join(f"{x / group['baseline_loss']:.3f}" for x in r)
+            + f"  ({group['wall_time_s']:.0f} s)",
+            file=sys.stderr,
+        )
 
     records = [rec for g in groups for rec in records_of(config, g)]
     _write_json(os.path.join(run_dir, "results.json"), records)
     lines = verdict(config, records)
     table = summary_table(config, records)
     wall = time.perf_counter() - t_start
-    summary = "\n".join([
-        f"# Vanishing gradients: {config.task}", "",
-        f"Median final test loss / baseline (the memoryless baseline: "
-        + ", ".join(f"{g['baseline_loss']:.4g} at T={g['T']}" for g in groups if g["cell"] == config.cells[0])
-        + "), and the number of seeds solved (loss <= "
-        f"{config.solved_fraction:g} x baseline), after {config.num_steps} steps:", "",
-        table, "", *[f"- {ln}" if i else f"**{ln}**" for i, ln in enumerate(lines)], "",
-        f"Config: `{json.dumps(config_dict)}`", "",
-        f"Wall time of this invocation: {wall:.0f} s.",
-        "Figures: figures/summary.png, final_loss_vs_T.png, learning_curves.png, "
-        "gradient_norms.png, gradient_heatmap.png (||dL/dh_t|| over training).", "",
-    ])
+    summary = "\n".join(
+        [
+            f"# Vanishing gradients: {config.task}",
+            "",
+            "Median final test loss / baseline (the memoryless baseline: "
+            + ", ".join(
+                f"{g['baseline_loss']:.4g} at T={g['T']}"
+                for g in groups
+                if g["cell"] == config.cells[0]
+            )
+            + "), and the number of seeds solved (loss <= "
+            f"{config.solved_fraction:g} x baseline), after {config.num_steps} steps:",
+            "",
+            table,
+            "",
+            *[f"- {ln}" if i else f"**{ln}**" for i, ln in enumerate(lines)],
+            "",
+            f"Config: `{json.dumps(config_dict)}`",
+            "",
+            f"Wall time of this invocation: {wall:.0f} s.",
+            "Figures: figures/summary.png, final_loss_vs_T.png, learning_curves.png, "
+            "gradient_norms.png, gradient_heatmap.png (||dL/dh_t|| over training).",
+            "",
+        ]
+    )
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write(summary)
     make_figures(config, groups, records, os.path.join(run_dir, "figures"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -11,8 +12,13 @@ import optax
 from rnnjax import training
 
 
-def init_states(model: Any, input_size: int, optimizer: optax.GradientTransformation,
-                key: jax.Array, num_seeds: int) -> training.TrainState:
+def init_states(
+    model: Any,
+    input_size: int,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    num_seeds: int,
+) -> training.TrainState:
     """Returns the ``num_seeds`` training states stacked on a leading axis, for a vmapped ``fit``.
 
     Seed i's key ``split(key, num_seeds)[i]`` splits into the key of its parameters
@@ -25,11 +31,13 @@ def init_states(model: Any, input_size: int, optimizer: optax.GradientTransforma
     init = jax.jit(lambda k: model.init(k, input_size))
     pairs = [jax.random.split(k) for k in jax.random.split(key, num_seeds)]
     # Stacked in NumPy: an eager jnp.stack would compile once per parameter shape.
-    params = jax.tree.map(lambda *leaves: np.stack(leaves),
-                          *[jax.device_get(init(k_init)) for k_init, _ in pairs])
+    params = jax.tree.map(
+        lambda *leaves: np.stack(leaves), *[jax.device_get(init(k_init)) for k_init, _ in pairs]
+    )
     data_keys = np.stack([np.asarray(k_data) for _, k_data in pairs])
     return jax.jit(jax.vmap(lambda k, p: training.init_train_state(k, p, optimizer)))(
-        data_keys, params)
+        data_keys, params
+    )
 
 
 def keep_best(validation_loss: Callable[[Any], Any], params: Any) -> tuple[Callable, dict]:
@@ -45,17 +53,23 @@ def keep_best(validation_loss: Callable[[Any], Any], params: Any) -> tuple[Calla
     ``val_loss``.
     """
     n = jax.tree.leaves(params)[0].shape[0]
-    best = {"params": jax.tree.map(np.asarray, params), "loss": np.full(n, np.inf),
-            "step": np.zeros(n, int)}
+    best = {
+        "params": jax.tree.map(np.asarray, params),
+        "loss": np.full(n, np.inf),
+        "step": np.zeros(n, int),
+    }
 
     def hook(state):
         loss = np.asarray(validation_loss(state.params))
         better = loss < best["loss"]
         # On the host, in NumPy: an eager jnp.where would compile once per parameter shape.
         best["params"] = jax.tree.map(
-            lambda new, old: np.where(better.reshape((-1,) + (1,) * (old.ndim - 1)),
-                                      np.asarray(new), old),
-            state.params, best["params"])
+            lambda new, old: np.where(
+                better.reshape((-1,) + (1,) * (old.ndim - 1)), np.asarray(new), old
+            ),
+            state.params,
+            best["params"],
+        )
         best["step"] = np.where(better, int(np.asarray(state.step).reshape(-1)[0]), best["step"])
         best["loss"] = np.minimum(loss, best["loss"])
         return {"val_loss": loss}

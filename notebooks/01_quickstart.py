@@ -46,8 +46,8 @@ params = cell.init(jax.random.key(0), input_size=3)
 print({k: v.shape for k, v in params.items()})
 print("forget-gate bias:", params["b_ih"][16:32][:4], "...")
 
-carry = cell.initial_carry(params)                 # (h, c), zeros
-carry, y = cell.step(params, carry, jnp.ones(3))   # one step, one example
+carry = cell.initial_carry(params)  # (h, c), zeros
+carry, y = cell.step(params, carry, jnp.ones(3))  # one step, one example
 print("y:", y.shape)
 
 # %% [markdown]
@@ -60,7 +60,7 @@ print("y:", y.shape)
 key = jax.random.key(1)
 xs = jax.random.normal(key, (T, 3))
 final, ys = rnnjax.scan(cell, params, xs, length=T // 2)
-padded = xs.at[T // 2:].set(100.0)  # garbage in the padding ...
+padded = xs.at[T // 2 :].set(100.0)  # garbage in the padding ...
 final2, ys2 = rnnjax.scan(cell, params, padded, length=T // 2)
 print("padding changes nothing:", bool(jnp.all(ys == ys2)), bool(jnp.all(final[0] == final2[0])))
 
@@ -93,8 +93,8 @@ fig.tight_layout()
 
 # %%
 model = rnnjax.stack(
-    rnnjax.bidirectional(rnnjax.gru(32)),            # 3 -> 64 (concat)
-    rnnjax.recurrent(rnnjax.lstm(32)),               # 64 -> 32
+    rnnjax.bidirectional(rnnjax.gru(32)),  # 3 -> 64 (concat)
+    rnnjax.recurrent(rnnjax.lstm(32)),  # 64 -> 32
     dropout=0.1,
 )
 mparams = model.init(jax.random.key(2), 3)

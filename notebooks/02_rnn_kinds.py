@@ -36,8 +36,8 @@ import rnnjax
 from rnnjax import losses, models, readouts
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
-STEPS = 40 if QUICK else 600     # Adam updates per model
-H = 16 if QUICK else 64          # hidden units
+STEPS = 40 if QUICK else 600  # Adam updates per model
+H = 16 if QUICK else 64  # hidden units
 print("JAX", jax.__version__, "on", jax.devices()[0].platform)
 
 
@@ -48,8 +48,9 @@ def train(loss, params, batch_fn, evaluate, steps=STEPS, lr=1e-2):
     ``batch_fn(key, step)`` draws a fresh batch each step. Training (one `rnnjax.run_steps`,
     a `lax.scan` over updates) and the evaluation are ONE jitted program: one compilation.
     """
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05)))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
+    )
     step = rnnjax.make_train_step(lambda p, b, k: (loss(p, b), {}), optimizer)
     state = rnnjax.init_train_state(jax.random.key(1), params, optimizer)
 
@@ -90,8 +91,12 @@ def sine_loss(p, batch):
 
 
 grid = jnp.linspace(-2.0, 2.0, 200)[:, None]
-p11, curve, fit11 = train(sine_loss, net.init(jax.random.key(0), 1), sine_batch,
-                          lambda p: jax.vmap(lambda u: net.apply(p, u))(grid))
+p11, curve, fit11 = train(
+    sine_loss,
+    net.init(jax.random.key(0), 1),
+    sine_batch,
+    lambda p: jax.vmap(lambda u: net.apply(p, u))(grid),
+)
 print(f"one-to-one: test MSE on the grid = {float(np.mean((fit11 - np.sin(3 * grid)) ** 2)):.4f}")
 
 fig, ax = plt.subplots(1, 2, figsize=(9, 3))
@@ -134,10 +139,13 @@ def sum_loss(p, batch):
     return losses.masked_cross_entropy(logits, label)
 
 
-xs, n, label, total = sum_batch(jax.random.key(99), 0, size=1000)   # a test set
+xs, n, label, total = sum_batch(jax.random.key(99), 0, size=1000)  # a test set
 p_m1, curve, prob = train(
-    sum_loss, clf.init(jax.random.key(0), 1), sum_batch,
-    lambda p: jax.nn.softmax(jax.vmap(lambda x, m: clf.apply(p, x, length=m))(xs, n))[:, 1])
+    sum_loss,
+    clf.init(jax.random.key(0), 1),
+    sum_batch,
+    lambda p: jax.nn.softmax(jax.vmap(lambda x, m: clf.apply(p, x, length=m))(xs, n))[:, 1],
+)
 print(f"many-to-one: test accuracy = {float(np.mean((prob > 0.5) == (label == 1))):.3f}")
 
 fig, ax = plt.subplots(1, 2, figsize=(9, 3))
@@ -160,6 +168,7 @@ plt.show()
 # unidirectional GRU cannot know them, a `rnnjax.bidirectional` one reads the sequence both
 # ways. Padded steps get zero outputs and `losses.masked_mse` skips them.
 
+
 # %%
 def smooth_batch(key, step, size=64):
     kx, kn = jax.random.split(key)
@@ -167,19 +176,21 @@ def smooth_batch(key, step, size=64):
     n = jax.random.randint(kn, (size,), T // 2, T + 1)
     valid = losses.length_mask(n, T)[..., None]
     padded = jnp.pad(jnp.where(valid, xs, 0.0), ((0, 0), (2, 2), (0, 0)))
-    target = sum(padded[:, k:k + T] for k in range(5)) / 5.0
+    target = sum(padded[:, k : k + T] for k in range(5)) / 5.0
     return xs, n, target
 
 
 taggers = {
     "unidirectional GRU": models.many_to_many(rnnjax.recurrent(rnnjax.gru(H)), readouts.linear(1)),
-    "bidirectional GRU": models.many_to_many(rnnjax.bidirectional(rnnjax.gru(H)),
-                                             readouts.linear(1)),
+    "bidirectional GRU": models.many_to_many(
+        rnnjax.bidirectional(rnnjax.gru(H)), readouts.linear(1)
+    ),
 }
 fig, ax = plt.subplots(1, 2, figsize=(9, 3))
 xs, n, target = smooth_batch(jax.random.key(99), 0, size=500)
 example = {}
 for name, tagger in taggers.items():
+
     def smooth_loss(p, batch, tagger=tagger):
         xs, n, target = batch
         out = jax.vmap(lambda x, m: tagger.apply(p, x, length=m))(xs, n)
@@ -189,9 +200,12 @@ for name, tagger in taggers.items():
         return smooth_loss(p, (xs, n, target)), tagger.apply(p, xs[0], length=n[0])[:, 0]
 
     p_mm, curve, (test_mse, example[name]) = train(
-        smooth_loss, tagger.init(jax.random.key(0), 1), smooth_batch, evaluate)
-    print(f"{name}: test MSE = {float(test_mse):.4f} (predicting 0: "
-          f"{float(losses.masked_mse(0 * target, target, losses.length_mask(n, T))):.4f})")
+        smooth_loss, tagger.init(jax.random.key(0), 1), smooth_batch, evaluate
+    )
+    print(
+        f"{name}: test MSE = {float(test_mse):.4f} (predicting 0: "
+        f"{float(losses.masked_mse(0 * target, target, losses.length_mask(n, T))):.4f})"
+    )
     plot_loss(ax[0], curve, "training MSE")
     ax[0].lines[-1].set_label(name)
 ax[0].legend(frameon=False)
@@ -219,14 +233,16 @@ plt.show()
 # and stops at the end token. Task: given $n \in [0, 999]$ as 10 binary digits (±1), spell it
 # in decimal. Tokens: 0 pad, 1 start, 2 end, 3–12 the digits 0–9.
 
+
 # %%
 def digits_data(n, max_len=4):
     x = 2.0 * ((n[:, None] >> jnp.arange(10)) & 1) - 1.0
     num_digits = 1 + (n >= 10) + (n >= 100)
     pos = jnp.arange(max_len)[None]
     digit = (n[:, None] // 10 ** jnp.clip(num_digits[:, None] - 1 - pos, 0)) % 10
-    targets = jnp.where(pos < num_digits[:, None], digit + 3,
-                        jnp.where(pos == num_digits[:, None], 2, 0))
+    targets = jnp.where(
+        pos < num_digits[:, None], digit + 3, jnp.where(pos == num_digits[:, None], 2, 0)
+    )
     return x, targets.astype(jnp.int32), num_digits + 1
 
 
@@ -239,11 +255,14 @@ def digits_loss(p, batch):
     return losses.masked_cross_entropy(logits, targets, losses.length_mask(length, 4))
 
 
-x, targets, length = digits_data(jnp.arange(1000))   # every integer, as the test set
+x, targets, length = digits_data(jnp.arange(1000))  # every integer, as the test set
 p1m, curve, (tokens, out_len) = train(
-    digits_loss, speller.init(jax.random.key(0), 10),
+    digits_loss,
+    speller.init(jax.random.key(0), 10),
     lambda k, s: digits_data(jax.random.randint(k, (128,), 0, 1000)),
-    lambda p: jax.vmap(lambda u: speller.decode(p, u, max_length=4))(x), lr=2e-2)
+    lambda p: jax.vmap(lambda u: speller.decode(p, u, max_length=4))(x),
+    lr=2e-2,
+)
 correct = np.asarray(jnp.all(tokens == targets, 1) & (out_len == length))
 spell = lambda t: "".join(str(int(d) - 3) for d in t if d >= 3)
 print("exact match over all 1000 integers:", correct.mean())
@@ -251,8 +270,14 @@ print("examples:", {int(k): spell(tokens[k]) for k in [7, 42, 365, 999]})
 
 fig, ax = plt.subplots(1, 2, figsize=(9, 3))
 plot_loss(ax[0], curve, "training cross-entropy")
-ax[1].imshow(correct.reshape(10, 100), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto",
-             extent=(-0.5, 99.5, 9.5, -0.5))
+ax[1].imshow(
+    correct.reshape(10, 100),
+    cmap="RdYlGn",
+    vmin=0,
+    vmax=1,
+    aspect="auto",
+    extent=(-0.5, 99.5, 9.5, -0.5),
+)
 ax[1].set_xlabel("n mod 100")
 ax[1].set_ylabel("n // 100 (hundreds)")
 ax[1].set_title("green: every digit and the end token right")
@@ -287,9 +312,16 @@ def reverse_data(key, batch, max_len=8):
     return src, n, targets.at[jnp.arange(batch), n].set(2), n + 1
 
 
-seq2seq = models.encoder_decoder(rnnjax.bidirectional(rnnjax.gru(H)), rnnjax.gru(H), V,
-                                 start_token=1, end_token=2, source_vocab_size=V,
-                                 embed_size=8, source_embed_size=8)
+seq2seq = models.encoder_decoder(
+    rnnjax.bidirectional(rnnjax.gru(H)),
+    rnnjax.gru(H),
+    V,
+    start_token=1,
+    end_token=2,
+    source_vocab_size=V,
+    embed_size=8,
+    source_embed_size=8,
+)
 
 
 def reverse_loss(p, batch):
@@ -298,11 +330,15 @@ def reverse_loss(p, batch):
     return losses.masked_cross_entropy(logits, targets, losses.length_mask(tn, L))
 
 
-src, n, targets, tn = reverse_data(jax.random.key(99), 1000)   # a test set
+src, n, targets, tn = reverse_data(jax.random.key(99), 1000)  # a test set
 p_ed, curve, (tokens, out_len) = train(
-    reverse_loss, seq2seq.init(jax.random.key(0)), lambda k, s: reverse_data(k, 64),
+    reverse_loss,
+    seq2seq.init(jax.random.key(0)),
+    lambda k, s: reverse_data(k, 64),
     lambda p: jax.vmap(lambda s, m: seq2seq.decode(p, s, max_length=L, source_length=m))(src, n),
-    steps=STEPS * 2, lr=2e-2)
+    steps=STEPS * 2,
+    lr=2e-2,
+)
 right = np.asarray(tokens == targets)
 exact = np.asarray(jnp.all(tokens == targets, 1) & (out_len == tn))
 print("exact match:", exact.mean())

@@ -45,19 +45,24 @@ from rnnjax import diagnostics, plots, readouts, tasks
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 LENGTHS = [10] if QUICK else [10, 50, 100]
-SEEDS = 2          # trained together as one vmapped program
+SEEDS = 2  # trained together as one vmapped program
 H = 16 if QUICK else 32
 BATCH = 32 if QUICK else 64
-NUM_CHUNKS, CHUNK = (3, 10) if QUICK else (20, 75)   # gradients are probed after each chunk
+NUM_CHUNKS, CHUNK = (3, 10) if QUICK else (20, 75)  # gradients are probed after each chunk
 NUM_STEPS = NUM_CHUNKS * CHUNK
 CELLS = {
-    "vanilla RNN (tanh)": lambda: rnnjax.elman(H),   # orthogonal W_hh
-    "LSTM": lambda: rnnjax.lstm(H),                  # forget-gate bias 1
+    "vanilla RNN (tanh)": lambda: rnnjax.elman(H),  # orthogonal W_hh
+    "LSTM": lambda: rnnjax.lstm(H),  # forget-gate bias 1
     "GRU": lambda: rnnjax.gru(H),
 }
 COLORS = {"vanilla RNN (tanh)": "C0", "LSTM": "C1", "GRU": "C2"}
-print("JAX", jax.__version__, "on", jax.devices()[0].platform,
-      f"| lengths {LENGTHS}, {SEEDS} seeds, {NUM_STEPS} Adam steps, hidden {H}")
+print(
+    "JAX",
+    jax.__version__,
+    "on",
+    jax.devices()[0].platform,
+    f"| lengths {LENGTHS}, {SEEDS} seeds, {NUM_STEPS} Adam steps, hidden {H}",
+)
 
 # %% [markdown]
 # ## The experiment, as one function
@@ -81,7 +86,7 @@ def experiment(make_cell, length):
 
     def predict(params, xs):
         _, ys = rnnjax.scan(cell, params["cell"], xs)
-        return readout.apply(params["readout"], ys)                 # (T, 1)
+        return readout.apply(params["readout"], ys)  # (T, 1)
 
     def loss_fn(params, batch, key):
         xs, y = batch
@@ -92,9 +97,11 @@ def experiment(make_cell, length):
 
     def grad_norms(params):
         """(T,): ||dL/dh_t|| averaged over the probe sequences (LSTM: h and c together)."""
+
         def one(x, y):
             loss = lambda carry, ys: task.loss(readout.apply(params["readout"], ys), y)
             return diagnostics.state_gradient_norms(cell, params["cell"], x, loss)
+
         return jnp.mean(jax.vmap(one)(probe_xs, probe_y), axis=0)
 
     train_step = rnnjax.make_train_step(loss_fn, optimizer)
@@ -102,8 +109,7 @@ def experiment(make_cell, length):
 
     def run(seed):
         k_cell, k_out, k_data = jax.random.split(jax.random.key(seed), 3)
-        params = {"cell": cell.init(k_cell, task.input_size),
-                  "readout": readout.init(k_out, H)}
+        params = {"cell": cell.init(k_cell, task.input_size), "readout": readout.init(k_out, H)}
         state = rnnjax.init_train_state(k_data, params, optimizer)
 
         def chunk(state, _):  # measure, then train; one copy of each in the program
@@ -121,10 +127,12 @@ def experiment(make_cell, length):
 
 results = {(name, T): experiment(make, T) for T in LENGTHS for name, make in CELLS.items()}
 for (name, T), r in results.items():
-    print(f"T = {T:3d}  {name:18s}: test MSE {r['test_mse'][:, 0].mean():.4f} -> "
-          f"{r['test_mse'][:, -1].mean():.4f} (seeds: {np.round(r['test_mse'][:, -1], 4)}); "
-          f"||dL/dh_1|| / ||dL/dh_T|| at init = "
-          f"{np.mean(r['grad_norms'][:, 0, 0] / r['grad_norms'][:, 0, -1]):.1e}")
+    print(
+        f"T = {T:3d}  {name:18s}: test MSE {r['test_mse'][:, 0].mean():.4f} -> "
+        f"{r['test_mse'][:, -1].mean():.4f} (seeds: {np.round(r['test_mse'][:, -1], 4)}); "
+        f"||dL/dh_1|| / ||dL/dh_T|| at init = "
+        f"{np.mean(r['grad_norms'][:, 0, 0] / r['grad_norms'][:, 0, -1]):.1e}"
+    )
 
 # %% [markdown]
 # ## 1. At initialisation: how much of the loss reaches each step
@@ -148,20 +156,23 @@ plt.show()
 # Training loss (each step's fresh batch, smoothed over 25 steps, mean over seeds; the band
 # spans the seeds) against the memoryless baseline $1/6$.
 
+
 # %%
 def smooth(a, k=25 if not QUICK else 5):
     return np.convolve(a, np.ones(k) / k, mode="valid")
 
 
-fig, axes = plt.subplots(1, len(LENGTHS), figsize=(4 * len(LENGTHS), 3.2), squeeze=False,
-                         sharey=True)
+fig, axes = plt.subplots(
+    1, len(LENGTHS), figsize=(4 * len(LENGTHS), 3.2), squeeze=False, sharey=True
+)
 for ax, T in zip(axes[0], LENGTHS):
     for name in CELLS:
         curves = np.stack([smooth(c) for c in results[(name, T)]["loss"]])
         steps = np.arange(curves.shape[1])
         ax.plot(steps, curves.mean(axis=0), color=COLORS[name], label=name)
-        ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=COLORS[name],
-                        alpha=0.2)
+        ax.fill_between(
+            steps, curves.min(axis=0), curves.max(axis=0), color=COLORS[name], alpha=0.2
+        )
     ax.axhline(1 / 6, color="k", linestyle="--", linewidth=0.8, label="predict 1 (MSE 1/6)")
     ax.set_yscale("log")
     ax.set_title(f"T = {T}")
@@ -183,7 +194,7 @@ plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(5, 3.2))
 for name in CELLS:
-    final = np.array([results[(name, T)]["test_mse"][:, -1] for T in LENGTHS])   # (len, seeds)
+    final = np.array([results[(name, T)]["test_mse"][:, -1] for T in LENGTHS])  # (len, seeds)
     ax.plot(LENGTHS, final.mean(axis=1), "o-", color=COLORS[name], label=name)
     for T, f in zip(LENGTHS, final):
         ax.scatter([T] * len(f), f, color=COLORS[name], s=8, alpha=0.5)
@@ -209,8 +220,12 @@ plt.show()
 fig, axes = plt.subplots(1, len(CELLS), figsize=(5 * len(CELLS), 3.4))
 train_steps = np.arange(NUM_CHUNKS + 1) * CHUNK
 for ax, name in zip(axes, CELLS):
-    plots.gradient_heatmap(results[(name, T_max)]["grad_norms"][0], train_steps=train_steps,
-                           ax=ax, title=f"{name}, T = {T_max}")
+    plots.gradient_heatmap(
+        results[(name, T_max)]["grad_norms"][0],
+        train_steps=train_steps,
+        ax=ax,
+        title=f"{name}, T = {T_max}",
+    )
 plt.show()
 
 # %% [markdown]
@@ -227,8 +242,9 @@ plt.show()
 fig, axes = plt.subplots(1, len(CELLS), figsize=(5 * len(CELLS), 3.2), sharey=True)
 for ax, name in zip(axes, CELLS):
     norms = results[(name, T_max)]["grad_norms"].mean(axis=0)
-    plots.gradient_norms({"at initialisation": norms[0], f"after {NUM_STEPS} steps": norms[-1]},
-                         ax=ax, title=name)
+    plots.gradient_norms(
+        {"at initialisation": norms[0], f"after {NUM_STEPS} steps": norms[-1]}, ax=ax, title=name
+    )
 plt.show()
 
 # %% [markdown]

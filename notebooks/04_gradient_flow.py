@@ -42,20 +42,19 @@ import rnnjax
 from rnnjax import diagnostics, plots
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
-H = 16 if QUICK else 64          # hidden units
-T = 40 if QUICK else 200         # sequence length
-NUM_SEQ = 2 if QUICK else 8      # input sequences averaged over
+H = 16 if QUICK else 64  # hidden units
+T = 40 if QUICK else 200  # sequence length
+NUM_SEQ = 2 if QUICK else 8  # input sequences averaged over
 print("JAX", jax.__version__, "on", jax.devices()[0].platform, "| H =", H, "T =", T)
 
 key = jax.random.key(0)
 k_x, k_w = jax.random.split(key)
-xs = jax.random.normal(k_x, (NUM_SEQ, T, 1))   # a batch of scalar input sequences
+xs = jax.random.normal(k_x, (NUM_SEQ, T, 1))  # a batch of scalar input sequences
 
 
 def elman(scale, activation="tanh"):
     """An Elman cell whose W_hh is scale * (random orthogonal): every singular value = scale."""
-    return rnnjax.elman(H, activation,
-                        recurrent_init=rnnjax.initializers.scaled_orthogonal(scale))
+    return rnnjax.elman(H, activation, recurrent_init=rnnjax.initializers.scaled_orthogonal(scale))
 
 
 # %% [markdown]
@@ -73,12 +72,15 @@ for a in scales:
     params = cell.init(k_w, 1)
     norms = diagnostics.jacobian_norms(cell, params, xs[0])
     exact = a ** (T - 1 - np.arange(T))
-    print(f"a = {a:4.2f}: max relative error vs a^(T-1-t) = "
-          f"{float(np.max(np.abs(np.asarray(norms) / exact - 1))):.1e}")
+    print(
+        f"a = {a:4.2f}: max relative error vs a^(T-1-t) = "
+        f"{float(np.max(np.abs(np.asarray(norms) / exact - 1))):.1e}"
+    )
     linear_norms[f"a = {a}"] = norms
 
-fig = plots.gradient_norms(linear_norms, ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$",
-                           title="linear RNN, $W_{hh} = aQ$")
+fig = plots.gradient_norms(
+    linear_norms, ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$", title="linear RNN, $W_{hh} = aQ$"
+)
 plt.show()
 
 # %% [markdown]
@@ -97,8 +99,9 @@ plt.show()
 # %%
 tanh_scales = [0.5, 1.0, 1.5, 3.0]
 tanh_norms, bounds = {}, {}
-norms_of_batch = jax.jit(jax.vmap(diagnostics.jacobian_norms, in_axes=(None, None, 0)),
-                         static_argnums=0)
+norms_of_batch = jax.jit(
+    jax.vmap(diagnostics.jacobian_norms, in_axes=(None, None, 0)), static_argnums=0
+)
 for g in tanh_scales:
     cell = elman(g)
     params = cell.init(k_w, 1)
@@ -106,13 +109,19 @@ for g in tanh_scales:
     norms = np.asarray(norms_of_batch(cell, params, xs)).mean(axis=0)
     tanh_norms[f"scale {g}"] = norms
     bounds[g] = bound
-    print(f"scale {g}: sigma_max(W_hh) = {float(bound.sigma_max):.3f}, "
-          f"bound = {float(bound.bound):.3f}, vanishing guaranteed: {bool(bound.vanishing)}, "
-          f"||dh_T/dh_0|| = {norms[0]:.2e}")
+    print(
+        f"scale {g}: sigma_max(W_hh) = {float(bound.sigma_max):.3f}, "
+        f"bound = {float(bound.bound):.3f}, vanishing guaranteed: {bool(bound.vanishing)}, "
+        f"||dh_T/dh_0|| = {norms[0]:.2e}"
+    )
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
-plots.gradient_norms(tanh_norms, ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$", ax=ax,
-                     title="tanh RNN, $W_{hh}$ = scale $\\cdot Q$ (mean over inputs)")
+plots.gradient_norms(
+    tanh_norms,
+    ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$",
+    ax=ax,
+    title="tanh RNN, $W_{hh}$ = scale $\\cdot Q$ (mean over inputs)",
+)
 steps = np.arange(1, T + 1)
 ax.plot(steps, bounds[0.5].bound ** (T - steps), "k:", label="Pascanu bound, scale 0.5")
 ax.legend(frameon=False, fontsize=8)
@@ -139,18 +148,23 @@ step_spectra, product_spectra = {}, {}
 for g in [0.5, 1.0, 1.5, 3.0]:
     cell = elman(g)
     params = cell.init(k_w, 1)
-    sv = diagnostics.step_singular_values(cell, params, xs[0])       # (T, H)
-    step_spectra[f"scale {g}"] = np.asarray(sv[T // 2])              # one step, mid-sequence
+    sv = diagnostics.step_singular_values(cell, params, xs[0])  # (T, H)
+    step_spectra[f"scale {g}"] = np.asarray(sv[T // 2])  # one step, mid-sequence
     product = diagnostics.final_state_jacobians(cell, params, xs[0])[T - 1 - L]
     product_spectra[f"scale {g}"] = np.asarray(diagnostics.singular_values(product))
-    print(f"scale {g}: one step sigma_max = {step_spectra[f'scale {g}'][0]:.2f}; product over "
-          f"{L} steps sigma_max = {product_spectra[f'scale {g}'][0]:.1e}, "
-          f"{int(np.sum(product_spectra[f'scale {g}'] > 1))} of {H} above 1")
+    print(
+        f"scale {g}: one step sigma_max = {step_spectra[f'scale {g}'][0]:.2f}; product over "
+        f"{L} steps sigma_max = {product_spectra[f'scale {g}'][0]:.1e}, "
+        f"{int(np.sum(product_spectra[f'scale {g}'] > 1))} of {H} above 1"
+    )
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
 plots.singular_value_spectra(step_spectra, ax=axes[0], title=f"one step Jacobian (t = {T // 2})")
-plots.singular_value_spectra(product_spectra, ax=axes[1],
-                             title=rf"product over {L} steps, $\partial h_{{T-1}}/\partial h_{{T-1-{L}}}$")
+plots.singular_value_spectra(
+    product_spectra,
+    ax=axes[1],
+    title=rf"product over {L} steps, $\partial h_{{T-1}}/\partial h_{{T-1-{L}}}$",
+)
 axes[1].legend(frameon=False, loc="lower left")
 plt.show()
 
@@ -172,16 +186,21 @@ plt.show()
 # %%
 lyap = jax.jit(diagnostics.lyapunov_spectrum, static_argnums=0, static_argnames=("k",))
 cell = elman(0.9, "identity")
-print("linear, a = 0.9: lambda in [%.5f, %.5f], log a = %.5f" % (
-    *np.asarray(lyap(cell, cell.init(k_w, 1), xs[0]))[[-1, 0]], np.log(0.9)))
+print(
+    "linear, a = 0.9: lambda in [{:.5f}, {:.5f}], log a = {:.5f}".format(
+        *np.asarray(lyap(cell, cell.init(k_w, 1), xs[0]))[[-1, 0]], np.log(0.9)
+    )
+)
 
 lyap_spectra = {}
 for g in [0.5, 1.0, 1.5, 3.0]:
     cell = elman(g)
     lyap_spectra[f"tanh, scale {g}"] = np.asarray(lyap(cell, cell.init(k_w, 1), xs[0]))
     spectrum = lyap_spectra[f"tanh, scale {g}"]
-    print(f"tanh, scale {g}: lambda_1 = {spectrum[0]:+.3f} nats/step, "
-          f"{int(np.sum(spectrum > 0))} of {H} exponents positive")
+    print(
+        f"tanh, scale {g}: lambda_1 = {spectrum[0]:+.3f} nats/step, "
+        f"{int(np.sum(spectrum > 0))} of {H} exponents positive"
+    )
 fig = plots.lyapunov_spectra(lyap_spectra, title="tanh RNN, orthogonal scale")
 plt.show()
 
@@ -209,20 +228,28 @@ irnn_norms, irnn_spectra = {}, {}
 for s in [0.9, 1.0, 1.1]:
     cell = rnnjax.irnn(H, scale=s)
     params = cell.init(k_w, 1)
-    irnn_norms[f"IRNN {s}, inputs >= 0"] = np.asarray(
-        norms_of_batch(cell, params, positive)).mean(axis=0)
+    irnn_norms[f"IRNN {s}, inputs >= 0"] = np.asarray(norms_of_batch(cell, params, positive)).mean(
+        axis=0
+    )
     irnn_spectra[f"IRNN {s}, inputs >= 0"] = np.asarray(
-        lyap(cell, params, positive[0], k=4, key=jax.random.key(2)))
-    print(f"IRNN scale {s}, inputs >= 0: ||dh_T/dh_0|| = {irnn_norms[f'IRNN {s}, inputs >= 0'][0]:.3e}, "
-          f"top Lyapunov exponents = {np.round(irnn_spectra[f'IRNN {s}, inputs >= 0'], 4)}")
+        lyap(cell, params, positive[0], k=4, key=jax.random.key(2))
+    )
+    print(
+        f"IRNN scale {s}, inputs >= 0: ||dh_T/dh_0|| = {irnn_norms[f'IRNN {s}, inputs >= 0'][0]:.3e}, "
+        f"top Lyapunov exponents = {np.round(irnn_spectra[f'IRNN {s}, inputs >= 0'], 4)}"
+    )
 cell = rnnjax.irnn(H)
 zero_mean = np.asarray(norms_of_batch(cell, cell.init(k_w, 1), xs))
 irnn_norms["IRNN 1.0, zero-mean inputs"] = zero_mean.mean(axis=0)
 print("IRNN 1.0, zero-mean inputs: ||dh_T/dh_0|| per sequence =", zero_mean[:, 0])
 irnn_norms["tanh, orthogonal 1.0"] = tanh_norms["scale 1.0"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-plots.gradient_norms(irnn_norms, ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$", ax=axes[0],
-                     title="Jacobian products (mean over inputs)")
+plots.gradient_norms(
+    irnn_norms,
+    ylabel=r"$\|\partial h_{T-1}/\partial h_t\|_2$",
+    ax=axes[0],
+    title="Jacobian products (mean over inputs)",
+)
 axes[0].legend(frameon=False, fontsize=7)
 plots.lyapunov_spectra(irnn_spectra, ax=axes[1], title="IRNN, top 4 Lyapunov exponents")
 axes[1].legend(frameon=False, fontsize=7, loc="center right")
@@ -256,9 +283,12 @@ def last_output_loss(final_carry, ys):
 
 
 grad_norms_of_batch = jax.jit(
-    jax.vmap(lambda c, p, x: diagnostics.state_gradient_norms(c, p, x, last_output_loss),
-             in_axes=(None, None, 0)),
-    static_argnums=0)
+    jax.vmap(
+        lambda c, p, x: diagnostics.state_gradient_norms(c, p, x, last_output_loss),
+        in_axes=(None, None, 0),
+    ),
+    static_argnums=0,
+)
 
 lstm_cells = {
     "forget bias 0": rnnjax.lstm(H, forget_bias=0.0),
@@ -272,12 +302,15 @@ for name, cell in lstm_cells.items():
     g = np.asarray(grad_norms_of_batch(cell, params, xs)).mean(axis=0)
     lstm_grads[name] = g
     lstm_lyap[name] = np.asarray(lyap(cell, params, xs[0]))
-    print(f"{name:24s}: ||dL/dstate_0|| / ||dL/dstate_T-1|| = {g[0] / g[-1]:.2e}, "
-          f"lambda_1 = {lstm_lyap[name][0]:+.4f}")
+    print(
+        f"{name:24s}: ||dL/dstate_0|| / ||dL/dstate_T-1|| = {g[0] / g[-1]:.2e}, "
+        f"lambda_1 = {lstm_lyap[name][0]:+.4f}"
+    )
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-plots.gradient_norms(lstm_grads, ax=axes[0], ylabel=r"$\|dL/d(h_t, c_t)\|$",
-                     title="LSTM, loss on the last output")
+plots.gradient_norms(
+    lstm_grads, ax=axes[0], ylabel=r"$\|dL/d(h_t, c_t)\|$", title="LSTM, loss on the last output"
+)
 plots.lyapunov_spectra(lstm_lyap, ax=axes[1], title="LSTM Lyapunov spectra (h and c directions)")
 axes[1].legend(frameon=False, fontsize=7)
 plt.show()
@@ -298,7 +331,7 @@ plt.show()
 # %%
 taus = {}
 for name, cell in lstm_cells.items():
-    b_f = np.asarray(cell.init(k_w, 1)["b_ih"][H:2 * H])
+    b_f = np.asarray(cell.init(k_w, 1)["b_ih"][H : 2 * H])
     taus[name] = np.sort(1.0 / (1.0 - 1.0 / (1.0 + np.exp(-b_f))))[::-1]
     print(f"{name:24s}: forgetting times from {taus[name][-1]:.1f} to {taus[name][0]:.1f} steps")
 fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -337,7 +370,9 @@ STEPS = 40 if QUICK else 800
 task = tasks.make_task("temporal_order", num_steps=T_ORDER)
 model = models.many_to_one(
     rnnjax.stack(rnnjax.bidirectional(rnnjax.lstm(H)), rnnjax.bidirectional(rnnjax.lstm(H))),
-    readouts.linear(task.output_size), pool="first_last")
+    readouts.linear(task.output_size),
+    pool="first_last",
+)
 
 
 def example_loss(p, x, y):
@@ -352,28 +387,47 @@ def train_loss(p, batch, key):
 
 
 optimizer = optax.adam(3e-3)
-state = training.init_train_state(jax.random.key(1),
-                                  model.init(jax.random.key(2), task.input_size), optimizer)
-hook = diagnostics.model_gradient_flow_hook(example_loss,
-                                            tasks.sample_batch(task, jax.random.key(99), 16))
-result = training.fit(training.make_train_step(train_loss, optimizer), state,
-                      lambda k, step: tasks.sample_batch(task, k, 32), STEPS, hooks=[hook],
-                      schedule=training.Schedule(chunk_size=STEPS // 4, hook_every=STEPS),
-                      progress=False)
-flows = {r["step"]: {k.removeprefix("gradient_flow/"): np.asarray(v) for k, v in r.items()
-                     if k.startswith("gradient_flow/")}
-         for r in result.history if "gradient_flow/rnn/0/forward" in r}
-accuracy = np.mean([r["accuracy"] for r in result.history if "accuracy" in r][-STEPS // 10:])
+state = training.init_train_state(
+    jax.random.key(1), model.init(jax.random.key(2), task.input_size), optimizer
+)
+hook = diagnostics.model_gradient_flow_hook(
+    example_loss, tasks.sample_batch(task, jax.random.key(99), 16)
+)
+result = training.fit(
+    training.make_train_step(train_loss, optimizer),
+    state,
+    lambda k, step: tasks.sample_batch(task, k, 32),
+    STEPS,
+    hooks=[hook],
+    schedule=training.Schedule(chunk_size=STEPS // 4, hook_every=STEPS),
+    progress=False,
+)
+flows = {
+    r["step"]: {
+        k.removeprefix("gradient_flow/"): np.asarray(v)
+        for k, v in r.items()
+        if k.startswith("gradient_flow/")
+    }
+    for r in result.history
+    if "gradient_flow/rnn/0/forward" in r
+}
+accuracy = np.mean([r["accuracy"] for r in result.history if "accuracy" in r][-STEPS // 10 :])
 print(f"training accuracy over the last {STEPS // 10} steps: {accuracy:.2f} (chance 0.25)")
 for step, flow in flows.items():
     print(f"after {step} updates:")
     for label, v in flow.items():
-        print(f"  {label:15s} ||dL/dh_t|| from {v.min():.1e} to {v.max():.1e} "
-              f"(largest at input step {int(np.argmax(v))}); first/last row {v[0] / v[-1]:.2f}")
+        print(
+            f"  {label:15s} ||dL/dh_t|| from {v.min():.1e} to {v.max():.1e} "
+            f"(largest at input step {int(np.argmax(v))}); first/last row {v[0] / v[-1]:.2f}"
+        )
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
 for ax, (step, flow) in zip(axes, flows.items()):
-    plots.gradient_norms(flow, ax=ax, title=f"after {step} updates",
-                         ylabel=r"$\|\partial L / \partial h_t\|$ (row $t$ = input step $t$)")
+    plots.gradient_norms(
+        flow,
+        ax=ax,
+        title=f"after {step} updates",
+        ylabel=r"$\|\partial L / \partial h_t\|$ (row $t$ = input step $t$)",
+    )
 fig.tight_layout()
 plt.show()
 

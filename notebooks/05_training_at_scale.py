@@ -34,8 +34,9 @@ import os
 
 if "jax" in __import__("sys").modules:
     print("warning: jax was imported before this cell; restart the kernel for 4 devices")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=4").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
 
 import dataclasses
 import tempfile
@@ -60,13 +61,14 @@ print("JAX", jax.__version__, "|", jax.device_count(), "devices:", jax.devices()
 # model that remembers the marked values across the sequence goes below it. The model is an
 # LSTM read out at its last step (`models.many_to_one`).
 
+
 # %%
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
     length: int = 20 if QUICK else 50
     hidden: int = 16 if QUICK else 32
-    batch_size: int = 32 if QUICK else 64   # divisible by the 4 devices
+    batch_size: int = 32 if QUICK else 64  # divisible by the 4 devices
     lr: float = 1e-2
     clip: float = 1.0
     num_steps: int = 60 if QUICK else 1000
@@ -96,8 +98,10 @@ def eval_fn(params, key):
     return {"mse": loss_fn(params, test_batch, key)[0]}
 
 
-optimizer = optax.chain(optax.clip_by_global_norm(config.clip),     # Pascanu et al. (2013)
-                        optax.inject_hyperparams(optax.adam)(learning_rate=config.lr))
+optimizer = optax.chain(
+    optax.clip_by_global_norm(config.clip),  # Pascanu et al. (2013)
+    optax.inject_hyperparams(optax.adam)(learning_rate=config.lr),
+)
 train_step = training.make_train_step(loss_fn, optimizer)
 
 
@@ -105,8 +109,9 @@ def init_state(seed, lr=config.lr):
     """Returns the TrainState of one run: its parameters, optimizer state and data key."""
     k_params, k_data = jax.random.split(jax.random.key(seed))
     state = training.init_train_state(k_data, model.init(k_params, task.input_size), optimizer)
-    opt_state = optax.tree_utils.tree_set(state.opt_state,
-                                          learning_rate=jnp.asarray(lr, jnp.float32))
+    opt_state = optax.tree_utils.tree_set(
+        state.opt_state, learning_rate=jnp.asarray(lr, jnp.float32)
+    )
     return state._replace(opt_state=opt_state)
 
 
@@ -123,8 +128,10 @@ state = init_state(config.seed)
 t0 = time.perf_counter()
 state_after, metrics = run(train_step, state, batch_fn, config.num_steps)
 jax.block_until_ready(metrics)
-print(f"{config.num_steps} steps in {time.perf_counter() - t0:.1f} s (compilation included); "
-      f"metrics: {sorted(metrics)}")
+print(
+    f"{config.num_steps} steps in {time.perf_counter() - t0:.1f} s (compilation included); "
+    f"metrics: {sorted(metrics)}"
+)
 test_mse = jax.jit(lambda params: eval_fn(params, None)["mse"])
 print(f"test MSE: {float(test_mse(state.params)):.4f} -> {float(test_mse(state_after.params)):.4f}")
 
@@ -159,25 +166,45 @@ plt.show()
 # %%
 root = tempfile.mkdtemp(prefix="rnnjax-05-")
 chunk = config.num_steps // 10
-schedule = training.Schedule(chunk_size=chunk, eval_every=chunk, checkpoint_every=2 * chunk,
-                             keep_checkpoints=2)
-result = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                      run_dir=os.path.join(root, "full"), config=config, eval_fn=eval_fn,
-                      schedule=schedule, progress=False)
+schedule = training.Schedule(
+    chunk_size=chunk, eval_every=chunk, checkpoint_every=2 * chunk, keep_checkpoints=2
+)
+result = training.fit(
+    train_step,
+    init_state(config.seed),
+    batch_fn,
+    config.num_steps,
+    run_dir=os.path.join(root, "full"),
+    config=config,
+    eval_fn=eval_fn,
+    schedule=schedule,
+    progress=False,
+)
 print("files:", sorted(os.listdir(os.path.join(root, "full"))))
 print("checkpoints kept:", checkpoints.checkpoint_steps(os.path.join(root, "full", "checkpoints")))
 print("config read back:", training.load_config(os.path.join(root, "full"), Config) == config)
 history = training.read_metrics(os.path.join(root, "full"))
-print("a row of metrics.jsonl:",
-      {k: round(v, 4) if isinstance(v, float) else v for k, v in history[-2].items()})
+print(
+    "a row of metrics.jsonl:",
+    {k: round(v, 4) if isinstance(v, float) else v for k, v in history[-2].items()},
+)
 
 train_rows = [r for r in history if "loss" in r]
 eval_rows = [r for r in history if "eval/mse" in r]
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
-ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], linewidth=0.6,
-        alpha=0.6, label="training batch")
-ax.plot([r["step"] for r in eval_rows], [r["eval/mse"] for r in eval_rows], "o-",
-        label="held-out test set")
+ax.plot(
+    [r["step"] for r in train_rows],
+    [r["loss"] for r in train_rows],
+    linewidth=0.6,
+    alpha=0.6,
+    label="training batch",
+)
+ax.plot(
+    [r["step"] for r in eval_rows],
+    [r["eval/mse"] for r in eval_rows],
+    "o-",
+    label="held-out test set",
+)
 ax.axhline(task.baseline_loss, color="k", linestyle="--", linewidth=0.8, label="predict 1")
 ax.set_yscale("log")
 ax.set_xlabel("training step")
@@ -199,18 +226,38 @@ plt.show()
 
 # %%
 resumed_dir = os.path.join(root, "resumed")
-half = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps // 2,
-                    run_dir=resumed_dir, config=config, schedule=training.Schedule(chunk),
-                    progress=False)
-print("stopped at step", int(half.state.step), "; checkpoints:",
-      checkpoints.checkpoint_steps(os.path.join(resumed_dir, "checkpoints")))
-resumed = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                       run_dir=resumed_dir, config=config, schedule=training.Schedule(chunk),
-                    progress=False)
-same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
-                    result.state.params, resumed.state.params)
-print("resumed run's parameters bitwise equal to the uninterrupted run's:",
-      all(jax.tree.leaves(same)))
+half = training.fit(
+    train_step,
+    init_state(config.seed),
+    batch_fn,
+    config.num_steps // 2,
+    run_dir=resumed_dir,
+    config=config,
+    schedule=training.Schedule(chunk),
+    progress=False,
+)
+print(
+    "stopped at step",
+    int(half.state.step),
+    "; checkpoints:",
+    checkpoints.checkpoint_steps(os.path.join(resumed_dir, "checkpoints")),
+)
+resumed = training.fit(
+    train_step,
+    init_state(config.seed),
+    batch_fn,
+    config.num_steps,
+    run_dir=resumed_dir,
+    config=config,
+    schedule=training.Schedule(chunk),
+    progress=False,
+)
+same = jax.tree.map(
+    lambda a, b: bool(jnp.array_equal(a, b)), result.state.params, resumed.state.params
+)
+print(
+    "resumed run's parameters bitwise equal to the uninterrupted run's:", all(jax.tree.leaves(same))
+)
 losses_full = [r["loss"] for r in result.history if "loss" in r]
 losses_resumed = [r["loss"] for r in training.read_metrics(resumed_dir) if "loss" in r]
 print("training losses equal at every step:", losses_full == losses_resumed)
@@ -226,18 +273,28 @@ print("training losses equal at every step:", losses_full == losses_resumed)
 seeds = [0, 1] if QUICK else [0, 1, 2]
 lrs = [3e-3, 1e-2] if QUICK else [1e-3, 3e-3, 1e-2, 3e-2]
 grid_seed, grid_lr = np.meshgrid(seeds, lrs, indexing="ij")
-states = jax.vmap(init_state)(jnp.asarray(grid_seed.ravel()), jnp.asarray(grid_lr.ravel(),
-                                                                          jnp.float32))
+states = jax.vmap(init_state)(
+    jnp.asarray(grid_seed.ravel()), jnp.asarray(grid_lr.ravel(), jnp.float32)
+)
 print("runs:", grid_seed.size, "| step counter shape:", states.step.shape)
 
 t0 = time.perf_counter()
-sweep = training.fit(train_step, states, batch_fn, config.num_steps, eval_fn=eval_fn,
-                     schedule=training.Schedule(chunk), progress=False)
+sweep = training.fit(
+    train_step,
+    states,
+    batch_fn,
+    config.num_steps,
+    eval_fn=eval_fn,
+    schedule=training.Schedule(chunk),
+    progress=False,
+)
 t_sweep = time.perf_counter() - t0
 final_mse = np.asarray([r for r in sweep.history if "eval/mse" in r][-1]["eval/mse"])
 final_mse = final_mse.reshape(grid_seed.shape)
-print(f"{grid_seed.size} runs x {config.num_steps} steps as one program: {t_sweep:.1f} s "
-      f"(compilation included)")
+print(
+    f"{grid_seed.size} runs x {config.num_steps} steps as one program: {t_sweep:.1f} s "
+    f"(compilation included)"
+)
 
 fig, ax = plt.subplots(figsize=(5, 3.2))
 for i, seed in enumerate(seeds):
@@ -263,13 +320,21 @@ plt.show()
 
 # %%
 k = grid_seed.size - 1
-one = training.fit(train_step, init_state(int(grid_seed.ravel()[k]), float(grid_lr.ravel()[k])),
-                   batch_fn, config.num_steps, schedule=training.Schedule(chunk), progress=False)
+one = training.fit(
+    train_step,
+    init_state(int(grid_seed.ravel()[k]), float(grid_lr.ravel()[k])),
+    batch_fn,
+    config.num_steps,
+    schedule=training.Schedule(chunk),
+    progress=False,
+)
 alone = np.array([r["loss"] for r in one.history if "loss" in r])
 together = np.array([r["loss"][k] for r in sweep.history if "loss" in r])
 gap = np.abs(alone - together)
-print(f"run {k} (seed {grid_seed.ravel()[k]}, lr {grid_lr.ravel()[k]}): |loss vmapped - alone| "
-      f"max over the first 10 steps {gap[:10].max():.1e}, over all steps {gap.max():.1e}")
+print(
+    f"run {k} (seed {grid_seed.ravel()[k]}, lr {grid_lr.ravel()[k]}): |loss vmapped - alone| "
+    f"max over the first 10 steps {gap[:10].max():.1e}, over all steps {gap.max():.1e}"
+)
 
 # %% [markdown]
 # ## 5. Data parallelism over devices
@@ -282,19 +347,34 @@ print(f"run {k} (seed {grid_seed.ravel()[k]}, lr {grid_lr.ravel()[k]}): |loss vm
 mesh4 = training.data_parallel_mesh()
 mesh1 = training.data_parallel_mesh(jax.devices()[:1])
 batch = training.shard_batch(batch_fn(jax.random.key(0), 0), mesh4)
-print("a batch on the 4-device mesh:", batch[0].shape, "->",
-      [s.data.shape for s in batch[0].addressable_shards])
+print(
+    "a batch on the 4-device mesh:",
+    batch[0].shape,
+    "->",
+    [s.data.shape for s in batch[0].addressable_shards],
+)
 
 runs = {}
 for name, mesh in [("1 device", mesh1), ("4 devices", mesh4)]:
-    out = training.fit(train_step, init_state(config.seed), batch_fn, config.num_steps,
-                       schedule=training.Schedule(chunk), mesh=mesh, progress=False)
+    out = training.fit(
+        train_step,
+        init_state(config.seed),
+        batch_fn,
+        config.num_steps,
+        schedule=training.Schedule(chunk),
+        mesh=mesh,
+        progress=False,
+    )
     runs[name] = np.array([r["loss"] for r in out.history if "loss" in r])
-    print(f"{name}: parameters live on {len(jax.tree.leaves(out.state.params)[0].devices())} "
-          f"device(s); final training loss {runs[name][-1]:.5f}")
+    print(
+        f"{name}: parameters live on {len(jax.tree.leaves(out.state.params)[0].devices())} "
+        f"device(s); final training loss {runs[name][-1]:.5f}"
+    )
 gap = np.abs(runs["1 device"] - runs["4 devices"])
-print(f"|loss(1 device) - loss(4 devices)|: step 0: {gap[0]:.1e}, first 10 steps: "
-      f"max {gap[:10].max():.1e}, all {gap.size} steps: max {gap.max():.1e}")
+print(
+    f"|loss(1 device) - loss(4 devices)|: step 0: {gap[0]:.1e}, first 10 steps: "
+    f"max {gap[:10].max():.1e}, all {gap.size} steps: max {gap.max():.1e}"
+)
 
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.plot(gap, linewidth=0.8)

@@ -63,8 +63,14 @@ def run(script, quick_flags=None):
         return None
     if QUICK or not os.path.exists(os.path.join(run_dir, "results.json")):
         run_dir = os.path.join(tempfile.mkdtemp(prefix="rnnjax_apps_"), script)
-        argv = [sys.executable, os.path.join(REPO, "experiments", script + ".py"), "--no-progress",
-                "--run-dir", run_dir, *(quick_flags if QUICK else [])]
+        argv = [
+            sys.executable,
+            os.path.join(REPO, "experiments", script + ".py"),
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+            *(quick_flags if QUICK else []),
+        ]
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(done.stderr[-3000:])
@@ -101,8 +107,13 @@ for ax, loader in zip(axes[0], datasets.SERIES.values()):
     ax.set_title(f"{s.name}: {len(s.values)} steps, period {s.period}")
 jv = datasets.uea_classification("JapaneseVowels", "train")
 for i in (0, 40, 80):
-    axes[1, 0].plot(jv.sequences[i][:, 0], "o-", ms=2, lw=0.8,
-                    label=f"speaker {jv.classes[jv.labels[i]]}, {len(jv.sequences[i])} frames")
+    axes[1, 0].plot(
+        jv.sequences[i][:, 0],
+        "o-",
+        ms=2,
+        lw=0.8,
+        label=f"speaker {jv.classes[jv.labels[i]]}, {len(jv.sequences[i])} frames",
+    )
 axes[1, 0].set_title("JapaneseVowels: first LPC coefficient")
 axes[1, 0].legend(fontsize=7)
 for ax, loader in zip(axes[1, 1:], datasets.ANOMALY_SETS.values()):
@@ -143,9 +154,23 @@ show(classification, ["accuracy.png", "confusion_JapaneseVowels.png"])
 # values, which a z-score cannot see.
 
 # %%
-anomalies = run("anomaly_detection", ["--datasets", "ucr135", "--num-steps", "4",
-                                      "--num-seeds", "1", "--eval-every", "2", "--context", "8",
-                                      "--hidden-size", "4"])
+anomalies = run(
+    "anomaly_detection",
+    [
+        "--datasets",
+        "ucr135",
+        "--num-steps",
+        "4",
+        "--num-seeds",
+        "1",
+        "--eval-every",
+        "2",
+        "--context",
+        "8",
+        "--hidden-size",
+        "4",
+    ],
+)
 show(anomalies, [f"scores_{r['dataset']}.png" for r in anomalies[0]["results"]])
 
 # %% [markdown]
@@ -153,8 +178,11 @@ show(anomalies, [f"scores_{r['dataset']}.png" for r in anomalies[0]["results"]])
 # The verdicts below are computed by the scripts from the numbers above, not written by hand.
 
 # %%
-for name, done in (("forecasting", forecasting), ("classification", classification),
-                   ("anomaly detection", anomalies)):
+for name, done in (
+    ("forecasting", forecasting),
+    ("classification", classification),
+    ("anomaly detection", anomalies),
+):
     if done is not None:
         print(f"{name}:")
         for line in done[0]["verdict"]:

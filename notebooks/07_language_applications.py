@@ -45,10 +45,10 @@ import numpy as np
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 sys.path.insert(0, os.path.abspath(os.path.join(os.getcwd(), os.pardir, "experiments")))
-import captioning  # noqa: E402
-import char_lm  # noqa: E402
-import handwriting_ctc  # noqa: E402
-import sentiment  # noqa: E402
+import captioning
+import char_lm
+import handwriting_ctc
+import sentiment
 
 # %% [markdown]
 # ## 1. A character language model of Python's documentation
@@ -59,18 +59,28 @@ import sentiment  # noqa: E402
 # held-out characters, in bits per character (lower is better).
 
 # %%
-lm_config = char_lm.Config(hidden_size=16 if QUICK else 128, num_steps=4 if QUICK else 300,
-                           eval_every=2 if QUICK else 100, ngram_orders=(3, 5, 7),
-                           sample_length=20 if QUICK else 240)
+lm_config = char_lm.Config(
+    hidden_size=16 if QUICK else 128,
+    num_steps=4 if QUICK else 300,
+    eval_every=2 if QUICK else 100,
+    ngram_orders=(3, 5, 7),
+    sample_length=20 if QUICK else 240,
+)
 text = char_lm.Text(lm_config.test_every, lm_config.min_count)
-ngram_bpc = {k: char_lm.KneserNey(text.train, k, len(text.chars)).bits_per_char(text.test)
-             for k in lm_config.ngram_orders}
+ngram_bpc = {
+    k: char_lm.KneserNey(text.train, k, len(text.chars)).bits_per_char(text.test)
+    for k in lm_config.ngram_orders
+}
 lm_result = char_lm.train_rnn(lm_config, text, jax.random.PRNGKey(0), progress=False)
-print(f"{sum(map(len, text.train)):,} training and {sum(map(len, text.test)):,} held-out characters, "
-      f"{len(text.chars)} symbols")
-print(f"LSTM {lm_config.hidden_size}, {lm_config.num_steps} steps "
-      f"({lm_config.num_steps / lm_result['steps_per_epoch']:.1f} epochs): "
-      f"{lm_result['test_bpc']:.3f} bits per character")
+print(
+    f"{sum(map(len, text.train)):,} training and {sum(map(len, text.test)):,} held-out characters, "
+    f"{len(text.chars)} symbols"
+)
+print(
+    f"LSTM {lm_config.hidden_size}, {lm_config.num_steps} steps "
+    f"({lm_config.num_steps / lm_result['steps_per_epoch']:.1f} epochs): "
+    f"{lm_result['test_bpc']:.3f} bits per character"
+)
 for k, bpc in ngram_bpc.items():
     print(f"Kneser-Ney {k}-gram: {bpc:.3f} bits per character")
 
@@ -97,7 +107,7 @@ plt.show()
 # %%
 for name, sample in lm_result["samples"].items():
     print(f"--- {name}")
-    print(sample[len(char_lm.PROMPT):])
+    print(sample[len(char_lm.PROMPT) :])
 
 # %% [markdown]
 # ## 2. Captioning: the number on an image, in words
@@ -109,20 +119,36 @@ for name, sample in lm_result["samples"].items():
 # token, then its own words. The held-out images are made of digit images no model saw.
 
 # %%
-cap_config = captioning.Config(hidden_size=8 if QUICK else 128, feature_size=8 if QUICK else 256,
-                               num_steps=4 if QUICK else 800, eval_every=2 if QUICK else 200,
-                               num_test=50 if QUICK else 500)
+cap_config = captioning.Config(
+    hidden_size=8 if QUICK else 128,
+    feature_size=8 if QUICK else 256,
+    num_steps=4 if QUICK else 800,
+    eval_every=2 if QUICK else 200,
+    num_test=50 if QUICK else 500,
+)
 digits = handwriting_ctc.digit_images(cap_config.test_images, cap_config.seed)
 key = jax.random.PRNGKey(cap_config.seed)
 numbers = jax.jit(captioning.make_numbers, static_argnums=3)(
-    jax.random.fold_in(key, 1), digits["test_images"], digits["test_labels"], cap_config.num_test)
-cap = {"num_digits": np.asarray(numbers.num_digits),
-       "truth_captions": [" ".join(captioning.spell(int(n))) for n in np.asarray(numbers.number)],
-       "segmented_exact": captioning.segmented_classifier(digits, numbers),
-       "rnn": captioning.train_and_caption(cap_config, digits, numbers, jax.random.fold_in(key, 2),
-                                           progress=False)}
-print(captioning.summary_tables(cap_config, {**cap, "num_test_images": len(digits["test_labels"]),
-                                             "num_train_images": len(digits["train_labels"])}))
+    jax.random.fold_in(key, 1), digits["test_images"], digits["test_labels"], cap_config.num_test
+)
+cap = {
+    "num_digits": np.asarray(numbers.num_digits),
+    "truth_captions": [" ".join(captioning.spell(int(n))) for n in np.asarray(numbers.number)],
+    "segmented_exact": captioning.segmented_classifier(digits, numbers),
+    "rnn": captioning.train_and_caption(
+        cap_config, digits, numbers, jax.random.fold_in(key, 2), progress=False
+    ),
+}
+print(
+    captioning.summary_tables(
+        cap_config,
+        {
+            **cap,
+            "num_test_images": len(digits["test_labels"]),
+            "num_train_images": len(digits["train_labels"]),
+        },
+    )
+)
 print("\n".join(captioning.verdict(cap_config, cap)))
 
 # %% [markdown]
@@ -133,14 +159,20 @@ print("\n".join(captioning.verdict(cap_config, cap)))
 
 # %%
 rnn = cap["rnn"]
-changed = [i for i in range(cap_config.num_test) if rnn["greedy_captions"][i] != rnn["beam_captions"][i]]
+changed = [
+    i for i in range(cap_config.num_test) if rnn["greedy_captions"][i] != rnn["beam_captions"][i]
+]
 shown = (changed + [i for i in range(cap_config.num_test) if i not in changed])[:8]
 fig, axes = plt.subplots(4, 2, figsize=(8, 6.5))
 for ax, i in zip(axes.flat, shown):
     ax.imshow(np.asarray(numbers.pixels[i]).reshape(8, 24), cmap="gray_r")
     ax.set_axis_off()
-    ax.set_title(f"truth: {cap['truth_captions'][i]}\ngreedy: {rnn['greedy_captions'][i]}\n"
-                 f"beam: {rnn['beam_captions'][i]}", fontsize=8, loc="left")
+    ax.set_title(
+        f"truth: {cap['truth_captions'][i]}\ngreedy: {rnn['greedy_captions'][i]}\n"
+        f"beam: {rnn['beam_captions'][i]}",
+        fontsize=8,
+        loc="left",
+    )
 fig.tight_layout()
 plt.show()
 
@@ -154,8 +186,12 @@ plt.show()
 # only those whose first five characters start no training token.
 
 # %%
-sent_config = sentiment.Config(hidden_size=8 if QUICK else 32, num_steps=4 if QUICK else 800,
-                               eval_every=2 if QUICK else 200, cv_folds=2 if QUICK else 5)
+sent_config = sentiment.Config(
+    hidden_size=8 if QUICK else 32,
+    num_steps=4 if QUICK else 800,
+    eval_every=2 if QUICK else 200,
+    cv_folds=2 if QUICK else 5,
+)
 split = sentiment.split_lexicon(sent_config.test_share, sent_config.seed)
 sent = sentiment.baselines(split, sent_config.seed, sent_config.cv_folds)
 
@@ -166,8 +202,13 @@ print(sentiment.summary_tables(sent_config, split, sent, table))
 print("\n".join(sentiment.verdict(table)))
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True)
-for ax, (name, predicted) in zip(axes, (("character BiLSTM", sent["rnn"]["predicted"]),
-                                        ("char n-gram ridge", sent["ngram"]["predicted"]))):
+for ax, (name, predicted) in zip(
+    axes,
+    (
+        ("character BiLSTM", sent["rnn"]["predicted"]),
+        ("char n-gram ridge", sent["ngram"]["predicted"]),
+    ),
+):
     ax.scatter(split.test_y, predicted, s=3, alpha=0.4)
     ax.plot([-4, 4], [-4, 4], "k:", lw=1)
     ax.set_title(name)
@@ -178,8 +219,10 @@ plt.show()
 # %%
 worst = np.argsort(-np.abs(sent["rnn"]["predicted"] - split.test_y))[:8]
 for i in worst:
-    print(f"{split.test_tokens[i]:>16}  human {split.test_y[i]:+.1f}   BiLSTM "
-          f"{sent['rnn']['predicted'][i]:+.1f}   n-gram {sent['ngram']['predicted'][i]:+.1f}")
+    print(
+        f"{split.test_tokens[i]:>16}  human {split.test_y[i]:+.1f}   BiLSTM "
+        f"{sent['rnn']['predicted'][i]:+.1f}   n-gram {sent['ngram']['predicted'][i]:+.1f}"
+    )
 
 # %% [markdown]
 # The largest errors: a suffix that reverses the stem ("terrorless", "offenseless") or
@@ -194,24 +237,38 @@ for i in worst:
 # baseline is told where each digit is.
 
 # %%
-ctc_config = handwriting_ctc.Config(max_digits=4, hidden_size=8 if QUICK else 32,
-                                    num_steps=4 if QUICK else 400, eval_every=2 if QUICK else 100,
-                                    num_test_lines=50 if QUICK else 200)
+ctc_config = handwriting_ctc.Config(
+    max_digits=4,
+    hidden_size=8 if QUICK else 32,
+    num_steps=4 if QUICK else 400,
+    eval_every=2 if QUICK else 100,
+    num_test_lines=50 if QUICK else 200,
+)
 lines = jax.jit(handwriting_ctc.make_lines, static_argnums=(3, 4))(
-    jax.random.PRNGKey(1), digits["test_images"], digits["test_labels"], ctc_config.num_test_lines,
-    ctc_config)
-ctc = {"segmented": handwriting_ctc.segmented_classifier(digits, lines),
-       "rnn": handwriting_ctc.train_and_read(ctc_config, digits, lines, jax.random.PRNGKey(2),
-                                             progress=False),
-       "num_test_images": len(digits["test_labels"]), "num_train_images": len(digits["train_labels"])}
+    jax.random.PRNGKey(1),
+    digits["test_images"],
+    digits["test_labels"],
+    ctc_config.num_test_lines,
+    ctc_config,
+)
+ctc = {
+    "segmented": handwriting_ctc.segmented_classifier(digits, lines),
+    "rnn": handwriting_ctc.train_and_read(
+        ctc_config, digits, lines, jax.random.PRNGKey(2), progress=False
+    ),
+    "num_test_images": len(digits["test_labels"]),
+    "num_train_images": len(digits["train_labels"]),
+}
 print(handwriting_ctc.summary_tables(ctc_config, ctc))
 print("\n".join(handwriting_ctc.verdict(ctc_config, ctc)))
 
 example = ctc["rnn"]["example"]
 fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4), sharex=True)
 top.imshow(np.asarray(example["frames"]).T, cmap="gray_r", aspect="auto")
-top.set_title(f"held-out line {''.join(str(d - 1) for d in example['truth'])}, read "
-              f"{''.join(str(d - 1) for d in example['greedy'])}")
+top.set_title(
+    f"held-out line {''.join(str(d - 1) for d in example['truth'])}, read "
+    f"{''.join(str(d - 1) for d in example['greedy'])}"
+)
 probs = np.asarray(example["probs"])
 bottom.plot(probs[:, 0], "k:", label="blank")
 for d in range(10):

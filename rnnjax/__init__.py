@@ -7,6 +7,7 @@ explicitly) wrap the same functions as Flax modules.
 """
 
 from rnnjax import (
+    attention,
     checkpoints,
     checks,
     data,
@@ -30,8 +31,8 @@ from rnnjax import (
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
 from rnnjax.language_models import LanguageModel, language_model
-from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
+from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.models import (
     Generator,
     Model,
@@ -56,21 +57,63 @@ __version__ = "0.1.0"
 
 __all__ = [
     # cells, the time loop, layers
-    "Cell", "GatedStep", "elman", "gated", "gru", "irnn", "lstm", "scan", "reverse_valid",
+    "Cell",
+    "GatedStep",
+    "elman",
+    "gated",
+    "gru",
+    "irnn",
+    "lstm",
+    "scan",
+    "reverse_valid",
     # cells linear in their state (parallel over time: rnnjax.parallel_in_time)
-    "LinearStep", "lru", "mingru", "minlstm",
+    "LinearStep",
+    "lru",
+    "mingru",
+    "minlstm",
     # errors for values known only at run time
-    "InvalidValueError", "checked",
-    "Layer", "bidirectional", "recurrent", "stack",
+    "InvalidValueError",
+    "checked",
+    "Layer",
+    "bidirectional",
+    "recurrent",
+    "stack",
     # the kinds of RNN
-    "Generator", "LanguageModel", "Model", "encoder_decoder", "language_model", "many_to_many",
-    "many_to_one", "one_to_many", "one_to_one",
+    "Generator",
+    "LanguageModel",
+    "Model",
+    "encoder_decoder",
+    "language_model",
+    "many_to_many",
+    "many_to_one",
+    "one_to_many",
+    "one_to_one",
     # training
-    "TrainState", "fit", "init_train_state", "make_train_step", "run_steps", "use_cpu_cores",
+    "TrainState",
+    "fit",
+    "init_train_state",
+    "make_train_step",
+    "run_steps",
+    "use_cpu_cores",
     # modules
-    "checkpoints", "checks", "data", "datasets", "diagnostics", "fused", "initializers",
-    "interop", "linear_cells", "losses", "models", "padding", "parallel_in_time", "plots",
-    "readouts", "tasks", "training",
-    "checkpoints", "checks", "datasets", "decoding", "diagnostics", "fused", "initializers",
-    "interop", "language_models", "losses", "models", "padding", "plots", "readouts", "tasks", "training",
+    "attention",
+    "checkpoints",
+    "checks",
+    "data",
+    "datasets",
+    "diagnostics",
+    "fused",
+    "initializers",
+    "interop",
+    "linear_cells",
+    "losses",
+    "models",
+    "padding",
+    "parallel_in_time",
+    "plots",
+    "readouts",
+    "tasks",
+    "training",
+    "decoding",
+    "language_models",
 ]

@@ -14,7 +14,8 @@ where the G gate blocks are concatenated along the last axis in PyTorch's order.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +93,12 @@ def _gate_blocks(init: Initializer, key: Array, shape: tuple[int, int], num_gate
     (QR) draws hangs when executed under ``jit(vmap(...))`` on XLA:CPU (JAX 0.10.2; e.g.
     the initialisation of several seeds of a bidirectional GRU at once). Same values.
     """
-    blocks = jax.vmap(lambda k: init(k, shape, jnp.float32))(jax.random.split(key, num_gates))
+    keys = jax.random.split(key, num_gates)
+    try:
+        blocks = jax.vmap(lambda k: init(k, shape, jnp.float32))(keys)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        # a user's initialiser written with NumPy cannot be traced: draw gate by gate
+        blocks = jnp.stack([jnp.asarray(init(k, shape, jnp.float32)) for k in keys])
     return jnp.moveaxis(blocks, 0, 1).reshape(shape[0], num_gates * shape[1])
 
 
@@ -252,9 +258,15 @@ def gated(
 
     def init(key: Array, input_size: int) -> Params:
         return _gate_params(
-            key, input_size, hidden_size, num_gates,
-            kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-            use_bias=use_bias, param_dtype=param_dtype,
+            key,
+            input_size,
+            hidden_size,
+            num_gates,
+            kernel_init=kernel_init,
+            recurrent_init=recurrent_init,
+            bias_init=bias_init,
+            use_bias=use_bias,
+            param_dtype=param_dtype,
         )
 
     def initial_carry(params: Params) -> Carry:
@@ -293,13 +305,19 @@ def elman(
     Carry: ``h: (H,)``. Output: ``h``.
     """
     if activation not in ELMAN_UPDATES:
-        raise ValueError(
-            f"activation must be one of {sorted(ELMAN_UPDATES)}, got {activation!r}"
-        )
+        raise ValueError(f"activation must be one of {sorted(ELMAN_UPDATES)}, got {activation!r}")
     return gated(
-        hidden_size, 1, ELMAN_UPDATES[activation], additive=True, use_bias=use_bias,
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        dtype=dtype, param_dtype=param_dtype, kind=("elman", activation, dtype),
+        hidden_size,
+        1,
+        ELMAN_UPDATES[activation],
+        additive=True,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kind=("elman", activation, dtype),
     )
 
 
@@ -352,9 +370,19 @@ def lstm(
     Output: ``h``.
     """
     cell = gated(
-        hidden_size, 4, lstm_update, additive=True, hidden=first, make_carry=_pair,
-        use_bias=use_bias, kernel_init=kernel_init, recurrent_init=recurrent_init,
-        bias_init=bias_init, dtype=dtype, param_dtype=param_dtype, kind=("lstm", dtype),
+        hidden_size,
+        4,
+        lstm_update,
+        additive=True,
+        hidden=first,
+        make_carry=_pair,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kind=("lstm", dtype),
     )
     h_size = hidden_size
 
@@ -421,9 +449,16 @@ def gru(
     """
     kind = ("gru", "reset_after" if reset_after else "reset_before", dtype)
     cell = gated(
-        hidden_size, 3, gru_update, use_bias=use_bias, kernel_init=kernel_init,
-        recurrent_init=recurrent_init, bias_init=bias_init, dtype=dtype,
-        param_dtype=param_dtype, kind=kind,
+        hidden_size,
+        3,
+        gru_update,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kind=kind,
     )
     if reset_after:
         return cell

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -43,8 +44,9 @@ def checkpoint_step(state: Any) -> int:
 
 
 @contextlib.contextmanager
-def open_checkpoints(directory: str | os.PathLike, *, keep: int | None = 3,
-                     create: bool = True) -> Iterator[ocp.CheckpointManager]:
+def open_checkpoints(
+    directory: str | os.PathLike, *, keep: int | None = 3, create: bool = True
+) -> Iterator[ocp.CheckpointManager]:
     """Yields an orbax ``CheckpointManager`` over ``directory`` that keeps the last ``keep`` steps.
 
     Saving is synchronous, so a returned ``save`` has finished (and been renamed into place).

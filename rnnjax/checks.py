@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.core
@@ -48,8 +49,11 @@ try:  # a JAX config state is part of the jit cache key, so toggling it retraces
     from jax._src import config as _config
 
     _CHECKS = _config.bool_state(
-        "rnnjax_checks", False, help="Emit rnnjax's run-time value checks (rnnjax.checked).",
-        include_in_jit_key=True, include_in_trace_context=True,
+        "rnnjax_checks",
+        False,
+        help="Emit rnnjax's run-time value checks (rnnjax.checked).",
+        include_in_jit_key=True,
+        include_in_trace_context=True,
     )
 except (ImportError, AttributeError, TypeError):  # pragma: no cover - older/newer JAX
     _CHECKS = None
@@ -115,7 +119,11 @@ def _element_index_batch(args, dims):
     if like_dim is None:  # `like` is the same along this axis: so is the answer
         return _element_index_p.bind(acc, like), acc_dim
     size = like.shape[like_dim]
-    acc = jnp.broadcast_to(acc, (size,) + acc.shape) if acc_dim is None else jnp.moveaxis(acc, acc_dim, 0)
+    acc = (
+        jnp.broadcast_to(acc, (size,) + acc.shape)
+        if acc_dim is None
+        else jnp.moveaxis(acc, acc_dim, 0)
+    )
     outer = _element_index_p.bind(acc, jnp.take(like, 0, axis=like_dim))
     iota = jnp.arange(size, dtype=jnp.int32).reshape((size,) + (1,) * (acc.ndim - 1))
     return outer * size + iota, 0
@@ -160,6 +168,10 @@ def tokens_in_range(tokens: Any, vocab_size: int, *, name: str = "tokens") -> No
     flat = jnp.ravel(tokens)
     bad = (flat < 0) | (flat >= vocab_size)
     position = jnp.argmax(bad)
-    check(~jnp.any(bad), f"{name} must be in [0, vocab_size={vocab_size}), got {{value}} at "
-          f"position {{position}} of {name} with shape {jnp.shape(tokens)}",
-          value=flat[position], position=position)
+    check(
+        ~jnp.any(bad),
+        f"{name} must be in [0, vocab_size={vocab_size}), got {{value}} at "
+        f"position {{position}} of {name} with shape {jnp.shape(tokens)}",
+        value=flat[position],
+        position=position,
+    )

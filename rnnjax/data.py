@@ -56,8 +56,9 @@ def windows(array: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
     return np.moveaxis(view, -1, 1).copy()
 
 
-def ahead(series: np.ndarray, horizon: int,
-          available: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ahead(
+    series: np.ndarray, horizon: int, available: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(targets: (T, horizon, ...), valid: (T, horizon) bool)``: the values after each step.
 
     ``targets[t, k - 1] = series[t + k]`` for ``k = 1..horizon`` -- the targets of a
@@ -74,13 +75,17 @@ def ahead(series: np.ndarray, horizon: int,
         raise ValueError(f"available must be in [0, T={num_steps}], got {available}")
     step = np.arange(num_steps)[:, None] + np.arange(1, horizon + 1)  # (T, horizon): t + k
     inside = step < num_steps
-    targets = np.where(inside.reshape(inside.shape + (1,) * (series.ndim - 1)),
-                       series[np.minimum(step, num_steps - 1)], 0).astype(series.dtype)
+    targets = np.where(
+        inside.reshape(inside.shape + (1,) * (series.ndim - 1)),
+        series[np.minimum(step, num_steps - 1)],
+        0,
+    ).astype(series.dtype)
     return targets, step < available
 
 
-def forecast_pairs(series: np.ndarray, context: int, horizon: int, *, stride: int = 1,
-                   kind: str = "many_to_one") -> tuple[np.ndarray, np.ndarray]:
+def forecast_pairs(
+    series: np.ndarray, context: int, horizon: int, *, stride: int = 1, kind: str = "many_to_one"
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(inputs: (N, context, ...), targets)``: input windows and the values to forecast.
 
     Window ``n`` starts at ``s = n * stride`` and holds ``series[s : s + context]``; its targets:
@@ -100,8 +105,10 @@ def forecast_pairs(series: np.ndarray, context: int, horizon: int, *, stride: in
     if kind not in ("many_to_one", "many_to_many"):
         raise ValueError(f"kind must be 'many_to_one' or 'many_to_many', got {kind!r}")
     if series.ndim == 0 or len(series) < context + horizon:
-        raise ValueError(f"the series needs at least context + horizon = {context + horizon} "
-                         f"steps, got series of shape {series.shape}")
+        raise ValueError(
+            f"the series needs at least context + horizon = {context + horizon} "
+            f"steps, got series of shape {series.shape}"
+        )
     last = len(series) - horizon  # steps after this one have incomplete targets
     inputs = windows(series[:last], context, stride)
     if kind == "many_to_one":
@@ -112,8 +119,9 @@ def forecast_pairs(series: np.ndarray, context: int, horizon: int, *, stride: in
 # ------------------------------------------------------------------------- padding, buckets
 
 
-def pad(sequences: Sequence, length: int | None = None,
-        dtype=None) -> tuple[np.ndarray, np.ndarray]:
+def pad(
+    sequences: Sequence, length: int | None = None, dtype=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(xs: (N, T_max, ...), lengths: (N,) int32)``: the sequences stacked, zeros after each length.
 
     ``sequences``: N arrays ``(T_i, ...)`` with the same trailing shape, or N lists of token
@@ -134,12 +142,19 @@ def pad(sequences: Sequence, length: int | None = None,
     features = given[0].shape[1:]
     for i, a in enumerate(arrays):
         if len(a) and a.shape[1:] != features:
-            raise ValueError(f"sequence {i} has steps of shape {a.shape[1:]}, expected {features} "
-                             f"like sequence {arrays.index(given[0])}")
+            raise ValueError(
+                f"sequence {i} has steps of shape {a.shape[1:]}, expected {features} "
+                f"like sequence {arrays.index(given[0])}"
+            )
     if dtype is None:
         kind = np.result_type(*given)
-        dtype = (np.float32 if np.issubdtype(kind, np.floating)
-                 else np.int32 if np.issubdtype(kind, np.integer) else kind)
+        dtype = (
+            np.float32
+            if np.issubdtype(kind, np.floating)
+            else np.int32
+            if np.issubdtype(kind, np.integer)
+            else kind
+        )
     t_max = int(lengths.max()) if length is None else length
     if t_max < lengths.max():
         raise ValueError(f"length must be >= the longest sequence ({lengths.max()}), got {length}")
@@ -161,8 +176,14 @@ class Batch(NamedTuple):
     length: int
 
 
-def bucket_batches(lengths, batch_size: int, seed: int, *, boundaries: Sequence[int] | None = None,
-                   drop_remainder: bool = False) -> list[Batch]:
+def bucket_batches(
+    lengths,
+    batch_size: int,
+    seed: int,
+    *,
+    boundaries: Sequence[int] | None = None,
+    drop_remainder: bool = False,
+) -> list[Batch]:
     """Returns one epoch's batches, each of examples from one length bucket, in a seeded random order.
 
     ``lengths: (N,)``. Bucket ``b`` holds the examples with ``boundaries[b-1] < length <=
@@ -187,25 +208,29 @@ def bucket_batches(lengths, batch_size: int, seed: int, *, boundaries: Sequence[
     lengths = np.asarray(lengths)
     _check_positive(batch_size=batch_size)
     if lengths.ndim != 1 or not len(lengths) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths must be a non-empty 1-D array of integers, got shape "
-                         f"{lengths.shape} and dtype {lengths.dtype}")
+        raise ValueError(
+            f"lengths must be a non-empty 1-D array of integers, got shape "
+            f"{lengths.shape} and dtype {lengths.dtype}"
+        )
     if lengths.min() < 0:
         raise ValueError(f"lengths must be >= 0, got {lengths.min()}")
     longest = int(lengths.max())
     if boundaries is None:
-        boundaries = [2 ** k for k in range(int(np.ceil(np.log2(max(longest, 1)))) + 1)]
+        boundaries = [2**k for k in range(int(np.ceil(np.log2(max(longest, 1)))) + 1)]
     bounds = np.asarray(boundaries)
     if bounds.ndim != 1 or not len(bounds) or (np.diff(bounds) <= 0).any() or bounds[0] < 1:
         raise ValueError(f"boundaries must be increasing positive integers, got {list(boundaries)}")
     if bounds[-1] < longest:
-        raise ValueError(f"boundaries must reach the longest length {longest}, got {list(boundaries)}")
+        raise ValueError(
+            f"boundaries must reach the longest length {longest}, got {list(boundaries)}"
+        )
     rng = np.random.default_rng(seed)
     bucket = np.searchsorted(bounds, lengths, side="left")  # first bound >= length
     batches = []
     for b, bound in enumerate(bounds.tolist()):
         members = rng.permutation(np.flatnonzero(bucket == b))
         for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
+            chunk = members[start : start + batch_size]
             if len(chunk) == batch_size or not drop_remainder:
                 batches.append(Batch(chunk, bound))
     return [batches[i] for i in rng.permutation(len(batches))]

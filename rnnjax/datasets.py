@@ -40,8 +40,9 @@ def package_file(package: str, *parts: str) -> pathlib.Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"package {package!r} is not installed; its wheel ships the data file "
-            f"{'/'.join(parts)} (pip install 'rnnjax[apps]')")
-    path = pathlib.Path(list(spec.submodule_search_locations)[0], *parts)
+            f"{'/'.join(parts)} (pip install 'rnnjax[apps]')"
+        )
+    path = pathlib.Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not in the installed {package!r} package")
     return path
@@ -97,9 +98,14 @@ def co2_monthly() -> Series:
         idx = np.arange(len(values))
         values[missing] = np.interp(idx[missing], idx[~missing], values[~missing])
     times = np.array([y + (m - 0.5) / 12 for y, m in months])
-    return Series("co2", values, times, 12,
-                  "statsmodels/datasets/co2/co2.csv: weekly atmospheric CO2 at Mauna Loa "
-                  "(Scripps), 1958-2001, averaged to months")
+    return Series(
+        "co2",
+        values,
+        times,
+        12,
+        "statsmodels/datasets/co2/co2.csv: weekly atmospheric CO2 at Mauna Loa "
+        "(Scripps), 1958-2001, averaged to months",
+    )
 
 
 def sunspots_yearly() -> Series:
@@ -107,9 +113,14 @@ def sunspots_yearly() -> Series:
     path = package_file("statsmodels", "datasets", "sunspots", "sunspots.csv")
     _, rows = _read_csv(path)
     years = np.array([float(r[0]) for r in rows])
-    return Series("sunspots", np.array([float(r[1]) for r in rows]), years + 0.5, 11,
-                  "statsmodels/datasets/sunspots/sunspots.csv: yearly sunspot numbers "
-                  "1700-2008 (SIDC via NGDC)")
+    return Series(
+        "sunspots",
+        np.array([float(r[1]) for r in rows]),
+        years + 0.5,
+        11,
+        "statsmodels/datasets/sunspots/sunspots.csv: yearly sunspot numbers "
+        "1700-2008 (SIDC via NGDC)",
+    )
 
 
 def elnino_monthly() -> Series:
@@ -118,9 +129,14 @@ def elnino_monthly() -> Series:
     _, rows = _read_csv(path)
     values = np.array([float(v) for r in rows for v in r[1:13]])
     times = np.array([float(r[0]) + (m + 0.5) / 12 for r in rows for m in range(12)])
-    return Series("elnino", values, times, 12,
-                  "statsmodels/datasets/elnino/elnino.csv: monthly sea-surface temperature, "
-                  "El Niño region, 1950-2010 (NOAA)")
+    return Series(
+        "elnino",
+        values,
+        times,
+        12,
+        "statsmodels/datasets/elnino/elnino.csv: monthly sea-surface temperature, "
+        "El Niño region, 1950-2010 (NOAA)",
+    )
 
 
 SERIES = {"co2": co2_monthly, "sunspots": sunspots_yearly, "elnino": elnino_monthly}
@@ -179,7 +195,8 @@ def uea_classification(name: str, split: str) -> Classification:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     sequences, labels, declared = read_ts(
-        package_file("aeon", "datasets", "data", name, f"{name}_{split.upper()}.ts"))
+        package_file("aeon", "datasets", "data", name, f"{name}_{split.upper()}.ts")
+    )
     # Labels map to the header's class order (case-insensitively, as files differ in case),
     # so that train and test agree even if one split lacks a class.
     order = [c.lower() for c in declared] or sorted({lab.lower() for lab in labels})
@@ -229,15 +246,22 @@ def ucr_anomaly() -> Anomalies:
     """
     folder = ("datasets", "data", "KDD-TSAD_135")
     train, train_labels = read_timeeval_csv(
-        package_file("aeon", *folder, "135_UCR_Anomaly_InternalBleeding16_TRAIN.csv"))
+        package_file("aeon", *folder, "135_UCR_Anomaly_InternalBleeding16_TRAIN.csv")
+    )
     whole, labels = read_timeeval_csv(
-        package_file("aeon", *folder, "135_UCR_Anomaly_InternalBleeding16_TEST.csv"))
+        package_file("aeon", *folder, "135_UCR_Anomaly_InternalBleeding16_TEST.csv")
+    )
     n = len(train)
     if not np.array_equal(whole[:n], train) or train_labels.any():
         raise ValueError("KDD-TSAD_135: the TEST file no longer starts with the normal TRAIN part")
-    return Anomalies("ucr135", train, whole[n:], labels[n:],
-                     "aeon/datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_"
-                     "{TRAIN,TEST}.csv: UCR time-series anomaly archive (Wu & Keogh 2021)")
+    return Anomalies(
+        "ucr135",
+        train,
+        whole[n:],
+        labels[n:],
+        "aeon/datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_"
+        "{TRAIN,TEST}.csv: UCR time-series anomaly archive (Wu & Keogh 2021)",
+    )
 
 
 def gutentag_anomaly() -> Anomalies:
@@ -248,13 +272,19 @@ def gutentag_anomaly() -> Anomalies:
     """
     folder = ("datasets", "data", "UnitTest")
     train, train_labels = read_timeeval_csv(
-        package_file("aeon", *folder, "ecg-diff-count-3_TRAIN_NA.csv"))
+        package_file("aeon", *folder, "ecg-diff-count-3_TRAIN_NA.csv")
+    )
     test, labels = read_timeeval_csv(package_file("aeon", *folder, "ecg-diff-count-3_TEST.csv"))
     if train_labels.any():
         raise ValueError("ecg-diff-count-3_TRAIN_NA.csv has labelled anomalies")
-    return Anomalies("gutentag_ecg", train, test, labels,
-                     "aeon/datasets/data/UnitTest/ecg-diff-count-3_{TRAIN_NA,TEST}.csv: "
-                     "synthetic ECG generated with GutenTAG (TimeEval)")
+    return Anomalies(
+        "gutentag_ecg",
+        train,
+        test,
+        labels,
+        "aeon/datasets/data/UnitTest/ecg-diff-count-3_{TRAIN_NA,TEST}.csv: "
+        "synthetic ECG generated with GutenTAG (TimeEval)",
+    )
 
 
 ANOMALY_SETS = {"ucr135": ucr_anomaly, "gutentag_ecg": gutentag_anomaly}

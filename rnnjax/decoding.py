@@ -17,7 +17,8 @@ of steps, so that it jits, vmaps over a batch of prompts, and compiles once per 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,9 @@ StepFn = Callable[[Any, Array], tuple[Any, Array]]
 # ------------------------------------------------------------------------------ one token
 
 
-def filter_logits(logits: Array, *, temperature: Any = 1.0, top_k: int | None = None,
-                  top_p: Any = None) -> Array:
+def filter_logits(
+    logits: Array, *, temperature: Any = 1.0, top_k: int | None = None, top_p: Any = None
+) -> Array:
     """Returns ``logits / temperature`` with every token outside the top-k and the nucleus at -inf.
 
     Args:
@@ -51,8 +53,10 @@ def filter_logits(logits: Array, *, temperature: Any = 1.0, top_k: int | None = 
     logits = jnp.asarray(logits) / temperature
     num_tokens = logits.shape[-1]
     if top_k is not None:
-        if isinstance(top_k, bool) or (isinstance(top_k, (int, float)) and not (
-                isinstance(top_k, int) and 1 <= top_k <= num_tokens)):
+        if isinstance(top_k, bool) or (
+            isinstance(top_k, (int, float))
+            and not (isinstance(top_k, int) and 1 <= top_k <= num_tokens)
+        ):
             raise ValueError(f"top_k must be an int in [1, V={num_tokens}] or None, got {top_k!r}")
         # A traced top_k is clipped to [1, V]; sorting (not lax.top_k) lets it vary under jit.
         k = jnp.clip(top_k, 1, num_tokens)
@@ -71,8 +75,14 @@ def filter_logits(logits: Array, *, temperature: Any = 1.0, top_k: int | None = 
     return logits
 
 
-def sample_token(logits: Array, key: Array | None = None, *, temperature: Any = 1.0,
-                 top_k: int | None = None, top_p: Any = None) -> Array:
+def sample_token(
+    logits: Array,
+    key: Array | None = None,
+    *,
+    temperature: Any = 1.0,
+    top_k: int | None = None,
+    top_p: Any = None,
+) -> Array:
     """Returns one int32 token drawn from ``softmax(filter_logits(logits))``; argmax when ``key`` is None.
 
     ``logits: (V,)`` (or ``(..., V)``: one token per row). Greedy (``key=None``) ignores
@@ -121,8 +131,10 @@ def generate(
     checks.positive_int("max_length", max_length)
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 1 or not 1 <= prompt.shape[0] <= max_length:
-        raise ValueError(f"prompt must have shape (P,) with 1 <= P <= max_length={max_length}, "
-                         f"got {prompt.shape}")
+        raise ValueError(
+            f"prompt must have shape (P,) with 1 <= P <= max_length={max_length}, "
+            f"got {prompt.shape}"
+        )
     if not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise TypeError(f"prompt must be integer tokens, got dtype {prompt.dtype}")
     if isinstance(temperature, (int, float)) and not temperature > 0:
@@ -131,15 +143,19 @@ def generate(
     prompt_length = jnp.clip(num_prompt if prompt_length is None else prompt_length, 1, num_prompt)
     forced = jnp.zeros(max_length, jnp.int32).at[:num_prompt].set(prompt.astype(jnp.int32))
     num_steps = max_length - 1
-    keys = (jnp.zeros((num_steps, 2), jnp.uint32) if key is None
-            else jax.random.split(key, max(num_steps, 1))[:num_steps])
+    keys = (
+        jnp.zeros((num_steps, 2), jnp.uint32)
+        if key is None
+        else jax.random.split(key, max(num_steps, 1))[:num_steps]
+    )
 
     def body(state, inputs):
         carry, token, done = state
         t, k = inputs
         new_carry, logits = step_fn(carry, token)
-        picked = sample_token(logits, None if key is None else k, temperature=temperature,
-                              top_k=top_k, top_p=top_p)
+        picked = sample_token(
+            logits, None if key is None else k, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         in_prompt = t + 1 < prompt_length
         next_token = jnp.where(done, pad_token, jnp.where(in_prompt, forced[t + 1], picked))
         new_carry = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carry, carry)
@@ -193,8 +209,9 @@ def beam_search(
     checks.positive_int("max_length", max_length)
     token = jnp.asarray(token, jnp.int32)
     num_tokens = jax.eval_shape(step_fn, carry, token)[1].shape[-1]
-    beams = lambda tree: jax.tree.map(  # noqa: E731
-        lambda a: jnp.broadcast_to(a, (beam_size,) + jnp.shape(a)), tree)
+    beams = lambda tree: jax.tree.map(
+        lambda a: jnp.broadcast_to(a, (beam_size,) + jnp.shape(a)), tree
+    )
     # Only beam 0 is alive at first, so the first step does not keep beam_size copies of one.
     scores = jnp.full(beam_size, -jnp.inf).at[0].set(0.0)
     pad_only = jnp.where(jnp.arange(num_tokens) == pad_token, 0.0, -jnp.inf)
@@ -209,23 +226,33 @@ def beam_search(
         parent, next_token = index // num_tokens, (index % num_tokens).astype(jnp.int32)
         was_done = done[parent]
         new_carries = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carries, carries)
-        carries = jax.tree.map(lambda n, o: jnp.where(
-            was_done.reshape((-1,) + (1,) * (n.ndim - 1)), o[parent], n[parent]),
-            new_carries, carries)
+        carries = jax.tree.map(
+            lambda n, o: jnp.where(
+                was_done.reshape((-1,) + (1,) * (n.ndim - 1)), o[parent], n[parent]
+            ),
+            new_carries,
+            carries,
+        )
         history = history[parent].at[:, t].set(next_token)
         lengths = lengths[parent] + (~was_done).astype(jnp.int32)
         done = was_done if end_token is None else was_done | (next_token == end_token)
         return (carries, next_token, scores, done, history, lengths), None
 
-    state = (beams(carry), beams(token), scores, jnp.zeros(beam_size, bool),
-             jnp.full((beam_size, max_length), pad_token, jnp.int32),
-             jnp.zeros(beam_size, jnp.int32))
+    state = (
+        beams(carry),
+        beams(token),
+        scores,
+        jnp.zeros(beam_size, bool),
+        jnp.full((beam_size, max_length), pad_token, jnp.int32),
+        jnp.zeros(beam_size, jnp.int32),
+    )
     (_, _, scores, _, history, lengths), _ = jax.lax.scan(body, state, jnp.arange(max_length))
     return history, scores, lengths
 
 
-def sequence_log_prob(step_fn: StepFn, carry: Any, token: Any, continuation: Array,
-                      length: Any = None) -> Array:
+def sequence_log_prob(
+    step_fn: StepFn, carry: Any, token: Any, continuation: Array, length: Any = None
+) -> Array:
     """Returns ``sum_t log p(continuation[t] | token, continuation[:t])`` over ``t < length``, a scalar.
 
     The score :func:`beam_search` ranks by, computed by teacher forcing (one scan over
@@ -266,8 +293,9 @@ def ctc_greedy(logits: Array, length: Any = None, *, blank: int = 0) -> tuple[Ar
     return labels, jnp.sum(keep).astype(jnp.int32)
 
 
-def ctc_prefix_beam_search(log_probs: np.ndarray, *, beam_size: int, blank: int = 0
-                           ) -> list[tuple[tuple[int, ...], float]]:
+def ctc_prefix_beam_search(
+    log_probs: np.ndarray, *, beam_size: int, blank: int = 0
+) -> list[tuple[tuple[int, ...], float]]:
     """Returns the ``beam_size`` most probable labellings found, ``[(labels, log_prob), ...]``, best first.
 
     CTC prefix beam search (Graves 2012, "Supervised Sequence Labelling with Recurrent Neural
@@ -284,7 +312,7 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, *, beam_size: int, blank: int 
     for frame in log_probs:
         new: dict[tuple[int, ...], tuple[float, float]] = {}
 
-        def add(prefix, blank_end, label_end):
+        def add(prefix, blank_end, label_end, new=new):
             b, nb = new.get(prefix, (-np.inf, -np.inf))
             new[prefix] = (np.logaddexp(b, blank_end), np.logaddexp(nb, label_end))
 
@@ -299,11 +327,15 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, *, beam_size: int, blank: int 
                     add(prefix + (k,), -np.inf, b + frame[k])
                 else:
                     add(prefix + (k,), -np.inf, total + frame[k])
-        ranked = sorted(((p, v) for p, v in new.items() if np.logaddexp(*v) > -np.inf),
-                        key=lambda kv: -np.logaddexp(*kv[1]))
+        ranked = sorted(
+            ((p, v) for p, v in new.items() if np.logaddexp(*v) > -np.inf),
+            key=lambda kv: -np.logaddexp(*kv[1]),
+        )
         beams = dict(ranked[:beam_size])
-    return [(prefix, float(np.logaddexp(b, nb))) for prefix, (b, nb) in
-            sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))]
+    return [
+        (prefix, float(np.logaddexp(b, nb)))
+        for prefix, (b, nb) in sorted(beams.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+    ]
 
 
 __all__ = [

@@ -12,7 +12,8 @@ unchanged, so they carry no gradient and their step Jacobian is the identity.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +40,7 @@ def _probed_run(fn: Callable, *args: Any) -> tuple[Callable, dict[str, Array]]:
         jax.eval_shape(lambda *a: fn(*a), *args)
     if not context.shapes:
         raise ValueError(
-            "fn ran no recurrent loop (rnnjax.scan, a layer or a model): there is no state "
-            "to probe"
+            "fn ran no recurrent loop (rnnjax.scan, a layer or a model): there is no state to probe"
         )
     zeros = {label: jnp.zeros(s.shape, s.dtype) for label, s in context.shapes.items()}
 
@@ -106,8 +106,9 @@ def _forward_inputs(loop: probes.Loop) -> Array:
     return padding.reverse_valid(loop.xs, loop.length) if loop.reverse else loop.xs
 
 
-def layer_lyapunov_spectra(fn: Callable[..., Any], *args: Any, k: int | None = None,
-                           key: Array | None = None) -> dict[str, Array]:
+def layer_lyapunov_spectra(
+    fn: Callable[..., Any], *args: Any, k: int | None = None, key: Array | None = None
+) -> dict[str, Array]:
     """Returns ``{label: (k,)}``: the Lyapunov spectrum of every loop in ``fn(*args)``.
 
     Each loop's cell is driven by the inputs it reads inside the model (see :func:`loops`);
@@ -117,18 +118,33 @@ def layer_lyapunov_spectra(fn: Callable[..., Any], *args: Any, k: int | None = N
     for label, loop in loops(fn, *args).items():
         size = ravel_pytree(initial_carry(loop.cell, loop.params, loop.carry))[0].size
         spectra[label] = lyapunov_spectrum(
-            loop.cell, loop.params, _forward_inputs(loop), carry=loop.carry,
-            length=loop.length, k=None if k is None else min(k, size), key=key)
+            loop.cell,
+            loop.params,
+            _forward_inputs(loop),
+            carry=loop.carry,
+            length=loop.length,
+            k=None if k is None else min(k, size),
+            key=key,
+        )
     return spectra
 
 
-def layer_jacobian_norms(fn: Callable[..., Any], *args: Any, ord: int | str = 2
-                         ) -> dict[str, Array]:
+def layer_jacobian_norms(
+    fn: Callable[..., Any], *args: Any, ord: int | str = 2
+) -> dict[str, Array]:
     """Returns ``{label: (T,)}``: ||d state_last / d state_t|| of every loop in ``fn(*args)``,
     in the order each loop reads its inputs (see :func:`jacobian_norms`)."""
-    return {label: jacobian_norms(loop.cell, loop.params, _forward_inputs(loop),
-                                  carry=loop.carry, length=loop.length, ord=ord)
-            for label, loop in loops(fn, *args).items()}
+    return {
+        label: jacobian_norms(
+            loop.cell,
+            loop.params,
+            _forward_inputs(loop),
+            carry=loop.carry,
+            length=loop.length,
+            ord=ord,
+        )
+        for label, loop in loops(fn, *args).items()
+    }
 
 
 def state_gradients(
@@ -176,7 +192,8 @@ def state_gradients(
     _check_cell(cell)
     check_inputs(cell, params, xs)
     (grads,) = gradient_flow(
-        lambda: loss_fn(*scan(cell, params, xs, carry=carry, length=length))).values()
+        lambda: loss_fn(*scan(cell, params, xs, carry=carry, length=length))
+    ).values()
     return grads
 
 
@@ -378,8 +395,11 @@ def pascanu_bound(params: Any, activation: str | Cell = "tanh") -> PascanuBound:
     """
     if isinstance(activation, Cell):
         step = activation.step
-        names = [name for name, update in ELMAN_UPDATES.items()
-                 if type(step) is GatedStep and getattr(step, "update", None) is update]
+        names = [
+            name
+            for name, update in ELMAN_UPDATES.items()
+            if type(step) is GatedStep and getattr(step, "update", None) is update
+        ]
         if not names:
             raise ValueError(
                 f"pascanu_bound needs an Elman cell (its bound is for h = σ(W h + ...)), got a "
@@ -465,8 +485,9 @@ def lyapunov_spectrum(
     def body(state, inputs):
         h, q, log_r = state
         x, t = inputs
-        new_h, jq = jax.vmap(lambda v: jax.jvp(lambda s: step(s, x), (h,), (v,)), in_axes=1,
-                             out_axes=(None, 1))(q)
+        new_h, jq = jax.vmap(
+            lambda v: jax.jvp(lambda s: step(s, x), (h,), (v,)), in_axes=1, out_axes=(None, 1)
+        )(q)
         valid = t < num_valid
         new_h, jq = padding.keep_carry(valid, (new_h, jq), (h, q))
         due = valid & (((t + 1) % reorth_every == 0) | (t == last))
@@ -521,8 +542,9 @@ def model_gradient_flow_hook(
 
     def flow(params):
         per_example = jax.vmap(lambda *example: gradient_flow_norms(loss, params, *example))
-        return {prefix + label: mean_over_valid(norms)
-                for label, norms in per_example(*batch).items()}
+        return {
+            prefix + label: mean_over_valid(norms) for label, norms in per_example(*batch).items()
+        }
 
     run = _for_each_run(flow)
     return lambda state: run(state, get_params(state))
@@ -581,7 +603,9 @@ def gradient_flow_hook(
     _check_cell(cell)
     xs = jnp.asarray(xs)
     if xs.ndim not in (2, 3):
-        raise ValueError(f"xs must have shape (T, input_size) or (B, T, input_size), got {xs.shape}")
+        raise ValueError(
+            f"xs must have shape (T, input_size) or (B, T, input_size), got {xs.shape}"
+        )
     batched = xs if xs.ndim == 3 else xs[None]
     num_steps = batched.shape[1]
     lengths = jnp.broadcast_to(
@@ -590,8 +614,8 @@ def gradient_flow_hook(
 
     def metrics(params, loss_params):
         def one(x, n):
-            loss = loss_fn if get_loss_params is None else (
-                lambda c, ys: loss_fn(c, ys, loss_params)
+            loss = (
+                loss_fn if get_loss_params is None else (lambda c, ys: loss_fn(c, ys, loss_params))
             )
             return state_gradient_norms(cell, params, x, loss, carry=carry, length=n)
 

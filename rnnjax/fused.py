@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.core
@@ -64,10 +65,15 @@ def _lstm_vjp(carry, z, d_carry, dy):
     tanh_c = jnp.tanh(f * c + i * g)
     d_h = d_h + dy
     d_c = d_c + d_h * o * (1.0 - tanh_c**2)
-    dz = jnp.concatenate([
-        d_c * g * i * (1.0 - i), d_c * c * f * (1.0 - f), d_c * i * (1.0 - g**2),
-        d_h * tanh_c * o * (1.0 - o),
-    ], axis=-1)
+    dz = jnp.concatenate(
+        [
+            d_c * g * i * (1.0 - i),
+            d_c * c * f * (1.0 - f),
+            d_c * i * (1.0 - g**2),
+            d_h * tanh_c * o * (1.0 - o),
+        ],
+        axis=-1,
+    )
     return (jnp.zeros_like(h), (d_c * f).astype(carry[1].dtype)), dz
 
 
@@ -122,7 +128,9 @@ def path(cell: Cell, impl: Any = "auto") -> str:
         return "reference"
     if _is_newton(impl):
         return parallel_in_time.check_newton(impl).method
-    if _linear_step(cell) is not None and (impl == "parallel" or (impl == "auto" and AUTO_PARALLEL)):
+    if _linear_step(cell) is not None and (
+        impl == "parallel" or (impl == "auto" and AUTO_PARALLEL)
+    ):
         return "parallel"
     if impl in ("auto", "fused") and supports(cell):
         return "fused"
@@ -181,6 +189,7 @@ def _explicit(fn, *example):
 
 def _loop_of(eq: GatedStep, carry, gi, gh) -> tuple[_Loop, list]:
     """Returns the ``_Loop`` of ``eq`` and the arrays its update and hidden close over."""
+
     def update(c, gi, gh):
         return eq.update(c, gi + gh) if eq.additive else eq.update(c, gi, gh)
 
@@ -312,6 +321,7 @@ def _attach_bwd(loop, unroll, saved, cotangents):
             for i, value in zip(diff, k):
                 full[i] = value
             return fn(*args, full)
+
         return wrapped, [consts[i] for i in diff] if own else None
 
     def body(state, inputs):
@@ -324,8 +334,9 @@ def _attach_bwd(loop, unroll, saved, cotangents):
             d_gh, d_k_step = d_gi, []
         else:
             gi, gh = (p, jnp.zeros_like(p)) if loop.additive else p
-            fn, k = with_consts(lambda c, gi, gh, full: _masked_update(loop, c, gi, gh, full, v),
-                                True)
+            fn, k = with_consts(
+                lambda c, gi, gh, full: _masked_update(loop, c, gi, gh, full, v), True
+            )
             _, vjp = jax.vjp(fn, c, gi, gh, k)
             d_c, d_gi, d_gh, d_k_step = vjp((d_carry, dy))
             d_gh = d_gi if loop.additive else d_gh
@@ -345,8 +356,16 @@ def _attach_bwd(loop, unroll, saved, cotangents):
         d_consts[i] = d
     d_gi, d_gh = (d_pre, d_pre) if loop.additive else d_pre
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-    return (d_gi, d_gh, d_carry, zeros(w_hh), d_consts, zeros(cotangents),
-            zeros((carries, pre)), None)
+    return (
+        d_gi,
+        d_gh,
+        d_carry,
+        zeros(w_hh),
+        d_consts,
+        zeros(cotangents),
+        zeros((carries, pre)),
+        None,
+    )
 
 
 _attach.defvjp(_attach_fwd, _attach_bwd)
@@ -371,7 +390,15 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
     loop, consts = _loop_of(eq, carry, z, z)
     sg = jax.lax.stop_gradient
     out, residuals, xh = _loop_forward(
-        loop, unroll, sg(w_ih), sg(b_in), sg(w_hh), sg(b_hh), sg(consts), sg(carry), sg(xs),
+        loop,
+        unroll,
+        sg(w_ih),
+        sg(b_in),
+        sg(w_hh),
+        sg(b_hh),
+        sg(consts),
+        sg(carry),
+        sg(xs),
         valid,
     )
     out, residuals = sg(out), sg(residuals)
@@ -470,19 +497,23 @@ def scan(
         )
     carry, length = check_scan_args(cell, params, xs, carry, length)
     if probes.active():  # probed for gradient flow: the reference loop carries the probes
-        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
-                              unroll=unroll)
+        return reference_scan(
+            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
+        )
     if kind == "reference" and remat is None:
-        return reference_scan(cell, params, xs, carry=carry, length=length, reverse=reverse,
-                              unroll=unroll)
+        return reference_scan(
+            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
+        )
     num_steps = xs.shape[0]
     if reverse:
         xs = padding.reverse_valid(xs, length)
     xs = padding.clean(xs, padding.valid_steps(num_steps, length))
 
-    def run(carry, xs, length):  # forward in time, padding cleaned
+    def run(carry, xs, length) -> tuple[Any, Array]:  # forward in time, padding cleaned
         if kind == "parallel":
-            return parallel_in_time.linear_scan(cast(LinearStep, cell.step), params, xs, carry, length)
+            return parallel_in_time.linear_scan(
+                cast(LinearStep, cell.step), params, xs, carry, length
+            )
         if kind == "reference":
             return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
         if kind == "fused":

@@ -49,7 +49,9 @@ def from_torch(module: Any) -> tuple[Layer, list]:
     if kind not in ("RNN", "LSTM", "GRU") or not isinstance(module, torch.nn.RNNBase):
         raise TypeError(f"module must be a torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
     if getattr(module, "proj_size", 0):
-        raise ValueError(f"module.proj_size must be 0 (projected LSTMs are not supported), got {module.proj_size}")
+        raise ValueError(
+            f"module.proj_size must be 0 (projected LSTMs are not supported), got {module.proj_size}"
+        )
     hidden = module.hidden_size
     if kind == "RNN":
         cell = elman(hidden, str(module.nonlinearity), use_bias=module.bias)
@@ -63,8 +65,9 @@ def from_torch(module: Any) -> tuple[Layer, list]:
         forward = _torch_direction_params(module, layer, "")
         if module.bidirectional:
             layers.append(bidirectional(cell, cell))
-            params.append({"forward": forward,
-                           "backward": _torch_direction_params(module, layer, "_reverse")})
+            params.append(
+                {"forward": forward, "backward": _torch_direction_params(module, layer, "_reverse")}
+            )
         else:
             layers.append(recurrent(cell))
             params.append(forward)

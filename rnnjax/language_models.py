@@ -53,8 +53,9 @@ class LanguageModel(NamedTuple):
     vocab_size: int
 
 
-def language_model(layer: Layer, vocab_size: int, *, embed_size: int = 16,
-                   readout: Readout | None = None) -> LanguageModel:
+def language_model(
+    layer: Layer, vocab_size: int, *, embed_size: int = 16, readout: Readout | None = None
+) -> LanguageModel:
     """Returns the language model ``logits_t = readout(layer(embed(tokens))_t)``.
 
     Args:
@@ -71,12 +72,16 @@ def language_model(layer: Layer, vocab_size: int, *, embed_size: int = 16,
     readout = linear(vocab_size) if readout is None else readout
     if readout.output_size != vocab_size:
         raise ValueError(
-            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}")
+            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
+        )
 
     def init(key):
         k_emb, k_rnn, k_out = jax.random.split(key, 3)
-        return {"embed": embed.init(k_emb), "rnn": layer.init(k_rnn, embed_size),
-                "readout": readout.init(k_out, layer.output_size)}
+        return {
+            "embed": embed.init(k_emb),
+            "rnn": layer.init(k_rnn, embed_size),
+            "readout": readout.init(k_out, layer.output_size),
+        }
 
     def initial_carry(params):
         return layer.initial_carry(params["rnn"])
@@ -84,27 +89,56 @@ def language_model(layer: Layer, vocab_size: int, *, embed_size: int = 16,
     def apply(params, tokens, *, length=None, carry=None, key=None, train=False):
         if jnp.ndim(tokens) != 1:
             hint = " (batch with jax.vmap)" if jnp.ndim(tokens) == 2 else ""
-            raise ValueError(f"tokens must have shape (T,) for one sequence{hint}; got {jnp.shape(tokens)}")
+            raise ValueError(
+                f"tokens must have shape (T,) for one sequence{hint}; got {jnp.shape(tokens)}"
+            )
         with probes.scope("rnn"):
-            final, ys = layer.apply(params["rnn"], embed.apply(params["embed"], tokens),
-                                    length=length, carry=carry, key=key, train=train)
+            final, ys = layer.apply(
+                params["rnn"],
+                embed.apply(params["embed"], tokens),
+                length=length,
+                carry=carry,
+                key=key,
+                train=train,
+            )
         logits = readout.apply(params["readout"], ys)
         if length is not None:
             logits = jnp.where((jnp.arange(logits.shape[0]) < length)[:, None], logits, 0.0)
         return final, logits
 
     def step(params, carry, token):
-        final, ys = layer.apply(params["rnn"], embed.apply(params["embed"], token[None]),
-                                carry=carry)
+        final, ys = layer.apply(
+            params["rnn"], embed.apply(params["embed"], token[None]), carry=carry
+        )
         return final, readout.apply(params["readout"], ys[0])
 
-    def generate(params, prompt, *, max_length, prompt_length=None, carry=None, key=None,
-                 temperature=1.0, top_k=None, top_p=None, end_token=None, pad_token=0):
+    def generate(
+        params,
+        prompt,
+        *,
+        max_length,
+        prompt_length=None,
+        carry=None,
+        key=None,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        end_token=None,
+        pad_token=0,
+    ):
         return decoding.generate(
-            lambda c, t: step(params, c, t), initial_carry(params) if carry is None else carry,
-            prompt, max_length=max_length, prompt_length=prompt_length, key=key,
-            temperature=temperature, top_k=top_k, top_p=top_p, end_token=end_token,
-            pad_token=pad_token)
+            lambda c, t: step(params, c, t),
+            initial_carry(params) if carry is None else carry,
+            prompt,
+            max_length=max_length,
+            prompt_length=prompt_length,
+            key=key,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            end_token=end_token,
+            pad_token=pad_token,
+        )
 
     return LanguageModel(init, apply, step, initial_carry, generate, vocab_size)
 
@@ -123,8 +157,9 @@ class CarryBridge(NamedTuple):
     apply: Callable[[Any, Array], Any]
 
 
-def carry_bridge(model: LanguageModel, hidden_sizes: tuple[int, ...] = (), *,
-                 activation: str = "relu") -> CarryBridge:
+def carry_bridge(
+    model: LanguageModel, hidden_sizes: tuple[int, ...] = (), *, activation: str = "relu"
+) -> CarryBridge:
     """Returns the bridge ``carry_0 = tanh(f(x))``, split into the model's carry leaves.
 
     ``f`` is a feed-forward net, :func:`rnnjax.readouts.mlp` with ``hidden_sizes`` and
@@ -152,10 +187,14 @@ def carry_bridge(model: LanguageModel, hidden_sizes: tuple[int, ...] = (), *,
     def apply(params, x):
         if jnp.ndim(x) != 1:
             hint = " (batch with jax.vmap)" if jnp.ndim(x) == 2 else ""
-            raise ValueError(f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}")
+            raise ValueError(
+                f"x must have shape (input_size,) for one example{hint}; got {jnp.shape(x)}"
+            )
         flat = jnp.split(jnp.tanh(net.apply(params, x)), np.cumsum(sizes)[:-1])
-        return jax.tree.unflatten(treedef, [
-            part.reshape(leaf.shape).astype(leaf.dtype) for part, leaf in zip(flat, leaves)])
+        return jax.tree.unflatten(
+            treedef,
+            [part.reshape(leaf.shape).astype(leaf.dtype) for part, leaf in zip(flat, leaves)],
+        )
 
     return CarryBridge(init, apply)
 
@@ -173,7 +212,8 @@ def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, di
     def loss_fn(params, batch, carry, key):
         del key
         final, logits = jax.vmap(lambda x, n, c: model.apply(params, x, length=n, carry=c))(
-            batch.inputs, batch.lengths, carry)
+            batch.inputs, batch.lengths, carry
+        )
         mask = losses.length_mask(batch.lengths, batch.inputs.shape[1])
         loss = losses.masked_cross_entropy(logits, batch.targets, mask)
         return loss, (final, {"tokens": jnp.sum(mask)})

@@ -45,27 +45,55 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--num-processes", type=int, default=None,
-                        help="processes in the job; without --process-id, start them all here")
-    parser.add_argument("--process-id", type=int, default=None,
-                        help="this process's index (0 .. N-1) in a job started by hand")
-    parser.add_argument("--coordinator", default=None,
-                        help="host:port of process 0 (with --process-id; default for local runs: "
-                             "127.0.0.1 and a free port)")
-    parser.add_argument("--cpu-devices", type=int, default=None,
-                        help="JAX CPU devices per process (default: JAX's, one)")
-    parser.add_argument("--heartbeat-timeout", type=int, default=processes.HEARTBEAT_TIMEOUT,
-                        help="seconds without a heartbeat after which a process counts as dead "
-                             "and the others stop (default: %(default)s)")
-    parser.add_argument("--shutdown-timeout", type=int, default=processes.SHUTDOWN_TIMEOUT,
-                        help="seconds a finished process waits for the others at exit "
-                             "(default: %(default)s)")
-    parser.add_argument("--initialization-timeout", type=int,
-                        default=processes.INITIALIZATION_TIMEOUT,
-                        help="seconds to wait for all processes to connect (default: %(default)s)")
-    parser.add_argument("--log-dir", default=None,
-                        help="local runs: where processes 1..N-1 write their output "
-                             "(default: a new temporary directory)")
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        help="processes in the job; without --process-id, start them all here",
+    )
+    parser.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        help="this process's index (0 .. N-1) in a job started by hand",
+    )
+    parser.add_argument(
+        "--coordinator",
+        default=None,
+        help="host:port of process 0 (with --process-id; default for local runs: "
+        "127.0.0.1 and a free port)",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        help="JAX CPU devices per process (default: JAX's, one)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=processes.HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat after which a process counts as dead "
+        "and the others stop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=processes.SHUTDOWN_TIMEOUT,
+        help="seconds a finished process waits for the others at exit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--initialization-timeout",
+        type=int,
+        default=processes.INITIALIZATION_TIMEOUT,
+        help="seconds to wait for all processes to connect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        help="local runs: where processes 1..N-1 write their output "
+        "(default: a new temporary directory)",
+    )
     parser.add_argument("script", help="the Python script every process runs")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
     return parser
@@ -94,24 +122,51 @@ def launch_local(opts: argparse.Namespace) -> int:
     coordinator = opts.coordinator or f"127.0.0.1:{_free_port()}"
     log_dir = opts.log_dir or tempfile.mkdtemp(prefix="rnnjax-launch-")
     os.makedirs(log_dir, exist_ok=True)
-    common = ["--coordinator", coordinator, "--num-processes", str(n),
-              "--heartbeat-timeout", str(opts.heartbeat_timeout),
-              "--shutdown-timeout", str(opts.shutdown_timeout),
-              "--initialization-timeout", str(opts.initialization_timeout)]
+    common = [
+        "--coordinator",
+        coordinator,
+        "--num-processes",
+        str(n),
+        "--heartbeat-timeout",
+        str(opts.heartbeat_timeout),
+        "--shutdown-timeout",
+        str(opts.shutdown_timeout),
+        "--initialization-timeout",
+        str(opts.initialization_timeout),
+    ]
     if opts.cpu_devices is not None:
         common += ["--cpu-devices", str(opts.cpu_devices)]
-    print(f"rnnjax.launch: {n} processes, coordinator {coordinator}; output of processes "
-          f"1..{n - 1} in {log_dir}", file=sys.stderr, flush=True)
+    print(
+        f"rnnjax.launch: {n} processes, coordinator {coordinator}; output of processes "
+        f"1..{n - 1} in {log_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     procs, logs = [], []
     for i in range(n):
-        cmd = [sys.executable, "-m", "rnnjax.launch", *common, "--process-id", str(i),
-               opts.script, *opts.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rnnjax.launch",
+            *common,
+            "--process-id",
+            str(i),
+            opts.script,
+            *opts.args,
+        ]
         log = None if i == 0 else os.path.join(log_dir, f"process_{i}.log")
-        out = None if log is None else open(log, "w")
+        # stays open while the child runs; closed when the launch ends
+        out = None if log is None else open(log, "w")  # noqa: SIM115
         # Own session: a Ctrl-C in the terminal reaches the launcher alone, which passes it
         # on once (fit takes a second Ctrl-C as "stop at once").
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=None if out is None else
-                                      subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=None if out is None else subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         logs.append(log)
         if out is not None:
             out.close()
@@ -189,13 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         return launch_local(opts)
     try:
         training.initialize_processes(
-            opts.coordinator, opts.num_processes, opts.process_id,
-            heartbeat_timeout=opts.heartbeat_timeout, shutdown_timeout=opts.shutdown_timeout,
-            initialization_timeout=opts.initialization_timeout, cpu_devices=opts.cpu_devices)
+            opts.coordinator,
+            opts.num_processes,
+            opts.process_id,
+            heartbeat_timeout=opts.heartbeat_timeout,
+            shutdown_timeout=opts.shutdown_timeout,
+            initialization_timeout=opts.initialization_timeout,
+            cpu_devices=opts.cpu_devices,
+        )
     except ValueError as err:
         if opts.num_processes is None:
-            err.add_note("rnnjax.launch: no cluster found in the environment; pass "
-                         "--num-processes N to start N processes on this machine")
+            err.add_note(
+                "rnnjax.launch: no cluster found in the environment; pass "
+                "--num-processes N to start N processes on this machine"
+            )
         raise
     try:
         run_script(opts.script, opts.args)

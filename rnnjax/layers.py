@@ -12,7 +12,8 @@ Composition is plain functions: :func:`recurrent` lifts a cell to a layer,
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +70,15 @@ def recurrent(
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
         return fused.scan(
-            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll,
-            remat=remat, impl=impl,
+            cell,
+            params,
+            xs,
+            carry=carry,
+            length=length,
+            reverse=reverse,
+            unroll=unroll,
+            remat=remat,
+            impl=impl,
         )
 
     return Layer(cell.init, apply, cell.hidden_size, cell.initial_carry)
@@ -142,12 +150,16 @@ def bidirectional(
 
     def init(key, input_size):
         k_f, k_b = jax.random.split(key)
-        return {"forward": forward_cell.init(k_f, input_size),
-                "backward": backward_cell.init(k_b, input_size)}
+        return {
+            "forward": forward_cell.init(k_f, input_size),
+            "backward": backward_cell.init(k_b, input_size),
+        }
 
     def initial_carry(params):
-        return (forward_cell.initial_carry(params["forward"]),
-                backward_cell.initial_carry(params["backward"]))
+        return (
+            forward_cell.initial_carry(params["forward"]),
+            backward_cell.initial_carry(params["backward"]),
+        )
 
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
@@ -160,8 +172,7 @@ def bidirectional(
             with probes.scope("forward"):
                 final_f, ys_f = scan(forward_cell, p_f, xs, carry=c_f, length=length)
             with probes.scope("backward"):
-                final_b, ys_b = scan(backward_cell, p_b, xs, carry=c_b, length=length,
-                                     reverse=True)
+                final_b, ys_b = scan(backward_cell, p_b, xs, carry=c_b, length=length, reverse=True)
             return (final_f, final_b), merge_fn(ys_f, ys_b)
         if same_step and _same_shapes(p_f, p_b) and _same_shapes(c_f, c_b):
             stacked = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)
@@ -215,9 +226,15 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
             raise ValueError("stack(dropout>0).apply(train=True) needs a key, got key=None")
         carries = initial_carry(params) if carry is None else carry
         if len(carries) != len(layers):
-            raise ValueError(f"carry must be a list of {len(layers)} per-layer carries, got {len(carries)}")
+            raise ValueError(
+                f"carry must be a list of {len(layers)} per-layer carries, got {len(carries)}"
+            )
         # One key for the dropout before layer i, another for layer i's own randomness.
-        keys = [None] * (2 * len(layers)) if key is None else list(jax.random.split(key, 2 * len(layers)))
+        keys = (
+            [None] * (2 * len(layers))
+            if key is None
+            else list(jax.random.split(key, 2 * len(layers)))
+        )
         finals = []
         for i, (layer, p, c) in enumerate(zip(layers, params, carries)):
             if i > 0 and use_dropout:
@@ -226,8 +243,9 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
                 keep = jax.random.bernoulli(dropout_key, 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
             with probes.scope(i):
-                final, xs = layer.apply(p, xs, length=length, carry=c, key=keys[2 * i + 1],
-                                        train=train)
+                final, xs = layer.apply(
+                    p, xs, length=length, carry=c, key=keys[2 * i + 1], train=train
+                )
             finals.append(final)
         return finals, xs
 

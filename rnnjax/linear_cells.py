@@ -16,7 +16,8 @@ by any other function runs as written, step by step.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -142,9 +143,13 @@ def lru(
         b_re, b_im = jax.random.normal(k_b, (2, input_size, n)) / math.sqrt(2 * input_size)
         c_re, c_im = jax.random.normal(k_c, (2, n, hidden_size)) / math.sqrt(n)
         return {
-            "nu_log": nu_log, "theta_log": theta_log,
+            "nu_log": nu_log,
+            "theta_log": theta_log,
             "gamma_log": jnp.log(jnp.sqrt(1.0 - modulus**2)),
-            "B_re": b_re, "B_im": b_im, "C_re": c_re, "C_im": c_im,
+            "B_re": b_re,
+            "B_im": b_im,
+            "C_re": c_re,
+            "C_im": c_im,
             "D": jax.random.normal(k_d, (input_size, hidden_size)) / math.sqrt(input_size),
         }
 
@@ -195,19 +200,42 @@ def _input_size(params: Params) -> int:
     return params["w_ih" if "w_ih" in params else "B_re"].shape[0]
 
 
-def _min_cell(hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init) -> Cell:
+def linear_space(log_coefficients: Callable[[Params, Array], tuple[Array, Array]]):
+    """Returns ``coefficients(params, x) -> (a, b)``: ``exp`` of ``log_coefficients``' ``(log a, log b)``.
+
+    The same recurrence scanned in linear space: ``h -> a h + b`` with ``0 < a < 1`` and
+    ``b > 0`` composes without overflow (products of ``a`` only shrink), so the log-space
+    form is not needed for stability by an associative scan, and it is cheaper (no
+    ``logaddexp``; measured in docs/benchmarks.md).
+    """
+
+    def coefficients(params: Params, x: Array) -> tuple[Array, Array]:
+        log_a, log_b = log_coefficients(params, x)
+        return jnp.exp(log_a), jnp.exp(log_b)
+
+    return coefficients
+
+
+def _min_cell(
+    hidden_size, num_blocks, coefficients, kind, kernel_init, bias_init, log_space
+) -> Cell:
     checks.positive_int("hidden_size", hidden_size)
 
     def init(key: Array, input_size: int) -> Params:
         checks.positive_int("input_size", input_size)
         k_w, k_b = jax.random.split(key)
-        return {"w_ih": kernel_init(k_w, (input_size, num_blocks * hidden_size), jnp.float32),
-                "b_ih": bias_init(k_b, (num_blocks * hidden_size,), jnp.float32)}
+        return {
+            "w_ih": kernel_init(k_w, (input_size, num_blocks * hidden_size), jnp.float32),
+            "b_ih": bias_init(k_b, (num_blocks * hidden_size,), jnp.float32),
+        }
 
     def initial_carry(params: Params) -> Array:
         return jnp.zeros((hidden_size,), params["w_ih"].dtype)
 
-    step = LinearStep(coefficients, state, log_space=True)
+    if log_space:
+        step = LinearStep(coefficients, state, log_space=True)
+    else:
+        step = LinearStep(linear_space(coefficients), state)
     return Cell(init, initial_carry, step, hidden_size, kind, _input_size)
 
 
@@ -216,6 +244,7 @@ def mingru(
     *,
     kernel_init: Callable[..., Array] = initializers.lecun_normal(),
     bias_init: Callable[..., Array] = initializers.zeros,
+    log_space: bool = True,
 ) -> Cell:
     """Returns a minGRU cell (Feng et al. 2024, "Were RNNs All We Needed?", log-space version).
 
@@ -228,10 +257,16 @@ def mingru(
     ``nn.Linear`` layers start from PyTorch's uniform init; here from ``kernel_init`` and
     ``bias_init`` like the other cells.
 
+    ``log_space=False`` scans the same coefficients exponentiated (:func:`linear_space`): equal
+    values, no ``logaddexp`` in the scan (on a 2-core CPU, T = 10,000, B = 16, H = 8: 2.0x
+    faster forward, 3.0x forward+backward than the log-space scan).
+
     Params: ``w_ih: (input_size, 2H)`` (blocks z, h), ``b_ih: (2H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init)
+    return _min_cell(
+        hidden_size, 2, mingru_coefficients, "mingru", kernel_init, bias_init, log_space
+    )
 
 
 def minlstm(
@@ -239,6 +274,7 @@ def minlstm(
     *,
     kernel_init: Callable[..., Array] = initializers.lecun_normal(),
     bias_init: Callable[..., Array] = initializers.zeros,
+    log_space: bool = True,
 ) -> Cell:
     """Returns a minLSTM cell (Feng et al. 2024, "Were RNNs All We Needed?", log-space version).
 
@@ -246,8 +282,11 @@ def minlstm(
         f'_t, i'_t = f_t / (f_t + i_t), i_t / (f_t + i_t)
         h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t
 
+    ``log_space=False``: as for :func:`mingru`.
+
     Params: ``w_ih: (input_size, 3H)`` (blocks f, i, h), ``b_ih: (3H,)``.
     Carry: ``h: (H,)``. Output: ``h``.
     """
-    return _min_cell(hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init)
-
+    return _min_cell(
+        hidden_size, 3, minlstm_coefficients, "minlstm", kernel_init, bias_init, log_space
+    )

@@ -18,7 +18,8 @@ Dropout (``stack(..., dropout=p)``) draws from the ``"dropout"`` rng stream when
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -179,8 +180,9 @@ class RNN(nn.Module):
         if initial_carry is None:
             initial_carry = _broadcast_carry(self.layer.initial_carry(params), xs.shape[:num_batch])
         keys = _example_keys(self, train, xs.shape[:num_batch])
-        final, ys = _apply_over_batch(self.layer, params, xs, seq_lengths, initial_carry, keys,
-                                      train, num_batch)
+        final, ys = _apply_over_batch(
+            self.layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
+        )
         return (final, ys) if self.return_carry else ys
 
 

@@ -69,7 +69,9 @@ def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
     mask = _check_mask(mask, predictions.shape, "predictions")
     error = padding.clean(predictions, mask) - padding.clean(targets, mask)
     feature_axes = tuple(range(mask.ndim, predictions.ndim))
-    per_position = jnp.mean(jnp.square(error), axis=feature_axes) if feature_axes else jnp.square(error)
+    per_position = (
+        jnp.mean(jnp.square(error), axis=feature_axes) if feature_axes else jnp.square(error)
+    )
     return _masked_mean(per_position, mask)
 
 
@@ -94,8 +96,9 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Arra
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if mask is not None:
         mask = _check_mask(mask, labels.shape, "labels")
-        full = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (labels.ndim - mask.ndim)),
-                                labels.shape)
+        full = jnp.broadcast_to(
+            mask.reshape(mask.shape + (1,) * (labels.ndim - mask.ndim)), labels.shape
+        )
         logits, labels = padding.clean((logits, labels), full)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]

@@ -66,7 +66,9 @@ class _Pure(_nnx.Module):
             jax.tree.leaves(self.params, is_leaf=_is_variable), jax.tree.leaves(params)
         ):
             if var[...].shape != jnp.shape(value):
-                raise ValueError(f"params leaf has shape {jnp.shape(value)}, expected {var[...].shape}")
+                raise ValueError(
+                    f"params leaf has shape {jnp.shape(value)}, expected {var[...].shape}"
+                )
             var[...] = value
 
 
@@ -104,8 +106,9 @@ class RNN(_Pure):
     ``jax.vmap(layer.apply)``. ``key`` is split per example for dropout.
     """
 
-    def __init__(self, layer: _layers.Layer, input_size: int, *, rngs: _nnx.Rngs,
-                 return_carry: bool = False):
+    def __init__(
+        self, layer: _layers.Layer, input_size: int, *, rngs: _nnx.Rngs, return_carry: bool = False
+    ):
         _check_layer(layer)
         super().__init__(layer, layer.init(rngs.params(), input_size))
         self.return_carry = return_carry
@@ -117,8 +120,9 @@ class RNN(_Pure):
         if initial_carry is None:
             initial_carry = _broadcast_carry(layer.initial_carry(params), batch_shape)
         keys = _example_keys(key, batch_shape) if train else None
-        final, ys = _apply_over_batch(layer, params, xs, seq_lengths, initial_carry, keys, train,
-                                      num_batch)
+        final, ys = _apply_over_batch(
+            layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
+        )
         return (final, ys) if self.return_carry else ys
 
 
@@ -141,8 +145,9 @@ class Model(_Pure):
     ``inputs: (*batch, *example)`` returns ``jax.vmap(model.apply)`` over the batch axes.
     """
 
-    def __init__(self, model: _models.Model, input_size: int, *, rngs: _nnx.Rngs,
-                 example_ndim: int = 2):
+    def __init__(
+        self, model: _models.Model, input_size: int, *, rngs: _nnx.Rngs, example_ndim: int = 2
+    ):
         super().__init__(model, model.init(rngs.params(), input_size))
         self.example_ndim = example_ndim
 

@@ -19,7 +19,7 @@ that it is done once and done the same way:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.core
@@ -55,11 +55,18 @@ def check_length(length: Any, num_steps: int, *, name: str = "length") -> Array 
             raise ValueError(f"{name} must be in [0, T={num_steps}], got {value}")
         return jnp.asarray(value, jnp.int32)
     length = jnp.asarray(length, jnp.int32)
-    checks.check((length >= 0) & (length <= num_steps),
-                 f"{name} must be in [0, T={num_steps}], got {{{name}}}", **{name: length})
+    checks.check(
+        (length >= 0) & (length <= num_steps),
+        f"{name} must be in [0, T={num_steps}], got {{{name}}}",
+        **{name: length},
+    )
     return jnp.clip(length, 0, num_steps)
 
 
+@overload
+def valid_steps(num_steps: int, length: None) -> None: ...
+@overload
+def valid_steps(num_steps: int, length: Array) -> Array: ...
 def valid_steps(num_steps: int, length: Array | None) -> Array | None:
     """Returns ``(num_steps,)`` bool, true at ``t < length``; None when ``length`` is None."""
     if length is None:
@@ -97,8 +104,9 @@ def keep_carry(valid: Array | None, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(_broadcast_to(valid, n), n, o), new, old)
 
 
-def identity_steps(valid: Array | None, a: Array, b: Array, *,
-                   log_space: bool = False) -> tuple[Array, Array]:
+def identity_steps(
+    valid: Array | None, a: Array, b: Array, *, log_space: bool = False
+) -> tuple[Array, Array]:
     """Returns the coefficients of ``h_t = a_t h_{t-1} + b_t`` with padded steps set to ``h_t = h_{t-1}``.
 
     ``a, b: (T, ...)``; where ``valid`` is false, ``a = 1`` and ``b = 0`` (in log space
@@ -152,3 +160,23 @@ def masked_max(ys: Array, length: Array | None) -> Array:
     valid = _broadcast_to(valid_steps(ys.shape[0], length), ys)
     pooled = jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
     return zero_outputs(length > 0, pooled)
+
+
+def masked_softmax(scores: Array, length: Array | None) -> Array:
+    """Returns ``softmax(scores)`` over the valid steps ``t < length``, exactly 0 at the others.
+
+    ``scores: (T,)`` (or ``(T, ...)``, normalised over the leading axis). Padded scores are
+    replaced by 0 before anything reads them, so a NaN or inf there reaches neither the
+    weights nor their gradient; with ``length == 0`` every weight is 0 (not NaN).
+    """
+    if length is None:
+        return jax.nn.softmax(scores, axis=0)
+    valid = _broadcast_to(jnp.arange(scores.shape[0], dtype=jnp.int32) < length, scores)
+    scores = jnp.where(valid, scores, jnp.zeros_like(scores))
+    # Softmax is shift-invariant, so the shift (the largest valid score) needs no gradient.
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(valid, scores, -jnp.inf), axis=0))
+    shift = jnp.where(jnp.isfinite(shift), shift, jnp.zeros_like(shift))
+    exps = jnp.where(valid, jnp.exp(scores - shift), jnp.zeros_like(scores))
+    # The largest valid score gives exp(0) = 1, so the total is >= 1 unless nothing is valid.
+    total = jnp.sum(exps, axis=0)
+    return exps / jnp.where(total > 0, total, jnp.ones_like(total))

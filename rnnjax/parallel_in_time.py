@@ -36,7 +36,9 @@ carry is the carry after the last valid step.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+import itertools
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -158,12 +160,16 @@ class Report(NamedTuple):
       converged: ``residual <= tol``.
       fell_back: the trajectory returned was computed by the sequential scan because Newton
         had not converged (``on_failure="fallback"``).
+      residuals: ``(max_iter + 1,)``, the residual of each Newton iterate: entry ``k`` is
+        measured after ``k`` updates (entry 0 on the initial guess), up to entry
+        ``iterations`` (= ``residual``); NaN after it.
     """
 
     iterations: Array
     residual: Array
     converged: Array
     fell_back: Array
+    residuals: Array
 
 
 def check_newton(newton: Any) -> Newton:
@@ -172,7 +178,9 @@ def check_newton(newton: Any) -> Newton:
     if isinstance(newton, str):
         newton = Newton(newton)
     if not isinstance(newton, Newton):
-        raise TypeError(f"expected a method name {METHODS} or a parallel_in_time.Newton, got {newton!r}")
+        raise TypeError(
+            f"expected a method name {METHODS} or a parallel_in_time.Newton, got {newton!r}"
+        )
     if newton.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {newton.method!r}")
     if newton.on_failure not in ON_FAILURE:
@@ -197,7 +205,11 @@ def _shift(states: Array, s0: Array) -> Array:
 
 
 def _residual(states: Array, f_values: Array) -> Array:
-    return jnp.max(jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values)))
+    """Returns the largest relative error, NaN if any is NaN (an overflowed iterate)."""
+    error = jnp.abs(states - f_values) / (1.0 + jnp.abs(f_values))
+    # Explicitly: XLA:CPU's max reduction dropped the NaNs of an all-NaN (T=1000, H=8)
+    # iterate and returned -inf, which passed `<= tol` as converged.
+    return jnp.where(jnp.any(jnp.isnan(error)), jnp.nan, jnp.max(error))
 
 
 class _Problem(NamedTuple):
@@ -248,10 +260,12 @@ def _gated_diagonal(step: Callable, hidden: Callable, unravel: Callable, s0: Arr
     """
     sizes = [leaf.size for leaf in jax.tree.leaves(unravel(s0))]
     bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-    indicators = jnp.stack([
-        (jnp.arange(bounds[-1]) >= lo) & (jnp.arange(bounds[-1]) < hi)
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]).astype(s0.dtype)  # (leaves, n): 1 on each leaf's part of the flat state
+    indicators = jnp.stack(
+        [
+            (jnp.arange(bounds[-1]) >= lo) & (jnp.arange(bounds[-1]) < hi)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+    ).astype(s0.dtype)  # (leaves, n): 1 on each leaf's part of the flat state
 
     def diagonal(params, s, x):
         cell_params, consts = params
@@ -302,7 +316,8 @@ def _damped(a: Array, c: Array, observed: Array, damping: float) -> tuple[Array,
 
 
 def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inputs, s0):
-    """Returns ``(states, iterations, residual)``: Newton's solution of ``s_t = f_t(s_{t-1})``.
+    """Returns ``(states, iterations, residual, residuals)``: Newton's solution of
+    ``s_t = f_t(s_{t-1})``, and the residual of every iterate (see :class:`Report`).
 
     ``f(params, prev, inputs) -> (T, n)`` and ``lin(params, prev, inputs) -> (f values, A)``
     act on all steps at once (``prev`` the state entering each step); ``A`` is ``(T, n, n)``
@@ -311,7 +326,7 @@ def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inpu
     dense = newton.method == "deer"
 
     def body(state):
-        states, _, k = state
+        states, _, k, history = state
         prev = _shift(states, s0)
         f_values, a = lin(params, prev, inputs)
         residual = _residual(states, f_values)
@@ -320,19 +335,21 @@ def _newton(f: Callable, lin: Callable, newton: Newton, tol: float, params, inpu
             a, c = _damped(a, c, states, newton.damping)
         new = linear_recurrence(a, c, s0, kind="dense" if dense else "diagonal")
         done = residual <= tol  # then keep the states the residual was measured on
-        return jnp.where(done, states, new), residual, k + jnp.where(done, 0, 1)
+        history = history.at[k].set(residual)
+        return jnp.where(done, states, new), residual, k + jnp.where(done, 0, 1), history
 
     def cond(state):
-        _, residual, k = state
+        _, residual, k, _ = state
         return (k < newton.max_iter) & ~(residual <= tol) & ~jnp.isnan(residual)
 
     num_steps = jax.tree.leaves(inputs)[0].shape[0]
     guess = jnp.broadcast_to(s0, (num_steps,) + s0.shape)
-    start = (guess, jnp.asarray(jnp.inf, s0.dtype), jnp.zeros((), jnp.int32))
-    states, _, k = jax.lax.while_loop(cond, body, start)
+    history = jnp.full((newton.max_iter + 1,), jnp.nan, s0.dtype)
+    start = (guess, jnp.asarray(jnp.inf, s0.dtype), jnp.zeros((), jnp.int32), history)
+    states, _, k, history = jax.lax.while_loop(cond, body, start)
     # Measured on what is returned (the loop may have stopped at max_iter after an update).
     residual = _residual(states, f(params, _shift(states, s0), inputs))
-    return states, k, residual
+    return states, k, residual, history.at[k].set(residual)
 
 
 def _sequential(step: Callable, inputs: Any, s0: Array, states: Array, needed: Array) -> Array:
@@ -355,8 +372,10 @@ def _sequential(step: Callable, inputs: Any, s0: Array, states: Array, needed: A
 def _forward_problem(problem: _Problem):
     step = _masked(problem.step)
     f = jax.vmap(lambda p, s, inp: step(p, s, *inp), (None, 0, 0))
-    lin = jax.vmap(lambda p, s, inp: _linearise(problem, problem.newton.method == "deer")(p, s, *inp),
-                   (None, 0, 0))
+    lin = jax.vmap(
+        lambda p, s, inp: _linearise(problem, problem.newton.method == "deer")(p, s, *inp),
+        (None, 0, 0),
+    )
     return step, f, lin
 
 
@@ -364,7 +383,7 @@ def _solve(problem: _Problem, params, xs, valid, s0):
     """Returns ``(states, report)``: Newton, then the fallback or the check ``on_failure`` asks."""
     newton = problem.newton
     step, f, lin = _forward_problem(problem)
-    states, k, residual = _newton(f, lin, newton, problem.tol, params, (xs, valid), s0)
+    states, k, residual, history = _newton(f, lin, newton, problem.tol, params, (xs, valid), s0)
     converged = residual <= problem.tol
     if newton.on_failure == "raise":
         if not checks.enabled():
@@ -372,16 +391,19 @@ def _solve(problem: _Problem, params, xs, valid, s0):
                 "on_failure='raise' reports non-convergence as a run-time error: call the "
                 "function through rnnjax.checked(...), or use on_failure='fallback'"
             )
-        checks.check(converged, f"parallel_in_time: {newton.method} did not converge in "
-                     f"{newton.max_iter} iterations: residual {{residual}} > tol={problem.tol}",
-                     residual=residual)
-        return states, Report(k, residual, converged, jnp.zeros((), bool))
+        checks.check(
+            converged,
+            f"parallel_in_time: {newton.method} did not converge in "
+            f"{newton.max_iter} iterations: residual {{residual}} > tol={problem.tol}",
+            residual=residual,
+        )
+        return states, Report(k, residual, converged, jnp.zeros((), bool), history)
     states = _sequential(lambda s, inp: step(params, s, *inp), (xs, valid), s0, states, ~converged)
-    return states, Report(k, residual, converged, ~converged)
+    return states, Report(k, residual, converged, ~converged, history)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _trajectory(problem: _Problem, params, xs, valid, s0):
+def _trajectory(problem: _Problem, params, xs, valid, s0) -> tuple[Array, Report]:
     """Returns ``(states: (T, n), report)``, the solution of the masked recurrence."""
     return _solve(problem, params, xs, valid, s0)
 
@@ -408,8 +430,13 @@ def _trajectory_bwd(problem, saved, cotangents):
     # Reversed step r computes λ_t (t = T-1-r) from g_t and step t+1, which reads s_t.
     after = lambda a, fill: jnp.concatenate([a[1:], jnp.full_like(a[:1], fill)])
     rev = lambda a: a[::-1]
-    inputs = (rev(g), rev(states), rev(after(xs, 0)), rev(after(v, False)),
-              rev(jnp.arange(num_steps) < num_steps - 1))
+    inputs = (
+        rev(g),
+        rev(states),
+        rev(after(xs, 0)),
+        rev(after(v, False)),
+        rev(jnp.arange(num_steps) < num_steps - 1),
+    )
     dense = problem.newton.method == "deer"
     forward_lin = _linearise(problem, dense)
 
@@ -425,12 +452,21 @@ def _trajectory_bwd(problem, saved, cotangents):
 
     newton = problem.newton._replace(method="deer" if dense else "quasi-deer")
     lam0 = jnp.zeros_like(s0)
-    lam, _, residual = _newton(jax.vmap(adjoint_step, (None, 0, 0)), jax.vmap(adjoint_lin, (None, 0, 0)),
-                               newton, problem.tol, params, inputs, lam0)
-    lam = _sequential(lambda l, inp: adjoint_step(params, l, inp), inputs, lam0, lam,
-                      ~(residual <= problem.tol))[::-1]
-    _, vjp = jax.vjp(lambda p, s, x: jax.vmap(step, (None, 0, 0, 0))(p, s, x, v),
-                     params, _shift(states, s0), xs)
+    lam, _, residual, _ = _newton(
+        jax.vmap(adjoint_step, (None, 0, 0)),
+        jax.vmap(adjoint_lin, (None, 0, 0)),
+        newton,
+        problem.tol,
+        params,
+        inputs,
+        lam0,
+    )
+    lam = _sequential(
+        lambda l, inp: adjoint_step(params, l, inp), inputs, lam0, lam, ~(residual <= problem.tol)
+    )[::-1]
+    _, vjp = jax.vjp(
+        lambda p, s, x: jax.vmap(step, (None, 0, 0, 0))(p, s, x, v), params, _shift(states, s0), xs
+    )
     d_params, d_prev, d_xs = vjp(lam)
     return d_params, d_xs, None, d_prev[0]
 
@@ -438,8 +474,9 @@ def _trajectory_bwd(problem, saved, cotangents):
 _trajectory.defvjp(_trajectory_fwd, _trajectory_bwd)
 
 
-def newton_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Array | None,
-                newton: Newton) -> tuple[Any, Array, Report]:
+def newton_scan(
+    cell: Cell, params: Any, xs: Array, carry: Any, length: Array | None, newton: Newton | str
+) -> tuple[Any, Array, Report]:
     """Returns ``(final_carry, ys, report)`` of ``cell`` by Newton's method (no checks).
 
     ``xs: (T, input_size)`` is read forward and its padded steps hold zeros
@@ -465,11 +502,14 @@ def newton_scan(cell: Cell, params: Any, xs: Array, carry: Any, length: Array | 
         step = lambda pk, s, x: converted(pk[0], s, x, *pk[1])
     else:  # run as written (a replayed trace would carry the example's types: shard_map)
         step = lambda pk, s, x: flat_step(pk[0], s, x)
-    gated = cell.step if type(cell.step) is GatedStep else None
+    gated = cast(GatedStep, cell.step) if type(cell.step) is GatedStep else None
     diagonal = None if gated is None else _gated_diagonal(step, gated.hidden, unravel, s0)
     problem = _Problem(step, diagonal, newton, _tolerance(newton, s0.dtype))
     valid = padding.valid_steps(xs.shape[0], length)
-    states, report = _trajectory(problem, (params, consts), xs, valid, s0)
+    # (a custom_vjp: the type checker does not see through its __call__)
+    states, report = cast(
+        tuple[Array, Report], _trajectory(problem, (params, consts), xs, valid, s0)
+    )
     ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(_shift(states, s0), xs)
     return unravel(states[-1]), padding.zero_outputs(valid, ys), report
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +129,11 @@ def gradient_heatmap(
         log_h = np.where(h > 0, np.log10(np.where(h > 0, h, 1.0)), np.nan)
     lo, hi = (train_steps[0], train_steps[-1]) if h.shape[0] > 1 else (0, 1)
     image = ax.imshow(
-        log_h, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+        log_h,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        cmap="viridis",
         extent=(0.5, h.shape[1] + 0.5, lo, hi),
     )
     fig.colorbar(image, ax=ax, label=r"$\log_{10} \|\partial L / \partial h_t\|$")

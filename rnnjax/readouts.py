@@ -8,7 +8,8 @@ batch. An :class:`Embedding` maps integer tokens to vectors by table lookup.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,8 +140,7 @@ def mlp(
     def apply(params: list[dict[str, Array]], x: Array) -> Array:
         if not isinstance(params, (list, tuple)) or len(params) != len(layers):
             raise ValueError(
-                f"params must be a list of {len(layers)} linear params, got "
-                f"{type(params).__name__}"
+                f"params must be a list of {len(layers)} linear params, got {type(params).__name__}"
             )
         for i, (layer, p) in enumerate(zip(layers, params)):
             x = layer.apply(p, x)

@@ -64,9 +64,11 @@ def check_carry(cell: Cell, params: Any, carry: Any, *, name: str = "carry") -> 
     exp_shapes = [a.shape for a in jax.tree.leaves(expected)]
     got_shapes = [tuple(jnp.shape(a)) for a in jax.tree.leaves(carry)]
     if exp_shapes != got_shapes:
-        hint = " (for a batch, vmap over the carry too)" if any(
-            len(g) == len(e) + 1 for g, e in zip(got_shapes, exp_shapes)
-        ) else ""
+        hint = (
+            " (for a batch, vmap over the carry too)"
+            if any(len(g) == len(e) + 1 for g, e in zip(got_shapes, exp_shapes))
+            else ""
+        )
         raise ValueError(
             f"{name} has the wrong shapes{hint}: expected {exp_shapes}, got {got_shapes}"
         )

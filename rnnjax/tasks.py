@@ -13,7 +13,8 @@ goes clearly below that number.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -143,8 +144,17 @@ def copy_memory(num_blanks: int, *, num_symbols: int = 10, alphabet_size: int = 
         return jnp.mean(recalled == target[-num_symbols:])
 
     baseline = copy_baseline(num_blanks, num_symbols, alphabet_size)
-    return Task("copy", num_steps, vocab, alphabet_size + 1, sample, loss, accuracy, baseline,
-                num_blanks + num_symbols)
+    return Task(
+        "copy",
+        num_steps,
+        vocab,
+        alphabet_size + 1,
+        sample,
+        loss,
+        accuracy,
+        baseline,
+        num_blanks + num_symbols,
+    )
 
 
 def temporal_order(num_steps: int) -> Task:
@@ -179,8 +189,17 @@ def temporal_order(num_steps: int) -> Task:
     def accuracy(outputs: Array, target: Array) -> Array:
         return (jnp.argmax(outputs[-1]) == target).astype(jnp.float32)
 
-    return Task("temporal_order", num_steps, 8, 4, sample, loss, accuracy,
-                temporal_order_baseline(), num_steps - 1 - hi1)
+    return Task(
+        "temporal_order",
+        num_steps,
+        8,
+        4,
+        sample,
+        loss,
+        accuracy,
+        temporal_order_baseline(),
+        num_steps - 1 - hi1,
+    )
 
 
 TASKS: dict[str, Callable[[int], Task]] = {
@@ -192,8 +211,11 @@ TASKS: dict[str, Callable[[int], Task]] = {
 
 # What sets each task's difficulty: the sequence length, or (copy) the blanks between the
 # symbols and the recall signal.
-SIZE_ARGUMENT: dict[str, str] = {"adding": "num_steps", "copy": "num_blanks",
-                                 "temporal_order": "num_steps"}
+SIZE_ARGUMENT: dict[str, str] = {
+    "adding": "num_steps",
+    "copy": "num_blanks",
+    "temporal_order": "num_steps",
+}
 
 
 def make_task(name: str, *, num_steps: int | None = None, num_blanks: int | None = None) -> Task:

@@ -4,7 +4,9 @@ import os
 # time is mostly compilation of small programs: LLVM's optimisation level 0 cuts it by about a
 # third (measured on test_edited_cells and notebook 02), and XLA's older elemental emitters
 # (fusion emitters off) compile another third faster (35 -> 24 CPU s on the edited-step
-# test, two interleaved runs each); neither changes the program's semantics. Child
+# test, two interleaved runs each); neither changes the program's semantics, but with them
+# XLA:CPU now and then hangs running jit(vmap(init)) of a bidirectional GRU, so
+# tests/test_cells.py checks that program under the default flags, as users run it. Child
 # processes (notebook kernels, multi-device checks) inherit these flags.
 os.environ.setdefault(
     "XLA_FLAGS",
@@ -12,8 +14,7 @@ os.environ.setdefault(
     " --xla_cpu_use_fusion_emitters=false",
 )
 
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
 settings.register_profile("rnnjax", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("rnnjax")
-

@@ -21,8 +21,9 @@ VOCAB = 5
 
 def _read(final, ys):
     # The carry of an LRU is complex: both parts are read (for a real carry, sin(0) = 0).
-    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(jnp.real(a)) + jnp.sin(jnp.imag(a)))
-                                      for a in jax.tree.leaves(final))
+    return jnp.sum(jnp.sin(ys)) + sum(
+        jnp.sum(jnp.cos(jnp.real(a)) + jnp.sin(jnp.imag(a))) for a in jax.tree.leaves(final)
+    )
 
 
 def _layer_path(layer):
@@ -47,26 +48,43 @@ def paths(cell, *, generators=True, flax_modules=True, impl="auto"):
     recurrent = lambda reverse=False, **kw: rnnjax.recurrent(cell, reverse, impl=impl, **kw)
     bidirectional = lambda: rnnjax.bidirectional(cell, impl=impl)
     out = {
-        "scan": (lambda k: cell.init(k, I), lambda p, xs, lengths: sum(jax.vmap(
-            lambda x, n: _read(*rnnjax.scan(cell, p, x, length=n)))(xs, lengths))),
+        "scan": (
+            lambda k: cell.init(k, I),
+            lambda p, xs, lengths: sum(
+                jax.vmap(lambda x, n: _read(*rnnjax.scan(cell, p, x, length=n)))(xs, lengths)
+            ),
+        ),
         "recurrent": _layer_path(recurrent()),
         "recurrent-reverse-remat": _layer_path(recurrent(True, remat=2)),
         "bidirectional": _layer_path(bidirectional()),
         "stack": _layer_path(rnnjax.stack(recurrent(), bidirectional())),
-        "many_to_one": _model_path(models.many_to_one(
-            bidirectional(), readouts.linear(2), pool="mean")),
+        "many_to_one": _model_path(
+            models.many_to_one(bidirectional(), readouts.linear(2), pool="mean")
+        ),
         "many_to_many": _model_path(models.many_to_many(recurrent(), readouts.linear(2))),
     }
     if generators:
         targets = jnp.array([3, 1, 4, 2])
         gen = models.one_to_many(cell, VOCAB, start_token=1, end_token=2)
-        out["one_to_many"] = (lambda k: gen.init(k, I), lambda p, xs, lengths: jnp.sum(jnp.sin(
-            jax.vmap(lambda x: gen.apply(p, x[0], targets))(xs))))
-        seq2seq = models.encoder_decoder(rnnjax.bidirectional(cell), cell, VOCAB, start_token=1,
-                                         end_token=2)
-        out["encoder_decoder"] = (lambda k: seq2seq.init(k, I), lambda p, xs, lengths: jnp.sum(
-            jnp.sin(jax.vmap(lambda x, n: seq2seq.apply(p, x, targets, source_length=n))(
-                xs, lengths))))
+        out["one_to_many"] = (
+            lambda k: gen.init(k, I),
+            lambda p, xs, lengths: jnp.sum(
+                jnp.sin(jax.vmap(lambda x: gen.apply(p, x[0], targets))(xs))
+            ),
+        )
+        seq2seq = models.encoder_decoder(
+            rnnjax.bidirectional(cell), cell, VOCAB, start_token=1, end_token=2
+        )
+        out["encoder_decoder"] = (
+            lambda k: seq2seq.init(k, I),
+            lambda p, xs, lengths: jnp.sum(
+                jnp.sin(
+                    jax.vmap(lambda x, n: seq2seq.apply(p, x, targets, source_length=n))(
+                        xs, lengths
+                    )
+                )
+            ),
+        )
     if flax_modules:
         out["linen"] = _linen_path(cell, impl)
         out["nnx"] = _nnx_path(cell, impl)
@@ -91,8 +109,9 @@ def _nnx_path(cell, impl):
 
     from rnnjax import nnx as rnx
 
-    layer = rnnjax.stack(rnnjax.recurrent(cell, impl=impl),
-                         rnnjax.recurrent(cell, reverse=True, impl=impl))
+    layer = rnnjax.stack(
+        rnnjax.recurrent(cell, impl=impl), rnnjax.recurrent(cell, reverse=True, impl=impl)
+    )
 
     def loss(p, xs, lengths):
         module = rnx.RNN(layer, I, rngs=nnx.Rngs(0), return_carry=True)
@@ -106,9 +125,10 @@ def fit_one_step(cell, params_key, xs, lengths, impl="auto"):
     """Returns the params after one ``rnnjax.fit`` step of SGD on a many-to-one classifier."""
     import optax
 
-    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(cell, impl=impl),
-                                            rnnjax.recurrent(cell, impl=impl)),
-                               readouts.linear(2))
+    model = models.many_to_one(
+        rnnjax.stack(rnnjax.bidirectional(cell, impl=impl), rnnjax.recurrent(cell, impl=impl)),
+        readouts.linear(2),
+    )
     params = model.init(params_key, I)
     labels = jnp.arange(xs.shape[0]) % 2
 

@@ -63,9 +63,10 @@ def initial_state(seed):
     jax.random's initialisers costs seconds of CPU in every process)."""
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(lambda key: CELL.init(key, I), jax.random.key(0))
-    params = {"rnn": jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype),
-                                  shapes),
-              "w": np.full((H,), 0.1, np.float32)}
+    params = {
+        "rnn": jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype), shapes),
+        "w": np.full((H,), 0.1, np.float32),
+    }
     return training.init_train_state(jax.random.key(seed), params, OPTIMIZER)
 
 
@@ -115,13 +116,26 @@ def train(out, *, run_dir=None, record=(), pause_at=None, seed=0, mesh=None):
                 time.sleep(0.05)
         return {}
 
-    result = training.fit(TRAIN_STEP, initial_state(seed), batch_fn, NUM_STEPS, run_dir=run_dir,
-                          hooks=[dump], progress=False, schedule=SCHEDULE, mesh=mesh,
-                          exit_on_interrupt=False)
+    result = training.fit(
+        TRAIN_STEP,
+        initial_state(seed),
+        batch_fn,
+        NUM_STEPS,
+        run_dir=run_dir,
+        hooks=[dump],
+        progress=False,
+        schedule=SCHEDULE,
+        mesh=mesh,
+        exit_on_interrupt=False,
+    )
     losses = [r["loss"] for r in result.history if "loss" in r]
-    np.savez(path("final.npz"), *map(np.asarray, jax.tree.leaves(result.state)),
-             losses=np.asarray(losses), devices=len(result.state.step.sharding.device_set),
-             interrupted=result.interrupted)
+    np.savez(
+        path("final.npz"),
+        *map(np.asarray, jax.tree.leaves(result.state)),
+        losses=np.asarray(losses),
+        devices=len(result.state.step.sharding.device_set),
+        interrupted=result.interrupted,
+    )
     return result
 
 
@@ -165,9 +179,13 @@ def hang(out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--launch", choices=("one", "first", "second"), default="one",
-                        help="one: a single training run into --out; first, second: the stories "
-                             "of first_launch and second_launch")
+    parser.add_argument(
+        "--launch",
+        choices=("one", "first", "second"),
+        default="one",
+        help="one: a single training run into --out; first, second: the stories "
+        "of first_launch and second_launch",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"one": train, "first": first_launch, "second": second_launch}[args.launch](args.out)

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-
 from experiment_scripts import load as _load
 from experiment_scripts import read_run as _read_run
 
@@ -58,7 +57,8 @@ def test_trailing_mean_and_change_targets_by_loop():
             assert float(data.targets[t, k - 1]) == pytest.approx((y[t + k] - y[t]) / s, rel=1e-6)
             # base + scale * target gives back the future value
             assert float(data.base[t] + data.scale[t] * data.targets[t, k - 1]) == pytest.approx(
-                y[t + k], rel=1e-6)
+                y[t + k], rel=1e-6
+            )
 
 
 def test_state_space_forecasts_equal_statsmodels_refiltered_forecasts():
@@ -77,11 +77,27 @@ def test_state_space_forecasts_equal_statsmodels_refiltered_forecasts():
 @pytest.mark.slow
 def test_tiny_forecasting_run(tmp_path, monkeypatch):
     # An AR(1) instead of the AR(9) keeps the maximum-likelihood fit to a fraction of a second.
-    monkeypatch.setitem(fc.SETUPS, "sunspots",
-                        fc.SETUPS["sunspots"]._replace(arima=((1, 0, 0), (0, 0, 0, 0), "c")))
+    monkeypatch.setitem(
+        fc.SETUPS, "sunspots", fc.SETUPS["sunspots"]._replace(arima=((1, 0, 0), (0, 0, 0, 0), "c"))
+    )
     run_dir = str(tmp_path / "run")
-    out = fc.main(["--series", "sunspots", "--num-steps", "4", "--num-seeds", "2",
-                   "--hidden-size", "4", "--eval-every", "2", "--no-progress", "--run-dir", run_dir])
+    out = fc.main(
+        [
+            "--series",
+            "sunspots",
+            "--num-steps",
+            "4",
+            "--num-seeds",
+            "2",
+            "--hidden-size",
+            "4",
+            "--eval-every",
+            "2",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     config, results, summary = _read_run(run_dir)
     assert config["series"] == ["sunspots"] and config["num_steps"] == 4
     r = results["results"][0]
@@ -95,8 +111,14 @@ def test_tiny_forecasting_run(tmp_path, monkeypatch):
     y = datasets.sunspots_yearly().values
     origins = np.arange(309 - 60 - 1, 309 - 11)
     truth = y[origins[:, None] + np.arange(1, 12)]
-    assert r["scores"]["naive"]["mae"] == pytest.approx(np.mean(np.abs(y[origins][:, None] - truth)))
-    assert "VERDICT" in summary and "| SARIMA (1, 0, 0) |" in summary and "| seasonal naive |" in summary
+    assert r["scores"]["naive"]["mae"] == pytest.approx(
+        np.mean(np.abs(y[origins][:, None] - truth))
+    )
+    assert (
+        "VERDICT" in summary
+        and "| SARIMA (1, 0, 0) |" in summary
+        and "| seasonal naive |" in summary
+    )
     assert out["verdict"] == results["verdict"]
     for name in ("forecasts", "mae_by_horizon", "validation_curves"):
         _assert_png(os.path.join(run_dir, "figures", name + ".png"))
@@ -110,11 +132,24 @@ def test_tiny_forecasting_run(tmp_path, monkeypatch):
 def test_summary_features_and_simple_baselines_by_hand():
     seq = np.array([[1.0, 0.0], [3.0, 2.0], [2.0, 4.0]])  # (T=3, D=2)
     f = cl.summary_features([seq])[0]
-    np.testing.assert_allclose(f, [2, 2,  # mean
-                                   np.std([1, 3, 2]), np.std([0, 2, 4]),
-                                   1, 0, 3, 4,  # min, max
-                                   1, 0, 2, 4,  # first, last frame
-                                   3])  # length
+    np.testing.assert_allclose(
+        f,
+        [
+            2,
+            2,  # mean
+            np.std([1, 3, 2]),
+            np.std([0, 2, 4]),
+            1,
+            0,
+            3,
+            4,  # min, max
+            1,
+            0,
+            2,
+            4,  # first, last frame
+            3,
+        ],
+    )  # length
     assert cl.majority_class(np.array([0, 1, 1, 2]), np.array([1, 1, 0])) == pytest.approx(2 / 3)
     assert cl.accuracy(np.array([1, 2, 3]), np.array([1, 0, 3])) == pytest.approx(2 / 3)
     train, test = cl.standardise([np.array([[0.0], [2.0]])], [np.array([[4.0]])])
@@ -154,9 +189,25 @@ def test_tiny_classification_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cl.datasets, "uea_classification", few)
     run_dir = str(tmp_path / "run")
-    out = cl.main(["--datasets", "JapaneseVowels", "--num-steps", "4", "--num-seeds", "2",
-                   "--hidden-size", "4", "--eval-every", "2", "--batch-size", "4",
-                   "--no-progress", "--run-dir", run_dir])
+    out = cl.main(
+        [
+            "--datasets",
+            "JapaneseVowels",
+            "--num-steps",
+            "4",
+            "--num-seeds",
+            "2",
+            "--hidden-size",
+            "4",
+            "--eval-every",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     config, results, summary = _read_run(run_dir)
     assert config["datasets"] == ["JapaneseVowels"]
     r = results["results"][0]
@@ -186,7 +237,9 @@ def test_precision_recall_metrics_by_hand():
     assert prf["f1"] == pytest.approx(0.8)
     # Tied scores are one threshold; NaN scores are never flagged.
     tied = np.array([0.5, 0.5, 0.1, np.nan])
-    assert ad.average_precision(tied, np.array([1, 0, 1, 1])) == pytest.approx(1 / 3 * 0.5 + 1 / 3 * 2 / 3)
+    assert ad.average_precision(tied, np.array([1, 0, 1, 1])) == pytest.approx(
+        1 / 3 * 0.5 + 1 / 3 * 2 / 3
+    )
     assert ad.top_score_hit(np.array([0.0, 5.0, 1.0]), np.array([0, 0, 1]), tolerance=1)
     assert not ad.top_score_hit(np.array([5.0, 0.0, 0.0, 1.0]), np.array([0, 0, 0, 1]), tolerance=2)
 
@@ -197,7 +250,9 @@ def test_average_precision_matches_scikit_learn():
     rng = np.random.default_rng(2)
     labels = (rng.random(300) < 0.1).astype(int)
     scores = np.round(rng.normal(size=300) + labels, 1)  # rounding makes ties
-    assert ad.average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+    assert ad.average_precision(scores, labels) == pytest.approx(
+        average_precision_score(labels, scores)
+    )
 
 
 def test_rolling_zscore_by_hand():
@@ -217,8 +272,9 @@ def test_error_vectors_and_gaussian_nll_by_loop():
     e = ad.error_vectors(x, predictions)
     assert np.isnan(e[:l]).all()
     for t in range(l, T):
-        np.testing.assert_allclose(e[t], [x[t, 0] - predictions[t - 1, 0, 0],
-                                          x[t, 0] - predictions[t - 2, 1, 0]])
+        np.testing.assert_allclose(
+            e[t], [x[t, 0] - predictions[t - 1, 0, 0], x[t, 0] - predictions[t - 2, 1, 0]]
+        )
     fit_on = rng.normal(size=(50, 2)) @ np.array([[1.0, 0.3], [0.0, 0.5]])
     nll = ad.gaussian_nll(e, fit_on)
     cov = np.cov(fit_on, rowvar=False)
@@ -230,9 +286,27 @@ def test_error_vectors_and_gaussian_nll_by_loop():
 @pytest.mark.slow
 def test_tiny_anomaly_run(tmp_path):
     run_dir = str(tmp_path / "run")
-    out = ad.main(["--datasets", "ucr135", "--num-steps", "4", "--num-seeds", "2",
-                   "--hidden-size", "4", "--context", "8", "--predict-ahead", "2",
-                   "--eval-every", "2", "--no-progress", "--run-dir", run_dir])
+    out = ad.main(
+        [
+            "--datasets",
+            "ucr135",
+            "--num-steps",
+            "4",
+            "--num-seeds",
+            "2",
+            "--hidden-size",
+            "4",
+            "--context",
+            "8",
+            "--predict-ahead",
+            "2",
+            "--eval-every",
+            "2",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     config, results, summary = _read_run(run_dir)
     assert config["context"] == 8
     r = results["results"][0]
@@ -245,7 +319,8 @@ def test_tiny_anomaly_run(tmp_path):
     from sklearn.metrics import average_precision_score
 
     assert r["zscore"]["average_precision"] == pytest.approx(
-        average_precision_score(np.asarray(r["labels"]), np.nan_to_num(z, nan=-1.0)))
+        average_precision_score(np.asarray(r["labels"]), np.nan_to_num(z, nan=-1.0))
+    )
     assert "VERDICT" in summary and "| rolling z-score (window 8) |" in summary
     assert out["verdict"] == results["verdict"]
     _assert_png(os.path.join(run_dir, "figures", "scores_ucr135.png"))

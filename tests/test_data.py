@@ -12,7 +12,9 @@ SERIES_SHAPES = [(17,), (17, 2)]
 @pytest.mark.parametrize("length,stride", [(1, 1), (5, 1), (5, 3), (17, 2)])
 def test_windows_equal_a_loop(shape, length, stride):
     series = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
-    expected = np.stack([series[s:s + length] for s in range(0, len(series) - length + 1, stride)])
+    expected = np.stack(
+        [series[s : s + length] for s in range(0, len(series) - length + 1, stride)]
+    )
     got = data.windows(series, length, stride)
     np.testing.assert_array_equal(got, expected)
     got[0] = -1.0  # a copy, not a view
@@ -40,7 +42,8 @@ def test_ahead_equals_a_loop(shape):
                 assert (targets[t, k - 1] == 0).all()
             assert valid[t, k - 1] == (t + k < available)
     assert data.ahead(series, horizon)[1].sum() == sum(
-        t + k < len(series) for t in range(len(series)) for k in range(1, horizon + 1))
+        t + k < len(series) for t in range(len(series)) for k in range(1, horizon + 1)
+    )
 
 
 @pytest.mark.parametrize("shape", SERIES_SHAPES)
@@ -50,21 +53,34 @@ def test_forecast_pairs_equal_loops(shape, stride):
     context, horizon = 4, 3
     starts = range(0, len(series) - context - horizon + 1, stride)
     inputs, last = data.forecast_pairs(series, context, horizon, stride=stride)
-    np.testing.assert_array_equal(inputs, np.stack([series[s:s + context] for s in starts]))
+    np.testing.assert_array_equal(inputs, np.stack([series[s : s + context] for s in starts]))
     np.testing.assert_array_equal(
-        last, np.stack([series[s + context:s + context + horizon] for s in starts]))
-    inputs_mm, every = data.forecast_pairs(series, context, horizon, stride=stride,
-                                           kind="many_to_many")
+        last, np.stack([series[s + context : s + context + horizon] for s in starts])
+    )
+    inputs_mm, every = data.forecast_pairs(
+        series, context, horizon, stride=stride, kind="many_to_many"
+    )
     np.testing.assert_array_equal(inputs_mm, inputs)
-    expected = np.stack([np.stack([np.stack([series[s + i + k] for k in range(1, horizon + 1)])
-                                   for i in range(context)]) for s in starts])
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    np.stack([series[s + i + k] for k in range(1, horizon + 1)])
+                    for i in range(context)
+                ]
+            )
+            for s in starts
+        ]
+    )
     np.testing.assert_array_equal(every, expected)
     np.testing.assert_array_equal(every[:, -1], last)  # the last step's targets are many-to-one's
     assert len(inputs) == (len(series) - context - horizon) // stride + 1
 
 
 def test_forecast_pairs_errors_name_the_argument():
-    with pytest.raises(ValueError, match="context \\+ horizon = 9 steps, got series of shape \\(8,\\)"):
+    with pytest.raises(
+        ValueError, match="context \\+ horizon = 9 steps, got series of shape \\(8,\\)"
+    ):
         data.forecast_pairs(np.zeros(8), 6, 3)
     with pytest.raises(ValueError, match="kind must be 'many_to_one' or 'many_to_many', got 'seq'"):
         data.forecast_pairs(np.zeros(8), 2, 3, kind="seq")
@@ -127,8 +143,10 @@ def test_bucket_batches_are_deterministic_given_the_seed():
     assert [b.length for b in first] == [b.length for b in again]
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a.indices, b.indices)
-    assert any(len(a.indices) != len(b.indices) or (a.indices != b.indices).any()
-               for a, b in zip(first, other))
+    assert any(
+        len(a.indices) != len(b.indices) or (a.indices != b.indices).any()
+        for a, b in zip(first, other)
+    )
     assert sorted({b.length for b in first}) == [1, 2, 4, 8, 16, 32, 64]  # powers of two by default
 
 
@@ -150,7 +168,9 @@ def test_bucketing_pads_less_than_random_batches():
 
 
 def test_bucket_batches_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"boundaries must reach the longest length 60, got \[8, 16\]"):
+    with pytest.raises(
+        ValueError, match=r"boundaries must reach the longest length 60, got \[8, 16\]"
+    ):
         data.bucket_batches(np.array([3, 60]), 2, seed=0, boundaries=[8, 16])
     with pytest.raises(ValueError, match="boundaries must be increasing positive integers"):
         data.bucket_batches(np.array([3]), 2, seed=0, boundaries=[8, 4])

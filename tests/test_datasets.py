@@ -41,11 +41,16 @@ def _fingerprints(sequences):
     return {hashlib.sha1(np.round(s, 6).tobytes()).hexdigest() for s in sequences}
 
 
-@pytest.mark.parametrize("name, sizes, channels, lengths, counts", [
-    ("JapaneseVowels", (270, 370), 12, (7, 29), [30] * 9),
-    ("BasicMotions", (40, 40), 6, (100, 100), [10] * 4),
-])
-def test_uea_sets_have_the_archive_shapes_and_disjoint_splits(name, sizes, channels, lengths, counts):
+@pytest.mark.parametrize(
+    "name, sizes, channels, lengths, counts",
+    [
+        ("JapaneseVowels", (270, 370), 12, (7, 29), [30] * 9),
+        ("BasicMotions", (40, 40), 6, (100, 100), [10] * 4),
+    ],
+)
+def test_uea_sets_have_the_archive_shapes_and_disjoint_splits(
+    name, sizes, channels, lengths, counts
+):
     train = datasets.uea_classification(name, "train")
     test = datasets.uea_classification(name, "test")
     assert (len(train.sequences), len(test.sequences)) == sizes
@@ -61,8 +66,10 @@ def test_uea_sets_have_the_archive_shapes_and_disjoint_splits(name, sizes, chann
 
 def test_read_ts_parses_a_hand_written_file(tmp_path):
     path = tmp_path / "tiny.ts"
-    path.write_text("# a comment\n@problemName tiny\n@classLabel true up down\n@data\n"
-                    "1,2,3:4,5,6:up\n7,8:9,10:DOWN\n")
+    path.write_text(
+        "# a comment\n@problemName tiny\n@classLabel true up down\n@data\n"
+        "1,2,3:4,5,6:up\n7,8:9,10:DOWN\n"
+    )
     sequences, labels, declared = datasets.read_ts(path)
     np.testing.assert_array_equal(sequences[0], [[1, 4], [2, 5], [3, 6]])  # (T, D)
     np.testing.assert_array_equal(sequences[1], [[7, 9], [8, 10]])
@@ -96,7 +103,9 @@ def test_a_missing_package_is_named():
 
 
 def test_importing_rnnjax_imports_neither_statsmodels_nor_aeon():
-    code = ("import sys, rnnjax; print(sorted(m for m in ('statsmodels', 'aeon', 'pandas', "
-            "'sklearn') if m in sys.modules))")
+    code = (
+        "import sys, rnnjax; print(sorted(m for m in ('statsmodels', 'aeon', 'pandas', "
+        "'sklearn') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -26,16 +26,40 @@ def _params(seed, scale=3.0):
 
 @functools.partial(jax.jit, static_argnames=("beam_size", "max_length", "end_token"))
 def _beam(params, token, *, beam_size, max_length, end_token=None):
-    return decoding.beam_search(lambda c, t: LM.step(params, c, t), LM.initial_carry(params), token,
-                                beam_size=beam_size, max_length=max_length, end_token=end_token)
+    return decoding.beam_search(
+        lambda c, t: LM.step(params, c, t),
+        LM.initial_carry(params),
+        token,
+        beam_size=beam_size,
+        max_length=max_length,
+        end_token=end_token,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("end_token", "top_k"))
-def _generate(params, prompt, prompt_length, key=None, *, end_token=None, top_k=None, top_p=None,
-              temperature=1.0):
-    padded = jnp.zeros(4, jnp.int32).at[:len(prompt)].set(prompt)
-    return LM.generate(params, padded, max_length=L, prompt_length=prompt_length, key=key,
-                       end_token=end_token, top_k=top_k, top_p=top_p, temperature=temperature)
+def _generate(
+    params,
+    prompt,
+    prompt_length,
+    key=None,
+    *,
+    end_token=None,
+    top_k=None,
+    top_p=None,
+    temperature=1.0,
+):
+    padded = jnp.zeros(4, jnp.int32).at[: len(prompt)].set(prompt)
+    return LM.generate(
+        params,
+        padded,
+        max_length=L,
+        prompt_length=prompt_length,
+        key=key,
+        end_token=end_token,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+    )
 
 
 @jax.jit
@@ -47,7 +71,7 @@ def _log_probs_of(params, tokens):
     """Returns (T-1,) log p(tokens[t+1] | tokens[:t+1]) by one teacher-forced apply (no step_fn)."""
     tokens = np.asarray(tokens)
     padded = np.zeros(16, np.int32)
-    padded[:len(tokens) - 1] = tokens[:-1]
+    padded[: len(tokens) - 1] = tokens[:-1]
     log_probs = np.asarray(_padded_log_probs(params, jnp.asarray(padded), len(tokens) - 1))
     return log_probs[np.arange(len(tokens) - 1), tokens[1:]]
 
@@ -57,7 +81,7 @@ def _greedy_by_loop(params, prompt, max_length):
     tokens = list(prompt)
     while len(tokens) < max_length:
         padded = np.zeros(16, np.int32)
-        padded[:len(tokens)] = tokens
+        padded[: len(tokens)] = tokens
         log_probs = _padded_log_probs(params, jnp.asarray(padded), len(tokens))
         tokens.append(int(jnp.argmax(log_probs[len(tokens) - 1])))
     return tokens
@@ -65,21 +89,27 @@ def _greedy_by_loop(params, prompt, max_length):
 
 def test_filter_logits_by_hand():
     logits = jnp.array([1.0, 3.0, 2.0, 0.0])
-    np.testing.assert_array_equal(decoding.filter_logits(logits, top_k=2),
-                                  [-np.inf, 3.0, 2.0, -np.inf])
-    np.testing.assert_array_equal(jax.jit(lambda k: decoding.filter_logits(logits, top_k=k))(2),
-                                  [-np.inf, 3.0, 2.0, -np.inf])  # a traced top_k
+    np.testing.assert_array_equal(
+        decoding.filter_logits(logits, top_k=2), [-np.inf, 3.0, 2.0, -np.inf]
+    )
+    np.testing.assert_array_equal(
+        jax.jit(lambda k: decoding.filter_logits(logits, top_k=k))(2), [-np.inf, 3.0, 2.0, -np.inf]
+    )  # a traced top_k
     np.testing.assert_allclose(decoding.filter_logits(logits, temperature=2.0), logits / 2)
     p = np.exp([3.0, 2.0, 1.0, 0.0]) / np.exp([3.0, 2.0, 1.0, 0.0]).sum()  # 0.644 0.237 0.087 0.032
     # top_p = 0.85: the two most probable sum to 0.881 >= 0.85, so the nucleus is {1, 2}
     assert p[0] < 0.85 <= p[0] + p[1]
-    np.testing.assert_array_equal(decoding.filter_logits(logits, top_p=0.85),
-                                  [-np.inf, 3.0, 2.0, -np.inf])
-    np.testing.assert_array_equal(decoding.filter_logits(logits, top_p=0.9),
-                                  [1.0, 3.0, 2.0, -np.inf])
+    np.testing.assert_array_equal(
+        decoding.filter_logits(logits, top_p=0.85), [-np.inf, 3.0, 2.0, -np.inf]
+    )
+    np.testing.assert_array_equal(
+        decoding.filter_logits(logits, top_p=0.9), [1.0, 3.0, 2.0, -np.inf]
+    )
     # rows of a batch are filtered independently
     both = decoding.filter_logits(jnp.stack([logits, logits[::-1]]), top_k=1)
-    np.testing.assert_array_equal(both, [[-np.inf, 3, -np.inf, -np.inf], [-np.inf, -np.inf, 3, -np.inf]])
+    np.testing.assert_array_equal(
+        both, [[-np.inf, 3, -np.inf, -np.inf], [-np.inf, -np.inf, 3, -np.inf]]
+    )
     with pytest.raises(ValueError, match="top_k must be an int in"):
         decoding.filter_logits(logits, top_k=5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -89,7 +119,9 @@ def test_filter_logits_by_hand():
 def test_sampled_tokens_stay_in_the_nucleus_and_follow_the_distribution():
     logits = jnp.array([1.0, 3.0, 2.0, 0.0])
     keys = jax.random.split(jax.random.PRNGKey(0), 4000)
-    draws = np.asarray(jax.jit(jax.vmap(lambda k: decoding.sample_token(logits, k, top_p=0.85)))(keys))
+    draws = np.asarray(
+        jax.jit(jax.vmap(lambda k: decoding.sample_token(logits, k, top_p=0.85)))(keys)
+    )
     assert set(draws) == {1, 2}
     # renormalised on the nucleus: p(1) = e^3 / (e^3 + e^2) = 0.731
     assert np.mean(draws == 1) == pytest.approx(np.e / (np.e + 1), abs=0.03)
@@ -108,8 +140,11 @@ def test_sampling_limits_equal_greedy(option):
     params = _params(1)
     prompt = jnp.array([2, 0, 0, 0], jnp.int32)
     greedy, _ = _generate(params, prompt, 1)
-    kwargs = {"top_k=1": dict(top_k=1), "top_p->0": dict(top_p=1e-6),
-              "temperature->0": dict(temperature=1e-6)}[option]
+    kwargs = {
+        "top_k=1": dict(top_k=1),
+        "top_p->0": dict(top_p=1e-6),
+        "temperature->0": dict(temperature=1e-6),
+    }[option]
     keys = jax.random.split(jax.random.PRNGKey(3), 6)
     for k in keys:
         np.testing.assert_array_equal(_generate(params, prompt, 1, k, **kwargs)[0], greedy)
@@ -131,8 +166,8 @@ def test_prompt_is_reproduced_verbatim_and_end_token_stops():
     tokens, length = _generate(params, prompt, 4, end_token=end)
     first = 4 + [int(t) for t in greedy[4:]].index(end)
     assert int(length) == first + 1
-    assert tokens[:first + 1].tolist() == greedy[:first + 1].tolist()
-    assert np.all(np.asarray(tokens[first + 1:]) == 0)
+    assert tokens[: first + 1].tolist() == greedy[: first + 1].tolist()
+    assert np.all(np.asarray(tokens[first + 1 :]) == 0)
 
 
 def test_beam_of_one_is_greedy_exactly():
@@ -141,12 +176,15 @@ def test_beam_of_one_is_greedy_exactly():
         greedy, _ = _generate(params, jnp.array([1, 0, 0, 0]), 1)
         tokens, scores, lengths = _beam(params, 1, beam_size=1, max_length=L - 1)
         np.testing.assert_array_equal(tokens[0], greedy[1:])
-        assert float(scores[0]) == pytest.approx(_log_probs_of(params, np.asarray(greedy)).sum(),
-                                                 abs=1e-4)
+        assert float(scores[0]) == pytest.approx(
+            _log_probs_of(params, np.asarray(greedy)).sum(), abs=1e-4
+        )
         assert int(lengths[0]) == L - 1
-        assert float(decoding.sequence_log_prob(lambda c, t, p=params: LM.step(p, c, t),
-                                                LM.initial_carry(params), 1, tokens[0])) == \
-            pytest.approx(float(scores[0]), abs=1e-4)
+        assert float(
+            decoding.sequence_log_prob(
+                lambda c, t, p=params: LM.step(p, c, t), LM.initial_carry(params), 1, tokens[0]
+            )
+        ) == pytest.approx(float(scores[0]), abs=1e-4)
 
 
 def test_exhaustive_beam_finds_the_brute_force_best_sequence():
@@ -154,8 +192,10 @@ def test_exhaustive_beam_finds_the_brute_force_best_sequence():
     length = 3
     # beam 16 = 4**2 keeps every prefix until the last step: the search is exhaustive
     tokens, scores, _ = _beam(params, 0, beam_size=16, max_length=length)
-    brute = {seq: _log_probs_of(params, (0,) + seq).sum()
-             for seq in itertools.product(range(V), repeat=length)}
+    brute = {
+        seq: _log_probs_of(params, (0,) + seq).sum()
+        for seq in itertools.product(range(V), repeat=length)
+    }
     ranked = sorted(brute, key=brute.get, reverse=True)
     assert tuple(np.asarray(tokens[0]).tolist()) == ranked[0]
     np.testing.assert_allclose(np.asarray(scores), [brute[s] for s in ranked[:16]], atol=1e-4)
@@ -168,20 +208,25 @@ def test_beam_search_scores_at_least_greedy_and_finishes_beams():
     for seed in range(4):
         params = _params(10 + seed, scale=1.0)
         greedy, n = _generate(params, jnp.array([1, 0, 0, 0]), 1, end_token=end)
-        greedy_score = _log_probs_of(params, np.asarray(greedy[:int(n)])).sum()
+        greedy_score = _log_probs_of(params, np.asarray(greedy[: int(n)])).sum()
         tokens, scores, lengths = _beam(params, 1, beam_size=3, max_length=L - 1, end_token=end)
         assert np.all(np.diff(np.asarray(scores)) <= 1e-6)  # best first
         assert float(scores[0]) >= greedy_score - 1e-5
         for row, score, m in zip(np.asarray(tokens), np.asarray(scores), np.asarray(lengths)):
             # the score is the sum over the tokens up to the end token; then padding
-            assert _log_probs_of(params, [1] + row[:m].tolist()).sum() == pytest.approx(score, abs=1e-4)
+            assert _log_probs_of(params, [1] + row[:m].tolist()).sum() == pytest.approx(
+                score, abs=1e-4
+            )
             if m < L - 1:
                 assert row[m - 1] == end and np.all(row[m:] == 0)
 
 
 def test_language_model_step_and_carry_agree_with_apply():
-    lm = rnnjax.language_model(rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(6)),
-                                            rnnjax.recurrent(rnnjax.gru(5))), V, embed_size=3)
+    lm = rnnjax.language_model(
+        rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(6)), rnnjax.recurrent(rnnjax.gru(5))),
+        V,
+        embed_size=3,
+    )
     params = lm.init(jax.random.PRNGKey(0))
     tokens = jnp.array([1, 3, 0, 2, 3, 3], jnp.int32)
 
@@ -195,7 +240,7 @@ def test_language_model_step_and_carry_agree_with_apply():
         return whole, stepped, jnp.concatenate([first, second]), padded
 
     (final, logits), (carry, step_logits), pieces, (padded_final, padded) = run(params)
-    close = lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5)  # noqa: E731
+    close = lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5)
     close(step_logits, logits)
     jax.tree.map(close, carry, final)
     # reading in two pieces with the carry passed on is reading at once; padding is inert
@@ -228,8 +273,10 @@ def test_ctc_greedy_equals_the_brute_force_best_path():
         labels, counts = run(jnp.asarray(logits), jnp.asarray(lengths))
         for x, n, lab, c in zip(logits, lengths, np.asarray(labels), np.asarray(counts)):
             log_p = x[:n] - np.log(np.exp(x[:n]).sum(-1, keepdims=True))
-            best = max(itertools.product(range(K), repeat=int(n)),
-                       key=lambda path: sum(log_p[t, k] for t, k in enumerate(path)))
+            best = max(
+                itertools.product(range(K), repeat=int(n)),
+                key=lambda path: sum(log_p[t, k] for t, k in enumerate(path)),
+            )
             assert tuple(lab[:c].tolist()) == _collapse(best)
             assert np.all(lab[c:] == 0)
 
@@ -243,17 +290,22 @@ def test_ctc_prefix_beam_search_is_exact_with_a_full_beam():
         by_labels: dict = {}
         for path in itertools.product(range(K), repeat=T):
             labels = _collapse(path)
-            by_labels[labels] = np.logaddexp(by_labels.get(labels, -np.inf),
-                                             sum(log_p[t, k] for t, k in enumerate(path)))
-        found = decoding.ctc_prefix_beam_search(log_p, beam_size=K ** T)
+            by_labels[labels] = np.logaddexp(
+                by_labels.get(labels, -np.inf), sum(log_p[t, k] for t, k in enumerate(path))
+            )
+        found = decoding.ctc_prefix_beam_search(log_p, beam_size=K**T)
         best = max(by_labels, key=by_labels.get)
         assert found[0][0] == best
         for labels, score in found:
             assert score == pytest.approx(by_labels[labels], abs=1e-9)
         # and optax's CTC loss of the best labelling is minus its log-probability
         lab = np.zeros((1, T), np.int32)
-        lab[0, :len(best)] = best
+        lab[0, : len(best)] = best
         pad = (np.arange(T) >= len(best)).astype(np.float32)[None]
-        loss = optax.ctc_loss(jnp.asarray(logits, jnp.float32)[None], jnp.zeros((1, T)),
-                              jnp.asarray(lab), jnp.asarray(pad))
+        loss = optax.ctc_loss(
+            jnp.asarray(logits, jnp.float32)[None],
+            jnp.zeros((1, T)),
+            jnp.asarray(lab),
+            jnp.asarray(pad),
+        )
         assert float(loss[0]) == pytest.approx(-found[0][1], abs=1e-4)

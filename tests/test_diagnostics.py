@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from random_params import random_params as _random_params
 
 import rnnjax
-from random_params import random_params as _random_params
 from rnnjax import diagnostics as dg
 
 T, I, H = 6, 2, 3
@@ -112,11 +112,15 @@ def test_state_gradients_and_jacobians_match_brute_force(name, length):
     )
     np.testing.assert_allclose(
         dg.jacobian_norms(cell, params, xs, carry=carry, length=length),
-        np.linalg.norm(jac, ord=2, axis=(1, 2)), rtol=1e-5, atol=1e-6,
+        np.linalg.norm(jac, ord=2, axis=(1, 2)),
+        rtol=1e-5,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
         dg.step_jacobians(cell, params, xs, carry=carry, length=length),
-        brute_step_jacobians(cell, params, xs, carry, length), rtol=1e-5, atol=1e-6,
+        brute_step_jacobians(cell, params, xs, carry, length),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -177,7 +181,8 @@ def test_linear_orthogonal_rnn_is_exact(a):
     np.testing.assert_allclose(dg.lyapunov_spectrum(cell, params, xs), np.log(a), atol=1e-4)
     np.testing.assert_allclose(
         dg.lyapunov_spectrum(cell, params, xs, k=2, reorth_every=3, key=jax.random.PRNGKey(2)),
-        np.log(a), atol=1e-4,
+        np.log(a),
+        atol=1e-4,
     )
     np.testing.assert_allclose(dg.step_singular_values(cell, params, xs), a, rtol=1e-5)
     bound = dg.pascanu_bound(params, cell)
@@ -210,7 +215,9 @@ def test_lyapunov_spectrum_matches_numpy_qr_loop(length):
     np.testing.assert_allclose(lyap(cell, params, xs, length=length, k=2), want[:2], atol=1e-4)
     # The exponents sum to the volume growth rate: log|det(J_T ... J_1)| / T.
     product = np.linalg.multi_dot(jacobians[::-1]) if len(jacobians) > 1 else jacobians[0]
-    np.testing.assert_allclose(np.sum(want), np.linalg.slogdet(product)[1] / len(jacobians), atol=1e-6)
+    np.testing.assert_allclose(
+        np.sum(want), np.linalg.slogdet(product)[1] / len(jacobians), atol=1e-6
+    )
 
 
 def test_lyapunov_spectrum_under_vmap_with_per_example_length():
@@ -247,7 +254,7 @@ def test_weight_spectra_and_pascanu_bound():
     np.testing.assert_array_equal(blocks[1], lp["w_hh"][:, 3:6])  # the forget gate's block
     np.testing.assert_allclose(
         dg.largest_singular_value(blocks),
-        [np.linalg.norm(np.asarray(lp["w_hh"][:, 3 * g:3 * g + 3]), 2) for g in range(4)],
+        [np.linalg.norm(np.asarray(lp["w_hh"][:, 3 * g : 3 * g + 3]), 2) for g in range(4)],
         rtol=1e-5,
     )
     with pytest.raises(ValueError, match="Elman"):
@@ -271,11 +278,20 @@ def test_gradient_flow_hook_records_norms_and_ratio():
     def loss(h, ys, w):
         return jnp.dot(w, h) ** 2
 
-    hook = dg.gradient_flow_hook(cell, xs, loss, length=lengths, get_loss_params=lambda s: s.readout)
+    hook = dg.gradient_flow_hook(
+        cell, xs, loss, length=lengths, get_loss_params=lambda s: s.readout
+    )
     out = hook(state)
     norms = [
-        np.asarray(dg.state_gradient_norms(cell, params, xs[b], lambda h, ys: loss(h, ys, state.readout),
-                                           length=int(lengths[b])))
+        np.asarray(
+            dg.state_gradient_norms(
+                cell,
+                params,
+                xs[b],
+                lambda h, ys: loss(h, ys, state.readout),
+                length=int(lengths[b]),
+            )
+        )
         for b in range(3)
     ]
     np.testing.assert_allclose(out["state_grad_norms"], np.mean(norms, axis=0), rtol=1e-5)
@@ -290,12 +306,15 @@ def test_gradient_flow_hook_records_norms_and_ratio():
 
     runs = RunsState(
         jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params),
-        jnp.stack([state.readout, state.readout]), jnp.zeros((2,), jnp.int32),
+        jnp.stack([state.readout, state.readout]),
+        jnp.zeros((2,), jnp.int32),
     )
     out_runs = hook(runs)
     assert out_runs["state_grad_norms"].shape == (2, 12)
     np.testing.assert_allclose(out_runs["state_grad_norms"][0], out["state_grad_norms"], rtol=1e-5)
-    np.testing.assert_allclose(out_runs["grad_ratio_first_last"][0], out["grad_ratio_first_last"], rtol=1e-5)
+    np.testing.assert_allclose(
+        out_runs["grad_ratio_first_last"][0], out["grad_ratio_first_last"], rtol=1e-5
+    )
     half = hook(State(jax.tree.map(lambda a: 0.5 * a, params), state.readout))
     np.testing.assert_allclose(out_runs["state_grad_norms"][1], half["state_grad_norms"], rtol=1e-5)
 

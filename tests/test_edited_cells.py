@@ -22,13 +22,13 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import I, fit_one_step, paths, reference_only
 
 import rnnjax
 from rnnjax import fused, models, readouts, training
-from budget import examples
-from paths import I, fit_one_step, paths, reference_only
 
 B, T, H = 3, 6, 4
 
@@ -65,9 +65,11 @@ def edit_update(cell, e):
     pre = lambda a: jnp.take(e["alpha"] * a + e["beta"], e["perm"], axis=-1)
 
     if gated.additive:
+
         def edited(carry, z):
             return _mix(e, update(carry, pre(z)))
     else:
+
         def edited(carry, gi, gh):
             return _mix(e, update(carry, pre(gi), gh))
 
@@ -77,31 +79,40 @@ def edit_update(cell, e):
 def edits(num_gates):
     """A hypothesis strategy of edits for a cell with ``num_gates`` gate blocks."""
     size = num_gates * H
-    perms = st.sampled_from(["identity", "swap", "reverse", "random"]).map(lambda kind: {
-        "identity": np.arange(size),
-        "swap": np.roll(np.arange(size), H if num_gates > 1 else 1),  # gates 0, 1 exchanged
-        "reverse": np.arange(size)[::-1].copy(),
-        "random": np.random.default_rng(size).permutation(size),
-    }[kind])
-    return st.fixed_dictionaries({
-        "alpha": st.floats(0.5, 2.0), "beta": st.floats(-0.5, 0.5),
-        "gamma": st.floats(0.0, 1.0), "perm": perms,
-    }).map(lambda e: {k: jnp.asarray(v, jnp.int32 if k == "perm" else jnp.float32)
-                      for k, v in e.items()})
+    perms = st.sampled_from(["identity", "swap", "reverse", "random"]).map(
+        lambda kind: {
+            "identity": np.arange(size),
+            "swap": np.roll(np.arange(size), H if num_gates > 1 else 1),  # gates 0, 1 exchanged
+            "reverse": np.arange(size)[::-1].copy(),
+            "random": np.random.default_rng(size).permutation(size),
+        }[kind]
+    )
+    return st.fixed_dictionaries(
+        {
+            "alpha": st.floats(0.5, 2.0),
+            "beta": st.floats(-0.5, 0.5),
+            "gamma": st.floats(0.0, 1.0),
+            "perm": perms,
+        }
+    ).map(
+        lambda e: {
+            k: jnp.asarray(v, jnp.int32 if k == "perm" else jnp.float32) for k, v in e.items()
+        }
+    )
 
 
 IDENTITY = {"alpha": jnp.float32(1), "beta": jnp.float32(0), "gamma": jnp.float32(0)}
 
 
 def random_inputs(seed, lengths):
-    return (jax.random.normal(jax.random.key(seed), (B, T, I)),
-            jnp.asarray(lengths, jnp.int32))
+    return (jax.random.normal(jax.random.key(seed), (B, T, I)), jnp.asarray(lengths, jnp.int32))
 
 
 def _random_params(init):
     params = init(jax.random.key(3))
-    return jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(4), a.shape),
-                        params)  # nonzero biases
+    return jax.tree.map(
+        lambda a: a + 0.1 * jax.random.normal(jax.random.key(4), a.shape), params
+    )  # nonzero biases
 
 
 def assert_close(got, want, tol=1e-5):
@@ -113,7 +124,7 @@ def test_the_issue_example_runs_the_edited_equation():
     cell = rnnjax.lstm(8)
 
     def my_step(params, carry, x):
-        (h, c), y = cell.step(params, carry, x)
+        (h, c), _y = cell.step(params, carry, x)
         return (2.0 * h, c), 2.0 * h
 
     edited = cell._replace(step=my_step)
@@ -134,7 +145,7 @@ LAYER_PATHS = ("recurrent-reverse-remat", "stack")
 MODEL_PATHS = ("many_to_one", "many_to_many", "one_to_many", "encoder_decoder", "linen", "nnx")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _update_paths(name, names, reference):
     """Returns ``run(e, xs, lengths) -> {path: (loss, grads)}``, jitted once."""
     base = CELLS[name]()
@@ -158,8 +169,10 @@ def _update_paths(name, names, reference):
 def _check_update_edit(name, names, e, xs, lengths):
     edited = edit_update(CELLS[name](), e)
     assert fused.path(edited) == "fused"
-    assert_close(_update_paths(name, names, False)(e, xs, lengths),
-                 _update_paths(name, names, True)(e, xs, lengths))
+    assert_close(
+        _update_paths(name, names, False)(e, xs, lengths),
+        _update_paths(name, names, True)(e, xs, lengths),
+    )
 
 
 @settings(max_examples=examples(12))
@@ -167,20 +180,25 @@ def _check_update_edit(name, names, e, xs, lengths):
     # one cell per form of update: Elman (additive, one gate), LSTM (additive, with a
     # hand-written derivative), GRU (gi and gh apart)
     name_and_edit=st.sampled_from(["elman-tanh", "lstm", "gru"]).flatmap(
-        lambda name: st.tuples(st.just(name), edits(GATES[name]))),
+        lambda name: st.tuples(st.just(name), edits(GATES[name]))
+    ),
     lengths=st.lists(st.integers(0, T), min_size=B, max_size=B),
     seed=st.integers(0, 2**16),
 )
 def test_an_edited_update_takes_the_fast_path_and_equals_the_reference(
     name_and_edit, lengths, seed
 ):
-    _check_update_edit(*name_and_edit[:1], LAYER_PATHS, name_and_edit[1],
-                       *random_inputs(seed, lengths))
+    _check_update_edit(
+        *name_and_edit[:1], LAYER_PATHS, name_and_edit[1], *random_inputs(seed, lengths)
+    )
 
 
 @settings(max_examples=examples(6))
-@given(e=edits(4), lengths=st.lists(st.integers(0, T), min_size=B, max_size=B),
-       seed=st.integers(0, 2**16))
+@given(
+    e=edits(4),
+    lengths=st.lists(st.integers(0, T), min_size=B, max_size=B),
+    seed=st.integers(0, 2**16),
+)
 def test_an_edited_update_in_every_model_kind_and_flax_module(e, lengths, seed):
     # The LSTM: its update has a hand-written derivative, which an edited update must not use.
     _check_update_edit("lstm", MODEL_PATHS, e, *random_inputs(seed, lengths))
@@ -207,7 +225,7 @@ def _by_hand(cell, p, x, n):
     return [c0, (c1, c2)], jnp.concatenate([y1, y2], -1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _step_paths(name):
     """Returns ``run(e, xs, lengths) -> (layer's (loss, grads), by hand's)``, jitted once."""
     base = CELLS[name]()
@@ -219,11 +237,16 @@ def _step_paths(name):
         edited = rnnjax.stack(rnnjax.recurrent(cell), rnnjax.bidirectional(cell))
 
         def loss(apply):
-            return lambda p: jnp.sum(jax.vmap(lambda x, n: jnp.sum(jnp.sin(
-                jax.flatten_util.ravel_pytree(apply(p, x, n))[0])))(xs, lengths))
+            return lambda p: jnp.sum(
+                jax.vmap(
+                    lambda x, n: jnp.sum(jnp.sin(jax.flatten_util.ravel_pytree(apply(p, x, n))[0]))
+                )(xs, lengths)
+            )
 
-        return (jax.value_and_grad(loss(lambda p, x, n: edited.apply(p, x, length=n)))(params),
-                jax.value_and_grad(loss(functools.partial(_by_hand, cell)))(params))
+        return (
+            jax.value_and_grad(loss(lambda p, x, n: edited.apply(p, x, length=n)))(params),
+            jax.value_and_grad(loss(functools.partial(_by_hand, cell)))(params),
+        )
 
     return jax.jit(both)
 
@@ -231,7 +254,8 @@ def _step_paths(name):
 @settings(max_examples=examples(12))
 @given(
     name_and_edit=st.sampled_from(["elman-tanh", "lstm", "gru", "gru-cho"]).flatmap(
-        lambda name: st.tuples(st.just(name), edits(GATES[name]))),
+        lambda name: st.tuples(st.just(name), edits(GATES[name]))
+    ),
     lengths=st.lists(st.integers(0, T), min_size=B, max_size=B),
     seed=st.integers(0, 2**16),
 )
@@ -255,11 +279,14 @@ def test_an_edited_step_in_a_model_and_fit():
 
     def loss(apply):
         return lambda p: rnnjax.losses.masked_cross_entropy(
-            jax.vmap(lambda x, n: apply(p, x, n))(xs, lengths), labels)
+            jax.vmap(lambda x, n: apply(p, x, n))(xs, lengths), labels
+        )
 
     value, grads = jax.value_and_grad(loss(by_hand))(params)
-    assert_close(jax.value_and_grad(loss(lambda p, x, n: model.apply(p, x, length=n)))(params),
-                 (value, grads))
+    assert_close(
+        jax.value_and_grad(loss(lambda p, x, n: model.apply(p, x, length=n)))(params),
+        (value, grads),
+    )
     # one fit step of SGD is params - lr * grad of the hand-written loss
     optimizer = optax.sgd(0.5)
     model_loss = loss(lambda q, x, n: model.apply(q, x, length=n))
@@ -272,8 +299,7 @@ def test_an_edited_step_in_a_model_and_fit():
 def test_bidirectional_with_two_different_steps_runs_each():
     # An edited forward cell and a stock backward cell must not be stacked as one scan.
     cell = rnnjax.gru(H)
-    edited = edit_update(cell, {**IDENTITY, "alpha": jnp.float32(1.5),
-                                "perm": jnp.arange(3 * H)})
+    edited = edit_update(cell, {**IDENTITY, "alpha": jnp.float32(1.5), "perm": jnp.arange(3 * H)})
     layer = rnnjax.bidirectional(edited, cell)
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I))

@@ -49,7 +49,9 @@ def _loss(run, cell, params, xs, carry, lengths, reverse, masked):
 
 
 def _fused(**options):
-    return lambda cell, params, xs, **kw: fused.scan(cell, params, xs, impl="fused", **kw, **options)
+    return lambda cell, params, xs, **kw: fused.scan(
+        cell, params, xs, impl="fused", **kw, **options
+    )
 
 
 def _close(a, b, tol=1e-5):
@@ -71,9 +73,11 @@ def test_values_and_gradients_match_reference(name, layout, monkeypatch):
     cell, params, xs, carry, lengths = _inputs(name)
     # (reverse, masked, remat): remat=3 does not divide T, so it also tests the padding
     for reverse, masked, remat in ((False, False, None), (True, True, None), (False, True, 3)):
-        grad = lambda run: jax.jit(jax.value_and_grad(
-            lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, masked), (0, 1, 2)
-        ))(params, xs, carry)
+        grad = lambda run: jax.jit(
+            jax.value_and_grad(
+                lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, masked), (0, 1, 2)
+            )
+        )(params, xs, carry)
         _close(grad(_fused(remat=remat, unroll=unroll)), grad(rnnjax.scan))
 
 
@@ -97,7 +101,7 @@ def test_elman_backward_for_each_activation_matches_reference(activation):
 
 
 def test_outputs_match_reference_per_step():
-    cell, params, xs, carry, lengths = _inputs("lstm")
+    cell, params, xs, carry, _lengths = _inputs("lstm")
     x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
     want_final, want_ys = rnnjax.scan(cell, params, x, carry=c, length=4, reverse=True)
     got_final, got_ys = fused.scan(cell, params, x, carry=c, length=4, reverse=True, impl="fused")
@@ -119,7 +123,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_remat_sqrt_matches_no_remat_and_reference_cells_fall_back():
-    cell, params, xs, carry, lengths = _inputs("elman-relu-nobias")
+    cell, params, xs, _carry, _lengths = _inputs("elman-relu-nobias")
     x = jnp.concatenate([xs[0]] * 3)  # T = 21, segments of ceil(sqrt(21)) = 5
     run = lambda p, **kw: fused.scan(cell, p, x, length=17, **kw)[1]
     want = jax.grad(lambda p: jnp.sum(run(p, impl="reference") ** 2))(params)
@@ -135,11 +139,13 @@ def test_remat_sqrt_matches_no_remat_and_reference_cells_fall_back():
 
 
 def test_layers_use_the_fast_path_with_the_same_results():
-    cell, params, xs, carry, lengths = _inputs("lstm")
+    cell, params, xs, _carry, lengths = _inputs("lstm")
     bi = lambda impl: rnnjax.bidirectional(cell, impl=impl)
     p = bi("reference").init(jax.random.key(4), I)
-    loss = lambda impl: lambda p: jnp.sum(
-        jax.vmap(lambda x, n: bi(impl).apply(p, x, length=n)[1])(xs, lengths) ** 2
+    loss = lambda impl: (
+        lambda p: jnp.sum(
+            jax.vmap(lambda x, n: bi(impl).apply(p, x, length=n)[1])(xs, lengths) ** 2
+        )
     )
     _close(jax.value_and_grad(loss("fused"))(p), jax.value_and_grad(loss("reference"))(p))
     layer = rnnjax.recurrent(cell, reverse=True, remat=2)
@@ -177,9 +183,11 @@ def test_a_users_gated_cell_takes_the_fast_path_and_matches_the_reference():
     lengths = jnp.array([T, 4, 0])
     carry = 0.5 * jax.random.normal(jax.random.key(2), (B, H))
     for reverse in (False, True):
-        loss = lambda run: jax.jit(jax.value_and_grad(
-            lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, True), (0, 1, 2)
-        ))(params, xs, carry)
+        loss = lambda run: jax.jit(
+            jax.value_and_grad(
+                lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, True), (0, 1, 2)
+            )
+        )(params, xs, carry)
         _close(loss(_fused()), loss(rnnjax.scan))
     # the fast path really ran: its VJP is a custom one, the reference's is not
     jaxpr = str(jax.make_jaxpr(lambda p: fused.scan(cell, p, xs[0], impl="auto"))(params))
@@ -188,16 +196,19 @@ def test_a_users_gated_cell_takes_the_fast_path_and_matches_the_reference():
     assert "custom_vjp_call" not in jaxpr
 
 
-@pytest.mark.parametrize("update", sorted(fused.HAND_WRITTEN_VJPS, key=lambda f: f.__name__),
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "update", sorted(fused.HAND_WRITTEN_VJPS, key=lambda f: f.__name__), ids=lambda f: f.__name__
+)
 def test_hand_written_vjps_equal_autodiff_of_the_update_they_belong_to(update):
     hand = fused.HAND_WRITTEN_VJPS[update]
     cells = [c for c in (rnnjax.lstm(H), rnnjax.gru(H), rnnjax.elman(H)) if c.step.update is update]
     assert cells, "every hand-written VJP belongs to a built-in cell"
     eq = cells[0].step
     assert eq.additive
-    carry = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape),
-                         cells[0].initial_carry(cells[0].init(jax.random.key(0), I)))
+    carry = jax.tree.map(
+        lambda a: jax.random.normal(jax.random.key(1), a.shape),
+        cells[0].initial_carry(cells[0].init(jax.random.key(0), I)),
+    )
     num_gates = cells[0].init(jax.random.key(0), I)["w_hh"].shape[1] // H
     z = 2.0 * jax.random.normal(jax.random.key(2), (num_gates * H,))
     d_new = jax.tree.map(lambda a: jax.random.normal(jax.random.key(3), a.shape), carry)
@@ -231,7 +242,8 @@ def test_an_update_edited_without_its_derivative_is_caught():
     params = edited_cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I))
     grad = lambda run: jax.grad(lambda p: jnp.sum(jnp.sin(run(edited_cell, p, xs, length=5)[1])))(
-        params)
+        params
+    )
     _close(grad(_fused()), grad(rnnjax.scan))
 
 
@@ -239,7 +251,8 @@ def test_an_update_edited_without_its_derivative_is_caught():
 @pytest.mark.parametrize("masked", [False, True])
 def test_bfloat16_fast_path_matches_the_reference(name, masked):
     cell = {"lstm": rnnjax.lstm, "gru": rnnjax.gru, "elman": rnnjax.elman}[name](
-        H, param_dtype=jnp.bfloat16)
+        H, param_dtype=jnp.bfloat16
+    )
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I)).astype(jnp.bfloat16)
     length = 4 if masked else None
@@ -253,8 +266,9 @@ def test_bfloat16_fast_path_matches_the_reference(name, masked):
         assert a.dtype == b.dtype
         scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) + 1e-3
         # bfloat16 has 8 bits of mantissa: the two loops round in different places
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                                   atol=3e-2 * scale, rtol=3e-2)
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), atol=3e-2 * scale, rtol=3e-2
+        )
 
 
 def test_gradients_reach_the_values_an_update_closes_over():
@@ -267,11 +281,19 @@ def test_gradients_reach_the_values_an_update_closes_over():
 
     def loss(alpha, perm, run):
         upd = cell.step.update
-        edited = cell._replace(step=cell.step._replace(
-            update=lambda c, z: upd(c, jnp.take(alpha * z, perm))))
-        return _loss(run, edited, params, xs, jax.tree.map(
-            lambda a: jnp.zeros((B,) + a.shape), cell.initial_carry(params)),
-            lengths, True, True)
+        edited = cell._replace(
+            step=cell.step._replace(update=lambda c, z: upd(c, jnp.take(alpha * z, perm)))
+        )
+        return _loss(
+            run,
+            edited,
+            params,
+            xs,
+            jax.tree.map(lambda a: jnp.zeros((B,) + a.shape), cell.initial_carry(params)),
+            lengths,
+            True,
+            True,
+        )
 
     perm = jnp.roll(jnp.arange(4 * H), H)
     for run in (_fused(), _fused(remat=3)):
@@ -279,5 +301,6 @@ def test_gradients_reach_the_values_an_update_closes_over():
         _close(grad(run), grad(rnnjax.scan))
         # and per-example hyperparameters: the closed-over value is batched by vmap
         batched = lambda r: jax.jit(jax.vmap(jax.grad(lambda a: loss(a, perm, r))))(
-            jnp.array([0.5, 1.0, 2.0]))
+            jnp.array([0.5, 1.0, 2.0])
+        )
         _close(batched(run), batched(rnnjax.scan))

@@ -69,8 +69,10 @@ def decoder_logits(cell, p, context, probes):
     """Teacher-forced logits of the token decoder, a Python loop over ``cell.step``."""
     previous = jnp.concatenate([jnp.array([1]), TARGETS[:-1]])  # start token 1
     leaves, treedef = jax.tree.flatten(cell.initial_carry(p["cell"]))
-    carry = jax.tree.unflatten(treedef, [jnp.tanh(linear(b, context)).reshape(a.shape)
-                                         for b, a in zip(p["bridge"], leaves)])
+    carry = jax.tree.unflatten(
+        treedef,
+        [jnp.tanh(linear(b, context)).reshape(a.shape) for b, a in zip(p["bridge"], leaves)],
+    )
     logits = []
     for t in range(len(TARGETS)):
         x = jnp.concatenate([p["embed"]["table"][previous[t]], context])
@@ -83,8 +85,11 @@ LSTM, GRU = rnnjax.lstm(H), rnnjax.gru(H)
 
 
 def stacked_classifier():
-    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(LSTM), rnnjax.bidirectional(GRU)),
-                               readouts.linear(2), pool="mean")
+    model = models.many_to_one(
+        rnnjax.stack(rnnjax.bidirectional(LSTM), rnnjax.bidirectional(GRU)),
+        readouts.linear(2),
+        pool="mean",
+    )
 
     def by_hand(params, probes, xs, n):
         _, ys = bidirectional(LSTM, params["rnn"][0], xs, probes, n, "rnn/0")
@@ -92,8 +97,11 @@ def stacked_classifier():
         pooled = jnp.sum(jnp.where(jnp.arange(T)[:, None] < n, ys, 0), 0) / n
         return jnp.sum(jnp.sin(linear(params["readout"], pooled)))
 
-    shapes = {f"rnn/{i}/{d}": (T, state_size(c)) for i, c in enumerate([LSTM, GRU])
-              for d in ("forward", "backward")}
+    shapes = {
+        f"rnn/{i}/{d}": (T, state_size(c))
+        for i, c in enumerate([LSTM, GRU])
+        for d in ("forward", "backward")
+    }
     return model, (lambda p, x, n: jnp.sum(jnp.sin(model.apply(p, x, length=n)))), by_hand, shapes
 
 
@@ -105,8 +113,12 @@ def tagger():
         out = jnp.where(jnp.arange(T)[:, None] < n, linear(params["readout"], ys), 0)
         return jnp.sum(jnp.sin(out))
 
-    return model, (lambda p, x, n: jnp.sum(jnp.sin(model.apply(p, x, length=n)))), by_hand, {
-        "rnn": (T, state_size(LSTM))}
+    return (
+        model,
+        (lambda p, x, n: jnp.sum(jnp.sin(model.apply(p, x, length=n)))),
+        by_hand,
+        {"rnn": (T, state_size(LSTM))},
+    )
 
 
 def captioner():
@@ -116,13 +128,18 @@ def captioner():
         del n
         return jnp.sum(jnp.sin(decoder_logits(LSTM, params, xs[0], probes["cell"])))
 
-    return model, (lambda p, x, n: jnp.sum(jnp.sin(model.apply(p, x[0], TARGETS)))), by_hand, {
-        "cell": (len(TARGETS), state_size(LSTM))}
+    return (
+        model,
+        (lambda p, x, n: jnp.sum(jnp.sin(model.apply(p, x[0], TARGETS)))),
+        by_hand,
+        {"cell": (len(TARGETS), state_size(LSTM))},
+    )
 
 
 def translator():
-    model = models.encoder_decoder(rnnjax.bidirectional(LSTM), GRU, VOCAB, start_token=1,
-                                   end_token=2)
+    model = models.encoder_decoder(
+        rnnjax.bidirectional(LSTM), GRU, VOCAB, start_token=1, end_token=2
+    )
 
     def by_hand(params, probes, xs, n):
         final, _ = bidirectional(LSTM, params["encoder"], xs, probes, n, "encoder")
@@ -137,8 +154,9 @@ def translator():
     return model, loss, by_hand, {**shapes, "decoder/cell": (len(TARGETS), state_size(GRU))}
 
 
-@pytest.mark.parametrize("build", [stacked_classifier, tagger, captioner, translator],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "build", [stacked_classifier, tagger, captioner, translator], ids=lambda f: f.__name__
+)
 def test_gradient_flow_equals_the_gradient_with_respect_to_hand_placed_probes(build):
     model, loss, by_hand, shapes = build()
     params = model.init(jax.random.key(0), I)
@@ -151,7 +169,9 @@ def test_gradient_flow_equals_the_gradient_with_respect_to_hand_placed_probes(bu
         got = jax.vmap(lambda x, n: dg.gradient_flow(loss, params, x, n))(xs, lengths)
         zeros = {k: jnp.zeros(s) for k, s in shapes.items()}
         want = jax.vmap(lambda x, n: jax.grad(by_hand, argnums=1)(params, zeros, x, n))(xs, lengths)
-        value = jax.vmap(lambda x, n: (loss(params, x, n), by_hand(params, zeros, x, n)))(xs, lengths)
+        value = jax.vmap(lambda x, n: (loss(params, x, n), by_hand(params, zeros, x, n)))(
+            xs, lengths
+        )
         return got, want, value
 
     got, want, (value, value_by_hand) = both(xs, LENGTHS)
@@ -170,8 +190,12 @@ def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
 
     from rnnjax import losses, training
 
-    model = models.many_to_one(rnnjax.stack(rnnjax.bidirectional(GRU)), readouts.linear(2),
-                               pool="mean", embedding=readouts.embedding(VOCAB, 3))
+    model = models.many_to_one(
+        rnnjax.stack(rnnjax.bidirectional(GRU)),
+        readouts.linear(2),
+        pool="mean",
+        embedding=readouts.embedding(VOCAB, 3),
+    )
     tokens = jax.random.randint(jax.random.key(0), (4, T), 0, VOCAB)
     lengths, labels = jnp.array([T, 3, 2, 4]), jnp.array([0, 1, 1, 0])
 
@@ -185,9 +209,15 @@ def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
     optimizer = optax.adam(0.05)
     state = training.init_train_state(jax.random.key(1), model.init(jax.random.key(2)), optimizer)
     hook = dg.model_gradient_flow_hook(loss, (tokens, lengths, labels))
-    result = training.fit(training.make_train_step(train_loss, optimizer), state,
-                          lambda key, step: (tokens, lengths, labels), 4, hooks=[hook],
-                          schedule=training.Schedule(chunk_size=2, hook_every=4), progress=False)
+    result = training.fit(
+        training.make_train_step(train_loss, optimizer),
+        state,
+        lambda key, step: (tokens, lengths, labels),
+        4,
+        hooks=[hook],
+        schedule=training.Schedule(chunk_size=2, hook_every=4),
+        progress=False,
+    )
     rows = {r["step"]: r for r in result.history if "gradient_flow/rnn/0/forward" in r}
     assert sorted(rows) == [0, 4]
     # each recorded row is the flow of the parameters at that step, averaged over the
@@ -196,11 +226,14 @@ def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
     for step, params in ((0, state.params), (4, result.state.params)):
         for label in ("rnn/0/forward", "rnn/0/backward"):
             per_example = [one(params, x, n, y)[label] for x, n, y in zip(tokens, lengths, labels)]
-            want = [np.mean([float(g[t]) for g, n in zip(per_example, lengths) if t < n])
-                    for t in range(T)]
+            want = [
+                np.mean([float(g[t]) for g, n in zip(per_example, lengths) if t < n])
+                for t in range(T)
+            ]
             np.testing.assert_allclose(rows[step]["gradient_flow/" + label], want, rtol=1e-4)
-    assert not np.allclose(rows[0]["gradient_flow/rnn/0/forward"],
-                           rows[4]["gradient_flow/rnn/0/forward"])
+    assert not np.allclose(
+        rows[0]["gradient_flow/rnn/0/forward"], rows[4]["gradient_flow/rnn/0/forward"]
+    )
     # a state batched over runs (vmapped seeds) gives one row per run
     runs = jax.tree.map(lambda a: jnp.stack([a, a]), result.state)
     batched = hook(runs)["gradient_flow/rnn/0/backward"]
@@ -218,14 +251,20 @@ def test_per_layer_jacobian_norms_and_lyapunov_spectra_of_a_stack():
     got_norms = dg.layer_jacobian_norms(fn, params, xs, n)
     got_spectra = dg.layer_lyapunov_spectra(fn, params, xs, n, k=2, key=jax.random.key(2))
     _, below = rnnjax.bidirectional(LSTM).apply(params[0], xs, length=n)
-    reads = {"0/forward": (LSTM, params[0]["forward"], xs),
-             "0/backward": (LSTM, params[0]["backward"], flip_valid(xs, n)),
-             "1": (GRU, params[1], below)}
+    reads = {
+        "0/forward": (LSTM, params[0]["forward"], xs),
+        "0/backward": (LSTM, params[0]["backward"], flip_valid(xs, n)),
+        "1": (GRU, params[1], below),
+    }
     assert set(got_norms) == set(got_spectra) == set(reads)
     for label, (cell, p, inputs) in reads.items():
-        np.testing.assert_allclose(got_norms[label], dg.jacobian_norms(cell, p, inputs, length=n),
-                                   rtol=1e-5, err_msg=label)
+        np.testing.assert_allclose(
+            got_norms[label], dg.jacobian_norms(cell, p, inputs, length=n), rtol=1e-5, err_msg=label
+        )
         np.testing.assert_allclose(
             got_spectra[label],
             dg.lyapunov_spectrum(cell, p, inputs, length=n, k=2, key=jax.random.key(2)),
-            rtol=1e-5, atol=1e-6, err_msg=label)
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=label,
+        )

@@ -27,7 +27,9 @@ def torch_final_states(kind, out_state, num_layers, bidirectional):
         per_dir = []
         for direction in range(d):
             h = h_n[layer * d + direction].detach().numpy()
-            per_dir.append((h, c_n[layer * d + direction].detach().numpy()) if kind == "LSTM" else h)
+            per_dir.append(
+                (h, c_n[layer * d + direction].detach().numpy()) if kind == "LSTM" else h
+            )
         finals.append(tuple(per_dir) if bidirectional else per_dir[0])
     return finals
 
@@ -36,14 +38,17 @@ def torch_final_states(kind, out_state, num_layers, bidirectional):
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
 @pytest.mark.parametrize("packed", [False, True])
 def test_from_torch_matches_module(kind, num_layers, bidirectional, packed):
-    module = torch_module(kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    module = torch_module(
+        kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=True
+    )
     xs = np.random.default_rng(0).normal(size=(B, T, I)).astype(np.float32)
     lengths = np.array([7, 3, 1]) if packed else np.array([T] * B)
     x_t = torch.from_numpy(xs)
     with torch.no_grad():
         if packed:
-            seq = torch.nn.utils.rnn.pack_padded_sequence(x_t, torch.from_numpy(lengths), batch_first=True,
-                                                          enforce_sorted=False)
+            seq = torch.nn.utils.rnn.pack_padded_sequence(
+                x_t, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+            )
             out, state = module(seq)
             out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
         else:

@@ -40,7 +40,7 @@ def test_kneser_ney_is_normalised():
     for order in (1, 3, 4):
         kn = lm.KneserNey(docs, order, vocab_size=5)  # symbol 4 never occurs: still some mass
         for context in ([5, 5, 5], [0, 1, 2], [3, 3, 3], [4, 0, 1]):  # 5: the start symbol
-            context = context[len(context) - (order - 1):] if order > 1 else []
+            context = context[len(context) - (order - 1) :] if order > 1 else []
             windows = np.array([context + [w] for w in range(5)])
             assert kn.probs(windows).sum() == pytest.approx(1.0)
             assert kn.probs(windows)[4] > 0
@@ -66,7 +66,10 @@ def test_edit_distance_and_error_rates_by_hand():
     assert hw.edit_distance(list("kitten"), list("sitting")) == 3
     assert hw.edit_distance([], [1, 2]) == 2
     rates = hw.error_rates([[1, 2, 3], [4], []], [[1, 2, 3], [4, 5], [6]])
-    assert rates == {"sequence_error_rate": pytest.approx(2 / 3), "char_error_rate": pytest.approx(2 / 6)}
+    assert rates == {
+        "sequence_error_rate": pytest.approx(2 / 3),
+        "char_error_rate": pytest.approx(2 / 6),
+    }
 
 
 def test_lines_are_the_images_side_by_side():
@@ -75,17 +78,24 @@ def test_lines_are_the_images_side_by_side():
     config = hw.Config(min_digits=2, max_digits=3, max_gap=2)
     images = np.random.default_rng(0).random((7, 8, 8)).astype(np.float32)
     labels = np.arange(7, dtype=np.int32) % 10
-    lines = jax.jit(hw.make_lines, static_argnums=(3, 4))(jax.random.PRNGKey(0), images, labels, 5, config)
+    lines = jax.jit(hw.make_lines, static_argnums=(3, 4))(
+        jax.random.PRNGKey(0), images, labels, 5, config
+    )
     for b in range(5):
         n = int(lines.num_digits[b])
         assert int(lines.num_frames[b]) == 10 * n
         line = np.zeros((8, 30), np.float32)  # rows x columns, built by hand
         for i in range(n):
-            gap = int(np.argmax(np.abs(np.asarray(lines.frames[b, 10 * i:10 * i + 10])).sum(1) > 0))
-            line[:, 10 * i + gap:10 * i + gap + 8] = images[int(lines.image_index[b, i])]
+            gap = int(
+                np.argmax(np.abs(np.asarray(lines.frames[b, 10 * i : 10 * i + 10])).sum(1) > 0)
+            )
+            line[:, 10 * i + gap : 10 * i + gap + 8] = images[int(lines.image_index[b, i])]
             assert gap <= 2
         np.testing.assert_array_equal(np.asarray(lines.frames[b]), line.T)
-        assert lines.labels[b, :n].tolist() == (labels[np.asarray(lines.image_index[b, :n])] + 1).tolist()
+        assert (
+            lines.labels[b, :n].tolist()
+            == (labels[np.asarray(lines.image_index[b, :n])] + 1).tolist()
+        )
         assert np.all(np.asarray(lines.labels[b, n:]) == 0)
 
 
@@ -93,17 +103,31 @@ def test_lines_are_the_images_side_by_side():
 
 
 def test_numbers_are_spelled_by_hand():
-    spelled = {0: "zero", 7: "seven", 13: "thirteen", 40: "forty", 42: "forty two",
-               100: "one hundred", 110: "one hundred ten", 305: "three hundred five",
-               312: "three hundred twelve", 999: "nine hundred ninety nine"}
+    spelled = {
+        0: "zero",
+        7: "seven",
+        13: "thirteen",
+        40: "forty",
+        42: "forty two",
+        100: "one hundred",
+        110: "one hundred ten",
+        305: "three hundred five",
+        312: "three hundred twelve",
+        999: "nine hundred ninety nine",
+    }
     for n, words in spelled.items():
         assert " ".join(cap.spell(n)) == words
     table = cap.caption_table()
     assert cap.words_of(table[305]) == "three hundred five"
     forty = cap.WORDS.index("forty")
     assert cap.words_of([forty, cap.PAD, cap.END, cap.PAD]) == "forty <pad>"  # not "forty"
-    assert table[305].tolist() == [cap.WORDS.index("three"), cap.WORDS.index("hundred"),
-                                   cap.WORDS.index("five"), cap.END, cap.PAD]
+    assert table[305].tolist() == [
+        cap.WORDS.index("three"),
+        cap.WORDS.index("hundred"),
+        cap.WORDS.index("five"),
+        cap.END,
+        cap.PAD,
+    ]
     assert max(len(cap.spell(n)) for n in range(1000)) == cap.MAX_WORDS
     with pytest.raises(ValueError, match="number must be in"):
         cap.spell(1000)
@@ -123,7 +147,7 @@ def test_number_images_are_the_digits_side_by_side():
         index = np.asarray(numbers.image_index[b, :n])
         picture = np.zeros((8, 24), np.float32)
         for i, j in enumerate(index):
-            picture[:, 8 * i:8 * i + 8] = images[j]
+            picture[:, 8 * i : 8 * i + 8] = images[j]
         np.testing.assert_array_equal(np.asarray(numbers.pixels[b]).reshape(8, 24), picture)
         assert int(numbers.number[b]) == int("".join(str(labels[j]) for j in index))
         if n > 1:
@@ -149,7 +173,7 @@ def test_held_out_split_and_unseen_starts_by_brute_force():
     assert len(split.train_tokens) + len(split.test_tokens) == 7506
     for i in range(0, len(split.test_tokens), 37):
         token = split.test_tokens[i]
-        seen = any(t.startswith(token[:sent.STEM]) for t in split.train_tokens)
+        seen = any(t.startswith(token[: sent.STEM]) for t in split.train_tokens)
         assert split.unseen_stem[i] == (not seen), token
         n = int(split.test_lengths[i])
         assert n == len(token)
@@ -165,7 +189,10 @@ def test_scores_by_hand():
     assert s["sign_accuracy"] == pytest.approx(3 / 4)
     assert s["pearson_r"] == pytest.approx(np.corrcoef([1, -1, 2, 0.5], [2, -1, -1, 1])[0, 1])
     # a given sign overrides the prediction's
-    assert sent.scores(np.zeros(2), np.array([1.0, -2.0]), np.array([1.0, 1.0]))["sign_accuracy"] == 0.5
+    assert (
+        sent.scores(np.zeros(2), np.array([1.0, -2.0]), np.array([1.0, 1.0]))["sign_accuracy"]
+        == 0.5
+    )
 
 
 # --------------------------------------------------------------------- tiny end-to-end runs
@@ -174,8 +201,25 @@ def test_scores_by_hand():
 @pytest.mark.slow
 def test_tiny_captioning_run(tmp_path):
     run_dir = str(tmp_path / "run")
-    out = cap.main(["--num-steps", "4", "--eval-every", "2", "--num-test", "30", "--hidden-size", "8",
-                    "--feature-size", "8", "--beam-size", "3", "--no-progress", "--run-dir", run_dir])
+    out = cap.main(
+        [
+            "--num-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--num-test",
+            "30",
+            "--hidden-size",
+            "8",
+            "--feature-size",
+            "8",
+            "--beam-size",
+            "3",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     config, results, summary = read_run(run_dir)
     r = results["results"][0]
     assert config["num_steps"] == 4 and len(r["segmented_exact"]) == 30
@@ -195,8 +239,19 @@ def test_tiny_captioning_run(tmp_path):
 @pytest.mark.slow
 def test_tiny_sentiment_run(tmp_path):
     run_dir = str(tmp_path / "run")
-    out = sent.main(["--num-steps", "4", "--eval-every", "2", "--hidden-size", "4",
-                     "--no-progress", "--run-dir", run_dir])
+    out = sent.main(
+        [
+            "--num-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--hidden-size",
+            "4",
+            "--no-progress",
+            "--run-dir",
+            run_dir,
+        ]
+    )
     _, results, summary = read_run(run_dir)
     r = results["results"][0]
     y = np.asarray(r["test_y"])

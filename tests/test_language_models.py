@@ -10,8 +10,9 @@ from rnnjax import decoding
 from rnnjax.language_models import carry_bridge
 
 # An LSTM under a GRU: the carry has three leaves of two sizes, ((h, c), h).
-LM = rnnjax.language_model(rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3)), rnnjax.recurrent(rnnjax.gru(2))),
-                           5, embed_size=4)
+LM = rnnjax.language_model(
+    rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3)), rnnjax.recurrent(rnnjax.gru(2))), 5, embed_size=4
+)
 
 
 def test_bridge_by_hand_through_a_hidden_layer():
@@ -41,8 +42,14 @@ def test_conditioned_model_decodes_from_the_bridged_carry():
     carry = bridge.apply(b_params, jnp.array([1.0, -2.0, 0.5]))
     # without hidden layers each leaf is tanh of its own affine map
     (h1, _), _ = carry
-    np.testing.assert_allclose(h1, np.tanh(np.array([1.0, -2.0, 0.5]) @ np.asarray(b_params[0]["w"])[:, :3]
-                                           + np.asarray(b_params[0]["b"])[:3]), rtol=1e-5)
+    np.testing.assert_allclose(
+        h1,
+        np.tanh(
+            np.array([1.0, -2.0, 0.5]) @ np.asarray(b_params[0]["w"])[:, :3]
+            + np.asarray(b_params[0]["b"])[:3]
+        ),
+        rtol=1e-5,
+    )
     tokens = jnp.array([0, 3, 1, 4, 2])
     _, logits = LM.apply(params, tokens, carry=carry)
     c, expected = carry, []  # a Python loop over one-token steps from the same carry
@@ -52,8 +59,11 @@ def test_conditioned_model_decodes_from_the_bridged_carry():
     np.testing.assert_allclose(logits, np.stack(expected), rtol=1e-5, atol=1e-6)
     # a beam of one is the greedy generation from that carry; the carry matters
     greedy, _ = LM.generate(params, jnp.array([0]), max_length=7, carry=carry)
-    beam, _, _ = decoding.beam_search(lambda c, t: LM.step(params, c, t), carry, 0,
-                                      beam_size=1, max_length=6)
+    beam, _, _ = decoding.beam_search(
+        lambda c, t: LM.step(params, c, t), carry, 0, beam_size=1, max_length=6
+    )
     np.testing.assert_array_equal(greedy[1:], beam[0])
     other = bridge.apply(b_params, jnp.array([-1.0, 2.0, -0.5]))
-    assert not np.allclose(LM.step(params, carry, jnp.array(0))[1], LM.step(params, other, jnp.array(0))[1])
+    assert not np.allclose(
+        LM.step(params, carry, jnp.array(0))[1], LM.step(params, other, jnp.array(0))[1]
+    )

@@ -30,8 +30,11 @@ def test_bidirectional_equals_two_scans(merge, backward, length):
 
     ref_cf, ys_f = rnnjax.scan(fwd, params["forward"], xs, length=length)
     ref_cb, ys_b = rnnjax.scan(bwd, params["backward"], xs, length=length, reverse=True)
-    want = {"concat": jnp.concatenate([ys_f, ys_b], -1), "sum": ys_f + ys_b,
-            "mean": (ys_f + ys_b) / 2}[merge]
+    want = {
+        "concat": jnp.concatenate([ys_f, ys_b], -1),
+        "sum": ys_f + ys_b,
+        "mean": (ys_f + ys_b) / 2,
+    }[merge]
     np.testing.assert_allclose(ys, want, atol=1e-6)
     assert_trees_close((c_f, c_b), (ref_cf, ref_cb))
     assert layer.output_size == want.shape[-1]
@@ -48,7 +51,7 @@ def test_vmap_over_lengths_equals_per_example_calls():
         final_b, ys_b = one(xs[b], int(lengths[b]))
         np.testing.assert_allclose(ys[b], ys_b, atol=1e-6)
         assert_trees_close(jax.tree.map(lambda a: a[b], finals), final_b)
-        np.testing.assert_array_equal(ys[b, int(lengths[b]):], 0.0)
+        np.testing.assert_array_equal(ys[b, int(lengths[b]) :], 0.0)
 
 
 def test_stack_threads_outputs_through_layers():
@@ -65,11 +68,15 @@ def test_stack_threads_outputs_through_layers():
 
 
 def test_stack_dropout_only_in_training_and_needs_a_key():
-    layer = rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(8)), rnnjax.recurrent(rnnjax.lstm(8)), dropout=0.5)
+    layer = rnnjax.stack(
+        rnnjax.recurrent(rnnjax.lstm(8)), rnnjax.recurrent(rnnjax.lstm(8)), dropout=0.5
+    )
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I))
     _, eval_ys = layer.apply(params, xs)
-    _, no_drop = rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(8)), rnnjax.recurrent(rnnjax.lstm(8))).apply(params, xs)
+    _, no_drop = rnnjax.stack(
+        rnnjax.recurrent(rnnjax.lstm(8)), rnnjax.recurrent(rnnjax.lstm(8))
+    ).apply(params, xs)
     np.testing.assert_array_equal(eval_ys, no_drop)
     with pytest.raises(ValueError, match="key"):
         layer.apply(params, xs, train=True)
@@ -79,7 +86,9 @@ def test_stack_dropout_only_in_training_and_needs_a_key():
 
 
 def test_gradients_of_a_bidirectional_stack():
-    layer = rnnjax.stack(rnnjax.bidirectional(rnnjax.lstm(3)), rnnjax.bidirectional(rnnjax.gru(2), merge="sum"))
+    layer = rnnjax.stack(
+        rnnjax.bidirectional(rnnjax.lstm(3)), rnnjax.bidirectional(rnnjax.gru(2), merge="sum")
+    )
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (5, I))
 

@@ -11,17 +11,20 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from paths import I, fit_one_step, paths
+from random_params import random_params
 
 import rnnjax
 from rnnjax import diagnostics, fused, linear_cells
-from paths import I, fit_one_step, paths
-from random_params import random_params
 
 B, T, H = 3, 6, 4
 CELLS = {
     "lru": lambda: rnnjax.lru(H, 0.5, 0.99, state_size=5),
     "mingru": lambda: rnnjax.mingru(H),
     "minlstm": lambda: rnnjax.minlstm(H),
+    # the same recurrences scanned in linear space
+    "mingru-linear": lambda: rnnjax.mingru(H, log_space=False),
+    "minlstm-linear": lambda: rnnjax.minlstm(H, log_space=False),
 }
 
 
@@ -44,7 +47,7 @@ def numpy_loop(name, params, xs, h0):
             ys.append((h @ (p["C_re"] + 1j * p["C_im"])).real + x @ p["D"])
             continue
         pre = x @ p["w_ih"] + p["b_ih"]
-        if name == "mingru":
+        if name.startswith("mingru"):
             k, tilde = np.split(pre, 2)
             z = sigmoid(k)
             h = (1 - z) * h + z * g(tilde)
@@ -64,8 +67,9 @@ def test_the_step_and_the_parallel_path_follow_the_published_equations(name):
     h0 = (-0.5 + 0.3j if name == "lru" else -0.5) * np.ones(cell.initial_carry(params).shape)
     carry = jnp.asarray(h0, cell.initial_carry(params).dtype)  # a negative state: log space copes
     want = numpy_loop(name, params, xs, h0)
-    run = jax.jit(lambda impl: fused.scan(cell, params, xs, carry=carry, impl=impl),
-                  static_argnums=0)
+    run = jax.jit(
+        lambda impl: fused.scan(cell, params, xs, carry=carry, impl=impl), static_argnums=0
+    )
     for impl in ("reference", "parallel"):
         got = run(impl)
         for a, b in zip(got, want):
@@ -90,8 +94,10 @@ def test_lru_initialisation_follows_the_paper():
 
 def _values_and_gradients(chosen, xs, lengths, params):
     def all_paths(params, xs):
-        return {name: jax.value_and_grad(chosen[name][1], argnums=(0, 1))(params[name], xs, lengths)
-                for name in chosen}
+        return {
+            name: jax.value_and_grad(chosen[name][1], argnums=(0, 1))(params[name], xs, lengths)
+            for name in chosen
+        }
 
     return jax.jit(all_paths)(params, xs)
 
@@ -104,10 +110,11 @@ PATHS = {
     "lru": ("stack", "linen"),
     "mingru": ("recurrent-reverse-remat", "many_to_many", "encoder_decoder", "nnx"),
     "minlstm": ("many_to_one",),
+    "mingru-linear": ("recurrent-reverse-remat",),
 }
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", sorted(PATHS))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
     # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN; the reference is
     # cell.step in lax.scan, with zero padding.
@@ -116,19 +123,26 @@ def test_the_parallel_path_equals_the_reference_through_every_path(name):
     assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
     chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in PATHS[name]}
     reference = {k: v for k, v in paths(cell, impl="reference").items() if k in PATHS[name]}
-    params = {k: jax.tree.map(lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
-                              init(jax.random.key(3)))  # nonzero biases
-              for k, (init, _) in chosen.items()}
+    params = {
+        k: jax.tree.map(
+            lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
+            init(jax.random.key(3)),
+        )  # nonzero biases
+        for k, (init, _) in chosen.items()
+    }
     xs = jax.random.normal(jax.random.key(5), (B, T, I))
     lengths = jnp.array([T, 2, 0], jnp.int32)
     dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
     got = _values_and_gradients(chosen, dirty, lengths, params)
-    want = _values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params)
+    want = _values_and_gradients(
+        reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params
+    )
     for path in chosen:
         for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
             assert np.all(np.isfinite(a)), path
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
-                                       err_msg=path)
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=path
+            )
     if name != "mingru":
         return
     got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
@@ -155,9 +169,13 @@ def test_lru_gradients_match_finite_differences_in_float64():
         grads = jax.grad(loss)(params)
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         eps = 1e-6
-        fd = [(loss(unravel(flat + eps * e)) - loss(unravel(flat - eps * e))) / (2 * eps)
-              for e in np.eye(flat.size)]
-        np.testing.assert_allclose(jax.flatten_util.ravel_pytree(grads)[0], fd, rtol=1e-6, atol=1e-8)
+        fd = [
+            (loss(unravel(flat + eps * e)) - loss(unravel(flat - eps * e))) / (2 * eps)
+            for e in np.eye(flat.size)
+        ]
+        np.testing.assert_allclose(
+            jax.flatten_util.ravel_pytree(grads)[0], fd, rtol=1e-6, atol=1e-8
+        )
 
 
 def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():
@@ -177,9 +195,14 @@ def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():
     assert np.abs(parallel(cell) - want).max() > 0.1
     wrapped = cell._replace(step=lambda p, h, x: cell.step(p, 2 * h, x))  # any other function
     assert fused.path(wrapped) == fused.path(wrapped, "reference") == "reference"
-    np.testing.assert_allclose(rnnjax.recurrent(wrapped).apply(params, xs)[1],
-                               rnnjax.scan(wrapped, params, xs)[1], atol=1e-6)
-    with pytest.raises(ValueError, match="impl='parallel' needs a cell whose step is a rnnjax.LinearStep"):
+    np.testing.assert_allclose(
+        rnnjax.recurrent(wrapped).apply(params, xs)[1],
+        rnnjax.scan(wrapped, params, xs)[1],
+        atol=1e-6,
+    )
+    with pytest.raises(
+        ValueError, match=r"impl='parallel' needs a cell whose step is a rnnjax.LinearStep"
+    ):
         rnnjax.recurrent(wrapped, impl="parallel").apply(params, xs)
 
 

@@ -34,11 +34,11 @@ def test_rnn_params_are_the_pure_tree_and_outputs_and_grads_match():
     # run the module on a pure init, and the pure layer by vmap
     def module_loss(p):
         final, ys = module.apply({"params": p}, XS, seq_lengths=LENGTHS)
-        return jnp.sum(ys ** 2) + sum(jnp.sum(c) for c in jax.tree.leaves(final))
+        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(final))
 
     def pure_loss(p):
         final, ys = jax.vmap(lambda x, n: layer.apply(p, x, length=n))(XS, LENGTHS)
-        return jnp.sum(ys ** 2) + sum(jnp.sum(c) for c in jax.tree.leaves(final))
+        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(final))
 
     module_vg = jax.jit(jax.value_and_grad(module_loss))
     pure_vg = jax.jit(jax.value_and_grad(pure_loss))
@@ -94,6 +94,7 @@ def test_wrappers_inside_a_users_module_match_the_pure_model_with_gradients():
         def one(x, n):
             _, ys = layer.apply(p["encoder"], x, length=n)
             return head.apply(p["head"], jnp.tanh(jnp.sum(ys, 0) / jnp.maximum(n, 1)))
+
         return jax.vmap(one)(XS, LENGTHS)
 
     p = variables["params"]
@@ -115,7 +116,8 @@ def test_model_embed_and_mlp_wrappers_match_pure():
     pure = rl.to_pure(variables["params"])
     _same_structure(pure, model.init(KEY, 3))
     np.testing.assert_allclose(
-        rl.Model(model, example_ndim=1).apply(variables, x), jax.vmap(lambda u: model.apply(pure, u))(x),
+        rl.Model(model, example_ndim=1).apply(variables, x),
+        jax.vmap(lambda u: model.apply(pure, u))(x),
         rtol=1e-6,
     )
     emb = readouts.embedding(5, 2)
@@ -123,12 +125,15 @@ def test_model_embed_and_mlp_wrappers_match_pure():
     variables = rl.Embed(emb).init(KEY, tokens)
     assert set(variables["params"]) == {"table"}
     np.testing.assert_allclose(
-        rl.Embed(emb).apply(variables, tokens), np.asarray(variables["params"]["table"])[np.asarray(tokens)]
+        rl.Embed(emb).apply(variables, tokens),
+        np.asarray(variables["params"]["table"])[np.asarray(tokens)],
     )
 
 
 def test_dropout_uses_the_dropout_rng_only_when_training():
-    layer = rnnjax.stack(rnnjax.recurrent(rnnjax.gru(3)), rnnjax.recurrent(rnnjax.gru(3)), dropout=0.5)
+    layer = rnnjax.stack(
+        rnnjax.recurrent(rnnjax.gru(3)), rnnjax.recurrent(rnnjax.gru(3)), dropout=0.5
+    )
     module = rl.RNN(layer)
     variables = module.init(KEY, XS)
     pure = rl.to_pure(variables["params"])
@@ -171,7 +176,9 @@ def test_nnx_rnn_params_outputs_and_grads_equal_pure_inside_a_users_module():
         return nnx.value_and_grad(lambda m: jnp.sum(m(XS, LENGTHS) ** 2))(net)
 
     loss, grads = nnx_value_and_grad(net)
-    ref_loss, (g_rnn, g_head) = jax.jit(jax.value_and_grad(pure_loss, argnums=(0, 1)))(p_rnn, p_head)
+    ref_loss, (g_rnn, g_head) = jax.jit(jax.value_and_grad(pure_loss, argnums=(0, 1)))(
+        p_rnn, p_head
+    )
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     grads = grads.to_pure_dict()
     _assert_tree_close(grads["rnn"]["params"], g_rnn)
@@ -183,7 +190,11 @@ def test_nnx_rnn_params_outputs_and_grads_equal_pure_inside_a_users_module():
     _assert_tree_close(net.rnn.pure_params(), new)
     cell = rnx.RNNCell(rnnjax.lstm(4), 2, rngs=nnx.Rngs(1))
     carry, y = cell(cell.initial_carry((3,)), XS[:, 0])
-    ref = jax.vmap(lambda x: rnnjax.lstm(4).step(cell.pure_params(), rnnjax.lstm(4).initial_carry(cell.pure_params()), x))(XS[:, 0])
+    ref = jax.vmap(
+        lambda x: rnnjax.lstm(4).step(
+            cell.pure_params(), rnnjax.lstm(4).initial_carry(cell.pure_params()), x
+        )
+    )(XS[:, 0])
     _assert_tree_close((carry, y), ref)
 
 
@@ -193,7 +204,7 @@ def test_a_cell_where_a_layer_is_needed_raises_type_error():
 
     from rnnjax import nnx as rnx
 
-    with pytest.raises(TypeError, match="rnnjax.recurrent"):
+    with pytest.raises(TypeError, match=r"rnnjax.recurrent"):
         rl.RNN(rnnjax.gru(3)).init(KEY, XS)
-    with pytest.raises(TypeError, match="rnnjax.recurrent"):
+    with pytest.raises(TypeError, match=r"rnnjax.recurrent"):
         rnx.RNN(rnnjax.gru(3), 2, rngs=nnx.Rngs(0))

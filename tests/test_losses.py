@@ -51,14 +51,20 @@ def test_masked_mse_matches_numpy_loop():
     pred = rng.normal(size=(B, T, D)).astype(np.float32)
     target = rng.normal(size=(B, T, D)).astype(np.float32)
     lengths = [1, 4, 5]
-    per_step = [np.mean((pred[b, t] - target[b, t]) ** 2) for b in range(B) for t in range(lengths[b])]
+    per_step = [
+        np.mean((pred[b, t] - target[b, t]) ** 2) for b in range(B) for t in range(lengths[b])
+    ]
     mask = losses.length_mask(jnp.array(lengths), T)
     np.testing.assert_allclose(losses.masked_mse(pred, target, mask), np.mean(per_step), rtol=1e-5)
-    np.testing.assert_allclose(losses.masked_mse(pred, target), np.mean((pred - target) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.masked_mse(pred, target), np.mean((pred - target) ** 2), rtol=1e-5
+    )
     # scalar targets per step: mask covers every axis
     np.testing.assert_allclose(
         losses.masked_mse(pred[..., 0], target[..., 0], mask),
-        np.mean([(pred[b, t, 0] - target[b, t, 0]) ** 2 for b in range(B) for t in range(lengths[b])]),
+        np.mean(
+            [(pred[b, t, 0] - target[b, t, 0]) ** 2 for b in range(B) for t in range(lengths[b])]
+        ),
         rtol=1e-5,
     )
 
@@ -66,7 +72,9 @@ def test_masked_mse_matches_numpy_loop():
 def test_nothing_valid_gives_zero_loss_and_gradient():
     logits = jnp.ones((T, V))
     mask = jnp.zeros(T, bool)
-    loss, grad = jax.value_and_grad(losses.masked_cross_entropy)(logits, jnp.zeros(T, jnp.int32), mask)
+    loss, grad = jax.value_and_grad(losses.masked_cross_entropy)(
+        logits, jnp.zeros(T, jnp.int32), mask
+    )
     assert loss == 0.0 and not np.any(np.asarray(grad))
     loss, grad = jax.value_and_grad(losses.masked_mse)(logits, logits + 1.0, mask)
     assert loss == 0.0 and not np.any(np.asarray(grad))
@@ -83,7 +91,10 @@ def _mse_value_and_grad(pred, target, mask):
 
 
 _pad_values = st.one_of(
-    st.floats(-1e6, 1e6, width=32), st.just(float("nan")), st.just(float("inf")), st.just(-float("inf"))
+    st.floats(-1e6, 1e6, width=32),
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.just(-float("inf")),
 )
 
 

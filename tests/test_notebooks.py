@@ -1,6 +1,5 @@
 """The research notebooks run top to bottom (with RNNJAX_QUICK=1 shrinking their sizes)."""
 
-import os
 import pathlib
 
 import pytest
@@ -17,11 +16,20 @@ def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("RNNJAX_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = jupytext.read(path)
-    client = nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=240,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
 
 
@@ -39,4 +47,5 @@ def test_stored_notebook_matches_its_text_form(path):
     for cell in stored.cells:
         if cell.cell_type == "code" and "plt.show()" in cell.source:
             assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), (
-                f"{ipynb.name}: a cell that shows a figure has none stored:\n{cell.source[:200]}")
+                f"{ipynb.name}: a cell that shows a figure has none stored:\n{cell.source[:200]}"
+            )

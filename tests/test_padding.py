@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import I, paths, reference_only
 
 import rnnjax
 from rnnjax import models, padding, readouts
-from budget import examples
-from paths import I, paths, reference_only
 
 B, T, H = 3, 6, 4
 CELLS = {
@@ -27,11 +27,26 @@ CELLS = {
     "lstm": lambda: rnnjax.lstm(H),
     "gru": lambda: rnnjax.gru(H),
     "gru-cho": lambda: rnnjax.gru(H, reset_after=False),
-    "mgu": lambda: rnnjax.gated(H, 2, lambda h, gi, gh: jnp.tanh(gi[..., H:] + gh[..., H:]) *
-                                jax.nn.sigmoid(gi[..., :H] + gh[..., :H])),
+    "mgu": lambda: rnnjax.gated(
+        H,
+        2,
+        lambda h, gi, gh: (
+            jnp.tanh(gi[..., H:] + gh[..., H:]) * jax.nn.sigmoid(gi[..., :H] + gh[..., :H])
+        ),
+    ),
 }
-PATHS = ("scan", "recurrent", "recurrent-reverse-remat", "bidirectional", "stack",
-         "many_to_one", "many_to_many", "encoder_decoder", "linen", "nnx")
+PATHS = (
+    "scan",
+    "recurrent",
+    "recurrent-reverse-remat",
+    "bidirectional",
+    "stack",
+    "many_to_one",
+    "many_to_many",
+    "encoder_decoder",
+    "linen",
+    "nnx",
+)
 PADS = (np.nan, np.inf, -np.inf, 1e30)
 # (cell, loop): the LSTM on both loops (the fast one with its hand-written derivative), a
 # user's update on the fast path with JAX's derivative (MGU), and the Cho GRU, which only has
@@ -40,8 +55,14 @@ PADS = (np.nan, np.inf, -np.inf, 1e30)
 RUNS = (("lstm", "fast"), ("lstm", "reference"), ("mgu", "fast"), ("gru-cho", "reference"))
 # The models and Flax modules add no loop of their own (they call the layers), so the
 # reference runs check them on one model kind and the fast runs on all.
-REFERENCE_PATHS = ("scan", "recurrent", "recurrent-reverse-remat", "bidirectional", "stack",
-                   "encoder_decoder")
+REFERENCE_PATHS = (
+    "scan",
+    "recurrent",
+    "recurrent-reverse-remat",
+    "bidirectional",
+    "stack",
+    "encoder_decoder",
+)
 
 
 def _pad(xs, lengths, value):
@@ -49,15 +70,18 @@ def _pad(xs, lengths, value):
     return jnp.where(valid, xs, value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_paths(name, loop):
     """Returns ``run(xs, lengths) -> {path: (loss, (grads, dxs))}``, jitted once."""
     chosen = paths(CELLS[name]())
     names = REFERENCE_PATHS if loop == "reference" else PATHS
     params = {k: chosen[k][0](jax.random.key(3)) for k in names}
-    jitted = jax.jit(lambda xs, lengths: {
-        k: jax.value_and_grad(chosen[k][1], argnums=(0, 1))(params[k], xs, lengths)
-        for k in names})
+    jitted = jax.jit(
+        lambda xs, lengths: {
+            k: jax.value_and_grad(chosen[k][1], argnums=(0, 1))(params[k], xs, lengths)
+            for k in names
+        }
+    )
 
     def run(xs, lengths):
         with reference_only() if loop == "reference" else contextlib.nullcontext():
@@ -97,10 +121,11 @@ def test_masked_losses_ignore_nan_predictions_and_targets():
 
 
 LAYERS = {
-    "scan": lambda cell: (lambda p, x, n: rnnjax.scan(cell, p, x, length=n)[1]),
-    "recurrent": lambda cell: (lambda p, x, n: rnnjax.recurrent(cell).apply(p, x, length=n)[1]),
-    "reverse": lambda cell: (lambda p, x, n: rnnjax.recurrent(cell, reverse=True).apply(
-        p, x, length=n)[1]),
+    "scan": lambda cell: lambda p, x, n: rnnjax.scan(cell, p, x, length=n)[1],
+    "recurrent": lambda cell: lambda p, x, n: rnnjax.recurrent(cell).apply(p, x, length=n)[1],
+    "reverse": lambda cell: (
+        lambda p, x, n: rnnjax.recurrent(cell, reverse=True).apply(p, x, length=n)[1]
+    ),
 }
 
 
@@ -138,11 +163,14 @@ def test_checked_names_the_bad_length_and_its_batch_element():
     run = jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
     run(params, xs, jnp.array([1, 2, 3, 4]))  # traced and cached without checks first
     checked = rnnjax.checked(run)
-    with pytest.raises(rnnjax.InvalidValueError,
-                       match=r"length must be in \[0, T=6\], got 300 \(batch element 2\)"):
+    with pytest.raises(
+        rnnjax.InvalidValueError, match=r"length must be in \[0, T=6\], got 300 \(batch element 2\)"
+    ):
         checked(params, xs, jnp.array([1, 2, 300, 4]))
     with pytest.raises(rnnjax.InvalidValueError, match=r"got -1 \(batch element 0\)"):
-        rnnjax.checked(jax.grad(lambda p, n: jnp.sum(run(p, xs, n))))(params, jnp.array([-1, 2, 3, 4]))
+        rnnjax.checked(jax.grad(lambda p, n: jnp.sum(run(p, xs, n))))(
+            params, jnp.array([-1, 2, 3, 4])
+        )
     ok = checked(params, xs, jnp.array([1, 2, 3, 4]))
     np.testing.assert_array_equal(ok, run(params, xs, jnp.array([1, 2, 3, 4])))
     # nested vmaps: the flat index over both batch axes
@@ -161,12 +189,18 @@ def test_concrete_lengths_out_of_range_raise_at_once():
 def test_no_time_steps_and_integer_inputs_are_errors():
     cell = rnnjax.lstm(H)
     params = cell.init(jax.random.key(0), I)
-    with pytest.raises(ValueError, match=r"xs must have at least one time step \(T >= 1\), got shape \(0, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"xs must have at least one time step \(T >= 1\), got shape \(0, 3\)"
+    ):
         rnnjax.scan(cell, params, jnp.zeros((0, I)))
-    with pytest.raises(TypeError, match=r"xs must be floating point features.*int32.*readouts.embedding"):
+    with pytest.raises(
+        TypeError, match=r"xs must be floating point features.*int32.*readouts.embedding"
+    ):
         jax.jit(lambda x: rnnjax.recurrent(cell).apply(params, x))(jnp.zeros((T, I), jnp.int32))
     # tokens (T,) that skipped their embedding: the dtype is named before the shape
-    with pytest.raises(TypeError, match=r"got int32 of shape \(6,\).*readouts.embedding.*embedding="):
+    with pytest.raises(
+        TypeError, match=r"got int32 of shape \(6,\).*readouts.embedding.*embedding="
+    ):
         rnnjax.recurrent(cell).apply(params, jnp.zeros((T,), jnp.int32))
 
 
@@ -176,21 +210,31 @@ def test_no_time_steps_and_integer_inputs_are_errors():
 def test_out_of_range_tokens_embed_to_zeros_and_raise_when_checked():
     table = readouts.embedding(5, 3)
     params = table.init(jax.random.key(0))
-    with pytest.raises(ValueError, match=r"tokens must be in \[0, vocab_size=5\), got 7 at flat position 1"):
+    with pytest.raises(
+        ValueError, match=r"tokens must be in \[0, vocab_size=5\), got 7 at flat position 1"
+    ):
         table.apply(params, jnp.array([1, 7, 2]))
     run = jax.jit(jax.vmap(lambda t: table.apply(params, t)))
     got = run(jnp.array([[1, 7], [-1, 2]]))
     np.testing.assert_array_equal(got[0, 1], 0.0)
     np.testing.assert_array_equal(got[1, 0], 0.0)
     np.testing.assert_array_equal(got[0, 0], params["table"][1])
-    with pytest.raises(rnnjax.InvalidValueError,
-                       match=r"tokens must be in \[0, vocab_size=5\), got -1 at position 0 .*\(batch element 1\)"):
+    with pytest.raises(
+        rnnjax.InvalidValueError,
+        match=r"tokens must be in \[0, vocab_size=5\), got -1 at position 0 .*\(batch element 1\)",
+    ):
         rnnjax.checked(run)(jnp.array([[1, 2], [-1, 2]]))
 
 
 def test_a_seq2seq_model_with_bad_source_tokens_gives_finite_logits():
-    model = models.encoder_decoder(rnnjax.recurrent(rnnjax.gru(H)), rnnjax.gru(H), 6,
-                                   start_token=1, end_token=2, source_vocab_size=5)
+    model = models.encoder_decoder(
+        rnnjax.recurrent(rnnjax.gru(H)),
+        rnnjax.gru(H),
+        6,
+        start_token=1,
+        end_token=2,
+        source_vocab_size=5,
+    )
     params = model.init(jax.random.key(0))
     apply = jax.jit(jax.vmap(lambda s, t: model.apply(params, s, t)))
     logits = apply(jnp.array([[1, 9, 2], [0, 1, 2]]), jnp.array([[3, 2], [4, 2]]))

@@ -90,13 +90,16 @@ def test_sharded_runs_match_one_device():
     # One test for the one child process (a module fixture would run again in each
     # pytest-xdist worker that takes one of its tests); every check is reported.
     # The device count comes from use_cpu_cores alone: no device-count flag inherited.
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"
-                          " --xla_cpu_use_fusion_emitters=false"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=300, env=env)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env
+    )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT"):])
+    result = json.loads(lines[0][len("RESULT") :])
     failures = []
     for name in ["lstm", "gru-reference", "elman-remat", "bidirectional-lstm"]:
         errors = result["errors"][name]
@@ -109,8 +112,10 @@ def test_sharded_runs_match_one_device():
     if not closed["shard_map"] < 1e-4:  # a closed-over hyperparameter's gradient
         failures.append(f"closed-over: {closed}")
     late = result["late"]
-    if not ("use_cpu_cores(num=3) must run before JAX computes anything" in late
-            and "2 device(s)" in late):
+    if not (
+        "use_cpu_cores(num=3) must run before JAX computes anything" in late
+        and "2 device(s)" in late
+    ):
         failures.append(f"late use_cpu_cores message: {late}")
     assert not failures, "\n".join(failures)
 

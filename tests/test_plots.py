@@ -7,10 +7,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from rnnjax import plots  # noqa: E402
+from rnnjax import plots
 
 
 def test_import_rnnjax_does_not_import_matplotlib():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -43,9 +44,22 @@ class Launch:
 
     def __init__(self, log, out, *worker_args, processes=2, env=None, launch_args=()):
         self.log = str(log)
-        cmd = [sys.executable, "-m", "rnnjax.launch", "--num-processes", str(processes),
-               "--heartbeat-timeout", str(HEARTBEAT), "--log-dir", self.log + "-processes",
-               *launch_args, WORKER, "--out", str(out), *worker_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rnnjax.launch",
+            "--num-processes",
+            str(processes),
+            "--heartbeat-timeout",
+            str(HEARTBEAT),
+            "--log-dir",
+            self.log + "-processes",
+            *launch_args,
+            WORKER,
+            "--out",
+            str(out),
+            *worker_args,
+        ]
         with open(self.log, "w") as f:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
@@ -55,9 +69,9 @@ class Launch:
             code = self.proc.wait(timeout)
         finally:
             self.stop()
-        text = open(self.log).read()
+        text = pathlib.Path(self.log).read_text()
         for path in sorted(glob.glob(self.log + "-processes/*.log")):
-            text += f"\n--- {path}\n" + open(path).read()
+            text += f"\n--- {path}\n" + pathlib.Path(path).read_text()
         return code, text
 
     def stop(self):
@@ -111,27 +125,37 @@ def run_story(tmp):
     """Runs the story and the references; returns what the checks read."""
     story = tmp / "story"
     # The second launch reuses the programs the first compiled.
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     launches = []
     try:
         first = Launch(tmp / "first.log", story, "--launch", "first", env=env)
-        two = Launch(tmp / "two_devices.log", tmp / "two_devices", processes=1,
-                     launch_args=("--cpu-devices", "2"))
+        two = Launch(
+            tmp / "two_devices.log",
+            tmp / "two_devices",
+            processes=1,
+            launch_args=("--cpu-devices", "2"),
+        )
         launches += [first, two]
         sys.path.insert(0, HERE)
         import process_worker
 
-        one = process_worker.train(str(tmp / "one_device"),
-                                   mesh=training.data_parallel_mesh(jax.devices()[:1]))
+        one = process_worker.train(
+            str(tmp / "one_device"), mesh=training.data_parallel_mesh(jax.devices()[:1])
+        )
         paused = story / "ctrl_c" / "p1_paused.txt"
         wait_for(paused, first.proc)
         os.kill(int(paused.read_text()), signal.SIGINT)  # process 1 alone
         (story / "ctrl_c" / "go.txt").touch()
         out = {"first": first.wait(), "two_devices": two.wait(), "one_device": one}
         checkpoint_dir = story / "run" / "checkpoints"
-        out["after_kill"] = (checkpoints.checkpoint_steps(checkpoint_dir),
-                             sorted(os.listdir(checkpoint_dir)))
+        out["after_kill"] = (
+            checkpoints.checkpoint_steps(checkpoint_dir),
+            sorted(os.listdir(checkpoint_dir)),
+        )
         second = Launch(tmp / "second.log", story, "--launch", "second", env=env)
         launches.append(second)
         out["hang"] = hang(story, second.proc)
@@ -156,8 +180,9 @@ def check_two_processes_equal_one_process_on_two_devices_and_on_one(runs):
         got = npz(whole / f"p{p}_final.npz")
         assert got["devices"] == 2 and not got["interrupted"]
         np.testing.assert_allclose(got["losses"], two["losses"], rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(got["losses"], [r["loss"] for r in one.history if "loss" in r],
-                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            got["losses"], [r["loss"] for r in one.history if "loss" in r], rtol=1e-5, atol=1e-7
+        )
         for a, b, c in zip(leaves(got), leaves(two), jax.tree.leaves(one.state), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
             np.testing.assert_allclose(a, np.asarray(c), rtol=1e-5, atol=1e-6)
@@ -189,7 +214,7 @@ def check_uncommitted_checkpoint_is_ignored_and_relaunch_finishes_like_an_uninte
     steps, names = runs["after_kill"]
     assert steps == [4, 6]  # the save of 8 did not complete in every process...
     assert any(n.startswith("8.orbax-checkpoint-tmp") for n in names), names  # ...it lies aside
-    code, output = runs["second"]
+    _code, _output = runs["second"]
     story = runs["story"]
     for p in (0, 1):
         assert (story / "resumed" / f"p{p}_start.txt").read_text() == "6"
@@ -263,7 +288,7 @@ def test_bad_arguments_are_named_before_anything_starts(tmp_path):
 
     with pytest.raises(SystemExit, match="--num-processes must be >= 1, got 0"):
         launch.main(["--num-processes", "0", WORKER])
-    with pytest.raises(SystemExit, match="script must be a Python file, got 'no_such.py'"):
+    with pytest.raises(SystemExit, match=r"script must be a Python file, got 'no_such.py'"):
         launch.main(["--num-processes", "2", "no_such.py"])
     for name in ("heartbeat_timeout", "shutdown_timeout", "initialization_timeout"):
         with pytest.raises(ValueError, match=f"{name} must be a positive int, got 0"):

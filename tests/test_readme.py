@@ -16,8 +16,10 @@ _BLOCK = re.compile(r"(?:<!-- not-run: (?P<reason>.+?) -->\s*\n)?```python\n(?P<
 def readme_blocks() -> list[tuple[int, str, str | None]]:
     """Returns ``(line, code, not_run_reason)`` for each python block of README.md."""
     text = README.read_text()
-    return [(text.count("\n", 0, m.start("code")) + 1, m["code"], m["reason"])
-            for m in _BLOCK.finditer(text)]
+    return [
+        (text.count("\n", 0, m.start("code")) + 1, m["code"], m["reason"])
+        for m in _BLOCK.finditer(text)
+    ]
 
 
 BLOCKS = readme_blocks()

@@ -12,8 +12,10 @@ def test_linear_matches_numpy_on_leading_axes():
     r = readouts.linear(3)
     p = r.init(jax.random.PRNGKey(0), 4)
     assert p["w"].shape == (4, 3) and p["b"].shape == (3,)
-    p = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32),
-         "b": jnp.asarray([0.5, -1.0, 2.0], jnp.float32)}
+    p = {
+        "w": jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32),
+        "b": jnp.asarray([0.5, -1.0, 2.0], jnp.float32),
+    }
     x = np.random.default_rng(1).normal(size=(2, 5, 4)).astype(np.float32)
     expected = np.einsum("bti,io->bto", x, np.asarray(p["w"])) + np.asarray(p["b"])
     np.testing.assert_allclose(r.apply(p, x), expected, rtol=1e-5, atol=1e-5)

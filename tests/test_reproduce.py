@@ -14,12 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import rnnjax
-
 _DIR = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "reproduce")
 sys.path.insert(0, os.path.abspath(_DIR))
 
 chaos = importlib.import_module("chaos")
+truncated = importlib.import_module("truncated_bptt")
 zucchet = importlib.import_module("zucchet2024")
 
 
@@ -31,9 +30,11 @@ def test_sensitivity_series_sums_to_the_closed_form():
     for lam in (0.3, 0.9, 0.99):
         k = np.arange(1, 20_000, dtype=np.float64)
         assert np.sum(k**2 * lam ** (2 * (k - 1))) == pytest.approx(
-            (1 + lam**2) / (1 - lam**2) ** 3, rel=1e-9)
+            (1 + lam**2) / (1 - lam**2) ** 3, rel=1e-9
+        )
         assert zucchet.sensitivity_finite(lam, 20_000) == pytest.approx(
-            zucchet.sensitivity_closed_form(lam), rel=1e-9)
+            zucchet.sensitivity_closed_form(lam), rel=1e-9
+        )
 
 
 def test_monte_carlo_sensitivity_matches_the_closed_form_within_its_error():
@@ -54,26 +55,74 @@ def test_sensitivity_of_one_sequence_is_the_hand_derivative():
     assert sq[0] == pytest.approx(by_hand**2, rel=1e-5)
 
 
-def test_diagonal_cell_is_the_complex_recurrence():
-    cell = zucchet.diagonal_linear(3, nu_min=0.5)
-    params = cell.init(jax.random.key(0), 2)
-    xs = jax.random.normal(jax.random.key(1), (5, 2))
-    (re, im), ys = rnnjax.scan(cell, params, xs)
-    lam = np.exp(-np.exp(np.asarray(params["nu_log"])) + 1j * np.exp(np.asarray(params["theta_log"])))
-    b = np.asarray(params["b_re"]) + 1j * np.asarray(params["b_im"])
-    h = np.zeros(3, complex)
-    for x in np.asarray(xs):
-        h = lam * h + np.exp(np.asarray(params["gamma_log"])) * (x @ b)
-    np.testing.assert_allclose(np.asarray(re) + 1j * np.asarray(im), h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(ys[-1]), np.concatenate([h.real, h.imag]), rtol=1e-5, atol=1e-6)
-    assert np.all((np.abs(lam) >= 0.5 - 1e-6) & (np.abs(lam) < 1))
-    np.testing.assert_allclose(np.exp(np.asarray(params["gamma_log"])), np.sqrt(1 - np.abs(lam) ** 2), rtol=1e-5)
+def test_lru_student_is_the_authors_lru():
+    # The authors' LRUBase (exp parametrisation, learned γ): h_t = λ ⊙ h_{t-1} + γ ⊙ (B x_t),
+    # y_t = Re(C h_t) + D x_t, B ~ N(0, 1/N), C ~ N(0, 1); stepped here by a NumPy loop.
+    n, nu0 = 64, 0.5
+    cell = zucchet.lru_student(zucchet.Config(student_size=n), nu0)
+    params = zucchet.student_params("lru", cell, jax.random.key(0))
+    p = {k: np.asarray(v, np.float64) for k, v in params["rnn"].items()}
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    assert np.all((np.abs(lam) >= nu0 - 1e-6) & (np.abs(lam) < 1))
+    np.testing.assert_allclose(np.exp(p["gamma_log"]), np.sqrt(1 - np.abs(lam) ** 2), rtol=1e-5)
+    assert np.std(np.concatenate([p["B_re"], p["B_im"]])) == pytest.approx(1 / np.sqrt(n), rel=0.25)
+    assert np.std(np.concatenate([p["C_re"], p["C_im"]])) == pytest.approx(1.0, rel=0.25)
+    xs = jax.random.normal(jax.random.key(1), (7, 1))
+    b, c = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]  # (1, N), (N, 1)
+    h, expected = np.zeros(n, complex), []
+    for x in np.asarray(xs, np.float64):
+        h = lam * h + np.exp(p["gamma_log"]) * (x @ b)
+        expected.append((h @ c).real + x @ p["D"])
+    np.testing.assert_allclose(
+        np.asarray(zucchet.predict(cell, params, xs)), np.array(expected), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_teacher_eigenvalues_lie_in_the_memory_ring():
     a = zucchet.eigen_mapped_matrix(np.random.default_rng(0), 10, 0.9)
     radii = np.abs(np.linalg.eigvals(a.astype(np.float64)))
     assert radii.min() >= 0.9 - 1e-4 and radii.max() < 1.0
+
+
+# ------------------------------------------------------------- truncated BPTT, delayed recall
+
+
+def test_delayed_recall_targets_are_the_symbols_read_d_steps_before():
+    inputs, targets = truncated.delayed_recall_stream(jax.random.key(0), 3, 50, 4, 6)
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    assert inputs.shape == targets.shape == (3, 50) and inputs.min() >= 0 and inputs.max() <= 3
+    np.testing.assert_array_equal(targets[:, 6:], inputs[:, :-6])
+    chunks = truncated.stream_chunks(inputs, targets, 8)  # 6 whole chunks, 2 symbols dropped
+    assert chunks.inputs.shape == (6, 3, 8)
+    np.testing.assert_array_equal(chunks.inputs[2, 1], inputs[1, 16:24])
+    np.testing.assert_array_equal(chunks.targets[2, 1], targets[1, 16:24])
+    np.testing.assert_array_equal(chunks.reset, np.arange(6)[:, None].repeat(3, 1) == 0)
+    assert np.all(np.asarray(chunks.lengths) == 8)
+
+
+def test_memoryless_baseline_is_the_conditional_entropy_of_the_sampled_stream():
+    # Plug-in entropy of the target given the last w symbols read, counted on 100,000 steps:
+    # ln V for w = d (x_{t-d} not among them; plug-in bias ~ V^d (V-1) / 2N = 3e-4), 0 for
+    # w = d + 1.
+    v, d = 3, 3
+    inputs, targets = truncated.delayed_recall_stream(jax.random.key(1), 20, 5000, v, d)
+    inputs, targets = np.asarray(inputs)[:, d:], np.asarray(targets)[:, d:]
+
+    def conditional_entropy(window):
+        context = sum(np.roll(inputs, j, axis=1)[:, window:] * v**j for j in range(window))
+        counts = np.zeros((v**window, v))
+        np.add.at(counts, (context.ravel(), targets[:, window:].ravel()), 1)
+        p_joint = counts / counts.sum()
+        p_cond = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        mask = counts > 0
+        return -np.sum(p_joint[mask] * np.log(p_cond[mask])), np.sum(counts.max(1)) / counts.sum()
+
+    loss, accuracy = truncated.memoryless_baseline(v)
+    assert (loss, accuracy) == (pytest.approx(np.log(3)), pytest.approx(1 / 3))
+    entropy, best_accuracy = conditional_entropy(d)
+    assert entropy == pytest.approx(loss, abs=2e-3)
+    assert best_accuracy == pytest.approx(accuracy, abs=0.02)
+    assert conditional_entropy(d + 1)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 # ---------------------------------------------------------------------- transition to chaos
@@ -95,8 +144,9 @@ def test_mean_field_lambda_max_against_adaptive_quadrature():
     from scipy import integrate
 
     def gauss(f):  # E[f(z)], z ~ N(0, 1), by adaptive quadrature
-        return integrate.quad(lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
-                              -np.inf, np.inf, epsabs=1e-13)[0]
+        return integrate.quad(
+            lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf, epsabs=1e-13
+        )[0]
 
     for g in (1.2, 2.0, 3.0):
         delta = 1.0
@@ -113,12 +163,21 @@ def test_kaplan_yorke_dimension_and_zero_crossing_by_hand():
     assert chaos.kaplan_yorke_dimension(np.array([0.1, -1.0, 0.5, -0.3])) == pytest.approx(3.3)
     assert chaos.kaplan_yorke_dimension(np.array([-0.1, -0.2])) == 0.0
     # From -0.1 at g = 1 to 0.2 at g = 1.5: zero a third of the way, g = 7/6.
-    assert chaos.zero_crossing(np.array([0.5, 1.0, 1.5]), np.array([-0.4, -0.1, 0.2])) == pytest.approx(7 / 6)
+    assert chaos.zero_crossing(
+        np.array([0.5, 1.0, 1.5]), np.array([-0.4, -0.1, 0.2])
+    ) == pytest.approx(7 / 6)
 
 
 # ------------------------------------------------------------ every script's command line
 
-SCRIPTS = ("pascanu2013", "le2015_irnn", "tallec2018_chrono", "zucchet2024", "chaos")
+SCRIPTS = (
+    "pascanu2013",
+    "le2015_irnn",
+    "tallec2018_chrono",
+    "zucchet2024",
+    "chaos",
+    "truncated_bptt",
+)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -128,12 +187,15 @@ def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
         module.main(["--help"])
     assert exit_.value.code == 0 and "--preset" in capsys.readouterr().out
     for preset in ("quick", "full", "tiny"):
-        config, run_dir = module.parse_config(module.Config, module.PRESETS, "", name, ["--preset", preset])
+        config, run_dir = module.parse_config(
+            module.Config, module.PRESETS, "", name, ["--preset", preset]
+        )
         module.check_config(config)
         assert config == module.Config(**module.PRESETS[preset])
         assert run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
-    config, _ = module.parse_config(module.Config, module.PRESETS, "", name,
-                                    ["--preset", "tiny", "--seed", "7"])
+    config, _ = module.parse_config(
+        module.Config, module.PRESETS, "", name, ["--preset", "tiny", "--seed", "7"]
+    )
     assert config == module.Config(**{**module.PRESETS["tiny"], "seed": 7})
 
 
@@ -152,8 +214,10 @@ def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
     for c in record["claims"]:
         assert isinstance(c["reproduced"], bool) and c["paper"] and c["ours"] and c["paper_value"]
     with open(tmp_path / "config.json") as f:
-        assert json.load(f) == {k: list(v) if isinstance(v, tuple) else v for k, v in
-                                vars(chaos.Config(**chaos.PRESETS["tiny"])).items()}
+        assert json.load(f) == {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(chaos.Config(**chaos.PRESETS["tiny"])).items()
+        }
     summary = (tmp_path / "summary.md").read_text()
     assert "| where | claim | paper's number | ours | reproduced? |" in summary
     figures = list((tmp_path / "figures").glob("*.png"))
@@ -163,3 +227,29 @@ def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
     signs = bool(np.all(lam[0] < 0) and np.all(lam[-1] > 0))
     assert ("in every network: yes" in out["claims"][0].ours) == signs
     assert signs or not out["claims"][0].reproduced
+
+
+@pytest.mark.slow
+def test_truncated_bptt_tiny_run_computes_its_verdicts_from_its_numbers(tmp_path):
+    out = truncated.main(["--preset", "tiny", "--run-dir", str(tmp_path)])
+    config = truncated.Config(**truncated.PRESETS["tiny"])
+    with open(tmp_path / "results.json") as f:
+        record = json.load(f)
+    runs = record["results"]["runs"]
+    assert sorted(runs, key=int) == [str(k) for k in config.truncations]
+    baseline = record["results"]["baseline_loss"]
+    assert baseline == pytest.approx(math.log(config.vocab_size))
+    final = {
+        int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in runs.items()
+    }
+    lowest = {
+        int(k): np.min(np.median(np.asarray(r["test_loss"]), axis=0)) / baseline
+        for k, r in runs.items()
+    }
+    long_k = [k for k in final if k > config.delay]
+    short_k = [k for k in final if k <= config.delay]
+    assert out["claims"][0].reproduced == all(final[k] <= config.learns_fraction for k in long_k)
+    assert out["claims"][1].reproduced == all(lowest[k] >= config.stays_fraction for k in short_k)
+    for k, r in runs.items():  # one update per chunk of k steps
+        assert r["steps"][-1] == config.num_steps and r["symbols"][-1] == config.num_steps * int(k)
+    assert (tmp_path / "figures" / "loss_vs_truncation.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,8 +13,12 @@ from jax.test_util import check_grads
 import rnnjax
 
 T, I, H = 7, 3, 4
-CELLS = {"elman": rnnjax.elman(H), "lstm": rnnjax.lstm(H), "gru": rnnjax.gru(H),
-         "gru_cho": rnnjax.gru(H, reset_after=False)}
+CELLS = {
+    "elman": rnnjax.elman(H),
+    "lstm": rnnjax.lstm(H),
+    "gru": rnnjax.gru(H),
+    "gru_cho": rnnjax.gru(H, reset_after=False),
+}
 
 
 def python_loop(cell, params, xs, length, carry=None):
@@ -53,7 +57,7 @@ def test_scan_equals_python_loop(name, length):
     assert_trees_close(got, want)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_scan(name, reverse):
     cell = CELLS[name]
     return jax.jit(lambda p, xs, n: rnnjax.scan(cell, p, xs, length=n, reverse=reverse))
@@ -64,7 +68,7 @@ def _jitted_scan(name, reverse):
 @given(length=st.integers(0, T), seed=st.integers(0, 2**16))
 def test_padding_never_leaks(name, reverse, length, seed):
     """Changing anything at t >= length changes no output before length and not the final carry."""
-    cell, params, xs = setup(name)
+    _cell, params, xs = setup(name)
     noise = jax.random.normal(jax.random.key(seed), xs.shape) * 10
     padded = jnp.where((jnp.arange(T) >= length)[:, None], noise, xs)
     run = _jitted_scan(name, reverse)
@@ -101,7 +105,7 @@ def test_gradients_against_finite_differences(name):
     @jax.jit
     def loss(p, x):
         carry, ys = rnnjax.scan(cell, p, x, length=5)
-        return jnp.sum(ys ** 2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
+        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
 
     check_grads(loss, (params, xs), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-2)
 
@@ -116,12 +120,16 @@ def test_composes_with_jit_vmap_grad_checkpoint():
         return jnp.sum(jax.vmap(step)(batch, lengths) ** 2)
 
     g = jax.jit(jax.grad(loss))(params)
-    g_ref = jax.grad(lambda p: sum(jnp.sum(python_loop(cell, p, x, int(n))[1] ** 2)
-                                   for x, n in zip(batch, lengths)))(params)
+    g_ref = jax.grad(
+        lambda p: sum(
+            jnp.sum(python_loop(cell, p, x, int(n))[1] ** 2) for x, n in zip(batch, lengths)
+        )
+    )(params)
     assert_trees_close(g, g_ref, atol=1e-5)
 
 
 def test_unroll_gives_same_result():
     cell, params, xs = setup("gru")
-    assert_trees_close(rnnjax.scan(cell, params, xs, length=4, unroll=3),
-                       rnnjax.scan(cell, params, xs, length=4))
+    assert_trees_close(
+        rnnjax.scan(cell, params, xs, length=4, unroll=3), rnnjax.scan(cell, params, xs, length=4)
+    )

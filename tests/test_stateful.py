@@ -27,7 +27,9 @@ def _nll_by_loop(params, tokens, carry=None, cut=None):
     return nll, h
 
 
-_INITIAL = jax.tree.map(lambda a: a[None], CELL.initial_carry(LM.init(jax.random.PRNGKey(0))["rnn"]))
+_INITIAL = jax.tree.map(
+    lambda a: a[None], CELL.initial_carry(LM.init(jax.random.PRNGKey(0))["rnn"])
+)
 _SGD = optax.sgd(1.0)
 # One stream, one jitted step: compiled once per chunk length.
 _STEP = jax.jit(training.make_stateful_train_step(language_models.chunk_loss(LM), _SGD, _INITIAL))
@@ -74,9 +76,12 @@ def test_truncation_at_the_whole_sequence_is_full_bptt():
     chunks = training.document_chunks([tokens], num_streams=1, chunk_length=len(tokens) - 1)
     grad, metrics, _ = _gradient_of_step(params, chunks, 1)
     expected = jax.grad(lambda p: jnp.mean(jnp.stack(_nll_by_loop(p, tokens)[0])))(params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grad, expected)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grad, expected
+    )
     assert float(metrics["loss"]) == pytest.approx(
-        float(jnp.mean(jnp.stack(_nll_by_loop(params, tokens)[0]))), rel=1e-5)
+        float(jnp.mean(jnp.stack(_nll_by_loop(params, tokens)[0]))), rel=1e-5
+    )
 
 
 def test_the_carry_crosses_chunks_and_the_gradient_stops_at_the_boundary():
@@ -84,9 +89,12 @@ def test_the_carry_crosses_chunks_and_the_gradient_stops_at_the_boundary():
     tokens = np.array([1, 4, 2, 2, 5, 0, 3, 1, 4], np.int32)  # 8 pairs: chunks of 4 and 4
     chunks = training.document_chunks([tokens], num_streams=1, chunk_length=4)
     grad, metrics, state = _gradient_of_step(params, chunks, 2)
-    nll = lambda p: jnp.mean(jnp.stack(_nll_by_loop(p, tokens, cut=4)[0][4:]))  # noqa: E731
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 grad, jax.grad(nll)(params))
+    nll = lambda p: jnp.mean(jnp.stack(_nll_by_loop(p, tokens, cut=4)[0][4:]))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        grad,
+        jax.grad(nll)(params),
+    )
     assert float(metrics["loss"]) == pytest.approx(float(nll(params)), rel=1e-5)
     # the carry kept in the state is the carry after the whole text
     _, h_end = _nll_by_loop(params, tokens)
@@ -99,10 +107,13 @@ def test_a_new_document_starts_from_the_initial_carry():
     chunks = training.document_chunks([first, second], num_streams=1, chunk_length=4)
     assert chunks.reset[:, 0].tolist() == [True, True]
     grad, metrics, _ = _gradient_of_step(params, chunks, 2)
-    nll = lambda p: jnp.mean(jnp.stack(_nll_by_loop(p, second)[0]))  # noqa: E731
+    nll = lambda p: jnp.mean(jnp.stack(_nll_by_loop(p, second)[0]))
     assert float(metrics["loss"]) == pytest.approx(float(nll(params)), rel=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 grad, jax.grad(nll)(params))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        grad,
+        jax.grad(nll)(params),
+    )
 
 
 def test_fit_carries_the_state_and_streams_learn():
@@ -114,10 +125,19 @@ def test_fit_carries_the_state_and_streams_learn():
     opt = optax.adam(3e-2)
     state = training.init_stateful_train_state(jax.random.PRNGKey(0), params, opt, initial)
     step = training.make_stateful_train_step(language_models.chunk_loss(LM), opt, initial)
-    result = training.fit(step, state, lambda key, s: training.chunk_at(device_chunks, s), 60,
-                          schedule=training.Schedule(20), progress=False)
+    result = training.fit(
+        step,
+        state,
+        lambda key, s: training.chunk_at(device_chunks, s),
+        60,
+        schedule=training.Schedule(20),
+        progress=False,
+    )
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     assert first > 1.5 and last < 0.2  # ln 6 = 1.79 at chance; the cycle is learnt
     assert isinstance(result.state.opt_state, training.CarriedState)
     with pytest.raises(TypeError, match="init_stateful_train_state"):
-        step(training.init_train_state(jax.random.PRNGKey(0), params, opt), training.chunk_at(chunks, 0))
+        step(
+            training.init_train_state(jax.random.PRNGKey(0), params, opt),
+            training.chunk_at(chunks, 0),
+        )

@@ -73,7 +73,7 @@ def test_copy_memoryless_baseline_closed_form(blanks):
     task = tasks.copy_memory(blanks)
     expected = 10 * math.log(8) / (blanks + 20)
     assert task.baseline_loss == pytest.approx(expected)
-    xs, ys = _batch(task, 64, seed=2)
+    _xs, ys = _batch(task, 64, seed=2)
     # blank with certainty for T + 10 steps, uniform over the 8 symbols for the last 10
     t = task.num_steps
     big = 1e4
@@ -86,13 +86,15 @@ def test_copy_memoryless_baseline_closed_form(blanks):
 
 def test_copy_accuracy_on_recalled_symbols():
     task = tasks.copy_memory(5)
-    xs, ys = _batch(task, 8, seed=3)
+    _xs, ys = _batch(task, 8, seed=3)
     perfect = jax.nn.one_hot(jnp.asarray(ys), 9) * 10.0
     acc = jax.vmap(task.accuracy)(perfect, jnp.asarray(ys))
     np.testing.assert_array_equal(np.asarray(acc), 1.0)
     # perfect on the blanks, wrong on every symbol: accuracy counts only the 10 symbols
     blanks_only = jax.nn.one_hot(jnp.zeros_like(jnp.asarray(ys)), 9)
-    np.testing.assert_array_equal(np.asarray(jax.vmap(task.accuracy)(blanks_only, jnp.asarray(ys))), 0.0)
+    np.testing.assert_array_equal(
+        np.asarray(jax.vmap(task.accuracy)(blanks_only, jnp.asarray(ys))), 0.0
+    )
 
 
 def test_temporal_order_structure_and_baseline():
@@ -134,7 +136,9 @@ def test_bad_arguments_raise():
         tasks.make_task("parity", num_steps=10)
     with pytest.raises(ValueError, match="batch_size"):
         tasks.sample_batch(tasks.adding_problem(4), jax.random.PRNGKey(0), 0)
-    assert tasks.make_task("copy", num_blanks=3).baseline_loss == pytest.approx(tasks.copy_baseline(3))
+    assert tasks.make_task("copy", num_blanks=3).baseline_loss == pytest.approx(
+        tasks.copy_baseline(3)
+    )
     assert tasks.make_task("adding", num_steps=7).num_steps == 7
     with pytest.raises(ValueError, match=r"task 'copy' takes num_blanks= \(and not num_steps=\)"):
         tasks.make_task("copy", num_steps=3)

@@ -25,7 +25,6 @@ import pytest
 
 import rnnjax
 from rnnjax import checkpoints, training
-from rnnjax.training import TrainState
 
 T, I, H, B = 6, 2, 8, 8  # sequence length, input size, hidden size, batch size
 CELL = rnnjax.lstm(H, recurrent_init=jax.nn.initializers.normal(H**-0.5))  # cheap to compile
@@ -33,8 +32,10 @@ CELL = rnnjax.lstm(H, recurrent_init=jax.nn.initializers.normal(H**-0.5))  # che
 
 def init_params(key):
     k_rnn, k_out = jax.random.split(key)
-    return {"rnn": CELL.init(k_rnn, I), "out": {"w": 0.1 * jax.random.normal(k_out, (H,)),
-                                                  "b": jnp.zeros(())}}
+    return {
+        "rnn": CELL.init(k_rnn, I),
+        "out": {"w": 0.1 * jax.random.normal(k_out, (H,)), "b": jnp.zeros(())},
+    }
 
 
 def predict(params, xs):
@@ -56,15 +57,14 @@ def batch_fn(key, step):
     return {"x": x, "y": x[:, :, 0].mean(axis=1)}
 
 
-
-
 def eval_fn(params, key):
     batch = batch_fn(key, 0)
     return {"loss": loss_fn(params, batch, key)[0]}
 
 
-OPT = optax.chain(optax.clip_by_global_norm(1.0),
-                  optax.inject_hyperparams(optax.adam)(learning_rate=1e-2))
+OPT = optax.chain(
+    optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)
+)
 STEP = training.make_train_step(loss_fn, OPT)
 TRAIN_KEYS = ("loss", "mae", "grad_norm", "param_norm", "learning_rate", "nonfinite")
 
@@ -96,8 +96,9 @@ LINEAR_STEP_SKIP = training.make_train_step(linear_loss, OPT, skip_nonfinite=Tru
 
 
 def linear_state(skip=False):
-    return training.init_train_state(jax.random.key(0), {"w": jnp.zeros(3)}, OPT,
-                                     skip_nonfinite=skip)
+    return training.init_train_state(
+        jax.random.key(0), {"w": jnp.zeros(3)}, OPT, skip_nonfinite=skip
+    )
 
 
 def fit(state, num_steps, fn=batch_fn, step=STEP, *, every=None, **kwargs):
@@ -124,8 +125,11 @@ def train_rows(history):
 def test_train_step_matches_hand_written_adam():
     opt = optax.adam(0.1)
     params = {"w": jnp.array([1.0, -2.0])}
-    step = jax.jit(training.make_train_step(
-        lambda p, b, k: (jnp.sum((p["w"] - b) ** 2), {}), opt, learning_rate=0.1))
+    step = jax.jit(
+        training.make_train_step(
+            lambda p, b, k: (jnp.sum((p["w"] - b) ** 2), {}), opt, learning_rate=0.1
+        )
+    )
     state = training.init_train_state(jax.random.key(0), params, opt)
     target = jnp.array([0.5, 0.5])
     w, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
@@ -144,9 +148,15 @@ def test_fit_equals_python_loop_of_train_steps_and_loss_falls():
     state = new_state()
     result = fit(state, 60)
     # The data of step s come from the state's key and s (documented in docs/training.md).
-    step = jax.jit(lambda st: STEP(st, batch_fn(
-        jax.random.split(jax.random.fold_in(jax.random.fold_in(st.key, 0), st.step))[0],
-        st.step)))
+    step = jax.jit(
+        lambda st: STEP(
+            st,
+            batch_fn(
+                jax.random.split(jax.random.fold_in(jax.random.fold_in(st.key, 0), st.step))[0],
+                st.step,
+            ),
+        )
+    )
     ref, losses = state, []
     for _ in range(10):
         ref, m = step(ref)
@@ -164,7 +174,9 @@ def test_vmapped_seeds_and_learning_rates_equal_individual_runs():
 
     def init(seed, lr):
         state = new_state(seed)
-        return state._replace(opt_state=optax.tree_utils.tree_set(state.opt_state, learning_rate=lr))
+        return state._replace(
+            opt_state=optax.tree_utils.tree_set(state.opt_state, learning_rate=lr)
+        )
 
     alone_states = [init(seed, lr) for seed, lr in zip(seeds, lrs)]
     together = fit(jax.tree.map(lambda *xs: jnp.stack(xs), *alone_states), 10).history
@@ -172,17 +184,24 @@ def test_vmapped_seeds_and_learning_rates_equal_individual_runs():
     for i in range(3):
         alone = train_rows(fit(alone_states[i], 10).history)
         np.testing.assert_allclose(losses[:, i], [r["loss"] for r in alone], rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose([r["learning_rate"][i] for r in train_rows(together)],
-                                   float(lrs[i]), rtol=1e-7)
-        np.testing.assert_allclose([r["param_norm"][i] for r in train_rows(together)],
-                                   [r["param_norm"] for r in alone], rtol=1e-5)
+        np.testing.assert_allclose(
+            [r["learning_rate"][i] for r in train_rows(together)], float(lrs[i]), rtol=1e-7
+        )
+        np.testing.assert_allclose(
+            [r["param_norm"][i] for r in train_rows(together)],
+            [r["param_norm"] for r in alone],
+            rtol=1e-5,
+        )
     assert not np.allclose(losses[:, 0], losses[:, 1])
 
 
 def test_fit_writes_run_dir_and_resume_after_interrupt_is_bitwise_identical(tmp_path):
     config = {"seed": 0, "lr": 1e-2, "num_steps": 20}
-    kwargs = dict(config=config, eval_fn=eval_fn,
-                  every=dict(checkpoint_every=5, eval_every=10, keep_checkpoints=2))
+    kwargs = dict(
+        config=config,
+        eval_fn=eval_fn,
+        every=dict(checkpoint_every=5, eval_every=10, keep_checkpoints=2),
+    )
     full = fit(new_state(), 20, run_dir=tmp_path / "full", **kwargs)
 
     def ctrl_c_at_15(state):
@@ -197,6 +216,7 @@ def test_fit_writes_run_dir_and_resume_after_interrupt_is_bitwise_identical(tmp_
     assert checkpoints.checkpoint_steps(part / "checkpoints") == [10, 15]
     # Simulate a crash between logging rows and saving a checkpoint: drop checkpoint 15.
     import shutil
+
     shutil.rmtree(part / "checkpoints" / "15")
     resumed = fit(new_state(), 20, run_dir=part, **kwargs)
 
@@ -219,7 +239,7 @@ def test_fit_writes_run_dir_and_resume_after_interrupt_is_bitwise_identical(tmp_
 
 
 def test_hooks_are_recorded_at_their_steps_and_progress_bar_only_when_asked(capsys):
-    hook = lambda s: {"w_out_norm": jnp.linalg.norm(s.params["out"]["w"])}  # noqa: E731
+    hook = lambda s: {"w_out_norm": jnp.linalg.norm(s.params["out"]["w"])}
     result = fit(new_state(), 10, hooks=[hook])
     hooked = {r["step"]: r["w_out_norm"] for r in result.history if "w_out_norm" in r}
     assert sorted(hooked) == [0, 5, 10]
@@ -234,7 +254,14 @@ def test_hooks_are_recorded_at_their_steps_and_progress_bar_only_when_asked(caps
 
 def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(training.NonFiniteError, match=r"loss is not finite at step 7") as exc:
-        fit(linear_state(), 20, nan_at_7, LINEAR_STEP, run_dir=tmp_path, every=dict(checkpoint_every=5))
+        fit(
+            linear_state(),
+            20,
+            nan_at_7,
+            LINEAR_STEP,
+            run_dir=tmp_path,
+            every=dict(checkpoint_every=5),
+        )
     assert exc.value.step == 7 and exc.value.metric == "loss"
     ckpt_dir = tmp_path / "checkpoints"
     assert str(ckpt_dir / "5") in str(exc.value)
@@ -335,7 +362,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
 def test_four_device_sharded_run_equals_one_device_run_and_ctrl_c_saves(tmp_path):
     script = SHARDED_SCRIPT.format(test_dir=os.path.dirname(__file__), run_dir=str(tmp_path))
     proc = subprocess.Popen(  # started first: it compiles while this process does
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         one = fit(new_state(), 10, mesh=training.data_parallel_mesh(jax.devices()[:1]))
         lines = []
@@ -345,14 +373,15 @@ def test_four_device_sharded_run_equals_one_device_run_and_ctrl_c_saves(tmp_path
                 time.sleep(0.5)
                 proc.send_signal(signal.SIGINT)
                 break
-        stdout, stderr = proc.communicate(timeout=120)
+        _stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
-    four = json.loads(next(x for x in lines if x.startswith("RESULT"))[len("RESULT"):])
+    four = json.loads(next(x for x in lines if x.startswith("RESULT"))[len("RESULT") :])
     assert four["devices"] == 4
-    np.testing.assert_allclose(four["loss"], [r["loss"] for r in train_rows(one.history)],
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        four["loss"], [r["loss"] for r in train_rows(one.history)], rtol=1e-5, atol=1e-7
+    )
     for a, b in zip(four["params"], jax.tree.leaves(one.state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # Ctrl-C saved the last completed chunk, named it, and left the metrics consistent with it.
@@ -374,9 +403,17 @@ def test_early_stopping_stops_where_patience_says_and_keeps_the_best(tmp_path):
         return {"score": curve[int(state.step)]}
 
     rule = training.EarlyStopping(metric="score", patience=2)
-    result = training.fit(LINEAR_STEP, linear_state(), nan_free, 40, run_dir=tmp_path,
-                          hooks=[hook], schedule=training.Schedule(chunk_size=5, hook_every=5),
-                          progress=False, early_stopping=rule)
+    result = training.fit(
+        LINEAR_STEP,
+        linear_state(),
+        nan_free,
+        40,
+        run_dir=tmp_path,
+        hooks=[hook],
+        schedule=training.Schedule(chunk_size=5, hook_every=5),
+        progress=False,
+        early_stopping=rule,
+    )
     assert result.stopped_early and result.best_step == 10
     assert int(result.state.step) == 10  # restore_best
     assert max(r["step"] for r in result.history) == 20
@@ -391,9 +428,16 @@ def test_early_stopping_stops_where_patience_says_and_keeps_the_best(tmp_path):
     np.testing.assert_array_equal(best.params["w"], result.state.params["w"])
     # a metric that is never recorded is an error that names it
     with pytest.raises(ValueError, match=r"early_stopping watches 'eval/loss'.*\['score'\]"):
-        training.fit(LINEAR_STEP, linear_state(), nan_free, 10, hooks=[hook], progress=False,
-                     schedule=training.Schedule(chunk_size=5, hook_every=5),
-                     early_stopping=training.EarlyStopping())
+        training.fit(
+            LINEAR_STEP,
+            linear_state(),
+            nan_free,
+            10,
+            hooks=[hook],
+            progress=False,
+            schedule=training.Schedule(chunk_size=5, hook_every=5),
+            early_stopping=training.EarlyStopping(),
+        )
 
 
 def nan_free(key, step):
@@ -406,17 +450,24 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
 
     from tensorboardX.proto import event_pb2
 
-    result = training.fit(LINEAR_STEP, linear_state(), nan_free, 10, run_dir=tmp_path,
-                          schedule=training.Schedule(chunk_size=5), progress=False,
-                          tensorboard=True)
+    result = training.fit(
+        LINEAR_STEP,
+        linear_state(),
+        nan_free,
+        10,
+        run_dir=tmp_path,
+        schedule=training.Schedule(chunk_size=5),
+        progress=False,
+        tensorboard=True,
+    )
     # TFRecord framing: length (8 bytes), its CRC (4), the Event proto, its CRC (4)
     scalars = {}
     for path in (tmp_path / "tensorboard").iterdir():
         data = path.read_bytes()
         while data:
             (n,) = struct.unpack("<Q", data[:8])
-            event = event_pb2.Event.FromString(data[12:12 + n])
-            data = data[12 + n + 4:]
+            event = event_pb2.Event.FromString(data[12 : 12 + n])
+            data = data[12 + n + 4 :]
             for value in event.summary.value:
                 scalars[(value.tag, event.step)] = value.simple_value
     for row in result.history:

@@ -21,9 +21,28 @@ def _load():
 
 vg = _load()
 
-TINY = ["--cells", "elman", "lstm", "--lengths", "4", "--num-seeds", "2", "--num-steps", "4",
-        "--eval-every", "2", "--hidden-size", "4", "--batch-size", "4", "--test-size", "16",
-        "--diag-size", "4", "--no-progress"]
+TINY = [
+    "--cells",
+    "elman",
+    "lstm",
+    "--lengths",
+    "4",
+    "--num-seeds",
+    "2",
+    "--num-steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--hidden-size",
+    "4",
+    "--batch-size",
+    "4",
+    "--test-size",
+    "16",
+    "--diag-size",
+    "4",
+    "--no-progress",
+]
 
 
 @pytest.mark.slow
@@ -40,10 +59,22 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
     with open(os.path.join(run_dir, "results.json")) as f:
         records = json.load(f)
     assert len(records) == 2 * 1 * 2  # cells x T x seeds
-    assert {(r["cell"], r["seed"]) for r in records} == {(c, s) for c in ("elman", "lstm") for s in (0, 1)}
+    assert {(r["cell"], r["seed"]) for r in records} == {
+        (c, s) for c in ("elman", "lstm") for s in (0, 1)
+    }
     for r in records:
-        for key in ("task", "cell", "T", "seed", "steps", "final_test_loss", "baseline_loss",
-                    "solved", "grad_ratio_init", "grad_ratio_final"):
+        for key in (
+            "task",
+            "cell",
+            "T",
+            "seed",
+            "steps",
+            "final_test_loss",
+            "baseline_loss",
+            "solved",
+            "grad_ratio_init",
+            "grad_ratio_final",
+        ):
             assert key in r, key
         assert r["task"] == "adding" and r["T"] == 4 and r["steps"] == 4
         assert r["baseline_loss"] == pytest.approx(1 / 6)
@@ -58,8 +89,13 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
     assert "| vanilla RNN (tanh) |" in summary and "| LSTM |" in summary
     assert "VERDICT" in summary and "||dL/dh_1|| / ||dL/dh_T||" in summary
 
-    for name in ("summary", "final_loss_vs_T", "learning_curves", "gradient_norms",
-                 "gradient_heatmap"):
+    for name in (
+        "summary",
+        "final_loss_vs_T",
+        "learning_curves",
+        "gradient_norms",
+        "gradient_heatmap",
+    ):
         path = os.path.join(run_dir, "figures", name + ".png")
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
@@ -99,4 +135,38 @@ def test_flags_cover_every_field_and_override_the_preset(capsys):
 
 def test_grad_ratio_is_first_over_last():
     assert vg.grad_ratio([1e-6, 0.5, 2.0]) == pytest.approx(5e-7)
-    assert math.isnan(vg.grad_ratio([1.0, 0.0]))
+    # no gradient at the last state (a loss on the LRU's outputs): against the state before it
+    assert vg.grad_ratio([1e-3, 0.5, 2.0, 0.0]) == pytest.approx(5e-4)
+    assert math.isnan(vg.grad_ratio([1.0, 0.0, 0.0]))
+
+
+def test_verdict_reports_the_linear_cells_from_their_records():
+    # Hand-made records: the LRU solves T=100 (median 0.02 x baseline), minGRU does not
+    # (median 0.9); ratios are the medians over seeds, written by hand below.
+    config, _ = vg.parse_args(["--preset", "linear"])
+    assert config.cells == ("elman", "lstm", "gru", "lru", "mingru") and config.lengths == (100,)
+    losses = {
+        "elman": [1.0, 1.1, 0.9],
+        "lstm": [0.01, 0.02, 0.03],
+        "gru": [0.01, 0.01, 0.01],
+        "lru": [0.01, 0.02, 0.5],
+        "mingru": [0.9, 0.8, 1.0],
+    }
+    records = [
+        {
+            "cell": c,
+            "T": 100,
+            "loss_over_baseline": v,
+            "grad_ratio_init": 10.0 ** -(s + 1),
+            "grad_ratio_final": 0.5 + s,
+        }
+        for c, vs in losses.items()
+        for s, v in enumerate(vs)
+    ]
+    lines = vg.verdict(config, records)
+    lru = next(ln for ln in lines if ln.startswith("LRU"))
+    mingru = next(ln for ln in lines if ln.startswith("minGRU"))
+    assert "0.020 x baseline (solves it)" in lru
+    assert "0.900 x baseline (does not reach 0.1)" in mingru
+    assert "1.0e-02 at init, 1.5e+00 after training" in lru
+    assert lines[0] == "VERDICT: the vanishing-gradient effect IS reproduced."

@@ -16,10 +16,19 @@ import rnnjax
 from rnnjax import models, readouts, tasks, training
 
 
-def train_on_adding(cell: rnnjax.Cell, optimizer: optax.GradientTransformation,
-                    hyperparams: list[dict[str, float]], *, length: int, batch_size: int,
-                    num_steps: int, num_seeds: int, seed: int, test_size: int = 2000,
-                    progress: bool | None = None) -> dict[str, Any]:
+def train_on_adding(
+    cell: rnnjax.Cell,
+    optimizer: optax.GradientTransformation,
+    hyperparams: list[dict[str, float]],
+    *,
+    length: int,
+    batch_size: int,
+    num_steps: int,
+    num_seeds: int,
+    seed: int,
+    test_size: int = 2000,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Returns test MSEs ``(len(hyperparams), num_seeds)`` after training every run.
 
     The model is ``cell`` + a linear readout of the last state (``many_to_one``), trained on
@@ -46,10 +55,13 @@ def train_on_adding(cell: rnnjax.Cell, optimizer: optax.GradientTransformation,
     for values in hyperparams:
         for s in range(num_seeds):
             key = jax.random.fold_in(jax.random.key(seed), s)
-            state = training.init_train_state(key, model.init(key, task.input_size), optimizer,
-                                              skip_nonfinite=True)
+            state = training.init_train_state(
+                key, model.init(key, task.input_size), optimizer, skip_nonfinite=True
+            )
             values = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
-            states.append(state._replace(opt_state=optax.tree_utils.tree_set(state.opt_state, **values)))
+            states.append(
+                state._replace(opt_state=optax.tree_utils.tree_set(state.opt_state, **values))
+            )
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     train_step = training.make_train_step(loss_fn, optimizer, skip_nonfinite=True)
 
@@ -60,8 +72,10 @@ def train_on_adding(cell: rnnjax.Cell, optimizer: optax.GradientTransformation,
     # In chunks of run_steps rather than fit: runs that are meant to blow up (no clipping)
     # would stop fit at their first non-finite parameter.
     chunk = max(1, num_steps // 20)
-    run = jax.jit(jax.vmap(lambda st, n: training.run_steps(train_step, st, batch_fn, n),
-                           in_axes=(0, None)), static_argnums=1)
+    run = jax.jit(
+        jax.vmap(lambda st, n: training.run_steps(train_step, st, batch_fn, n), in_axes=(0, None)),
+        static_argnums=1,
+    )
     norms, done = [], 0
     bar = _progress(num_steps, progress)
     while done < num_steps:
@@ -75,10 +89,12 @@ def train_on_adding(cell: rnnjax.Cell, optimizer: optax.GradientTransformation,
     test = np.asarray(jax.jit(jax.vmap(lambda p: mse(p, test_xs, test_y)))(states.params))
     shape = (len(hyperparams), num_seeds)
     norms = np.concatenate(norms, axis=1)  # (runs, steps)
-    return {"test_mse": np.where(np.isfinite(test), test, np.inf).reshape(shape),
-            "grad_norm_median_start": float(np.nanmedian(norms[:, :100])),
-            "skipped_updates": np.asarray(states.opt_state.total_notfinite).reshape(shape),
-            "baseline": task.baseline_loss}
+    return {
+        "test_mse": np.where(np.isfinite(test), test, np.inf).reshape(shape),
+        "grad_norm_median_start": float(np.nanmedian(norms[:, :100])),
+        "skipped_updates": np.asarray(states.opt_state.total_notfinite).reshape(shape),
+        "baseline": task.baseline_loss,
+    }
 
 
 def _progress(total: int, show: bool | None):
@@ -87,5 +103,9 @@ def _progress(total: int, show: bool | None):
 
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not (sys.stderr.isatty() if show is None else show),
-                desc="training", unit="step")
+    return tqdm(
+        total=total,
+        disable=not (sys.stderr.isatty() if show is None else show),
+        desc="training",
+        unit="step",
+    )

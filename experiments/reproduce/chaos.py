@@ -42,10 +42,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import rnnjax  # noqa: E402
-from rnnjax import diagnostics  # noqa: E402
+from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
 
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run  # noqa: E402
+import rnnjax
+from rnnjax import diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Config:
 
     sizes: tuple[int, ...] = option((100, 400), "network sizes N for λ_max")
     gains: tuple[float, ...] = option(
-        (0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0), "gains g for λ_max")
+        (0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0), "gains g for λ_max"
+    )
     num_networks: int = option(4, "random W per N for λ_max")
     warmup: int = option(500, "steps run before measuring, to reach the attractor")
     num_steps: int = option(1500, "steps over which exponents are averaged")
@@ -68,20 +69,44 @@ class Config:
 PRESETS = {
     "quick": {},
     # Four sizes up to N = 800, longer runs, a finer g grid near 1: about 20 minutes of CPU.
-    "full": dict(sizes=(100, 200, 400, 800), num_networks=8, num_steps=4000, warmup=1000,
-                 gains=(0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.7, 2.0, 3.0),
-                 spectrum_sizes=(64, 128, 256), spectrum_networks=3, spectrum_steps=1000),
+    "full": dict(
+        sizes=(100, 200, 400, 800),
+        num_networks=8,
+        num_steps=4000,
+        warmup=1000,
+        gains=(0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.7, 2.0, 3.0),
+        spectrum_sizes=(64, 128, 256),
+        spectrum_networks=3,
+        spectrum_steps=1000,
+    ),
     # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
     # numbers mean nothing.
-    "tiny": dict(sizes=(8,), gains=(0.5, 2.0), num_networks=2, warmup=10, num_steps=20,
-                 spectrum_sizes=(8,), spectrum_networks=1, spectrum_steps=10),
+    "tiny": dict(
+        sizes=(8,),
+        gains=(0.5, 2.0),
+        num_networks=2,
+        warmup=10,
+        num_steps=20,
+        spectrum_sizes=(8,),
+        spectrum_networks=1,
+        spectrum_steps=10,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(config, "sizes", "gains", "num_networks", "num_steps", "spectrum_gain",
-                   "spectrum_sizes", "spectrum_networks", "spectrum_steps")
+    check_positive(
+        config,
+        "sizes",
+        "gains",
+        "num_networks",
+        "num_steps",
+        "spectrum_gain",
+        "spectrum_sizes",
+        "spectrum_networks",
+        "spectrum_steps",
+    )
     if len(config.gains) < 2 or min(config.gains) >= 1 or max(config.gains) <= 1:
         raise ValueError(f"gains must include values below and above 1, got {config.gains}")
     if config.warmup < 0:
@@ -93,8 +118,9 @@ def random_weights(n: int, key: jax.Array) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(key, 0), (n, n)) / jnp.sqrt(n)
 
 
-def lyapunov_exponents(n: int, gain: jax.Array, key: jax.Array, *, k: int, warmup: int,
-                       num_steps: int) -> jax.Array:
+def lyapunov_exponents(
+    n: int, gain: jax.Array, key: jax.Array, *, k: int, warmup: int, num_steps: int
+) -> jax.Array:
     """Returns ``(k,)``: the top-k Lyapunov exponents (nats per step) of h' = tanh(gain · W h).
 
     W is :func:`random_weights` of ``key``; the start state and the initial basis are drawn
@@ -105,8 +131,9 @@ def lyapunov_exponents(n: int, gain: jax.Array, key: jax.Array, *, k: int, warmu
     k_h, k_q = jax.random.split(jax.random.fold_in(key, 1))
     h0 = jax.random.normal(k_h, (n,))
     h, _ = rnnjax.scan(cell, params, jnp.zeros((warmup, 1)), carry=h0)
-    return diagnostics.lyapunov_spectrum(cell, params, jnp.zeros((num_steps, 1)), carry=h,
-                                         k=k, key=k_q)
+    return diagnostics.lyapunov_spectrum(
+        cell, params, jnp.zeros((num_steps, 1)), carry=h, k=k, key=k_q
+    )
 
 
 def mean_field_lambda_max(gain: float) -> float:
@@ -118,7 +145,7 @@ def mean_field_lambda_max(gain: float) -> float:
     if gain <= 1:
         return float(np.log(gain))
     z = np.linspace(-12.0, 12.0, 48_001)
-    w = np.exp(-z**2 / 2)
+    w = np.exp(-(z**2) / 2)
     w /= w.sum()
     delta = gain**2
     for _ in range(1000):  # Δ = g² E[tanh(√Δ z)²] by fixed-point iteration
@@ -134,7 +161,9 @@ def zero_crossing(gains: np.ndarray, values: np.ndarray) -> float:
     """Returns the g where ``values`` first changes sign (linear interpolation), or nan."""
     for i in range(len(gains) - 1):
         if values[i] < 0 <= values[i + 1]:
-            return float(gains[i] + (gains[i + 1] - gains[i]) * -values[i] / (values[i + 1] - values[i]))
+            return float(
+                gains[i] + (gains[i + 1] - gains[i]) * -values[i] / (values[i + 1] - values[i])
+            )
     return float("nan")
 
 
@@ -148,14 +177,22 @@ def kaplan_yorke_dimension(spectrum: np.ndarray) -> float:
     return float(j) if j == len(spectrum) else j + sums[j - 1] / abs(spectrum[j])
 
 
-def make_figures(config: Config, lam_max: dict, theory: list[float], spectra: dict, run_dir: str) -> list[str]:
+def make_figures(
+    config: Config, lam_max: dict, theory: list[float], spectra: dict, run_dir: str
+) -> list[str]:
     """Writes the figures; returns their paths."""
     plt = pyplot()
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for n, values in lam_max.items():
-        ax.errorbar(config.gains, values.mean(axis=1), yerr=values.std(axis=1), fmt="o-", ms=3,
-                    label=f"N = {n}")
+        ax.errorbar(
+            config.gains,
+            values.mean(axis=1),
+            yerr=values.std(axis=1),
+            fmt="o-",
+            ms=3,
+            label=f"N = {n}",
+        )
     ax.plot(config.gains, theory, "k--", label="mean-field theory")
     ax.axhline(0, color="gray", lw=0.8)
     ax.axvline(1, color="gray", lw=0.8, ls=":")
@@ -190,24 +227,36 @@ def main(argv: list[str] | None = None) -> dict:
         keys = jax.random.split(jax.random.fold_in(key, n), config.num_networks)
 
         def top(g, k_net, n=n):
-            return lyapunov_exponents(n, g, k_net, k=1, warmup=config.warmup,
-                                      num_steps=config.num_steps)[0]
+            return lyapunov_exponents(
+                n, g, k_net, k=1, warmup=config.warmup, num_steps=config.num_steps
+            )[0]
 
         grid = jax.jit(jax.vmap(jax.vmap(top, in_axes=(None, 0)), in_axes=(0, None)))
         lam_max[n] = np.asarray(grid(jnp.asarray(gains), keys), np.float64)
         # Below g = 1 the state falls to the fixed point 0, where the dynamics is the linear
         # map g W: its exponent is exactly log(g ρ(W)) at any N (ρ: spectral radius).
-        radius = [np.max(np.abs(np.linalg.eigvals(np.asarray(random_weights(n, k), np.float64))))
-                  for k in keys]
+        radius = [
+            np.max(np.abs(np.linalg.eigvals(np.asarray(random_weights(n, k), np.float64))))
+            for k in keys
+        ]
         fixed_point[n] = np.log(np.outer(gains, radius))
     theory = [mean_field_lambda_max(float(g)) for g in gains]
 
     spectra, dims = {}, {}
     for n in config.spectrum_sizes:
         keys = jax.random.split(jax.random.fold_in(key, 10_000 + n), config.spectrum_networks)
-        full = jax.jit(jax.vmap(lambda k_net, n=n: lyapunov_exponents(
-            n, jnp.float32(config.spectrum_gain), k_net, k=n, warmup=config.warmup,
-            num_steps=config.spectrum_steps)))
+        full = jax.jit(
+            jax.vmap(
+                lambda k_net, n=n: lyapunov_exponents(
+                    n,
+                    jnp.float32(config.spectrum_gain),
+                    k_net,
+                    k=n,
+                    warmup=config.warmup,
+                    num_steps=config.spectrum_steps,
+                )
+            )
+        )
         per_net = np.sort(np.asarray(full(keys), np.float64), axis=1)[:, ::-1]
         spectra[n] = per_net.mean(axis=0)
         dims[n] = [kaplan_yorke_dimension(s) / n for s in per_net]
@@ -220,20 +269,25 @@ def main(argv: list[str] | None = None) -> dict:
     signs_ok = all(np.all(v[lo] < 0) and np.all(v[hi] > 0) for v in lam_max.values())
     cross = crossings[largest]
     claim_cross = Claim(
-        "Sompolinsky, Crisanti & Sommers 1988", "transition to chaos at g = 1",
+        "Sompolinsky, Crisanti & Sommers 1988",
+        "transition to chaos at g = 1",
         "λ_max of h' = tanh(gWh) is < 0 below g = 1 and > 0 above; the crossing tends to g = 1 "
         "as N grows",
         "g = 1 (N → ∞)",
         f"λ_max(g={gains[lo]:g}) < 0 and λ_max(g={gains[hi]:g}) > 0 in every network: "
         f"{'yes' if signs_ok else 'no'}; zero crossing of the mean "
         + ", ".join(f"N={n}: g={c:.3f}" for n, c in crossings.items()),
-        bool(signs_ok and abs(cross - 1) <= 0.2
-             and (len(config.sizes) == 1 or abs(cross - 1) <= abs(crossings[smallest] - 1))),
+        bool(
+            signs_ok
+            and abs(cross - 1) <= 0.2
+            and (len(config.sizes) == 1 or abs(cross - 1) <= abs(crossings[smallest] - 1))
+        ),
         differs="Finite N and T: just above g = 1 the mean-field λ_max is tiny (+0.005 at "
-                "g = 1.1), finite networks often settle on limit cycles (λ_max = 0) and "
-                "relaxation slows down near the transition, so the measured crossing lies "
-                "above 1; 'tends to 1' is read as within 0.2 of 1 at the largest N and no "
-                "farther from 1 than at the smallest N.")
+        "g = 1.1), finite networks often settle on limit cycles (λ_max = 0) and "
+        "relaxation slows down near the transition, so the measured crossing lies "
+        "above 1; 'tends to 1' is read as within 0.2 of 1 at the largest N and no "
+        "farther from 1 than at the smallest N.",
+    )
 
     # Claim 1b: the value of λ_max, exactly below g = 1 and in mean-field theory above.
     below = gains < 1
@@ -242,26 +296,35 @@ def main(argv: list[str] | None = None) -> dict:
     rel_err = np.abs(mean_by_n[largest] - np.asarray(theory)) / np.abs(np.asarray(theory))
     rel_err = float(np.max(rel_err[chaotic])) if chaotic.any() else float("nan")
     claim_mf = Claim(
-        "Molgedey, Schuchhardt & Schuster 1992", "λ_max in closed form (discrete time)",
+        "Molgedey, Schuchhardt & Schuster 1992",
+        "λ_max in closed form (discrete time)",
         "λ_max = log(g ρ(W)) → log g below g = 1; ½ log(g² E[tanh'(√Δ z)²]) above (mean field)",
         "closed forms (mean field: N → ∞)",
         f"N={largest}: g < 1, max |λ_max - log(g ρ(W))| = {err_fixed:.4f}; g >= 1.4, max relative "
         f"error vs mean field = {100 * rel_err:.1f}%",
         bool(err_fixed <= 0.01 and rel_err <= 0.15),
         differs="'Agrees' is read as within 0.01 nats/step of the exact fixed-point exponent "
-                "and within 15% of the N → ∞ mean-field value at finite N.")
+        "and within 15% of the N → ∞ mean-field value at finite N.",
+    )
 
     # Claim 2: the spectrum depends on i/N only (Engelken et al. 2023).
     ref_n = max(config.spectrum_sizes)
     grid_x = (np.arange(ref_n) + 0.5) / ref_n
     ref = spectra[ref_n]
-    dev = max(float(np.mean(np.abs(np.interp(grid_x, (np.arange(n) + 0.5) / n, sp) - ref)))
-              for n, sp in spectra.items()) / float(np.mean(np.abs(ref)))
+    dev = max(
+        float(np.mean(np.abs(np.interp(grid_x, (np.arange(n) + 0.5) / n, sp) - ref)))
+        for n, sp in spectra.items()
+    ) / float(np.mean(np.abs(ref)))
     dim_means = {n: float(np.mean(d)) for n, d in dims.items()}
     mean_dim = float(np.mean(list(dim_means.values())))
-    spread = (max(dim_means.values()) - min(dim_means.values())) / mean_dim if mean_dim > 0 else float("inf")
+    spread = (
+        (max(dim_means.values()) - min(dim_means.values())) / mean_dim
+        if mean_dim > 0
+        else float("inf")
+    )
     claim_shape = Claim(
-        "Engelken, Wolf & Abbott 2023", "size invariance of the Lyapunov spectrum",
+        "Engelken, Wolf & Abbott 2023",
+        "size invariance of the Lyapunov spectrum",
         f"λ_i depends on i/N only; the attractor dimension is extensive (g={config.spectrum_gain})",
         "spectra collapse on i/N; D_KY ∝ N",
         f"mean |λ_N(i/N) - λ_{ref_n}(i/N)| = {100 * dev:.1f}% of mean |λ|; D_KY/N "
@@ -269,25 +332,50 @@ def main(argv: list[str] | None = None) -> dict:
         + f" (spread {100 * spread:.1f}%)",
         bool(dev <= 0.1 and spread <= 0.1),
         differs="Discrete-time tanh network (the paper treats continuous-time rate networks "
-                "foremost), N <= " + str(ref_n) + "; 'collapse' is read as within 10% (mean "
-                "absolute deviation relative to mean |λ|) and D/N within 10% across N.")
+        "foremost), N <= " + str(ref_n) + "; 'collapse' is read as within 10% (mean "
+        "absolute deviation relative to mean |λ|) and D/N within 10% across N.",
+    )
 
-    results = {"gains": gains, "lambda_max": lam_max, "fixed_point_exponent": fixed_point,
-               "mean_field": theory, "zero_crossing": crossings,
-               "spectrum_gain": config.spectrum_gain, "spectra": spectra,
-               "kaplan_yorke_over_n": dims}
+    results = {
+        "gains": gains,
+        "lambda_max": lam_max,
+        "fixed_point_exponent": fixed_point,
+        "mean_field": theory,
+        "zero_crossing": crossings,
+        "spectrum_gain": config.spectrum_gain,
+        "spectra": spectra,
+        "kaplan_yorke_over_n": dims,
+    }
     figures = make_figures(config, lam_max, theory, spectra, run_dir)
-    table = ["| g | mean field | " + " | ".join(f"N={n}" for n in config.sizes) + " |",
-             "|---|---|" + "---|" * len(config.sizes)]
+    table = [
+        "| g | mean field | " + " | ".join(f"N={n}" for n in config.sizes) + " |",
+        "|---|---|" + "---|" * len(config.sizes),
+    ]
     for i, g in enumerate(gains):
-        table.append(f"| {g:g} | {theory[i]:+.4f} | " + " | ".join(
-            f"{mean_by_n[n][i]:+.4f} ± {lam_max[n][i].std():.4f}" for n in config.sizes) + " |")
-    notes = [f"λ_max (nats/step; mean ± std over {config.num_networks} networks, "
-             f"{config.num_steps} steps after {config.warmup} of warm-up):", "", *table, "",
-             "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + "."]
-    return write_run(run_dir, title="Transition to chaos and Lyapunov spectra", config=config,
-                     claims=[claim_cross, claim_mf, claim_shape], results=results, notes=notes,
-                     wall_time_s=time.perf_counter() - t0)
+        table.append(
+            f"| {g:g} | {theory[i]:+.4f} | "
+            + " | ".join(
+                f"{mean_by_n[n][i]:+.4f} ± {lam_max[n][i].std():.4f}" for n in config.sizes
+            )
+            + " |"
+        )
+    notes = [
+        f"λ_max (nats/step; mean ± std over {config.num_networks} networks, "
+        f"{config.num_steps} steps after {config.warmup} of warm-up):",
+        "",
+        *table,
+        "",
+        "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
+    ]
+    return write_run(
+        run_dir,
+        title="Transition to chaos and Lyapunov spectra",
+        config=config,
+        claims=[claim_cross, claim_mf, claim_shape],
+        results=results,
+        notes=notes,
+        wall_time_s=time.perf_counter() - t0,
+    )
 
 
 if __name__ == "__main__":

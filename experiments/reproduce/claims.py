@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from experiment_cli import field as option, parse_config as _parse_flags  # noqa: E402,F401  (option: for the scripts)
+from experiment_cli import field as option  # noqa: F401  (option: for the scripts)
+from experiment_cli import parse_config as _parse_flags
 
 
 class Claim(NamedTuple):
@@ -46,8 +47,9 @@ class Claim(NamedTuple):
     differs: str = ""
 
 
-def parse_config(config_cls: type, presets: dict[str, dict], doc: str, name: str,
-                 argv: list[str] | None = None) -> tuple[Any, str]:
+def parse_config(
+    config_cls: type, presets: dict[str, dict], doc: str, name: str, argv: list[str] | None = None
+) -> tuple[Any, str]:
     """Returns ``(config, run_dir)``: the chosen preset of ``config_cls`` overridden by flags.
 
     Every field of the dataclass is a flag (``num_steps`` -> ``--num-steps``; tuples take
@@ -70,11 +72,18 @@ def check_positive(config: Any, *names: str) -> None:
 def claims_table(claims: list[Claim], *, with_paper: bool = True) -> list[str]:
     """Returns the markdown lines of one table row per claim."""
     head = ["paper", "where", "claim"] if with_paper else ["where", "claim"]
-    lines = ["| " + " | ".join(head + ["paper's number", "ours", "reproduced?"]) + " |",
-             "|" + "---|" * (len(head) + 3)]
+    lines = [
+        "| " + " | ".join(head + ["paper's number", "ours", "reproduced?"]) + " |",
+        "|" + "---|" * (len(head) + 3),
+    ]
     for c in claims:
         cells = ([c.paper] if with_paper else []) + [
-            c.where, c.claim, c.paper_value, c.ours, "**yes**" if c.reproduced else "**no**"]
+            c.where,
+            c.claim,
+            c.paper_value,
+            c.ours,
+            "**yes**" if c.reproduced else "**no**",
+        ]
         lines.append("| " + " | ".join(s.replace("|", "/") for s in cells) + " |")
     return lines
 
@@ -91,8 +100,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_run(run_dir: str, *, title: str, config: Any, claims: list[Claim], results: dict,
-              notes: list[str], wall_time_s: float) -> dict:
+def write_run(
+    run_dir: str,
+    *,
+    title: str,
+    config: Any,
+    claims: list[Claim],
+    results: dict,
+    notes: list[str],
+    wall_time_s: float,
+) -> dict:
     """Writes ``config.json``, ``results.json`` and ``summary.md``; returns what ``main`` returns.
 
     ``results`` holds every measured number the claims were computed from; ``notes`` are
@@ -102,23 +119,30 @@ def write_run(run_dir: str, *, title: str, config: Any, claims: list[Claim], res
     config_dict = dataclasses.asdict(config)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(_jsonable(config_dict), f, indent=1)
-    record = {"claims": [c._asdict() for c in claims], "results": results,
-              "wall_time_s": wall_time_s, "load_average": os.getloadavg(),
-              "process_cpu_time_s": time.process_time()}
+    record = {
+        "claims": [c._asdict() for c in claims],
+        "results": results,
+        "wall_time_s": wall_time_s,
+        "load_average": os.getloadavg(),
+        "process_cpu_time_s": time.process_time(),
+    }
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(_jsonable(record), f, indent=1)
     differs = []  # one line per distinct note: claims measured by one run share theirs
     for c in claims:
         if c.differs and not any(c.differs in line for line in differs):
             differs.append(f"- {c.where}: {c.differs}")
-    summary = [f"# {title}", "", *claims_table(claims, with_paper=False), "",
-               *notes, ""]
+    summary = [f"# {title}", "", *claims_table(claims, with_paper=False), "", *notes, ""]
     if differs:
         summary += ["Where our setup differs from the paper's:", "", *differs, ""]
-    summary += [f"Config: `{json.dumps(_jsonable(config_dict))}`", "",
-                f"Wall time {wall_time_s:.0f} s, CPU time of the process {time.process_time():.0f} s "
-                f"(load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-                "a 2-core machine shared with other jobs).", ""]
+    summary += [
+        f"Config: `{json.dumps(_jsonable(config_dict))}`",
+        "",
+        f"Wall time {wall_time_s:.0f} s, CPU time of the process {time.process_time():.0f} s "
+        f"(load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        "a 2-core machine shared with other jobs).",
+        "",
+    ]
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write("\n".join(summary))
     print("\n".join(claims_table(claims)))

@@ -36,10 +36,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import rnnjax  # noqa: E402
+from adding_runs import train_on_adding
+from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
 
-from adding_runs import train_on_adding  # noqa: E402
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run  # noqa: E402
+import rnnjax
 
 PAPER = "Le, Jaitly & Hinton 2015"
 PAPER_BASELINE = 0.1767
@@ -59,7 +59,9 @@ class Config:
     hidden_size: int = option(100, "hidden units (paper: 100)")
     batch_size: int = option(16, "sequences per SGD step (paper: 16)")
     num_steps: int = option(600, "SGD steps per run")
-    learning_rates: tuple[float, ...] = option((1e-2, 1e-3), "SGD learning-rate grid (tuned, as in the paper)")
+    learning_rates: tuple[float, ...] = option(
+        (1e-2, 1e-3), "SGD learning-rate grid (tuned, as in the paper)"
+    )
     optimizer: str = option("sgd", "sgd (the paper's) or adam")
     clip_norm: float = option(1.0, "gradient clipping by global norm")
     num_seeds: int = option(1, "seeds per (model, T, learning rate)")
@@ -73,15 +75,30 @@ PRESETS = {
     "full": dict(lengths=(150, 200, 300, 400), num_steps=2000),
     # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
     # numbers mean nothing.
-    "tiny": dict(lengths=(4,), cells=("irnn",), hidden_size=3, batch_size=4, num_steps=3,
-                 learning_rates=(0.01,)),
+    "tiny": dict(
+        lengths=(4,),
+        cells=("irnn",),
+        hidden_size=3,
+        batch_size=4,
+        num_steps=3,
+        learning_rates=(0.01,),
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(config, "lengths", "hidden_size", "batch_size", "num_steps",
-                   "learning_rates", "clip_norm", "num_seeds", "beats_fraction")
+    check_positive(
+        config,
+        "lengths",
+        "hidden_size",
+        "batch_size",
+        "num_steps",
+        "learning_rates",
+        "clip_norm",
+        "num_seeds",
+        "beats_fraction",
+    )
     for cell in config.cells:
         if cell not in CELLS:
             raise ValueError(f"cells must be among {sorted(CELLS)}, got {cell!r}")
@@ -98,17 +115,26 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
-        optax.inject_hyperparams(getattr(optax, config.optimizer))(learning_rate=1.0))
+        optax.inject_hyperparams(getattr(optax, config.optimizer))(learning_rate=1.0),
+    )
     runs = {}
     for t in config.lengths:
         for name in config.cells:
-            print(f"{CELLS[name][0]}, T={t}: {len(config.learning_rates)} learning rates x "
-                  f"{config.num_seeds} seeds x {config.num_steps} steps", file=sys.stderr)
+            print(
+                f"{CELLS[name][0]}, T={t}: {len(config.learning_rates)} learning rates x "
+                f"{config.num_seeds} seeds x {config.num_steps} steps",
+                file=sys.stderr,
+            )
             runs[name, t] = train_on_adding(
-                CELLS[name][1](config.hidden_size), optimizer,
-                [{"learning_rate": lr} for lr in config.learning_rates], length=t,
-                batch_size=config.batch_size, num_steps=config.num_steps,
-                num_seeds=config.num_seeds, seed=config.seed)
+                CELLS[name][1](config.hidden_size),
+                optimizer,
+                [{"learning_rate": lr} for lr in config.learning_rates],
+                length=t,
+                batch_size=config.batch_size,
+                num_steps=config.num_steps,
+                num_seeds=config.num_seeds,
+                seed=config.seed,
+            )
 
     baseline = 1 / 6
     best = {}  # (cell, T) -> (median test MSE at the best learning rate, that rate)
@@ -122,33 +148,48 @@ def main(argv: list[str] | None = None) -> dict:
         return ", ".join(f"T={t}: {best[name, t][0]:.3g}" for t in config.lengths)
 
     claims = []
-    size = (f"{config.num_steps} {config.optimizer.upper()} steps (batch {config.batch_size}), "
-            f"learning rate best of {list(config.learning_rates)}, {config.num_seeds} seed(s)")
-    differs = (f"{config.num_steps} steps, far fewer than the paper's; our baseline is 1/6 = 0.1667 "
-               f"(paper: {PAPER_BASELINE}); 'below the baseline' is read as test MSE <= "
-               f"{config.beats_fraction:g} x 1/6 = {threshold:.3g}.")
+    size = (
+        f"{config.num_steps} {config.optimizer.upper()} steps (batch {config.batch_size}), "
+        f"learning rate best of {list(config.learning_rates)}, {config.num_seeds} seed(s)"
+    )
+    differs = (
+        f"{config.num_steps} steps, far fewer than the paper's; our baseline is 1/6 = 0.1667 "
+        f"(paper: {PAPER_BASELINE}); 'below the baseline' is read as test MSE <= "
+        f"{config.beats_fraction:g} x 1/6 = {threshold:.3g}."
+    )
     for name in ("irnn", "lstm"):
         if name in config.cells:
-            claims.append(Claim(
-                PAPER, "Sec. 4.1, Fig. 2",
-                f"{CELLS[name][0]} goes below the baseline at every T in {list(config.lengths)}",
-                f"test MSE far below {PAPER_BASELINE} at T = 150-400",
-                f"best-lr test MSE {row(name)} ({size})",
-                bool(all(best[name, t][0] <= threshold for t in config.lengths)), differs))
+            claims.append(
+                Claim(
+                    PAPER,
+                    "Sec. 4.1, Fig. 2",
+                    f"{CELLS[name][0]} goes below the baseline at every T in {list(config.lengths)}",
+                    f"test MSE far below {PAPER_BASELINE} at T = 150-400",
+                    f"best-lr test MSE {row(name)} ({size})",
+                    bool(all(best[name, t][0] <= threshold for t in config.lengths)),
+                    differs,
+                )
+            )
     if "tanh" in config.cells:
         long = [t for t in config.lengths if t > 150]
-        claims.append(Claim(
-            PAPER, "Sec. 4.1, Fig. 2",
-            "RNN + tanh stays at the baseline beyond T = 150",
-            f"test MSE ≈ {PAPER_BASELINE} for T > 150",
-            (f"best-lr test MSE {row('tanh')} ({size})" if long
-             else "no T > 150 in this run"),
-            bool(long) and bool(all(best["tanh", t][0] > threshold for t in long)), differs))
+        claims.append(
+            Claim(
+                PAPER,
+                "Sec. 4.1, Fig. 2",
+                "RNN + tanh stays at the baseline beyond T = 150",
+                f"test MSE ≈ {PAPER_BASELINE} for T > 150",
+                (f"best-lr test MSE {row('tanh')} ({size})" if long else "no T > 150 in this run"),
+                bool(long) and bool(all(best["tanh", t][0] > threshold for t in long)),
+                differs,
+            )
+        )
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name in config.cells:
-        ax.plot(config.lengths, [best[name, t][0] for t in config.lengths], "o-", label=CELLS[name][0])
+        ax.plot(
+            config.lengths, [best[name, t][0] for t in config.lengths], "o-", label=CELLS[name][0]
+        )
     ax.axhline(baseline, color="k", ls="--", lw=1, label="baseline 1/6 (ours)")
     ax.axhline(threshold, color="gray", ls=":", lw=1, label=f"{config.beats_fraction:g} x baseline")
     ax.set_yscale("log")
@@ -158,20 +199,41 @@ def main(argv: list[str] | None = None) -> dict:
     ax.legend(fontsize=8)
     figure = save_figure(fig, run_dir, "test_mse_vs_T")
 
-    table = ["| model | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
-             "|---|" + "---|" * len(config.lengths)]
+    table = [
+        "| model | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
+        "|---|" + "---|" * len(config.lengths),
+    ]
     for name in config.cells:
-        table.append(f"| {CELLS[name][0]} | " + " | ".join(
-            f"{best[name, t][0]:.3g} (lr {best[name, t][1]:g})" for t in config.lengths) + " |")
-    results = {"baseline": baseline, "paper_baseline": PAPER_BASELINE,
-               "test_mse": {f"{n}_T{t}": r["test_mse"] for (n, t), r in runs.items()},
-               "skipped_updates": {f"{n}_T{t}": r["skipped_updates"] for (n, t), r in runs.items()},
-               "best": {f"{n}_T{t}": v for (n, t), v in best.items()}}
-    notes = ["Test MSE, median over seeds at the best learning rate (in brackets):", "", *table,
-             "", f"Figure: {os.path.relpath(figure, run_dir)}."]
-    return write_run(run_dir, title=f"{PAPER}: IRNN on the adding problem", config=config,
-                     claims=claims, results=results, notes=notes,
-                     wall_time_s=time.perf_counter() - t0)
+        table.append(
+            f"| {CELLS[name][0]} | "
+            + " | ".join(
+                f"{best[name, t][0]:.3g} (lr {best[name, t][1]:g})" for t in config.lengths
+            )
+            + " |"
+        )
+    results = {
+        "baseline": baseline,
+        "paper_baseline": PAPER_BASELINE,
+        "test_mse": {f"{n}_T{t}": r["test_mse"] for (n, t), r in runs.items()},
+        "skipped_updates": {f"{n}_T{t}": r["skipped_updates"] for (n, t), r in runs.items()},
+        "best": {f"{n}_T{t}": v for (n, t), v in best.items()},
+    }
+    notes = [
+        "Test MSE, median over seeds at the best learning rate (in brackets):",
+        "",
+        *table,
+        "",
+        f"Figure: {os.path.relpath(figure, run_dir)}.",
+    ]
+    return write_run(
+        run_dir,
+        title=f"{PAPER}: IRNN on the adding problem",
+        config=config,
+        claims=claims,
+        results=results,
+        notes=notes,
+        wall_time_s=time.perf_counter() - t0,
+    )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import rnnjax  # noqa: E402
+from adding_runs import train_on_adding
+from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
 
-from adding_runs import train_on_adding  # noqa: E402
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run  # noqa: E402
+import rnnjax
 
 PAPER = "Pascanu, Mikolov & Bengio 2013"
 
@@ -67,8 +67,12 @@ class Config:
     hidden_size: int = option(32, "tanh RNN units of the ablation")
     batch_size: int = option(32, "sequences per SGD step")
     num_steps: int = option(3000, "SGD steps per run")
-    learning_rate: float = option(0.3, "SGD learning rate of the ablation (unclipped SGD explodes here)")
-    thresholds: tuple[float, ...] = option((0.1, 0.3, 1.0, 3.0, 10.0), "clipping thresholds (plus 'none')")
+    learning_rate: float = option(
+        0.3, "SGD learning rate of the ablation (unclipped SGD explodes here)"
+    )
+    thresholds: tuple[float, ...] = option(
+        (0.1, 0.3, 1.0, 3.0, 10.0), "clipping thresholds (plus 'none')"
+    )
     num_seeds: int = option(6, "seeds per threshold")
     success_fraction: float = option(0.1, "success: test MSE <= this x baseline (1/6)")
     seed: int = option(0, "master seed")
@@ -78,20 +82,48 @@ PRESETS = {
     "quick": {},
     # T = 50, the shortest length of the paper's pathological tasks, and 50 units; the
     # steps and seeds that fit in about 30 minutes of CPU (estimated, not run here).
-    "full": dict(task_length=50, hidden_size=50, num_steps=5000, num_seeds=8,
-                 learning_rate=0.1, thresholds=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0)),
+    "full": dict(
+        task_length=50,
+        hidden_size=50,
+        num_steps=5000,
+        num_seeds=8,
+        learning_rate=0.1,
+        thresholds=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+    ),
     # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
     # numbers mean nothing.
-    "tiny": dict(unit_steps=8, surface_points=11, gd_steps=4, task_length=4, hidden_size=3,
-                 batch_size=4, num_steps=3, thresholds=(0.5,), num_seeds=2),
+    "tiny": dict(
+        unit_steps=8,
+        surface_points=11,
+        gd_steps=4,
+        task_length=4,
+        hidden_size=3,
+        batch_size=4,
+        num_steps=3,
+        thresholds=(0.5,),
+        num_seeds=2,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(config, "unit_steps", "surface_points", "gd_steps", "gd_learning_rate",
-                   "gd_clip", "task_length", "hidden_size", "batch_size", "num_steps",
-                   "learning_rate", "thresholds", "num_seeds", "success_fraction")
+    check_positive(
+        config,
+        "unit_steps",
+        "surface_points",
+        "gd_steps",
+        "gd_learning_rate",
+        "gd_clip",
+        "task_length",
+        "hidden_size",
+        "batch_size",
+        "num_steps",
+        "learning_rate",
+        "thresholds",
+        "num_seeds",
+        "success_fraction",
+    )
 
 
 # ------------------------------------------------------------ 1-2. the one-unit RNN
@@ -117,8 +149,12 @@ def one_unit_cell() -> rnnjax.Cell:
 
 def unit_loss(config: Config, theta: jax.Array) -> jax.Array:
     """Returns (x_T - target)² for ``theta = (w, b)``."""
-    final, _ = rnnjax.scan(one_unit_cell(), {"w": theta[0], "b": theta[1]},
-                           jnp.zeros((config.unit_steps, 1)), carry=jnp.full((1,), config.x0))
+    final, _ = rnnjax.scan(
+        one_unit_cell(),
+        {"w": theta[0], "b": theta[1]},
+        jnp.zeros((config.unit_steps, 1)),
+        carry=jnp.full((1,), config.x0),
+    )
     return jnp.sum(jnp.square(final - config.target))
 
 
@@ -142,8 +178,10 @@ def descend(config: Config, starts: jax.Array, clips: jax.Array) -> tuple[np.nda
             return theta - config.gd_learning_rate * g, (theta, loss)
 
         last, (path, losses) = jax.lax.scan(body, theta, None, length=config.gd_steps)
-        return (jnp.concatenate([path, last[None]]),
-                jnp.concatenate([losses, unit_loss(config, last)[None]]))
+        return (
+            jnp.concatenate([path, last[None]]),
+            jnp.concatenate([losses, unit_loss(config, last)[None]]),
+        )
 
     paths, losses = jax.jit(jax.vmap(run))(starts, clips)
     return np.asarray(paths, np.float64), np.asarray(losses, np.float64)
@@ -157,24 +195,40 @@ def measure_cliff(config: Config) -> dict:
     # The wall is thinner than the grid: cross it along b at w = 5 and 6 on fine transects,
     # evaluated with the grid in one call.
     walls, fine = (5.0, 6.0), 2001
-    across = [np.stack([np.full(fine, w0), cliff_b(config, np.array(w0)) + np.linspace(-0.05, 0.05, fine)], 1)
-              for w0 in walls]
+    across = [
+        np.stack(
+            [np.full(fine, w0), cliff_b(config, np.array(w0)) + np.linspace(-0.05, 0.05, fine)], 1
+        )
+        for w0 in walls
+    ]
     points = np.concatenate([np.stack([ww.ravel(), bb.ravel()], axis=1), *across])
     loss, grad = jax.jit(jax.vmap(jax.value_and_grad(lambda t: unit_loss(config, t))))(
-        jnp.asarray(points, jnp.float32))
+        jnp.asarray(points, jnp.float32)
+    )
     norms = np.linalg.norm(np.asarray(grad, np.float64), axis=1)
     size = ww.size
-    transects = {w0: float(norms[size + fine * i: size + fine * (i + 1)].max())
-                 for i, w0 in enumerate(walls)}
+    transects = {
+        w0: float(norms[size + fine * i : size + fine * (i + 1)].max())
+        for i, w0 in enumerate(walls)
+    }
     sw, sb = np.meshgrid(np.linspace(5.0, 9.0, 9), np.linspace(-2.0, 1.0, 7))
     starts = np.stack([sw.ravel(), sb.ravel()], axis=1)
     clips = np.repeat([np.inf, config.gd_clip], len(starts))
-    paths, losses = descend(config, jnp.asarray(np.concatenate([starts, starts]), jnp.float32),
-                            jnp.asarray(clips, jnp.float32))
+    paths, losses = descend(
+        config,
+        jnp.asarray(np.concatenate([starts, starts]), jnp.float32),
+        jnp.asarray(clips, jnp.float32),
+    )
     n = len(starts)
-    return {"w": w, "b": b, "surface": np.asarray(loss, np.float64)[:size].reshape(ww.shape),
-            "grad_norm": norms[:size].reshape(ww.shape), "transects": transects,
-            "plain": (paths[:n], losses[:n]), "clipped": (paths[n:], losses[n:])}
+    return {
+        "w": w,
+        "b": b,
+        "surface": np.asarray(loss, np.float64)[:size].reshape(ww.shape),
+        "grad_norm": norms[:size].reshape(ww.shape),
+        "transects": transects,
+        "plain": (paths[:n], losses[:n]),
+        "clipped": (paths[n:], losses[n:]),
+    }
 
 
 def thrown_off(paths: np.ndarray, jump: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -192,26 +246,38 @@ def thrown_off(paths: np.ndarray, jump: float = 1.0) -> tuple[np.ndarray, np.nda
 
 def clipping_ablation(config: Config) -> dict:
     """Returns test MSEs ``(thresholds + 1, seeds)`` (last row: no clipping) and gradient norms."""
-    optimizer = optax.chain(optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=1.0),
-                            optax.sgd(config.learning_rate))
+    optimizer = optax.chain(
+        optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=1.0),
+        optax.sgd(config.learning_rate),
+    )
     thresholds = list(config.thresholds) + [float("inf")]
-    runs = train_on_adding(rnnjax.elman(config.hidden_size), optimizer,
-                           [{"max_norm": c} for c in thresholds], length=config.task_length,
-                           batch_size=config.batch_size, num_steps=config.num_steps,
-                           num_seeds=config.num_seeds, seed=config.seed)
+    runs = train_on_adding(
+        rnnjax.elman(config.hidden_size),
+        optimizer,
+        [{"max_norm": c} for c in thresholds],
+        length=config.task_length,
+        batch_size=config.batch_size,
+        num_steps=config.num_steps,
+        num_seeds=config.num_seeds,
+        seed=config.seed,
+    )
     return {"thresholds": thresholds, **runs}
 
 
 # ------------------------------------------------------------------------------ main
 
 
-def make_figures(config: Config, cliff: dict, ablation: dict, success: np.ndarray, run_dir: str) -> list[str]:
+def make_figures(
+    config: Config, cliff: dict, ablation: dict, success: np.ndarray, run_dir: str
+) -> list[str]:
     """Writes the figures; returns their paths."""
     plt = pyplot()
     paths = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ww, bb = np.meshgrid(cliff["w"], cliff["b"])
-    mesh = axes[0].pcolormesh(ww, bb, np.log10(cliff["surface"] + 1e-4), shading="auto", cmap="viridis")
+    mesh = axes[0].pcolormesh(
+        ww, bb, np.log10(cliff["surface"] + 1e-4), shading="auto", cmap="viridis"
+    )
     fig.colorbar(mesh, ax=axes[0], label=r"$\log_{10}$ loss")
     (plain_paths, _), (clip_paths, _) = cliff["plain"], cliff["clipped"]
     jumped, _ = thrown_off(plain_paths)
@@ -227,7 +293,9 @@ def make_figures(config: Config, cliff: dict, ablation: dict, success: np.ndarra
     axes[0].set_ylabel("b")
     axes[0].set_title("Loss; GD without clipping (white) and with (red, dashed)")
     axes[0].legend(fontsize=8, loc="lower left")
-    mesh = axes[1].pcolormesh(ww, bb, np.log10(cliff["grad_norm"] + 1e-8), shading="auto", cmap="magma")
+    mesh = axes[1].pcolormesh(
+        ww, bb, np.log10(cliff["grad_norm"] + 1e-8), shading="auto", cmap="magma"
+    )
     fig.colorbar(mesh, ax=axes[1], label=r"$\log_{10} \|\nabla\|$")
     axes[1].set_xlabel("w")
     axes[1].set_title("Gradient norm (the wall is thinner than the grid)")
@@ -255,24 +323,29 @@ def main(argv: list[str] | None = None) -> dict:
     wall = max(cliff["transects"].values())
     typical = float(np.median(cliff["grad_norm"]))
     claim_wall = Claim(
-        PAPER, "Sec. 3.3, Fig. 6 (surface)",
+        PAPER,
+        "Sec. 3.3, Fig. 6 (surface)",
         "the one-unit RNN's loss surface has a wall where the gradient explodes",
         "a high-curvature wall (figure)",
         f"max ||∇L|| across the wall (w=5, 6): {wall:.3g}; median over the (w, b) grid: {typical:.3g} "
         f"(x{wall / typical:.2g})",
         bool(wall >= 1000 * typical),
         differs="σ taken as the logistic sigmoid; 'explodes' is read as at least 1000 x the "
-                "median gradient norm of the surface.")
+        "median gradient norm of the surface.",
+    )
 
     plain_paths, plain_loss = cliff["plain"]
     clip_paths, clip_loss = cliff["clipped"]
     jumped, largest = thrown_off(plain_paths)
-    rise = [float(np.max(plain_loss[i, 1:] / np.maximum(plain_loss[i, :-1], 1e-12)))
-            for i in np.nonzero(jumped)[0]]
+    rise = [
+        float(np.max(plain_loss[i, 1:] / np.maximum(plain_loss[i, :-1], 1e-12)))
+        for i in np.nonzero(jumped)[0]
+    ]
     clip_jumped, clip_largest = thrown_off(clip_paths)
     ratio = float(np.median(clip_loss[:, -1]) / np.median(clip_loss[:, 0]))
     claim_jump = Claim(
-        PAPER, "Fig. 6 (trajectories)",
+        PAPER,
+        "Fig. 6 (trajectories)",
         "without clipping, descent that hits the wall is thrown off; with clipping it stays "
         "by the wall and keeps descending",
         "solid (thrown off) vs dashed (clipped) arrows (schematic)",
@@ -282,54 +355,83 @@ def main(argv: list[str] | None = None) -> dict:
         f"{clip_largest.max():.3g}, median loss x{ratio:.2g} of its start",
         bool(jumped.mean() >= 0.25 and not clip_jumped.any() and ratio < 0.1),
         differs=f"{len(jumped)} starts on a grid w in [5, 9], b in [-2, 1], {config.gd_steps} "
-                f"steps of lr {config.gd_learning_rate}; 'thrown off' is read as one step moving "
-                "(w, b) by at least 1 (a tenth of the plotted width), 'keeps descending' as the "
-                "median final loss below a tenth of the median start loss.")
+        f"steps of lr {config.gd_learning_rate}; 'thrown off' is read as one step moving "
+        "(w, b) by at least 1 (a tenth of the plotted width), 'keeps descending' as the "
+        "median final loss below a tenth of the median start loss.",
+    )
 
-    success = np.mean(ablation["test_mse"] <= config.success_fraction * ablation["baseline"], axis=1)
+    success = np.mean(
+        ablation["test_mse"] <= config.success_fraction * ablation["baseline"], axis=1
+    )
     clipped_rates, plain_rate = success[:-1], float(success[-1])
     small = [i for i, c in enumerate(config.thresholds) if c <= ablation["grad_norm_median_start"]]
     claim_sgd = Claim(
-        PAPER, "Sec. 5 (SGD vs SGD-C)",
+        PAPER,
+        "Sec. 5 (SGD vs SGD-C)",
         "gradient clipping lets SGD train a tanh RNN where plain SGD fails",
         "SGD-C succeeds more often than SGD (figure 7)",
         f"success rate: no clipping {plain_rate:.2f}; clipped "
         + ", ".join(f"c={c:g}: {r:.2f}" for c, r in zip(config.thresholds, clipped_rates)),
         bool(clipped_rates.max() - plain_rate >= 0.5),
         differs=f"adding problem T={config.task_length} (paper: T >= 50, several tasks), "
-                f"{config.hidden_size} units, {config.num_seeds} seeds, {config.num_steps} steps "
-                f"at lr {config.learning_rate}; success = test MSE <= {config.success_fraction:g} "
-                "x baseline; 'lets SGD train' is read as a success rate at least 0.5 higher.")
+        f"{config.hidden_size} units, {config.num_seeds} seeds, {config.num_steps} steps "
+        f"at lr {config.learning_rate}; success = test MSE <= {config.success_fraction:g} "
+        "x baseline; 'lets SGD train' is read as a success rate at least 0.5 higher.",
+    )
     claim_threshold = Claim(
-        PAPER, "Sec. 3.2 (choice of threshold)",
+        PAPER,
+        "Sec. 3.2 (choice of threshold)",
         "training is not very sensitive to the threshold and works even for rather small ones",
         "qualitative",
         f"median gradient norm of the first 100 steps {ablation['grad_norm_median_start']:.3g}; success at "
-        "thresholds below it: " + (", ".join(f"c={config.thresholds[i]:g}: {clipped_rates[i]:.2f}"
-                                             for i in small) or "none tested"),
+        "thresholds below it: "
+        + (
+            ", ".join(f"c={config.thresholds[i]:g}: {clipped_rates[i]:.2f}" for i in small)
+            or "none tested"
+        ),
         bool(small) and bool(all(clipped_rates[i] >= 0.5 for i in small)),
         differs="'works' is read as a success rate of at least 0.5 at every threshold below "
-                "the typical gradient norm.")
+        "the typical gradient norm.",
+    )
 
-    results = {"wall_max_grad_norm": cliff["transects"], "surface_median_grad_norm": typical,
-               "plain_largest_step": largest, "clipped_largest_step": clip_largest,
-               "plain_final_loss": plain_loss[:, -1], "clipped_final_loss": clip_loss[:, -1],
-               "ablation": {**ablation, "success_rate": success}}
+    results = {
+        "wall_max_grad_norm": cliff["transects"],
+        "surface_median_grad_norm": typical,
+        "plain_largest_step": largest,
+        "clipped_largest_step": clip_largest,
+        "plain_final_loss": plain_loss[:, -1],
+        "clipped_final_loss": clip_loss[:, -1],
+        "ablation": {**ablation, "success_rate": success},
+    }
     figures = make_figures(config, cliff, ablation, success, run_dir)
-    table = ["| threshold | success rate | median test MSE / baseline | skipped non-finite updates |",
-             "|---|---|---|---|"]
+    table = [
+        "| threshold | success rate | median test MSE / baseline | skipped non-finite updates |",
+        "|---|---|---|---|",
+    ]
     for i, c in enumerate(ablation["thresholds"]):
-        table.append(f"| {'none' if math.isinf(c) else f'{c:g}'} | {success[i]:.2f} | "
-                     f"{np.median(ablation['test_mse'][i]) / ablation['baseline']:.3g} | "
-                     f"{int(np.sum(ablation['skipped_updates'][i]))} |")
-    notes = [f"Clipping ablation: tanh RNN ({config.hidden_size} units), adding problem "
-             f"T={config.task_length}, plain SGD lr {config.learning_rate}, batch "
-             f"{config.batch_size}, {config.num_steps} steps, {config.num_seeds} seeds:", "",
-             *table, "",
-             "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + "."]
-    return write_run(run_dir, title=f"{PAPER}: the cliff and gradient clipping", config=config,
-                     claims=[claim_wall, claim_jump, claim_sgd, claim_threshold],
-                     results=results, notes=notes, wall_time_s=time.perf_counter() - t0)
+        table.append(
+            f"| {'none' if math.isinf(c) else f'{c:g}'} | {success[i]:.2f} | "
+            f"{np.median(ablation['test_mse'][i]) / ablation['baseline']:.3g} | "
+            f"{int(np.sum(ablation['skipped_updates'][i]))} |"
+        )
+    notes = [
+        f"Clipping ablation: tanh RNN ({config.hidden_size} units), adding problem "
+        f"T={config.task_length}, plain SGD lr {config.learning_rate}, batch "
+        f"{config.batch_size}, {config.num_steps} steps, {config.num_seeds} seeds:",
+        "",
+        *table,
+        "",
+        "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
+    ]
+    return write_run(
+        run_dir,
+        title=f"{PAPER}: the cliff and gradient clipping",
+        config=config,
+        claims=[claim_wall, claim_jump, claim_sgd, claim_threshold],
+        results=results,
+        notes=notes,
+        wall_time_s=time.perf_counter() - t0,
+    )
 
 
 if __name__ == "__main__":

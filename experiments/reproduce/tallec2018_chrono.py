@@ -40,10 +40,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import rnnjax  # noqa: E402
-from rnnjax import diagnostics, models, readouts, tasks, training  # noqa: E402
+from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
 
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run  # noqa: E402
+import rnnjax
+from rnnjax import diagnostics, models, readouts, tasks, training
 
 PAPER = "Tallec & Ollivier 2018"
 
@@ -52,7 +52,9 @@ PAPER = "Tallec & Ollivier 2018"
 class Config:
     """Everything that defines the run; saved as ``config.json``."""
 
-    num_blanks: int = option(200, "T, the blanks between the symbols and the recall (paper: 500, 2000)")
+    num_blanks: int = option(
+        200, "T, the blanks between the symbols and the recall (paper: 500, 2000)"
+    )
     num_symbols: int = option(3, "symbols to copy (paper: 10)")
     hidden_size: int = option(32, "LSTM units (paper: 128)")
     chrono_factor: float = option(1.5, "T_max = chrono_factor x T (paper: 3/2)")
@@ -71,20 +73,46 @@ PRESETS = {
     "quick": {},
     # T = 500, the paper's shorter copy task, with its 10 symbols; 64 units (paper: 128)
     # and the steps that fit in about 30 minutes here.
-    "full": dict(num_blanks=500, num_symbols=10, hidden_size=64, num_steps=2000,
-                 learning_rate=1e-3, eval_every=200, num_seeds=2),
+    "full": dict(
+        num_blanks=500,
+        num_symbols=10,
+        hidden_size=64,
+        num_steps=2000,
+        learning_rate=1e-3,
+        eval_every=200,
+        num_seeds=2,
+    ),
     # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
     # numbers mean nothing.
-    "tiny": dict(num_blanks=4, num_symbols=2, hidden_size=3, batch_size=4, num_steps=4,
-                 eval_every=2, test_size=8, num_seeds=1),
+    "tiny": dict(
+        num_blanks=4,
+        num_symbols=2,
+        hidden_size=3,
+        batch_size=4,
+        num_steps=4,
+        eval_every=2,
+        test_size=8,
+        num_seeds=1,
+    ),
 }
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(config, "num_blanks", "num_symbols", "hidden_size", "chrono_factor",
-                   "batch_size", "num_steps", "learning_rate", "num_seeds", "eval_every",
-                   "test_size", "beats_fraction")
+    check_positive(
+        config,
+        "num_blanks",
+        "num_symbols",
+        "hidden_size",
+        "chrono_factor",
+        "batch_size",
+        "num_steps",
+        "learning_rate",
+        "num_seeds",
+        "eval_every",
+        "test_size",
+        "beats_fraction",
+    )
     if config.optimizer not in ("adam", "rmsprop"):
         raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
 
@@ -99,8 +127,10 @@ def train(config: Config, inits: dict[str, rnnjax.Cell], task: tasks.Task, key: 
     cells = list(inits.values())
     if any(c.kind != cells[0].kind for c in cells):
         raise ValueError("the initialisations must share one step equation (cell.kind)")
-    models_ = {n: models.many_to_many(rnnjax.recurrent(c), readouts.linear(task.output_size))
-               for n, c in inits.items()}
+    models_ = {
+        n: models.many_to_many(rnnjax.recurrent(c), readouts.linear(task.output_size))
+        for n, c in inits.items()
+    }
     model = next(iter(models_.values()))
     optimizer = getattr(optax, config.optimizer)(config.learning_rate)
     test_xs, test_targets = tasks.sample_batch(task, jax.random.fold_in(key, 1), config.test_size)
@@ -119,28 +149,51 @@ def train(config: Config, inits: dict[str, rnnjax.Cell], task: tasks.Task, key: 
         return {"loss": loss, "accuracy": jnp.mean(jax.vmap(task.accuracy)(outputs, test_targets))}
 
     seed_keys = jax.random.split(jax.random.fold_in(key, 0), config.num_seeds)
-    states = [training.init_train_state(jax.random.fold_in(k, 1), m.init(k, task.input_size), optimizer)
-              for m in models_.values() for k in seed_keys]
+    states = [
+        training.init_train_state(jax.random.fold_in(k, 1), m.init(k, task.input_size), optimizer)
+        for m in models_.values()
+        for k in seed_keys
+    ]
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    ratio = jax.jit(jax.vmap(lambda p: recall_gradient(
-        cells[0], p, task, config.num_symbols, test_xs[:16], test_targets[:16])))(states.params)
-    result = training.fit(training.make_train_step(loss_fn, optimizer), states,
-                          lambda k, step: tasks.sample_batch(task, k, config.batch_size),
-                          config.num_steps, eval_fn=eval_fn, progress=None,
-                          schedule=training.Schedule(chunk_size=config.eval_every,
-                                                     eval_every=config.eval_every))
+    ratio = jax.jit(
+        jax.vmap(
+            lambda p: recall_gradient(
+                cells[0], p, task, config.num_symbols, test_xs[:16], test_targets[:16]
+            )
+        )
+    )(states.params)
+    result = training.fit(
+        training.make_train_step(loss_fn, optimizer),
+        states,
+        lambda k, step: tasks.sample_batch(task, k, config.batch_size),
+        config.num_steps,
+        eval_fn=eval_fn,
+        progress=None,
+        schedule=training.Schedule(chunk_size=config.eval_every, eval_every=config.eval_every),
+    )
     rows = [r for r in result.history if "eval/loss" in r]
     losses = np.asarray([r["eval/loss"] for r in rows], np.float64).T  # (runs, evals)
     accuracy = np.asarray([r["eval/accuracy"] for r in rows], np.float64).T
     n = config.num_seeds
-    return {name: {"steps": [r["step"] for r in rows], "test_loss": losses[i * n:(i + 1) * n],
-                   "accuracy": accuracy[i * n:(i + 1) * n],
-                   "grad_ratio_init": np.asarray(ratio, np.float64)[i * n:(i + 1) * n]}
-            for i, name in enumerate(inits)}
+    return {
+        name: {
+            "steps": [r["step"] for r in rows],
+            "test_loss": losses[i * n : (i + 1) * n],
+            "accuracy": accuracy[i * n : (i + 1) * n],
+            "grad_ratio_init": np.asarray(ratio, np.float64)[i * n : (i + 1) * n],
+        }
+        for i, name in enumerate(inits)
+    }
 
 
-def recall_gradient(cell: rnnjax.Cell, params: dict, task: tasks.Task, num_symbols: int,
-                    xs: jax.Array, targets: jax.Array) -> jax.Array:
+def recall_gradient(
+    cell: rnnjax.Cell,
+    params: dict,
+    task: tasks.Task,
+    num_symbols: int,
+    xs: jax.Array,
+    targets: jax.Array,
+) -> jax.Array:
     """Returns ||dL/dh_K|| / ||dL/dh_T|| averaged over ``xs: (B, T, I)``, L the recall loss.
 
     L is the cross-entropy of the last ``num_symbols`` outputs only (the recall), h_K the
@@ -153,7 +206,9 @@ def recall_gradient(cell: rnnjax.Cell, params: dict, task: tasks.Task, num_symbo
         def recall_loss(final_carry, ys):
             del final_carry
             logits = readout.apply(params["readout"], ys[-num_symbols:])
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, target[-num_symbols:]))
+            return jnp.mean(
+                optax.softmax_cross_entropy_with_integer_labels(logits, target[-num_symbols:])
+            )
 
         norms = diagnostics.state_gradient_norms(cell, params["rnn"], x, recall_loss)
         return norms[num_symbols - 1] / norms[-1]
@@ -168,40 +223,61 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     task = tasks.copy_memory(config.num_blanks, num_symbols=config.num_symbols)
     t_max = config.chrono_factor * config.num_blanks
-    inits = {"standard": ("standard (forget bias 1)", rnnjax.lstm(config.hidden_size)),
-             "chrono": (f"chrono (T_max = {t_max:g})", rnnjax.lstm(config.hidden_size, chrono_t_max=t_max))}
-    print(f"both initialisations x {config.num_seeds} seeds x {config.num_steps} steps", file=sys.stderr)
-    runs = train(config, {n: cell for n, (_, cell) in inits.items()}, task, jax.random.key(config.seed))
+    inits = {
+        "standard": ("standard (forget bias 1)", rnnjax.lstm(config.hidden_size)),
+        "chrono": (
+            f"chrono (T_max = {t_max:g})",
+            rnnjax.lstm(config.hidden_size, chrono_t_max=t_max),
+        ),
+    }
+    print(
+        f"both initialisations x {config.num_seeds} seeds x {config.num_steps} steps",
+        file=sys.stderr,
+    )
+    runs = train(
+        config, {n: cell for n, (_, cell) in inits.items()}, task, jax.random.key(config.seed)
+    )
 
     baseline = task.baseline_loss
     final = {n: r["test_loss"][:, -1] / baseline for n, r in runs.items()}
     below = config.beats_fraction
 
     def first_below(r):
-        hits = [s for s, v in zip(r["steps"], np.median(r["test_loss"], axis=0)) if v <= below * baseline]
+        hits = [
+            s
+            for s, v in zip(r["steps"], np.median(r["test_loss"], axis=0))
+            if v <= below * baseline
+        ]
         return hits[0] if hits else None
 
-    ours = (f"final test loss / baseline (median of {config.num_seeds} seeds): chrono "
-            f"{np.median(final['chrono']):.3f}, standard {np.median(final['standard']):.3f}; "
-            f"recall accuracy chrono {np.median(runs['chrono']['accuracy'][:, -1]):.2f}, standard "
-            f"{np.median(runs['standard']['accuracy'][:, -1]):.2f} (chance 1/8); first step below "
-            f"{below:g} x baseline: chrono {first_below(runs['chrono'])}, standard "
-            f"{first_below(runs['standard'])}")
+    ours = (
+        f"final test loss / baseline (median of {config.num_seeds} seeds): chrono "
+        f"{np.median(final['chrono']):.3f}, standard {np.median(final['standard']):.3f}; "
+        f"recall accuracy chrono {np.median(runs['chrono']['accuracy'][:, -1]):.2f}, standard "
+        f"{np.median(runs['standard']['accuracy'][:, -1]):.2f} (chance 1/8); first step below "
+        f"{below:g} x baseline: chrono {first_below(runs['chrono'])}, standard "
+        f"{first_below(runs['standard'])}"
+    )
     claim = Claim(
-        PAPER, "Sec. 5, Fig. 3 (copy task)",
+        PAPER,
+        "Sec. 5, Fig. 3 (copy task)",
         f"at long T the chrono LSTM goes far below the memoryless baseline; the standard one stays at it "
         f"(here T={config.num_blanks})",
         "chrono → loss ≈ 0; standard ≈ baseline 10 ln 8 / (T + 20), T = 500, 2000",
         ours,
         bool(np.median(final["chrono"]) <= below and np.median(final["standard"]) > below),
-        differs=(f"T={config.num_blanks}, {config.num_symbols} symbols, {config.hidden_size} units, "
-                 f"{config.num_steps} {config.optimizer} steps at lr {config.learning_rate:g}, batch "
-                 f"{config.batch_size}, {config.num_seeds} seeds (paper: T = 500 and 2000, 10 "
-                 "symbols, 128 units, many more steps); 'far below' is read as <= "
-                 f"{below:g} x baseline, 'stays at it' as above that."))
+        differs=(
+            f"T={config.num_blanks}, {config.num_symbols} symbols, {config.hidden_size} units, "
+            f"{config.num_steps} {config.optimizer} steps at lr {config.learning_rate:g}, batch "
+            f"{config.batch_size}, {config.num_seeds} seeds (paper: T = 500 and 2000, 10 "
+            "symbols, 128 units, many more steps); 'far below' is read as <= "
+            f"{below:g} x baseline, 'stays at it' as above that."
+        ),
+    )
     ratio = {n: float(np.median(r["grad_ratio_init"])) for n, r in runs.items()}
     claim_gradient = Claim(
-        PAPER, "Sec. 3-4 (why chrono works)",
+        PAPER,
+        "Sec. 3-4 (why chrono works)",
         "chrono biases spread the forgetting times over [1, T_max], so at initialisation the "
         "recall's gradient reaches the stored symbols; forget bias 1 forgets within a few steps",
         "characteristic forgetting times up to T_max (by construction); gradient reach not reported",
@@ -209,15 +285,21 @@ def main(argv: list[str] | None = None) -> dict:
         f"standard {ratio['standard']:.2e}",
         bool(ratio["chrono"] >= 1e3 * ratio["standard"]),
         differs="Our reading of the paper's argument as a measurement: 'reaches' is read as "
-                "at least 1000x more of the recall's gradient at the symbols than with forget bias 1.")
+        "at least 1000x more of the recall's gradient at the symbols than with forget bias 1.",
+    )
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, color in (("standard", "tab:red"), ("chrono", "tab:blue")):
         r = runs[name]
         for s in range(config.num_seeds):
-            axes[0].plot(r["steps"], r["test_loss"][s] / baseline, color=color, alpha=0.8,
-                         label=inits[name][0] if s == 0 else None)
+            axes[0].plot(
+                r["steps"],
+                r["test_loss"][s] / baseline,
+                color=color,
+                alpha=0.8,
+                label=inits[name][0] if s == 0 else None,
+            )
             axes[1].plot(r["steps"], r["accuracy"][s], color=color, alpha=0.8)
     axes[0].axhline(1, color="k", ls="--", lw=1, label="memoryless baseline")
     axes[0].set_yscale("log")
@@ -230,22 +312,43 @@ def main(argv: list[str] | None = None) -> dict:
     fig.suptitle(f"Copy task, T = {config.num_blanks}, {config.num_symbols} symbols")
     figure = save_figure(fig, run_dir, "copy_learning_curves")
 
-    table = ["| step | " + " | ".join(f"{inits[n][0]}" for n in runs) + " |",
-             "|---|" + "---|" * len(runs)]
+    table = [
+        "| step | " + " | ".join(f"{inits[n][0]}" for n in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
     for j, step in enumerate(runs["chrono"]["steps"]):
-        table.append(f"| {step} | " + " | ".join(
-            f"{np.median(r['test_loss'][:, j]) / baseline:.3f} (acc {np.median(r['accuracy'][:, j]):.2f})"
-            for r in runs.values()) + " |")
-    notes = [f"Test loss / memoryless baseline ({baseline:.4g}) and recall accuracy, median over "
-             "seeds:", "", *table, "",
-             "||dL/dh_K|| / ||dL/dh_T|| (L: the recall loss, K: the last symbol read) is measured "
-             "on 16 test sequences at initialisation.", "",
-             f"Figure: {os.path.relpath(figure, run_dir)}."]
-    results = {"baseline": baseline, "t_max": t_max,
-               **{f"{n}_{k}": v for n, r in runs.items() for k, v in r.items()}}
-    return write_run(run_dir, title=f"{PAPER}: chrono initialisation on the copy task",
-                     config=config, claims=[claim, claim_gradient], results=results, notes=notes,
-                     wall_time_s=time.perf_counter() - t0)
+        table.append(
+            f"| {step} | "
+            + " | ".join(
+                f"{np.median(r['test_loss'][:, j]) / baseline:.3f} (acc {np.median(r['accuracy'][:, j]):.2f})"
+                for r in runs.values()
+            )
+            + " |"
+        )
+    notes = [
+        f"Test loss / memoryless baseline ({baseline:.4g}) and recall accuracy, median over seeds:",
+        "",
+        *table,
+        "",
+        "||dL/dh_K|| / ||dL/dh_T|| (L: the recall loss, K: the last symbol read) is measured "
+        "on 16 test sequences at initialisation.",
+        "",
+        f"Figure: {os.path.relpath(figure, run_dir)}.",
+    ]
+    results = {
+        "baseline": baseline,
+        "t_max": t_max,
+        **{f"{n}_{k}": v for n, r in runs.items() for k, v in r.items()},
+    }
+    return write_run(
+        run_dir,
+        title=f"{PAPER}: chrono initialisation on the copy task",
+        config=config,
+        claims=[claim, claim_gradient],
+        results=results,
+        notes=notes,
+        wall_time_s=time.perf_counter() - t0,
+    )
 
 
 if __name__ == "__main__":

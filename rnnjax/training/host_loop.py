@@ -22,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -51,8 +52,9 @@ def _check_interval(name: str, value: Any, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +80,11 @@ class Schedule:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            _check_interval(field.name, getattr(self, field.name),
-                            allow_none=field.name not in ("chunk_size", "keep_checkpoints"))
+            _check_interval(
+                field.name,
+                getattr(self, field.name),
+                allow_none=field.name not in ("chunk_size", "keep_checkpoints"),
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +122,9 @@ class EarlyStopping:
             return False
         if best is None:
             return True
-        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+        return (
+            value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+        )
 
 
 class _Watch:
@@ -189,7 +196,9 @@ def _boundaries(start: int, num_steps: int, intervals: Iterable[int]) -> list[in
     return sorted(s for s in ends if s > start)
 
 
-def _first_nonfinite(metrics: Mapping[str, np.ndarray], skipping: bool) -> tuple[int, str, Any] | None:
+def _first_nonfinite(
+    metrics: Mapping[str, np.ndarray], skipping: bool
+) -> tuple[int, str, Any] | None:
     """Returns (index in chunk, metric name, run indices) of the first non-finite metric."""
     names = ("param_norm",) if skipping else ("loss", "grad_norm", "param_norm")
     first = None
@@ -271,7 +280,9 @@ def fit(
     """
     _check_interval("num_steps", num_steps, allow_none=False)
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a rnnjax.training.Schedule, got {type(schedule).__name__}")
+        raise TypeError(
+            f"schedule must be a rnnjax.training.Schedule, got {type(schedule).__name__}"
+        )
     if not isinstance(state, TrainState):
         raise TypeError(f"state must be a TrainState, got {type(state).__name__}")
     batched = np.ndim(state.step) == 1
@@ -281,15 +292,20 @@ def fit(
     lead = jax.process_index() == 0  # only one host writes files and shows progress
     if early_stopping is not None:
         if not isinstance(early_stopping, EarlyStopping):
-            raise TypeError(f"early_stopping must be a rnnjax.training.EarlyStopping, got "
-                            f"{type(early_stopping).__name__}")
+            raise TypeError(
+                f"early_stopping must be a rnnjax.training.EarlyStopping, got "
+                f"{type(early_stopping).__name__}"
+            )
         if batched:
-            raise ValueError("early_stopping needs a single run: vmapped runs (state.step of "
-                             f"shape {np.shape(state.step)}) would each stop at their own step")
+            raise ValueError(
+                "early_stopping needs a single run: vmapped runs (state.step of "
+                f"shape {np.shape(state.step)}) would each stop at their own step"
+            )
     if tensorboard and run_dir is None:
         raise ValueError("tensorboard=True needs a run_dir to write the event files to")
-    processes.check_same_on_all_processes(state=state, num_steps=num_steps, schedule=schedule,
-                                          config=config, resume=resume)
+    processes.check_same_on_all_processes(
+        state=state, num_steps=num_steps, schedule=schedule, config=config, resume=resume
+    )
 
     state = replicate(state, mesh)
     history: list[dict] = []
@@ -299,18 +315,24 @@ def fit(
         run_dir = os.path.abspath(os.fspath(run_dir))
         os.makedirs(run_dir, exist_ok=True)
         files.check_or_save_config(run_dir, config, write=lead)
-        manager = stack.enter_context(checkpoints.open_checkpoints(
-            os.path.join(run_dir, "checkpoints"), keep=schedule.keep_checkpoints))
+        manager = stack.enter_context(
+            checkpoints.open_checkpoints(
+                os.path.join(run_dir, "checkpoints"), keep=schedule.keep_checkpoints
+            )
+        )
         if early_stopping is not None:
-            best = stack.enter_context(checkpoints.open_checkpoints(
-                os.path.join(run_dir, "best"), keep=1))
+            best = stack.enter_context(
+                checkpoints.open_checkpoints(os.path.join(run_dir, "best"), keep=1)
+            )
         if tensorboard and lead:
             writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir)))
     with processes.note_failure(run_dir), stack:
         if manager is not None and manager.all_steps():
             if not resume:
-                raise ValueError(f"run_dir {run_dir} already has checkpoints "
-                                 f"{sorted(manager.all_steps())}; pass resume=True or a new run_dir")
+                raise ValueError(
+                    f"run_dir {run_dir} already has checkpoints "
+                    f"{sorted(manager.all_steps())}; pass resume=True or a new run_dir"
+                )
             state = checkpoints.restore(manager, state)
             start = checkpoints.checkpoint_step(state)
             # Rows from after the checkpoint (a crash between logging and saving) are redone.
@@ -326,11 +348,23 @@ def fit(
         if start > num_steps:
             raise ValueError(f"the state is at step {start}, past num_steps={num_steps}")
         return _loop(
-            train_step, state, batch_fn, num_steps, start=start, history=history,
-            run_dir=run_dir if lead else None, manager=manager, schedule=schedule,
-            eval_fn=eval_fn, hooks=hooks, mesh=mesh, batched=batched,
+            train_step,
+            state,
+            batch_fn,
+            num_steps,
+            start=start,
+            history=history,
+            run_dir=run_dir if lead else None,
+            manager=manager,
+            schedule=schedule,
+            eval_fn=eval_fn,
+            hooks=hooks,
+            mesh=mesh,
+            batched=batched,
             progress=(sys.stderr.isatty() if progress is None else progress) and lead,
-            exit_on_interrupt=exit_on_interrupt, early_stopping=early_stopping, best=best,
+            exit_on_interrupt=exit_on_interrupt,
+            early_stopping=early_stopping,
+            best=best,
             writer=writer,
         )
 
@@ -339,8 +373,10 @@ def _tensorboard_writer(run_dir: str):
     try:
         from tensorboardX import SummaryWriter
     except ImportError as e:
-        raise ImportError("fit(tensorboard=True) needs tensorboardX: pip install "
-                          "'rnnjax[tensorboard]' (or tensorboardX)") from e
+        raise ImportError(
+            "fit(tensorboard=True) needs tensorboardX: pip install "
+            "'rnnjax[tensorboard]' (or tensorboardX)"
+        ) from e
     return SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
 
@@ -385,9 +421,27 @@ def _deferred_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
-def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, manager,
-          schedule, eval_fn, hooks, mesh, batched, progress, exit_on_interrupt,
-          early_stopping, best, writer):
+def _loop(
+    train_step,
+    state,
+    batch_fn,
+    num_steps,
+    *,
+    start,
+    history,
+    run_dir,
+    manager,
+    schedule,
+    eval_fn,
+    hooks,
+    mesh,
+    batched,
+    progress,
+    exit_on_interrupt,
+    early_stopping,
+    best,
+    writer,
+):
     from tqdm.auto import tqdm
 
     append = functools.partial(_append, run_dir=run_dir, writer=writer)
@@ -402,8 +456,14 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
     ckpt_every = schedule.checkpoint_every or num_steps
     hook_every = schedule.hook_every or chunk_size
     t_start = time.perf_counter()
-    bar = tqdm(total=num_steps, initial=start, unit="step", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     last_saved = None
     if manager is not None and manager.all_steps():
         last_saved = os.path.join(os.fspath(manager.directory), str(max(manager.all_steps())))
@@ -418,8 +478,9 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                     raise KeyboardInterrupt
                 if end > step:
                     t0 = time.perf_counter()
-                    new_state, metrics = _run_chunk(train_step, state, batch_fn, end - step,
-                                                    batched, mesh)
+                    new_state, metrics = _run_chunk(
+                        train_step, state, batch_fn, end - step, batched, mesh
+                    )
                     metrics = jax.device_get(metrics)
                     dt = (time.perf_counter() - t0) / (end - step)
                     rows = _rows(metrics, step, end - step, batched, dt)
@@ -437,11 +498,17 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
                 # Events at `step`: eval and hooks describe the state after `step` updates.
                 if eval_fn is not None and (step % eval_every == 0 or step == num_steps):
                     out = _evaluate(eval_fn, state.params, _eval_keys(state, batched), batched)
-                    pending.update({f"eval/{k}": files.to_python(v) for k, v in jax.device_get(out).items()})
+                    pending.update(
+                        {f"eval/{k}": files.to_python(v) for k, v in jax.device_get(out).items()}
+                    )
                 if hooks and (step % hook_every == 0 or step == num_steps):
                     for hook in hooks:
                         pending.update({k: files.to_python(v) for k, v in hook(state).items()})
-                if manager is not None and step > start and (step % ckpt_every == 0 or step == num_steps):
+                if (
+                    manager is not None
+                    and step > start
+                    and (step % ckpt_every == 0 or step == num_steps)
+                ):
                     last_saved = checkpoints.save(manager, state)
                 if watch is not None and watch.rule.metric in pending:
                     if watch.update(pending[watch.rule.metric], step):
@@ -471,21 +538,35 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
             files.write_metrics(run_dir, history)
         saved = checkpoints.save(manager, state) if manager is not None else None
         last_saved = saved or last_saved
-        where = (f"checkpoint of step {step} saved to {saved}; run again to resume" if saved
-                 else "no run_dir, so nothing was saved")
+        where = (
+            f"checkpoint of step {step} saved to {saved}; run again to resume"
+            if saved
+            else "no run_dir, so nothing was saved"
+        )
         if jax.process_index() == 0:
             print(f"Interrupted at step {step}: {where}.", file=sys.stderr)
     elif pending:
         last_train = next((r for r in reversed(history) if "loss" in r), None)
-        train = {} if last_train is None else {
-            f"train/{k}": v for k, v in last_train.items() if k != "time_per_step"}
+        train = (
+            {}
+            if last_train is None
+            else {f"train/{k}": v for k, v in last_train.items() if k != "time_per_step"}
+        )
         append(history, [{"step": step, **pending, **train}])
     best_step = None if watch is None else watch.best_step
     if run_dir is not None:
-        _write_summary(run_dir, history, step, num_steps, interrupted,
-                       time.perf_counter() - t_start, last_saved,
-                       early={"stopped_early": stopped_early, "best_step": best_step,
-                              "best": watch.best} if watch is not None else None)
+        _write_summary(
+            run_dir,
+            history,
+            step,
+            num_steps,
+            interrupted,
+            time.perf_counter() - t_start,
+            last_saved,
+            early={"stopped_early": stopped_early, "best_step": best_step, "best": watch.best}
+            if watch is not None
+            else None,
+        )
     if interrupted and exit_on_interrupt:
         raise SystemExit(130)
     if watch is not None and watch.rule.restore_best and best_state is not None:
@@ -493,8 +574,9 @@ def _loop(train_step, state, batch_fn, num_steps, *, start, history, run_dir, ma
     return FitResult(state, history, interrupted, stopped_early, best_step)
 
 
-def _rows(metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool,
-          time_per_step: float) -> list[dict]:
+def _rows(
+    metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool, time_per_step: float
+) -> list[dict]:
     """Returns one dict per step of a chunk from metrics stacked to (n,) or (N, n)."""
     rows = []
     for i in range(n):
@@ -527,29 +609,47 @@ def _nonfinite_error(step: int, bad: tuple, manager: Any, last_saved: str | None
         ckpt = "no checkpoint had been saved yet"
     else:
         ckpt = f"the last good checkpoint, {last_saved}, is untouched"
-    hint = ("" if metric == "param_norm" else
-            "; to skip such updates instead, use make_train_step(..., skip_nonfinite=True) "
-            "and init_train_state(..., skip_nonfinite=True)")
+    hint = (
+        ""
+        if metric == "param_norm"
+        else "; to skip such updates instead, use make_train_step(..., skip_nonfinite=True) "
+        "and init_train_state(..., skip_nonfinite=True)"
+    )
     return NonFiniteError(
         f"training stopped: {metric} is not finite at {where}; {ckpt}{hint}",
-        step=step, metric=metric, checkpoint=last_saved,
+        step=step,
+        metric=metric,
+        checkpoint=last_saved,
     )
 
 
-def _write_summary(run_dir: str, history: list[dict], step: int, num_steps: int,
-                   interrupted: bool, wall_time: float, last_saved: str | None,
-                   early: dict | None = None) -> None:
+def _write_summary(
+    run_dir: str,
+    history: list[dict],
+    step: int,
+    num_steps: int,
+    interrupted: bool,
+    wall_time: float,
+    last_saved: str | None,
+    early: dict | None = None,
+) -> None:
     last_train = next((r for r in reversed(history) if "loss" in r), {})
     evals = [r for r in history if any(k.startswith("eval/") for k in r)]
-    files.write_summary(run_dir, {
-        "step": step,
-        "num_steps": num_steps,
-        "finished": step == num_steps,
-        "interrupted": interrupted,
-        "wall_time_s": wall_time,
-        "last_checkpoint": last_saved,
-        "last_train_metrics": last_train,
-        "last_eval": {k: v for k, v in evals[-1].items() if k == "step" or k.startswith("eval/")}
-        if evals else None,
-        **({"early_stopping": early} if early is not None else {}),
-    })
+    files.write_summary(
+        run_dir,
+        {
+            "step": step,
+            "num_steps": num_steps,
+            "finished": step == num_steps,
+            "interrupted": interrupted,
+            "wall_time_s": wall_time,
+            "last_checkpoint": last_saved,
+            "last_train_metrics": last_train,
+            "last_eval": {
+                k: v for k, v in evals[-1].items() if k == "step" or k.startswith("eval/")
+            }
+            if evals
+            else None,
+            **({"early_stopping": early} if early is not None else {}),
+        },
+    )

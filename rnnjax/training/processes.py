@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,16 +81,20 @@ def initialize_processes(
       ValueError: a timeout is not a positive int.
       RuntimeError: JAX has already started computing (from JAX).
     """
-    for name, seconds in (("heartbeat_timeout", heartbeat_timeout),
-                          ("shutdown_timeout", shutdown_timeout),
-                          ("initialization_timeout", initialization_timeout)):
+    for name, seconds in (
+        ("heartbeat_timeout", heartbeat_timeout),
+        ("shutdown_timeout", shutdown_timeout),
+        ("initialization_timeout", initialization_timeout),
+    ):
         checks.positive_int(name, seconds)
     # Collectives between CPU processes; GPU and TPU ignore the setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if cpu_devices is not None:
         use_cpu_cores(cpu_devices)
     jax.distributed.initialize(
-        coordinator_address, num_processes, process_id,
+        coordinator_address,
+        num_processes,
+        process_id,
         heartbeat_timeout_seconds=heartbeat_timeout,
         shutdown_timeout_seconds=shutdown_timeout,
         initialization_timeout=initialization_timeout,
@@ -161,8 +166,9 @@ def check_same_on_all_processes(**values: Any) -> None:
     }
     differ = {name: procs for name, procs in differ.items() if procs}
     if differ:
-        which = "; ".join(f"{name}: processes {procs} differ from process 0"
-                          for name, procs in differ.items())
+        which = "; ".join(
+            f"{name}: processes {procs} differ from process 0" for name, procs in differ.items()
+        )
         raise ValueError(
             f"every process must pass the same {', '.join(differ)} (the same script, seed and "
             f"config on every host), got different values: {which}"
@@ -181,9 +187,12 @@ def note_failure(run_dir: str | os.PathLike | None) -> Iterator[None]:
         yield
     except Exception as err:
         if jax.process_count() > 1:
-            resume = (f"run the same command again to resume from the last complete checkpoint "
-                      f"in {os.path.join(os.fspath(run_dir), 'checkpoints')}" if run_dir is not None
-                      else "no run_dir was given, so there is no checkpoint to resume from")
+            resume = (
+                f"run the same command again to resume from the last complete checkpoint "
+                f"in {os.path.join(os.fspath(run_dir), 'checkpoints')}"
+                if run_dir is not None
+                else "no run_dir was given, so there is no checkpoint to resume from"
+            )
             err.add_note(
                 f"[rnnjax] this is process {jax.process_index()} of {jax.process_count()}; if "
                 f"another process died or was stopped, this process stops too: {resume}."

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,9 @@ def check_or_save_config(run_dir: str, config: Any, write: bool) -> None:
 
 def write_metrics(run_dir: str, rows: list[dict]) -> None:
     """Replaces ``run_dir/metrics.jsonl`` by ``rows``, atomically."""
-    write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(
+        os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
+    )
 
 
 def append_metrics(run_dir: str, rows: list[dict]) -> None:

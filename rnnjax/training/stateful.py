@@ -19,7 +19,8 @@ from one document into the next.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +55,9 @@ class Chunks(NamedTuple):
     reset: np.ndarray
 
 
-def document_chunks(documents: Sequence[np.ndarray], *, num_streams: int, chunk_length: int,
-                    pad_token: int = 0) -> Chunks:
+def document_chunks(
+    documents: Sequence[np.ndarray], *, num_streams: int, chunk_length: int, pad_token: int = 0
+) -> Chunks:
     """Returns the :class:`Chunks` of ``documents`` (NumPy arrays), read in order by ``num_streams`` streams.
 
     A document of ``L`` tokens gives ``L - 1`` (input, next token) pairs in
@@ -78,7 +80,7 @@ def document_chunks(documents: Sequence[np.ndarray], *, num_streams: int, chunk_
             raise ValueError(f"documents must be 1-D token arrays, got shape {doc.shape}")
         for start in range(0, len(doc) - 1, chunk_length):
             stop = min(start + chunk_length, len(doc) - 1)
-            chunks.append((doc[start:stop], doc[start + 1:stop + 1], start == 0))
+            chunks.append((doc[start:stop], doc[start + 1 : stop + 1], start == 0))
     if not chunks:
         raise ValueError("documents must hold at least one document of two or more tokens")
     num_chunks = -(-len(chunks) // num_streams)
@@ -89,7 +91,7 @@ def document_chunks(documents: Sequence[np.ndarray], *, num_streams: int, chunk_
     reset = np.ones(shape[:2], bool)
     for i, (x, y, first) in enumerate(chunks):
         b, n = divmod(i, num_chunks)
-        inputs[n, b, :len(x)], targets[n, b, :len(y)] = x, y
+        inputs[n, b, : len(x)], targets[n, b, : len(y)] = x, y
         lengths[n, b], reset[n, b] = len(x), first or n == 0
     return Chunks(inputs, targets, lengths, reset)
 
@@ -107,8 +109,9 @@ def chunk_at(chunks: Chunks, step: Any) -> Chunks:
 def reset_carry(carry: Any, initial: Any, reset: Array) -> Any:
     """Returns ``carry`` with the rows where ``reset: (B,)`` is true replaced by ``initial``'s (both ``(B, ...)``)."""
     reset = jnp.asarray(reset)
-    return jax.tree.map(lambda c, c0: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), c0, c),
-                        carry, initial)
+    return jax.tree.map(
+        lambda c, c0: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), c0, c), carry, initial
+    )
 
 
 class CarriedState(NamedTuple):
@@ -123,8 +126,14 @@ class CarriedState(NamedTuple):
     inner: Any
 
 
-def init_stateful_train_state(key: Array, params: Any, optimizer: optax.GradientTransformation,
-                              carry: Any, *, skip_nonfinite: bool | int = False) -> TrainState:
+def init_stateful_train_state(
+    key: Array,
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    carry: Any,
+    *,
+    skip_nonfinite: bool | int = False,
+) -> TrainState:
     """Returns the state at step 0, its ``opt_state`` a :class:`CarriedState` holding ``carry``.
 
     ``carry`` is the streams' initial carry, ``(B, ...)`` per leaf (e.g.
@@ -135,8 +144,12 @@ def init_stateful_train_state(key: Array, params: Any, optimizer: optax.Gradient
     return state._replace(opt_state=CarriedState(carry, state.opt_state))
 
 
-def make_stateful_train_step(loss_fn: StatefulLossFn, optimizer: optax.GradientTransformation,
-                             initial_carry: Any, **options: Any) -> TrainStep:
+def make_stateful_train_step(
+    loss_fn: StatefulLossFn,
+    optimizer: optax.GradientTransformation,
+    initial_carry: Any,
+    **options: Any,
+) -> TrainStep:
     """Returns ``train_step(state, batch) -> (state, metrics)`` with the carry passed from step to step.
 
     Before the loss, each stream whose ``batch.reset`` is true gets ``initial_carry`` back;
@@ -163,9 +176,11 @@ def make_stateful_train_step(loss_fn: StatefulLossFn, optimizer: optax.GradientT
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         if not isinstance(state.opt_state, CarriedState):
-            raise TypeError("make_stateful_train_step needs a state made by "
-                            "init_stateful_train_state; got an opt_state of type "
-                            f"{type(state.opt_state).__name__}")
+            raise TypeError(
+                "make_stateful_train_step needs a state made by "
+                "init_stateful_train_state; got an opt_state of type "
+                f"{type(state.opt_state).__name__}"
+            )
         carry = reset_carry(state.opt_state.carry, initial_carry, batch.reset)
         inner, metrics = plain_step(state._replace(opt_state=state.opt_state.inner), (batch, carry))
         final = metrics.pop(_CARRY)
@@ -175,5 +190,12 @@ def make_stateful_train_step(loss_fn: StatefulLossFn, optimizer: optax.GradientT
     return train_step
 
 
-__all__ = ["CarriedState", "Chunks", "chunk_at", "document_chunks", "init_stateful_train_state",
-           "make_stateful_train_step", "reset_carry"]
+__all__ = [
+    "CarriedState",
+    "Chunks",
+    "chunk_at",
+    "document_chunks",
+    "init_stateful_train_state",
+    "make_stateful_train_step",
+    "reset_carry",
+]

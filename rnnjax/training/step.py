@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +58,6 @@ class NonFiniteError(FloatingPointError):
         self.step = step
         self.metric = metric
         self.checkpoint = checkpoint
-
 
 
 def _skipping(optimizer: optax.GradientTransformation, skip_nonfinite: bool | int):
