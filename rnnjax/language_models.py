@@ -54,7 +54,12 @@ class LanguageModel(NamedTuple):
 
 
 def language_model(
-    layer: Layer, vocab_size: int, *, embed_size: int = 16, readout: Readout | None = None
+    layer: Layer,
+    vocab_size: int,
+    *,
+    embed_size: int = 16,
+    readout: Readout | None = None,
+    dropout: float = 0.0,
 ) -> LanguageModel:
     """Returns the language model ``logits_t = readout(layer(embed(tokens))_t)``.
 
@@ -64,10 +69,17 @@ def language_model(
       vocab_size: number of tokens.
       embed_size: size of the token embeddings.
       readout: maps the layer's outputs to logits (default :func:`rnnjax.readouts.linear`).
+      dropout: dropout rate on the embeddings (the layer's inputs) and on the layer's
+        outputs (the readout's inputs), never on the recurrent connections: the
+        regularisation of Zaremba, Sutskever & Vinyals 2014 ("Recurrent Neural Network
+        Regularization"). Kept entries are scaled by ``1 / (1 - dropout)``. Active only in
+        ``apply(..., train=True, key=key)``; ``step`` and ``generate`` never drop.
 
     Params: ``{"embed": {"table"}, "rnn": layer params, "readout": ...}``.
     """
     checks.positive_int("vocab_size", vocab_size)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     embed = embedding(vocab_size, embed_size)
     readout = linear(vocab_size) if readout is None else readout
     if readout.output_size != vocab_size:
@@ -92,15 +104,21 @@ def language_model(
             raise ValueError(
                 f"tokens must have shape (T,) for one sequence{hint}; got {jnp.shape(tokens)}"
             )
+        use_dropout = train and dropout > 0.0
+        if use_dropout and key is None:
+            raise ValueError(
+                "language_model(dropout>0).apply(train=True) needs a key, got key=None"
+            )
+        k_in, k_layer, k_out = (None,) * 3 if key is None else jax.random.split(key, 3)
+        xs = embed.apply(params["embed"], tokens)
+        if use_dropout:
+            xs = _dropout(k_in, dropout, xs)
         with probes.scope("rnn"):
             final, ys = layer.apply(
-                params["rnn"],
-                embed.apply(params["embed"], tokens),
-                length=length,
-                carry=carry,
-                key=key,
-                train=train,
+                params["rnn"], xs, length=length, carry=carry, key=k_layer, train=train
             )
+        if use_dropout:
+            ys = _dropout(k_out, dropout, ys)
         logits = readout.apply(params["readout"], ys)
         if length is not None:
             logits = jnp.where((jnp.arange(logits.shape[0]) < length)[:, None], logits, 0.0)
@@ -141,6 +159,12 @@ def language_model(
         )
 
     return LanguageModel(init, apply, step, initial_carry, generate, vocab_size)
+
+
+def _dropout(key, rate, x):
+    """Returns ``x`` with each entry zeroed with probability ``rate``, the rest scaled up."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 class CarryBridge(NamedTuple):
@@ -207,13 +231,20 @@ def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, di
     :func:`rnnjax.training.chunk_at` makes), each stream started from its row of ``carry``;
     ``aux["tokens"]`` counts the valid steps. For
     :func:`rnnjax.training.make_stateful_train_step`.
+
+    With a ``key`` the model runs in training mode (``train=True``, one key per stream), so
+    its dropout is active; with ``key=None`` (evaluation) it is not.
     """
 
     def loss_fn(params, batch, carry, key):
-        del key
-        final, logits = jax.vmap(lambda x, n, c: model.apply(params, x, length=n, carry=c))(
-            batch.inputs, batch.lengths, carry
-        )
+        if key is None:
+            keys, train = None, False
+        else:
+            keys, train = jax.random.split(key, batch.inputs.shape[0]), True
+        final, logits = jax.vmap(
+            lambda x, n, c, k: model.apply(params, x, length=n, carry=c, key=k, train=train),
+            in_axes=(0, 0, 0, None if keys is None else 0),
+        )(batch.inputs, batch.lengths, carry, keys)
         mask = losses.length_mask(batch.lengths, batch.inputs.shape[1])
         loss = losses.masked_cross_entropy(logits, batch.targets, mask)
         return loss, (final, {"tokens": jnp.sum(mask)})
