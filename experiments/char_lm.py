@@ -10,11 +10,16 @@ Methods, in the order this script runs them:
    fewer than ``min_count`` times in the training text (non-ASCII quotes, dashes) become
    one unknown character.
 2. Model. A language model (:func:`rnnjax.language_model`): embedding, a stacked LSTM or
-   GRU, a linear readout to the next character's logits.
+   GRU, a linear readout to the next character's logits; dropout (``dropout``) on the
+   embeddings and the RNN's outputs, never on the recurrent connections (Zaremba et al.
+   2014), active in training only.
 3. Training. Truncated backpropagation through time (:mod:`rnnjax.training`'s stateful
    training): ``num_streams`` streams read the training documents in order, in chunks of
    ``chunk_length`` characters; the carry passes from chunk to chunk and is reset where a
-   document begins. Adam with gradient clipping, a fixed number of steps.
+   document begins. Adam with gradient clipping, a fixed number of steps, the learning
+   rate constant or decayed to zero on a cosine (``lr_schedule``). The held-out text is
+   scored every ``eval_every`` steps for the learning curve only: the number reported is
+   the last step's, never the best of the curve.
 4. Measure. Bits per character on the held-out documents (the carry passed over the whole
    document, every character after the first predicted from all before it), against an
    interpolated Kneser-Ney n-gram model (Chen & Goodman 1998) written here, fitted on the
@@ -66,7 +71,9 @@ class Config:
     num_streams: int = field(32, "streams read side by side (batch size)")
     chunk_length: int = field(64, "characters per chunk (truncation of backpropagation)")
     num_steps: int = field(400, "Adam updates")
-    learning_rate: float = field(3e-3, "Adam learning rate")
+    learning_rate: float = field(3e-3, "Adam learning rate (the peak, with a schedule)")
+    lr_schedule: str = field("constant", "learning rate: constant | cosine (decays to 0)")
+    dropout: float = field(0.0, "dropout on the embeddings and the RNN outputs (Zaremba 2014)")
     clip_norm: float = field(1.0, "gradient clipping by global norm")
     ngram_orders: tuple[int, ...] = field((2, 3, 4, 5, 6, 7, 8, 9), "n-gram orders fitted")
     test_every: int = field(7, "every n-th topic (sorted) is held out")
@@ -79,11 +86,13 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     "full": dict(
-        hidden_size=256,
+        hidden_size=384,
         embed_size=64,
-        num_steps=2000,
+        num_steps=3000,
         chunk_length=100,
         learning_rate=2e-3,
+        lr_schedule="cosine",
+        dropout=0.25,
         eval_every=250,
     ),
 }
@@ -110,6 +119,10 @@ def check_config(config: Config) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.test_every < 2:
         raise ValueError(f"test_every must be >= 2, got {config.test_every}")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be constant or cosine, got {config.lr_schedule!r}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
     if not config.ngram_orders or min(config.ngram_orders) < 1:
         raise ValueError(f"ngram_orders must be >= 1, got {config.ngram_orders}")
 
@@ -255,7 +268,9 @@ def build_model(config: Config, vocab_size: int) -> rnnjax.LanguageModel:
         rnnjax.recurrent(CELLS[config.cell](config.hidden_size)) for _ in range(config.num_layers)
     ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
-    return rnnjax.language_model(layer, vocab_size, embed_size=config.embed_size)
+    return rnnjax.language_model(
+        layer, vocab_size, embed_size=config.embed_size, dropout=config.dropout
+    )
 
 
 def held_out_bits(model: rnnjax.LanguageModel, config: Config, test: list[np.ndarray]):
@@ -297,9 +312,12 @@ def train_rnn(config: Config, text: Text, key: jax.Array, progress: bool | None)
         ),
     )
     initial = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(config.num_streams))
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate)
+    learning_rate = (
+        optax.cosine_decay_schedule(config.learning_rate, config.num_steps)
+        if config.lr_schedule == "cosine"
+        else config.learning_rate
     )
+    optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(learning_rate))
     state = training.init_stateful_train_state(k_data, params, optimizer, initial)
     step = training.make_stateful_train_step(language_models.chunk_loss(model), optimizer, initial)
     bits = held_out_bits(model, config, text.test)
@@ -373,7 +391,10 @@ def summary_tables(config: Config, results: dict) -> str:
     rows = [
         [
             f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} "
-            f"({config.num_steps} steps, {config.num_steps / rnn['steps_per_epoch']:.1f} epochs)",
+            f"({config.num_steps} steps, {config.num_steps / rnn['steps_per_epoch']:.1f} epochs"
+            + (f", dropout {config.dropout}" if config.dropout else "")
+            + (f", {config.lr_schedule} learning rate" if config.lr_schedule != "constant" else "")
+            + ")",
             rnn["test_bpc"],
         ]
     ]
