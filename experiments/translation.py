@@ -118,7 +118,7 @@ class Config:
     )
     hidden_size: int = field(64, "LSTM units (encoder per direction, decoder)")
     embed_size: int = field(32, "source and target embedding size")
-    num_steps: int = field(600, "Adam updates per model")
+    num_steps: int = field(400, "Adam updates per model")
     batch_size: int = field(64, "numbers per update")
     learning_rate: float = field(3e-3, "Adam learning rate")
     clip_norm: float = field(1.0, "gradient clipping by global norm")
@@ -258,6 +258,18 @@ def split_numbers(config: Config) -> tuple[np.ndarray, list[np.ndarray]]:
         test.append(drawn[:held])
         pools.append(drawn[held:])
     return np.concatenate(test), pools
+
+
+def make_data(config: Config) -> tuple[Vocab, Pairs, list[Pairs]]:
+    """Returns ``(vocab, held-out pairs, [training pairs of each digit count])``."""
+    vocab = Vocab.make()
+    test_numbers, pool_numbers = split_numbers(config)
+    # One encoding of every number, so that the test set and the pools share their widths.
+    every = encode(np.concatenate([test_numbers, *pool_numbers]), vocab)
+    ends = np.cumsum([len(test_numbers)] + [len(p) for p in pool_numbers])
+    test = select(every, slice(0, ends[0]))
+    pools = [select(every, slice(a, b)) for a, b in itertools.pairwise(ends)]
+    return vocab, test, pools
 
 
 # ------------------------------------------------------------------------------- training
@@ -515,17 +527,11 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the experiment; returns ``{"results", "verdict", "run_dir"}``."""
     config, args, run_dir = start_run(Config, PRESETS, argv, __doc__, "translation", check_config)
     t_start = time.perf_counter()
-    vocab = Vocab.make()
-    test_numbers, pool_numbers = split_numbers(config)
-    # One encoding of every number, so that the test set and the pools share their widths.
-    every = encode(np.concatenate([test_numbers, *pool_numbers]), vocab)
-    ends = np.cumsum([len(test_numbers)] + [len(p) for p in pool_numbers])
-    test = select(every, slice(0, ends[0]))
-    pools = [select(every, slice(a, b)) for a, b in itertools.pairwise(ends)]
+    vocab, test, pools = make_data(config)
     key = jax.random.PRNGKey(config.seed)
     results = {
-        "num_test": len(test_numbers),
-        "num_train_pool": int(sum(len(p) for p in pool_numbers)),
+        "num_test": len(test.numbers),
+        "num_train_pool": int(sum(len(p.numbers) for p in pools)),
         "source_vocab": len(vocab.english),
         "target_vocab": len(vocab.german),
         "models": {},
