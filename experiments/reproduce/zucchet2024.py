@@ -336,7 +336,9 @@ def train_students(config: Config, model: str, key: jax.Array) -> dict:
         run_key = jax.random.fold_in(jax.random.fold_in(key, i), s)
         teacher = make_teacher(np.random.default_rng([config.seed, i, s]), config, nu0)
         params = {"student": student_params(model, init_cell, run_key), "teacher": teacher}
-        state = training.init_train_state(jax.random.fold_in(run_key, 1), params, optimizer)
+        state = training.init_train_state(
+            jax.random.fold_in(run_key, 1), params, optimizer, skip_nonfinite=True
+        )
         states.append(
             state._replace(
                 opt_state=optax.tree_utils.tree_set(
@@ -345,7 +347,9 @@ def train_students(config: Config, model: str, key: jax.Array) -> dict:
             )
         )
     states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    train_step = training.make_train_step(loss_fn, optimizer)
+    # A run that diverges (the RNN at large ν0 and learning rate) skips its non-finite
+    # updates instead of stopping every run; it is reported diverged (final loss inf).
+    train_step = training.make_train_step(loss_fn, optimizer, skip_nonfinite=True)
     batch_fn = lambda k, step: jax.random.normal(k, (config.batch_size, config.seq_len, 1))
     result = training.fit(
         train_step,
@@ -357,7 +361,8 @@ def train_students(config: Config, model: str, key: jax.Array) -> dict:
     )
     losses = np.asarray([r["loss"] for r in result.history], np.float64)  # (steps, runs)
     tail = losses[-max(1, config.num_steps // 10) :]
-    final = np.where(np.all(np.isfinite(tail), axis=0), tail.mean(axis=0), np.inf)
+    diverged = np.any([r["nonfinite"] for r in result.history], axis=0)  # (runs,)
+    final = np.where(np.all(np.isfinite(tail), axis=0) & ~diverged, tail.mean(axis=0), np.inf)
     shape = (len(config.nu0s), len(lrs), config.num_seeds)
     return {
         "lrs": list(lrs),
