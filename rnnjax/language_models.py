@@ -22,7 +22,7 @@ import numpy as np
 
 from rnnjax import checks, decoding, losses, probes
 from rnnjax.layers import Layer
-from rnnjax.readouts import Readout, embedding, linear, mlp
+from rnnjax.readouts import Readout, _token_embedding_and_readout, mlp
 
 Array = jax.Array
 
@@ -80,12 +80,7 @@ def language_model(
     checks.positive_int("vocab_size", vocab_size)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    embed = embedding(vocab_size, embed_size)
-    readout = linear(vocab_size) if readout is None else readout
-    if readout.output_size != vocab_size:
-        raise ValueError(
-            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
-        )
+    embed, readout = _token_embedding_and_readout(vocab_size, embed_size, readout)
 
     def init(key):
         k_emb, k_rnn, k_out = jax.random.split(key, 3)

@@ -25,7 +25,7 @@ from rnnjax import attention as attention_lib
 from rnnjax import checks, decoding, fused, padding, probes
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
-from rnnjax.readouts import Embedding, Readout, embedding, linear
+from rnnjax.readouts import Embedding, Readout, _token_embedding_and_readout, embedding, linear
 
 Array = jax.Array
 
@@ -310,6 +310,14 @@ def _check_token(name: str, value: Any, vocab_size: int) -> int:
     return value
 
 
+def _check_tokens(vocab_size: int, start_token: Any, pad_token: Any, end_token: Any) -> None:
+    """Raises ValueError naming the first of the decoder's special tokens outside the vocabulary."""
+    _check_token("start_token", start_token, vocab_size)
+    _check_token("pad_token", pad_token, vocab_size)
+    if end_token is not None:
+        _check_token("end_token", end_token, vocab_size)
+
+
 def _token_decoder(
     cell: Cell,
     vocab_size: int,
@@ -331,16 +339,8 @@ def _token_decoder(
     """
     if not (init_carry or feed_context):
         raise ValueError("the context must initialise the carry, be fed at each step, or both")
-    _check_token("start_token", start_token, vocab_size)
-    _check_token("pad_token", pad_token, vocab_size)
-    if end_token is not None:
-        _check_token("end_token", end_token, vocab_size)
-    embed = embedding(vocab_size, embed_size)
-    readout = linear(vocab_size) if readout is None else readout
-    if readout.output_size != vocab_size:
-        raise ValueError(
-            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
-        )
+    _check_tokens(vocab_size, start_token, pad_token, end_token)
+    embed, readout = _token_embedding_and_readout(vocab_size, embed_size, readout)
 
     def init(key, context_size):
         k_emb, k_cell, k_out, k_bridge = jax.random.split(key, 4)
@@ -551,16 +551,8 @@ def _attention_decoder(
     ``c`` (Bahdanau et al. initialise from the backward encoder's first state, which a
     bidirectional encoder's final carry holds; Luong et al. from the last encoder state).
     """
-    _check_token("start_token", start_token, vocab_size)
-    _check_token("pad_token", pad_token, vocab_size)
-    if end_token is not None:
-        _check_token("end_token", end_token, vocab_size)
-    embed = embedding(vocab_size, embed_size)
-    readout = linear(vocab_size) if readout is None else readout
-    if readout.output_size != vocab_size:
-        raise ValueError(
-            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
-        )
+    _check_tokens(vocab_size, start_token, pad_token, end_token)
+    embed, readout = _token_embedding_and_readout(vocab_size, embed_size, readout)
     bahdanau = kind == "bahdanau"
     score = attention_lib.additive(attention_size) if bahdanau else attention_lib.general()
     hidden = cell.hidden_size
