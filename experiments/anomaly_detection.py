@@ -54,6 +54,7 @@ from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from experiment_cli import (
+    check_at_least_one,
     field,
     markdown_table,
     pyplot,
@@ -108,7 +109,8 @@ def check_config(config: Config) -> None:
             raise ValueError(
                 f"datasets must be among {sorted(datasets.ANOMALY_SETS)}, got {name!r}"
             )
-    for name in (
+    check_at_least_one(
+        config,
         "hidden_size",
         "num_layers",
         "predict_ahead",
@@ -116,9 +118,7 @@ def check_config(config: Config) -> None:
         "num_steps",
         "batch_size",
         "eval_every",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if config.context < 2:
         raise ValueError(f"context must be >= 2, got {config.context}")
     if not 0 < config.validation < 1:

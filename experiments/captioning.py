@@ -53,7 +53,15 @@ from rnnjax import decoding, losses, training
 from rnnjax.language_models import carry_bridge
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
+from experiment_cli import (
+    check_at_least_one,
+    field,
+    markdown_table,
+    pyplot,
+    save_figure,
+    start_run,
+    write_results,
+)
 from handwriting_ctc import digit_images
 
 ONES = [
@@ -120,7 +128,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in (
+    check_at_least_one(
+        config,
         "num_test",
         "feature_size",
         "hidden_size",
@@ -129,9 +138,7 @@ def check_config(config: Config) -> None:
         "batch_size",
         "beam_size",
         "eval_every",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if not 0 < config.test_images < 1:
         raise ValueError(f"test_images must be in (0, 1), got {config.test_images}")
 

@@ -55,7 +55,15 @@ import rnnjax
 from rnnjax import language_models, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
+from experiment_cli import (
+    check_at_least_one,
+    field,
+    markdown_table,
+    pyplot,
+    save_figure,
+    start_run,
+    write_results,
+)
 
 # --------------------------------------------------------------------------------- config
 
@@ -104,7 +112,8 @@ def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
     if config.cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    for name in (
+    check_at_least_one(
+        config,
         "hidden_size",
         "num_layers",
         "embed_size",
@@ -114,9 +123,7 @@ def check_config(config: Config) -> None:
         "eval_every",
         "sample_length",
         "min_count",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if config.test_every < 2:
         raise ValueError(f"test_every must be >= 2, got {config.test_every}")
     if config.lr_schedule not in ("constant", "cosine"):

@@ -28,6 +28,13 @@ def field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def check_at_least_one(config: Any, *names: str) -> None:
+    """Raises ValueError naming the first of ``names`` whose value is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
 def parse_config(
     config_cls: type,
     presets: dict[str, dict[str, Any]],

@@ -60,6 +60,7 @@ from rnnjax import datasets, losses, models, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from experiment_cli import (
+    check_at_least_one,
     field,
     markdown_table,
     pyplot,
@@ -145,9 +146,7 @@ def check_config(config: Config) -> None:
             raise ValueError(f"series must be among {sorted(SETUPS)}, got {s!r}")
     if config.cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    for name in ("hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    check_at_least_one(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError(
             f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "

@@ -48,7 +48,15 @@ import rnnjax
 from rnnjax import decoding, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
+from experiment_cli import (
+    check_at_least_one,
+    field,
+    markdown_table,
+    pyplot,
+    save_figure,
+    start_run,
+    write_results,
+)
 
 BLANK = 0  # CTC blank; digit d is label d + 1
 
@@ -89,7 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in (
+    check_at_least_one(
+        config,
         "min_digits",
         "hidden_size",
         "num_steps",
@@ -97,9 +106,7 @@ def check_config(config: Config) -> None:
         "beam_size",
         "eval_every",
         "num_test_lines",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if config.max_digits < config.min_digits:
         raise ValueError(
             f"max_digits must be >= min_digits={config.min_digits}, got {config.max_digits}"

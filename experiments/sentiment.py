@@ -50,7 +50,15 @@ import rnnjax
 from rnnjax import losses, readouts, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, markdown_table, pyplot, save_figure, start_run, write_results
+from experiment_cli import (
+    check_at_least_one,
+    field,
+    markdown_table,
+    pyplot,
+    save_figure,
+    start_run,
+    write_results,
+)
 
 PAD, UNKNOWN = 0, 1  # character tokens; the characters seen in training follow
 STEM = 5  # characters a held-out token must not share with any training token's start
@@ -84,9 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in ("hidden_size", "embed_size", "num_steps", "batch_size", "eval_every"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    check_at_least_one(config, "hidden_size", "embed_size", "num_steps", "batch_size", "eval_every")
     if config.cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {config.cv_folds}")
     if not 0 < config.test_share < 1:

@@ -56,6 +56,7 @@ from rnnjax import losses, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from experiment_cli import (
+    check_at_least_one,
     field,
     markdown_table,
     pyplot,
@@ -141,7 +142,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    for name in (
+    check_at_least_one(
+        config,
         "num_test",
         "pool_per_digit",
         "hidden_size",
@@ -149,9 +151,7 @@ def check_config(config: Config) -> None:
         "num_steps",
         "batch_size",
         "eval_every",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if not 1 <= config.max_digits <= 12:
         raise ValueError(f"max_digits must be in [1, 12], got {config.max_digits}")
     unknown = [m for m in config.models if m not in ATTENTION]

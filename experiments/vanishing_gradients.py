@@ -54,7 +54,7 @@ import rnnjax
 from rnnjax import diagnostics, models, plots, readouts, tasks, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import field, parse_config
+from experiment_cli import check_at_least_one, field, parse_config
 
 # --------------------------------------------------------------------------------- config
 
@@ -152,7 +152,8 @@ def check_config(config: Config) -> None:
             raise ValueError(f"cells must be among {sorted(CELLS)}, got {cell!r}")
     if not config.cells or not config.lengths:
         raise ValueError("cells and lengths must be non-empty")
-    for name in (
+    check_at_least_one(
+        config,
         "num_seeds",
         "hidden_size",
         "batch_size",
@@ -160,9 +161,7 @@ def check_config(config: Config) -> None:
         "test_size",
         "diag_size",
         "eval_every",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    )
     if any(t < 2 for t in config.lengths):
         raise ValueError(f"lengths must be >= 2, got {config.lengths}")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
