@@ -104,13 +104,15 @@ def language_model(
             raise ValueError(
                 "language_model(dropout>0).apply(train=True) needs a key, got key=None"
             )
-        k_in, k_layer, k_out = (None,) * 3 if key is None else jax.random.split(key, 3)
         xs = embed.apply(params["embed"], tokens)
-        if use_dropout:
+        k_out = None
+        if use_dropout:  # without dropout the layer gets the caller's key unchanged
+            assert key is not None  # checked above
+            k_in, key, k_out = jax.random.split(key, 3)
             xs = _dropout(k_in, dropout, xs)
         with probes.scope("rnn"):
             final, ys = layer.apply(
-                params["rnn"], xs, length=length, carry=carry, key=k_layer, train=train
+                params["rnn"], xs, length=length, carry=carry, key=key, train=train
             )
         if use_dropout:
             ys = _dropout(k_out, dropout, ys)
