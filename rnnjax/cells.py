@@ -89,9 +89,9 @@ def _gate_params(
 def _gate_blocks(init: Initializer, key: Array, shape: tuple[int, int], num_gates: int) -> Array:
     """Returns ``(rows, num_gates * cols)``: ``num_gates`` draws of ``init``, one key each, side by side.
 
-    One vmapped draw rather than a concatenated list of draws: the list form of orthogonal
-    (QR) draws hangs when executed under ``jit(vmap(...))`` on XLA:CPU (JAX 0.10.2; e.g.
-    the initialisation of several seeds of a bidirectional GRU at once). Same values.
+    One vmapped draw per weight matrix. The default orthogonal initialiser computes its QR
+    without LAPACK (:mod:`rnnjax.householder`): batched LAPACK kernels running at once can
+    deadlock XLA:CPU on JAX >= 0.10 (docs "Known issues").
     """
     keys = jax.random.split(key, num_gates)
     try:

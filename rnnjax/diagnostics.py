@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from rnnjax import padding, probes
+from rnnjax import householder, padding, probes
 from rnnjax.cells import ELMAN_UPDATES, Cell, GatedStep
 from rnnjax.scan import check_inputs, initial_carry, scan
 
@@ -468,7 +468,7 @@ def lyapunov_spectrum(
     if key is None:
         basis = jnp.eye(n, k, dtype=flat.dtype)
     else:
-        basis = jnp.linalg.qr(jax.random.normal(key, (n, k), flat.dtype))[0]
+        basis = householder.qr(jax.random.normal(key, (n, k), flat.dtype))[0]
     step = _flat_step(cell, params, unravel)
     length = padding.check_length(length, num_steps)
     valid_steps = padding.valid_steps(num_steps, length)
@@ -477,7 +477,7 @@ def lyapunov_spectrum(
     last = num_valid - 1
 
     def orthonormalise(q, log_r):
-        q, r = jnp.linalg.qr(q)
+        q, r = householder.qr(q)  # no LAPACK: see rnnjax.householder
         d = jnp.diagonal(r)
         # Positive diagonal keeps Q continuous from one step to the next.
         return q * jnp.where(d < 0, -1.0, 1.0).astype(q.dtype), log_r + jnp.log(jnp.abs(d))

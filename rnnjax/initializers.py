@@ -1,11 +1,13 @@
 """Weight initialisers with the ``init(key, shape, dtype) -> array`` signature of ``jax.nn.initializers``.
 
-The standard ones are re-exported from ``jax.nn.initializers``; ``identity`` (IRNN, Le et
-al. 2015) and ``chrono_bias`` (Tallec & Ollivier 2018) are the recurrent-specific ones.
+The standard ones are re-exported from ``jax.nn.initializers``, except ``orthogonal``, which
+draws the same matrices without LAPACK (see :mod:`rnnjax.householder`); ``identity`` (IRNN,
+Le et al. 2015) and ``chrono_bias`` (Tallec & Ollivier 2018) are the recurrent-specific ones.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -15,10 +17,37 @@ from jax.nn.initializers import (  # noqa: F401  (re-exported)
     glorot_uniform,
     lecun_normal,
     normal,
-    orthogonal,
     uniform,
     zeros,
 )
+
+from rnnjax import householder
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1):
+    """Returns an initialiser of ``scale * Q``, Q Haar-distributed with orthonormal rows or columns.
+
+    The same draw as ``jax.nn.initializers.orthogonal`` (same key use, same Q up to float
+    rounding), computed by :func:`rnnjax.householder.qr` instead of LAPACK: a batched LAPACK
+    QR can deadlock XLA:CPU when two run at once (JAX >= 0.10; docs "Known issues"), and
+    every cell draws one per gate under ``vmap``. If the shape is not square, the side that
+    is smaller is orthonormal, as in JAX.
+    """
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal init needs at least a 2-D shape, got {shape}")
+        if any(dim == 0 for dim in shape):
+            return jnp.zeros(shape, dtype)
+        n_cols = shape[column_axis]
+        n_rows = math.prod(shape) // n_cols
+        compute = jnp.promote_types(dtype, jnp.float32)
+        q = householder.random_orthogonal(key, n_rows, n_cols, compute)
+        rest = tuple(d for i, d in enumerate(shape) if i != column_axis % len(shape))
+        q = jnp.moveaxis(q.reshape((*rest, n_cols)), -1, column_axis)
+        return (scale * q).astype(dtype)
+
+    return init
 
 
 def identity(scale: float = 1.0):
