@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import decoding, losses, training
+from rnnjax import decoding, losses, padding, training
 from rnnjax.language_models import carry_bridge
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -260,7 +260,7 @@ def train_and_caption(
                 params["lm"], x, length=n, carry=bridge.apply(params["bridge"], pixels)
             )[1]
 
-        mask = losses.length_mask(length, targets.shape[1])
+        mask = padding.valid_steps(targets.shape[1], length)
         return losses.masked_cross_entropy(
             jax.vmap(logits)(numbers.pixels, inputs, length), targets, mask
         ), {}

@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import losses, training
+from rnnjax import losses, padding, training
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from experiment_cli import (
@@ -331,7 +331,7 @@ def train_and_translate(
         del key
         src, n, tgt, m = batch
         logits = jax.vmap(lambda s, t, k: model.apply(params, s, t, source_length=k))(src, tgt, n)
-        return losses.masked_cross_entropy(logits, tgt, losses.length_mask(m, tgt.shape[1])), {}
+        return losses.masked_cross_entropy(logits, tgt, padding.valid_steps(tgt.shape[1], m)), {}
 
     def translate(params):
         return jax.vmap(lambda s, n: model.decode(params, s, max_length=width_t, source_length=n))(

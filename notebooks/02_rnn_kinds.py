@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import losses, models, readouts
+from rnnjax import losses, models, padding, readouts
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 STEPS = 40 if QUICK else 600  # Adam updates per model
@@ -129,7 +129,7 @@ def sum_batch(key, step, size=128):
     kx, kn = jax.random.split(key)
     xs = jax.random.normal(kx, (size, T, 1))
     n = jax.random.randint(kn, (size,), 5, T + 1)
-    total = jnp.sum(jnp.where(losses.length_mask(n, T)[..., None], xs, 0.0), axis=(1, 2))
+    total = jnp.sum(jnp.where(padding.valid_steps(T, n)[..., None], xs, 0.0), axis=(1, 2))
     return xs, n, (total > 0).astype(jnp.int32), total
 
 
@@ -174,7 +174,7 @@ def smooth_batch(key, step, size=64):
     kx, kn = jax.random.split(key)
     xs = jax.random.normal(kx, (size, T, 1))
     n = jax.random.randint(kn, (size,), T // 2, T + 1)
-    valid = losses.length_mask(n, T)[..., None]
+    valid = padding.valid_steps(T, n)[..., None]
     padded = jnp.pad(jnp.where(valid, xs, 0.0), ((0, 0), (2, 2), (0, 0)))
     target = sum(padded[:, k : k + T] for k in range(5)) / 5.0
     return xs, n, target
@@ -194,7 +194,7 @@ for name, tagger in taggers.items():
     def smooth_loss(p, batch, tagger=tagger):
         xs, n, target = batch
         out = jax.vmap(lambda x, m: tagger.apply(p, x, length=m))(xs, n)
-        return losses.masked_mse(out, target, losses.length_mask(n, T))
+        return losses.masked_mse(out, target, padding.valid_steps(T, n))
 
     def evaluate(p, tagger=tagger):
         return smooth_loss(p, (xs, n, target)), tagger.apply(p, xs[0], length=n[0])[:, 0]
@@ -204,7 +204,7 @@ for name, tagger in taggers.items():
     )
     print(
         f"{name}: test MSE = {float(test_mse):.4f} (predicting 0: "
-        f"{float(losses.masked_mse(0 * target, target, losses.length_mask(n, T))):.4f})"
+        f"{float(losses.masked_mse(0 * target, target, padding.valid_steps(T, n))):.4f})"
     )
     plot_loss(ax[0], curve, "training MSE")
     ax[0].lines[-1].set_label(name)
@@ -252,7 +252,7 @@ speller = models.one_to_many(rnnjax.gru(H), 13, start_token=1, end_token=2, embe
 def digits_loss(p, batch):
     x, targets, length = batch
     logits = jax.vmap(lambda u, t: speller.apply(p, u, t))(x, targets)
-    return losses.masked_cross_entropy(logits, targets, losses.length_mask(length, 4))
+    return losses.masked_cross_entropy(logits, targets, padding.valid_steps(4, length))
 
 
 x, targets, length = digits_data(jnp.arange(1000))  # every integer, as the test set
@@ -327,7 +327,7 @@ seq2seq = models.encoder_decoder(
 def reverse_loss(p, batch):
     src, n, targets, tn = batch
     logits = jax.vmap(lambda s, m, t: seq2seq.apply(p, s, t, source_length=m))(src, n, targets)
-    return losses.masked_cross_entropy(logits, targets, losses.length_mask(tn, L))
+    return losses.masked_cross_entropy(logits, targets, padding.valid_steps(L, tn))
 
 
 src, n, targets, tn = reverse_data(jax.random.key(99), 1000)  # a test set

@@ -36,9 +36,50 @@ Array = jax.Array
 
 
 def positive_int(name: str, value: Any) -> None:
-    """Raises ValueError unless ``value`` is a positive Python int (not a bool)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    """Raises ValueError unless ``value`` is a positive int (Python or NumPy; not a bool)."""
+    if (
+        not isinstance(value, (int, np.integer))
+        or isinstance(value, (bool, np.bool_))
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _path_name(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def check_tree(expected: Any, received: Any, *, name: str = "params") -> None:
+    """Raises ValueError unless ``received`` has the structure, shapes and dtypes of ``expected``.
+
+    ``expected`` is a pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. ``jax.eval_shape`` of
+    an ``init``). The message names the first leaf that differs by its path
+    (``params/rnn/0/forward/w_hh``), with the expected and the received shape and dtype, or
+    the keys that are missing or extra. Runs at trace time: free under ``jit``.
+    """
+    exp_leaves = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+    got_leaves, got_def = jax.tree_util.tree_flatten_with_path(received)
+    got = dict(got_leaves)
+    if exp_leaves.keys() != got.keys():
+        missing = sorted(f"{name}/{_path_name(p)}" for p in exp_leaves.keys() - got.keys())
+        extra = sorted(f"{name}/{_path_name(p)}" for p in got.keys() - exp_leaves.keys())
+        raise ValueError(
+            f"{name} does not have the structure this model's init makes: "
+            f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'} "
+            "(parameters of another cell, size or model?)"
+        )
+    for path, e in exp_leaves.items():
+        g = got[path]
+        g_shape, g_dtype = np.shape(g), getattr(g, "dtype", np.asarray(g).dtype)
+        if tuple(g_shape) != tuple(e.shape):
+            raise ValueError(
+                f"{name}/{_path_name(path)} must have shape {tuple(e.shape)} (what init makes "
+                f"for these inputs), got {tuple(g_shape)}"
+            )
+        if jnp.dtype(g_dtype) != jnp.dtype(e.dtype):
+            raise ValueError(
+                f"{name}/{_path_name(path)} must have dtype {jnp.dtype(e.dtype)}, got {g_dtype}"
+            )
 
 
 class InvalidValueError(ValueError):

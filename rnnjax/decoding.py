@@ -268,7 +268,7 @@ def sequence_log_prob(
     _, log_probs = jax.lax.scan(body, carry, (previous, continuation))
     if length is None:
         return jnp.sum(log_probs)
-    return jnp.sum(jnp.where(jnp.arange(continuation.shape[0]) < length, log_probs, 0.0))
+    return jnp.sum(jnp.where(padding.valid_steps(continuation.shape[0], length), log_probs, 0.0))
 
 
 # ------------------------------------------------------------------------------------ CTC
@@ -285,7 +285,9 @@ def ctc_greedy(logits: Array, length: Any = None, *, blank: int = 0) -> tuple[Ar
     logits = jnp.asarray(logits)
     num_frames = logits.shape[0]
     path = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    valid = jnp.ones(num_frames, bool) if length is None else jnp.arange(num_frames) < length
+    valid = (
+        jnp.ones(num_frames, bool) if length is None else padding.valid_steps(num_frames, length)
+    )
     previous = jnp.concatenate([jnp.full((1,), blank, jnp.int32), path[:-1]])
     keep = valid & (path != blank) & ((path != previous) | (jnp.arange(num_frames) == 0))
     position = jnp.where(keep, jnp.cumsum(keep) - 1, num_frames)  # past the end: dropped

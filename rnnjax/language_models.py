@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import checks, decoding, losses, probes
+from rnnjax import checks, decoding, layers, losses, padding, probes
 from rnnjax.layers import Layer
 from rnnjax.readouts import Readout, _token_embedding_and_readout, mlp
 
@@ -109,16 +109,16 @@ def language_model(
         if use_dropout:  # without dropout the layer gets the caller's key unchanged
             assert key is not None  # checked above
             k_in, key, k_out = jax.random.split(key, 3)
-            xs = _dropout(k_in, dropout, xs)
+            xs = layers.dropout(k_in, dropout, xs)
         with probes.scope("rnn"):
             final, ys = layer.apply(
                 params["rnn"], xs, length=length, carry=carry, key=key, train=train
             )
         if use_dropout:
-            ys = _dropout(k_out, dropout, ys)
+            ys = layers.dropout(k_out, dropout, ys)
         logits = readout.apply(params["readout"], ys)
         if length is not None:
-            logits = jnp.where((jnp.arange(logits.shape[0]) < length)[:, None], logits, 0.0)
+            logits = padding.zero_outputs(padding.valid_steps(logits.shape[0], length), logits)
         return final, logits
 
     def step(params, carry, token):
@@ -156,12 +156,6 @@ def language_model(
         )
 
     return LanguageModel(init, apply, step, initial_carry, generate, vocab_size)
-
-
-def _dropout(key, rate, x):
-    """Returns ``x`` with each entry zeroed with probability ``rate``, the rest scaled up."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 class CarryBridge(NamedTuple):
@@ -242,7 +236,7 @@ def chunk_loss(model: LanguageModel) -> Callable[..., tuple[Array, tuple[Any, di
             lambda x, n, c, k: model.apply(params, x, length=n, carry=c, key=k, train=train),
             in_axes=(0, 0, 0, None if keys is None else 0),
         )(batch.inputs, batch.lengths, carry, keys)
-        mask = losses.length_mask(batch.lengths, batch.inputs.shape[1])
+        mask = padding.valid_steps(batch.inputs.shape[1], batch.lengths)
         loss = losses.masked_cross_entropy(logits, batch.targets, mask)
         return loss, (final, {"tokens": jnp.sum(mask)})
 

@@ -189,6 +189,19 @@ def bidirectional(
     return Layer(init, apply, output_size, initial_carry)
 
 
+def dropout(key: Array, rate: float, x: Array) -> Array:
+    """Returns ``x`` with each entry zeroed with probability ``rate``, the others scaled by ``1 / (1 - rate)``.
+
+    Inverted dropout (Srivastava et al. 2014), the one the library uses: between the layers
+    of :func:`stack` and on a language model's embeddings and outputs.
+    """
+    keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+_dropout = dropout  # inside stack, its argument `dropout` (the rate) shadows the function
+
+
 def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
     """Returns the layer that feeds each layer's outputs to the next (a deep RNN).
 
@@ -240,8 +253,7 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
             if i > 0 and use_dropout:
                 dropout_key = keys[2 * i]
                 assert dropout_key is not None  # use_dropout needs a key: checked above
-                keep = jax.random.bernoulli(dropout_key, 1.0 - dropout, xs.shape)
-                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
+                xs = _dropout(dropout_key, dropout, xs)
             with probes.scope(i):
                 final, xs = layer.apply(
                     p, xs, length=length, carry=c, key=keys[2 * i + 1], train=train

@@ -20,14 +20,6 @@ from rnnjax import padding
 Array = jax.Array
 
 
-def length_mask(length: Any, num_steps: int) -> Array:
-    """Returns ``mask: (..., num_steps)`` bool, true at steps ``t < length``.
-
-    ``length`` is an int scalar (one sequence) or an int array ``(...)`` (a batch).
-    """
-    return jnp.arange(num_steps) < jnp.asarray(length)[..., None]
-
-
 def _check_mask(mask: Any, lead_shape: tuple[int, ...], name: str) -> Array:
     mask = jnp.asarray(mask)
     if mask.shape != lead_shape[: mask.ndim]:

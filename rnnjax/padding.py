@@ -68,10 +68,14 @@ def valid_steps(num_steps: int, length: None) -> None: ...
 @overload
 def valid_steps(num_steps: int, length: Array) -> Array: ...
 def valid_steps(num_steps: int, length: Array | None) -> Array | None:
-    """Returns ``(num_steps,)`` bool, true at ``t < length``; None when ``length`` is None."""
+    """Returns ``(..., num_steps)`` bool, true at ``t < length``; None when ``length`` is None.
+
+    ``length`` is an int scalar (one sequence: the mask is ``(num_steps,)``) or an int array
+    ``(...)`` (a batch). The one place the library turns lengths into a mask.
+    """
     if length is None:
         return None
-    return jnp.arange(num_steps, dtype=jnp.int32) < length
+    return jnp.arange(num_steps, dtype=jnp.int32) < jnp.asarray(length)[..., None]
 
 
 def _broadcast_to(valid: Array, x: Array) -> Array:
@@ -171,7 +175,7 @@ def masked_softmax(scores: Array, length: Array | None) -> Array:
     """
     if length is None:
         return jax.nn.softmax(scores, axis=0)
-    valid = _broadcast_to(jnp.arange(scores.shape[0], dtype=jnp.int32) < length, scores)
+    valid = _broadcast_to(valid_steps(scores.shape[0], length), scores)
     scores = jnp.where(valid, scores, jnp.zeros_like(scores))
     # Softmax is shift-invariant, so the shift (the largest valid score) needs no gradient.
     shift = jax.lax.stop_gradient(jnp.max(jnp.where(valid, scores, -jnp.inf), axis=0))

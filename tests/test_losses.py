@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnjax import losses
+from rnnjax import losses, padding
 
 B, T, V, D = 3, 5, 4, 2
 
@@ -18,10 +18,10 @@ def _np_log_softmax(z):
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def test_length_mask():
-    np.testing.assert_array_equal(losses.length_mask(2, 4), [True, True, False, False])
+def test_valid_steps_mask():
+    np.testing.assert_array_equal(padding.valid_steps(4, 2), [True, True, False, False])
     np.testing.assert_array_equal(
-        losses.length_mask(jnp.array([0, 3]), 3), [[False, False, False], [True, True, True]]
+        padding.valid_steps(3, jnp.array([0, 3])), [[False, False, False], [True, True, True]]
     )
 
 
@@ -35,7 +35,7 @@ def test_masked_cross_entropy_matches_numpy_loop():
         for t in range(lengths[b]):
             total -= _np_log_softmax(logits[b, t])[labels[b, t]]
             count += 1
-    mask = losses.length_mask(jnp.array(lengths), T)
+    mask = padding.valid_steps(T, jnp.array(lengths))
     np.testing.assert_allclose(
         losses.masked_cross_entropy(logits, labels, mask), total / count, rtol=1e-5
     )
@@ -54,7 +54,7 @@ def test_masked_mse_matches_numpy_loop():
     per_step = [
         np.mean((pred[b, t] - target[b, t]) ** 2) for b in range(B) for t in range(lengths[b])
     ]
-    mask = losses.length_mask(jnp.array(lengths), T)
+    mask = padding.valid_steps(T, jnp.array(lengths))
     np.testing.assert_allclose(losses.masked_mse(pred, target, mask), np.mean(per_step), rtol=1e-5)
     np.testing.assert_allclose(
         losses.masked_mse(pred, target), np.mean((pred - target) ** 2), rtol=1e-5

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import losses, models, readouts
+from rnnjax import losses, models, padding, readouts
 
 KEY = jax.random.PRNGKey(0)
 
@@ -321,7 +321,7 @@ def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
     def loss(p, b):
         x, targets, length = b
         logits = jax.vmap(lambda u, t: gen.apply(p, u, t))(x, targets)
-        return losses.masked_cross_entropy(logits, targets, losses.length_mask(length, 4))
+        return losses.masked_cross_entropy(logits, targets, padding.valid_steps(4, length))
 
     def exact_match(p, k):
         x, targets, length = _digits_data(jnp.arange(1000))  # every integer 0..999
@@ -415,7 +415,7 @@ def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
     def loss(p, b):
         src, n, targets, tn = b
         logits = jax.vmap(lambda s, m, t: model.apply(p, s, t, source_length=m))(src, n, targets)
-        return losses.masked_cross_entropy(logits, targets, losses.length_mask(tn, L))
+        return losses.masked_cross_entropy(logits, targets, padding.valid_steps(L, tn))
 
     def exact_match(p, k):
         src, n, targets, tn = _reverse_data(k, 500)
