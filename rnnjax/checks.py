@@ -58,8 +58,7 @@ def check_tree(expected: Any, received: Any, *, name: str = "params") -> None:
     the keys that are missing or extra. Runs at trace time: free under ``jit``.
     """
     exp_leaves = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
-    got_leaves, got_def = jax.tree_util.tree_flatten_with_path(received)
-    got = dict(got_leaves)
+    got = dict(jax.tree_util.tree_flatten_with_path(received)[0])
     if exp_leaves.keys() != got.keys():
         missing = sorted(f"{name}/{_path_name(p)}" for p in exp_leaves.keys() - got.keys())
         extra = sorted(f"{name}/{_path_name(p)}" for p in got.keys() - exp_leaves.keys())
