@@ -334,7 +334,7 @@ def train_and_translate(
         return losses.masked_cross_entropy(logits, tgt, padding.valid_steps(tgt.shape[1], m)), {}
 
     def translate(params):
-        return jax.vmap(lambda s, n: model.decode(params, s, max_length=width_t, source_length=n))(
+        return jax.vmap(lambda s, n: model.generate(params, s, max_length=width_t, source_length=n))(
             jnp.asarray(test.source), jnp.asarray(test.source_length)
         )
 
@@ -390,7 +390,7 @@ def train_and_translate(
     if ATTENTION[name] is not None:  # the attention of the longest held-out number
         i = int(np.lexsort((test.numbers, test.source_length))[-1])
         tokens, length, weights = jax.jit(
-            lambda p: model.decode(
+            lambda p: model.generate(
                 p,
                 test.source[i],
                 max_length=width_t,

@@ -260,7 +260,7 @@ p1m, curve, (tokens, out_len) = train(
     digits_loss,
     speller.init(jax.random.key(0), 10),
     lambda k, s: digits_data(jax.random.randint(k, (128,), 0, 1000)),
-    lambda p: jax.vmap(lambda u: speller.decode(p, u, max_length=4))(x),
+    lambda p: jax.vmap(lambda u: speller.generate(p, u, max_length=4))(x),
     lr=2e-2,
 )
 correct = np.asarray(jnp.all(tokens == targets, 1) & (out_len == length))
@@ -335,7 +335,7 @@ p_ed, curve, (tokens, out_len) = train(
     reverse_loss,
     seq2seq.init(jax.random.key(0)),
     lambda k, s: reverse_data(k, 64),
-    lambda p: jax.vmap(lambda s, m: seq2seq.decode(p, s, max_length=L, source_length=m))(src, n),
+    lambda p: jax.vmap(lambda s, m: seq2seq.generate(p, s, max_length=L, source_length=m))(src, n),
     steps=STEPS * 2,
     lr=2e-2,
 )

@@ -27,6 +27,7 @@ from rnnjax import (
     plots,
     readouts,
     registry,
+    seq2seq,
     tasks,
     training,
 )
@@ -35,17 +36,10 @@ from rnnjax.checks import InvalidValueError, checked
 from rnnjax.language_models import LanguageModel, language_model
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
-from rnnjax.models import (
-    Generator,
-    Model,
-    encoder_decoder,
-    many_to_many,
-    many_to_one,
-    one_to_many,
-    one_to_one,
-)
+from rnnjax.models import Model, many_to_many, many_to_one, one_to_one
 from rnnjax.padding import reverse_valid
 from rnnjax.scan import scan
+from rnnjax.seq2seq import Generator, encoder_decoder, one_to_many
 from rnnjax.training import (
     TrainState,
     fit,
@@ -116,6 +110,7 @@ __all__ = [
     "plots",
     "readouts",
     "registry",
+    "seq2seq",
     "tasks",
     "training",
     "decoding",

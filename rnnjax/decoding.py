@@ -7,10 +7,11 @@ of steps, so that it jits, vmaps over a batch of prompts, and compiles once per 
 
 * :func:`filter_logits` / :func:`sample_token`: temperature, top-k (Fan et al. 2018) and
   nucleus/top-p (Holtzman et al. 2020) sampling of one token; greedy is ``key=None``.
-* :func:`generate`: a prompt read verbatim, then tokens picked one by one until
+* :func:`generate`: the one generation loop every model's ``generate`` runs: a prompt
+  read verbatim, then tokens picked one by one (greedy, sampled, or the best beam) until
   ``max_length`` or the end token.
 * :func:`beam_search`: the ``beam_size`` highest-scoring continuations, score the sum of
-  the tokens' log-probabilities (no length normalisation).
+  the tokens' log-probabilities, optionally divided by Wu et al. 2016's length penalty.
 * :func:`ctc_greedy` and :func:`ctc_prefix_beam_search`: reading a label sequence off
   per-frame CTC logits (Graves et al. 2006), best path and prefix beam search.
 """
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import checks, padding
+from rnnjax import _inputs, checks, padding
 
 Array = jax.Array
 StepFn = Callable[[Any, Array], tuple[Any, Array]]
@@ -97,6 +98,26 @@ def sample_token(
 # ------------------------------------------------------------------------------ generation
 
 
+def _check_sampling(key: Any, temperature: Any, top_k: Any, top_p: Any, beam_size: Any) -> None:
+    sampling = [n for n, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)) if v is not None]
+    if beam_size is not None:
+        if key is not None or sampling:
+            raise ValueError(
+                "beam search is deterministic: pass key=None with beam_size, and no "
+                f"temperature, top_k or top_p; got key={'None' if key is None else 'a key'}, "
+                f"sampling options {sampling or 'none'}"
+            )
+    elif key is None and sampling:
+        raise ValueError(
+            f"{', '.join(sampling)} sample from the model: pass a key (key=None decodes "
+            "greedily and takes no sampling option)"
+        )
+
+
+def _num_tokens(step_fn: StepFn, carry: Any, token: Any) -> int:
+    return jax.eval_shape(step_fn, carry, jnp.asarray(token, jnp.int32))[1].shape[-1]
+
+
 def generate(
     step_fn: StepFn,
     carry: Any,
@@ -105,30 +126,51 @@ def generate(
     max_length: int,
     prompt_length: Any = None,
     key: Array | None = None,
-    temperature: Any = 1.0,
+    temperature: Any = None,
     top_k: int | None = None,
     top_p: Any = None,
+    beam_size: int | None = None,
+    length_penalty: float | None = None,
     end_token: int | None = None,
     pad_token: int = 0,
 ) -> tuple[Array, Array]:
     """Returns ``(tokens: (max_length,) int32, length: () int32)``: the prompt, then its continuation.
 
+    The one generation loop of rnnjax: every model's ``generate`` calls it.
     ``tokens[:prompt_length]`` is the prompt verbatim; the model reads each token in turn
     (``carry, logits = step_fn(carry, tokens[t])``) and, past the prompt, the next token is
-    :func:`sample_token` of ``logits`` (greedy when ``key`` is None). After a generated
-    ``end_token`` the carry is frozen and the tokens are ``pad_token``; ``length`` counts
-    the tokens up to and including it (``max_length`` if none).
+    picked from ``logits``: the argmax (greedy) when ``key`` is None, else
+    :func:`sample_token`; with ``beam_size``, the best of :func:`beam_search` from the
+    prompt's last token. After a generated ``end_token`` the carry is frozen and the tokens
+    are ``pad_token``; ``length`` counts the tokens up to and including it (``max_length``
+    if none). An end token inside the prompt does not stop it.
 
     Args:
       step_fn: ``step_fn(carry, token: () int32) -> (carry, logits: (V,))``.
       carry: the carry before the first prompt token.
-      prompt: ``(P,)`` int, ``1 <= P <= max_length``; its first ``prompt_length`` tokens are
-        the prompt (default all; a traced ``prompt_length`` is clipped to ``[1, P]``).
+      prompt: ``(P,)`` int in ``[0, V)``, ``1 <= P <= max_length``; its first
+        ``prompt_length`` tokens are the prompt (default all; a traced ``prompt_length`` is
+        clipped to ``[1, P]``; with ``beam_size`` it must be a concrete int or None).
       max_length: number of tokens returned (static).
-      key, temperature, top_k, top_p: see :func:`sample_token`; one key per step is split
-        from ``key``.
+      key: None for greedy decoding or beam search; a key to sample (one key per step is
+        split from it).
+      temperature, top_k, top_p: sampling options, see :func:`filter_logits` (default:
+        none, temperature 1). Passing one without a ``key`` is a ValueError: there is no
+        silent greedy fallback.
+      beam_size: an int runs :func:`beam_search` (``key`` must then be None); ``beam_size=1``
+        is greedy decoding, exactly.
+      length_penalty: Wu et al. 2016's ``alpha`` (with ``beam_size`` only), see
+        :func:`beam_search`.
+      end_token, pad_token: concrete ints in ``[0, V)``.
+
+    A concrete prompt token outside ``[0, V)`` raises ValueError naming its position; a
+    traced one is passed to ``step_fn`` as it is (a model's embedding reads it as zeros)
+    and copied to ``tokens``, or raises under :func:`rnnjax.checked`.
     """
     checks.positive_int("max_length", max_length)
+    _check_sampling(key, temperature, top_k, top_p, beam_size)
+    if length_penalty is not None and beam_size is None:
+        raise ValueError(f"length_penalty ranks beams: it needs beam_size, got beam_size=None")
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 1 or not 1 <= prompt.shape[0] <= max_length:
         raise ValueError(
@@ -137,9 +179,23 @@ def generate(
         )
     if not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise TypeError(f"prompt must be integer tokens, got dtype {prompt.dtype}")
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    num_tokens = _num_tokens(step_fn, carry, prompt[0])
+    end_token = _inputs.special_token("end_token", end_token, num_tokens)
+    pad_token = _inputs.special_token("pad_token", pad_token, num_tokens)
     num_prompt = prompt.shape[0]
+    if beam_size is not None:
+        if prompt_length is not None:
+            if isinstance(prompt_length, jax.core.Tracer):
+                raise TypeError("prompt_length must be a concrete int with beam_size, got a traced value")
+            if not isinstance(prompt_length, (int, np.integer)) or not 1 <= prompt_length <= num_prompt:
+                raise ValueError(f"prompt_length must be an int in [1, P={num_prompt}], got {prompt_length!r}")
+            prompt, num_prompt = prompt[:prompt_length], int(prompt_length)
+        _inputs.check_ids(prompt, num_tokens, "prompt")
+        return _beam_continuation(
+            step_fn, carry, prompt, max_length, beam_size, length_penalty, end_token, pad_token
+        )
+    valid = None if prompt_length is None else jnp.arange(num_prompt) < prompt_length
+    _inputs.check_ids(prompt, num_tokens, "prompt", valid=valid)
     prompt_length = jnp.clip(num_prompt if prompt_length is None else prompt_length, 1, num_prompt)
     forced = jnp.zeros(max_length, jnp.int32).at[:num_prompt].set(prompt.astype(jnp.int32))
     num_steps = max_length - 1
@@ -148,6 +204,7 @@ def generate(
         if key is None
         else jax.random.split(key, max(num_steps, 1))[:num_steps]
     )
+    temperature = 1.0 if temperature is None else temperature
 
     def body(state, inputs):
         carry, token, done = state
@@ -172,6 +229,29 @@ def generate(
     return tokens, (1 + jnp.sum(emitted)).astype(jnp.int32)
 
 
+def _beam_continuation(
+    step_fn, carry, prompt, max_length, beam_size, length_penalty, end_token, pad_token
+) -> tuple[Array, Array]:
+    """Returns ``(tokens, length)``: the prompt, then the best beam from its last token."""
+    prompt = prompt.astype(jnp.int32)
+    num_prompt = prompt.shape[0]
+    if num_prompt > 1:  # read all but the last prompt token, which the beams continue
+        carry = jax.lax.scan(lambda c, t: (step_fn(c, t)[0], None), carry, prompt[:-1])[0]
+    if num_prompt == max_length:
+        return prompt, jnp.array(num_prompt, jnp.int32)
+    history, _, lengths = beam_search(
+        step_fn,
+        carry,
+        prompt[-1],
+        beam_size=beam_size,
+        max_length=max_length - num_prompt,
+        length_penalty=length_penalty,
+        end_token=end_token,
+        pad_token=pad_token,
+    )
+    return jnp.concatenate([prompt, history[0]]), (num_prompt + lengths[0]).astype(jnp.int32)
+
+
 def beam_search(
     step_fn: StepFn,
     carry: Any,
@@ -179,36 +259,58 @@ def beam_search(
     *,
     beam_size: int,
     max_length: int,
+    length_penalty: float | None = None,
     end_token: int | None = None,
     pad_token: int = 0,
 ) -> tuple[Array, Array, Array]:
     """Returns ``(tokens: (beam_size, max_length), scores: (beam_size,), lengths: (beam_size,))``, best first.
 
     Beam search over continuations of ``token``: at each of ``max_length`` steps every beam
-    is extended by every token, and the ``beam_size`` extensions with the highest score
-    ``sum_t log p(y_t | y_<t)`` are kept (``jax.lax.top_k`` over ``beam_size * V``
-    candidates; one ``vmap`` of ``step_fn`` over the beams). A beam that emitted
-    ``end_token`` is finished: its only extension is ``pad_token`` at no cost, so its score
-    stays, and its carry is frozen. ``lengths`` count the tokens up to and including the end
-    token. Scores are not normalised by length (Wu et al. 2016's length penalty is not
-    applied), so a finished short beam competes with the log-probability of longer ones.
+    is extended by every token, and the ``beam_size`` extensions with the highest score are
+    kept (``jax.lax.top_k`` over ``beam_size * V`` candidates; one ``vmap`` of ``step_fn``
+    over the beams). The score is ``log P(Y) = sum_t log p(y_t | y_<t)``, or with a
+    ``length_penalty`` ``alpha`` that divided by Wu et al. 2016's ("Google's Neural Machine
+    Translation System", eq. 14) ``lp(Y) = (5 + |Y|)^alpha / (5 + 1)^alpha``, ``|Y|`` the
+    candidate's length: ``alpha = 0`` is no penalty, larger ``alpha`` favours longer
+    sequences. A beam that emitted ``end_token`` is finished: its only extension is
+    ``pad_token`` at no cost, so its score stays, and its carry is frozen. ``lengths`` count
+    the tokens up to and including the end token; ``scores`` are the ranking scores.
 
     With ``beam_size=1`` this is greedy decoding: the kept extension is the argmax of the
-    last logits (the order of ``log_softmax(logits) + score`` is that of ``logits``, and
-    ``top_k`` breaks ties toward the lower token as ``argmax`` does). With a larger beam the
-    best score is usually, not provably, at least greedy's.
+    last logits (the order of ``log_softmax(logits) + score`` is that of ``logits``, every
+    candidate has the same length, and ``top_k`` breaks ties toward the lower token as
+    ``argmax`` does). With a larger beam the best score is usually, not provably, at least
+    greedy's.
 
     Args:
       step_fn: ``step_fn(carry, token: () int32) -> (carry, logits: (V,))``.
       carry: the carry before ``token`` is read.
       token: the last given token (a start token, or a prompt's last token with ``carry``
-        after the rest of the prompt).
+        after the rest of the prompt), in ``[0, V)``: a concrete one outside raises
+        ValueError; a traced one is passed to ``step_fn`` as it is (or raises under
+        :func:`rnnjax.checked`).
       beam_size, max_length: static ints.
+      length_penalty: ``alpha >= 0``, a float, or None for none.
+      end_token, pad_token: concrete ints in ``[0, V)``.
     """
     checks.positive_int("beam_size", beam_size)
     checks.positive_int("max_length", max_length)
+    if length_penalty is not None and (
+        not isinstance(length_penalty, (int, float, np.floating, np.integer))
+        or isinstance(length_penalty, bool)
+        or not length_penalty >= 0
+    ):
+        raise ValueError(f"length_penalty must be a float >= 0 or None, got {length_penalty!r}")
+    if jnp.ndim(token) != 0 or not jnp.issubdtype(jnp.result_type(token), jnp.integer):
+        raise ValueError(
+            f"token must be one integer token of shape (), got {jnp.result_type(token)} of "
+            f"shape {jnp.shape(token)}"
+        )
+    num_tokens = _num_tokens(step_fn, carry, token)
+    _inputs.check_ids(token, num_tokens, "token")
+    end_token = _inputs.special_token("end_token", end_token, num_tokens)
+    pad_token = _inputs.special_token("pad_token", pad_token, num_tokens)
     token = jnp.asarray(token, jnp.int32)
-    num_tokens = jax.eval_shape(step_fn, carry, token)[1].shape[-1]
     beams = lambda tree: jax.tree.map(
         lambda a: jnp.broadcast_to(a, (beam_size,) + jnp.shape(a)), tree
     )
@@ -216,13 +318,21 @@ def beam_search(
     scores = jnp.full(beam_size, -jnp.inf).at[0].set(0.0)
     pad_only = jnp.where(jnp.arange(num_tokens) == pad_token, 0.0, -jnp.inf)
 
+    def penalty(length):
+        return ((5.0 + length) / 6.0) ** length_penalty
+
     def body(state, t):
         carries, last, scores, done, history, lengths = state
         new_carries, logits = jax.vmap(step_fn)(carries, last)
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         log_probs = jnp.where(done[:, None], pad_only, log_probs)
         total = (scores[:, None] + log_probs).reshape(-1)
-        scores, index = jax.lax.top_k(total, beam_size)
+        if length_penalty is None:
+            scores, index = jax.lax.top_k(total, beam_size)
+        else:  # rank by log P / lp(|Y|); a finished beam keeps its length
+            candidate_length = jnp.repeat(lengths + (~done).astype(jnp.int32), num_tokens)
+            _, index = jax.lax.top_k(total / penalty(candidate_length), beam_size)
+            scores = total[index]
         parent, next_token = index // num_tokens, (index % num_tokens).astype(jnp.int32)
         was_done = done[parent]
         new_carries = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carries, carries)
@@ -247,6 +357,8 @@ def beam_search(
         jnp.zeros(beam_size, jnp.int32),
     )
     (_, _, scores, _, history, lengths), _ = jax.lax.scan(body, state, jnp.arange(max_length))
+    if length_penalty is not None:
+        scores = scores / penalty(lengths)
     return history, scores, lengths
 
 
@@ -255,9 +367,14 @@ def sequence_log_prob(
 ) -> Array:
     """Returns ``sum_t log p(continuation[t] | token, continuation[:t])`` over ``t < length``, a scalar.
 
-    The score :func:`beam_search` ranks by, computed by teacher forcing (one scan over
-    ``continuation: (T,)``).
+    The score :func:`beam_search` ranks by without a length penalty, computed by teacher
+    forcing (one scan over ``continuation: (T,)``). Ids are checked as :func:`beam_search`
+    checks ``token`` (``continuation`` at its valid steps only).
     """
+    num_tokens = _num_tokens(step_fn, carry, token)
+    _inputs.check_ids(token, num_tokens, "token")
+    valid = None if length is None else padding.valid_steps(jnp.shape(continuation)[0], length)
+    _inputs.check_ids(continuation, num_tokens, "continuation", valid=valid)
     continuation = jnp.asarray(continuation, jnp.int32)
     previous = jnp.concatenate([jnp.asarray(token, jnp.int32)[None], continuation[:-1]])
 

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import checks, decoding, layers, losses, padding, probes
+from rnnjax import _inputs, checks, decoding, layers, losses, padding, probes
+from rnnjax.cells import Cell
 from rnnjax.layers import Layer
-from rnnjax.readouts import Readout, _token_embedding_and_readout, mlp
+from rnnjax.readouts import Readout, mlp
 
 Array = jax.Array
 
@@ -40,8 +41,10 @@ class LanguageModel(NamedTuple):
       step: ``step(params, carry, token) -> (carry, logits: (V,))``, one token read.
       initial_carry: ``initial_carry(params) -> carry`` (zeros).
       generate: ``generate(params, prompt, *, max_length, prompt_length=None, carry=None,
-        key=None, temperature=1.0, top_k=None, top_p=None, end_token=None, pad_token=0)
-        -> (tokens: (max_length,), length)``, see :func:`rnnjax.decoding.generate`.
+        key=None, temperature=None, top_k=None, top_p=None, beam_size=None,
+        length_penalty=None, end_token=None, pad_token=0) -> (tokens: (max_length,), length)``,
+        :func:`rnnjax.decoding.generate` from ``carry`` (default: the initial carry), the same
+        keywords as :attr:`rnnjax.seq2seq.Generator.generate`.
       vocab_size: number of tokens.
     """
 
@@ -75,12 +78,18 @@ def language_model(
         Regularization"). Kept entries are scaled by ``1 / (1 - dropout)``. Active only in
         ``apply(..., train=True, key=key)``; ``step`` and ``generate`` never drop.
 
-    Params: ``{"embed": {"table"}, "rnn": layer params, "readout": ...}``.
+    Params: ``{"embed": {"table"}, "rnn": layer params, "readout": ...}``; ``apply``
+    checks them against what ``init`` makes (ValueError naming the first path that differs).
+    Tokens outside ``[0, vocab_size)`` (``tokens``, ``prompt``) raise ValueError naming the
+    argument and position when concrete; traced ones embed to zeros (or raise under
+    :func:`rnnjax.checked`).
     """
+    hint = "; wrap a cell in a layer: rnnjax.recurrent(cell)" if isinstance(layer, Cell) else ""
+    _inputs.check_type("layer", layer, Layer, "an rnnjax.Layer (recurrent, stack)", hint)
     checks.positive_int("vocab_size", vocab_size)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    embed, readout = _token_embedding_and_readout(vocab_size, embed_size, readout)
+    embed, readout = _inputs.token_embedding_and_readout(vocab_size, embed_size, readout)
 
     def init(key):
         k_emb, k_rnn, k_out = jax.random.split(key, 3)
@@ -89,6 +98,8 @@ def language_model(
             "rnn": layer.init(k_rnn, embed_size),
             "readout": readout.init(k_out, layer.output_size),
         }
+
+    check_params = _inputs.params_checker(init)
 
     def initial_carry(params):
         return layer.initial_carry(params["rnn"])
@@ -99,12 +110,18 @@ def language_model(
             raise ValueError(
                 f"tokens must have shape (T,) for one sequence{hint}; got {jnp.shape(tokens)}"
             )
+        if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+            raise TypeError(f"tokens must be integers, got dtype {jnp.result_type(tokens)}")
+        check_params(params)
+        valid = None if length is None else padding.valid_steps(jnp.shape(tokens)[0], length)
+        _inputs.check_ids(tokens, vocab_size, "tokens", valid=valid)
         use_dropout = train and dropout > 0.0
         if use_dropout and key is None:
             raise ValueError(
                 "language_model(dropout>0).apply(train=True) needs a key, got key=None"
             )
-        xs = embed.apply(params["embed"], tokens)
+        # Padded steps may hold any id: they read token 0, which the layer then ignores.
+        xs = embed.apply(params["embed"], tokens if valid is None else jnp.where(valid, tokens, 0))
         k_out = None
         if use_dropout:  # without dropout the layer gets the caller's key unchanged
             assert key is not None  # checked above
@@ -135,12 +152,15 @@ def language_model(
         prompt_length=None,
         carry=None,
         key=None,
-        temperature=1.0,
+        temperature=None,
         top_k=None,
         top_p=None,
+        beam_size=None,
+        length_penalty=None,
         end_token=None,
         pad_token=0,
     ):
+        check_params(params)
         return decoding.generate(
             lambda c, t: step(params, c, t),
             initial_carry(params) if carry is None else carry,
@@ -151,6 +171,8 @@ def language_model(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
             end_token=end_token,
             pad_token=pad_token,
         )

@@ -15,9 +15,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnjax import padding
+from rnnjax import _inputs, padding
 
 Array = jax.Array
+
+__all__ = ["masked_cross_entropy", "masked_mse"]
 
 
 def _check_mask(mask: Any, lead_shape: tuple[int, ...], name: str) -> Array:
@@ -31,8 +33,9 @@ def _check_mask(mask: Any, lead_shape: tuple[int, ...], name: str) -> Array:
 
 
 def _masked_mean(per_position: Array, mask: Array | None) -> Array:
+    """Returns the mean over ``mask``; 0 when no position counts (a batch of 0 included)."""
     if mask is None:
-        return jnp.mean(per_position)
+        return jnp.sum(per_position) / max(per_position.size, 1)
     count = jnp.sum(mask)
     total = jnp.sum(padding.clean(per_position, mask))
     return total / jnp.maximum(count, 1)
@@ -49,7 +52,7 @@ def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
       mask: bool ``lead`` (a prefix of ``predictions.shape``, e.g. ``(T,)`` or ``(B, T)``),
         true at valid positions; ``None`` means all valid. Each valid position contributes
         the mean of its squared errors over the remaining (feature) axes. With no valid
-        position the loss is 0.
+        position (or no position: a batch of 0) the loss is 0.
     """
     predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
     if predictions.shape != targets.shape:
@@ -57,7 +60,7 @@ def masked_mse(predictions: Array, targets: Array, mask: Any = None) -> Array:
             f"targets must have the shape of predictions {predictions.shape}, got {targets.shape}"
         )
     if mask is None:
-        return jnp.mean(jnp.square(predictions - targets))
+        return _masked_mean(jnp.square(predictions - targets), None)
     mask = _check_mask(mask, predictions.shape, "predictions")
     error = padding.clean(predictions, mask) - padding.clean(targets, mask)
     feature_axes = tuple(range(mask.ndim, predictions.ndim))
@@ -78,6 +81,13 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Arra
         positions may hold anything).
       mask: bool, a prefix of ``lead`` (e.g. ``(B, T)``, or ``(B,)`` to mask whole
         sequences), true at valid positions; ``None`` means all valid.
+
+    A label outside ``[0, num_classes)`` at a valid position raises ValueError naming its
+    position and value when ``labels`` (and ``mask``) are concrete. When they are traced
+    it is ignored, as a masked position is: it adds nothing to the loss or the gradient
+    and is not counted (the convention of PyTorch's ``ignore_index``); under
+    :func:`rnnjax.checked` it raises. With no position counted (or a batch of 0) the loss
+    is 0.
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
@@ -86,16 +96,28 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Arra
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    num_classes = logits.shape[-1]
+    if num_classes == 0:
+        raise ValueError(f"logits must have at least one class, got shape {logits.shape}")
     if mask is not None:
         mask = _check_mask(mask, labels.shape, "labels")
         full = jnp.broadcast_to(
             mask.reshape(mask.shape + (1,) * (labels.ndim - mask.ndim)), labels.shape
         )
-        logits, labels = padding.clean((logits, labels), full)
+    else:
+        full = None
+    _inputs.check_ids(labels, num_classes, "labels", valid=full, bound="num_classes")
+    # Out-of-range labels count as masked, cleaned before the loss as padding is.
+    counted = (labels >= 0) & (labels < num_classes)
+    counted = counted if full is None else counted & full
+    logits, labels = padding.clean((logits, labels), counted)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    nll = padding.clean(-jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0], counted)
     if mask is None:
-        return jnp.mean(nll)
+        return jnp.sum(nll) / jnp.maximum(jnp.sum(counted), 1)
     axes = tuple(range(mask.ndim, nll.ndim))
-    per_position = jnp.mean(nll, axis=axes) if axes else nll
+    if axes:  # the mean over each position's trailing entries that count
+        per_position = jnp.sum(nll, axis=axes) / jnp.maximum(jnp.sum(counted, axis=axes), 1)
+    else:
+        per_position = nll
     return _masked_mean(per_position, mask)

@@ -185,17 +185,4 @@ def embedding(
     return Embedding(init, apply, vocab_size, features)
 
 
-def _token_embedding_and_readout(
-    vocab_size: int, embed_size: int, readout: Readout | None
-) -> tuple[Embedding, Readout]:
-    """Returns the embedding and readout of a model over tokens (default readout: linear).
-
-    Raises ValueError unless the readout emits one logit per token.
-    """
-    embed = embedding(vocab_size, embed_size)
-    readout = linear(vocab_size) if readout is None else readout
-    if readout.output_size != vocab_size:
-        raise ValueError(
-            f"readout.output_size must equal vocab_size={vocab_size}, got {readout.output_size}"
-        )
-    return embed, readout
+__all__ = ["Embedding", "Readout", "embedding", "linear", "mlp"]

@@ -282,7 +282,7 @@ def test_decoding_under_jit_and_vmap_is_greedy_and_returns_the_weights(kind, bea
     lengths = jnp.array([4, 2, 5])
     decode = jax.jit(
         jax.vmap(
-            lambda s, n, b: model.decode(
+            lambda s, n, b: model.generate(
                 p, s, max_length=6, source_length=n, beam_size=b, return_attention=True
             ),
             in_axes=(0, 0, None),
@@ -329,8 +329,11 @@ def test_attention_arguments_are_checked():
             attention="luong",
             feed_context=True,
         )
-    model = _model("luong")  # both checked before the parameters are read
+    model = _model("luong")
+    params = model.init(KEY)
     with pytest.raises(ValueError, match="key=None with beam_size"):
-        model.decode(None, jnp.array([3, 4]), max_length=3, beam_size=2, key=jax.random.PRNGKey(0))
+        model.generate(
+            params, jnp.array([3, 4]), max_length=3, beam_size=2, key=jax.random.PRNGKey(0)
+        )
     with pytest.raises(ValueError, match="max_length"):
-        model.decode(None, jnp.array([3, 4]), max_length=0)
+        model.generate(params, jnp.array([3, 4]), max_length=0)

@@ -46,7 +46,7 @@ def _generate(
     end_token=None,
     top_k=None,
     top_p=None,
-    temperature=1.0,
+    temperature=None,
 ):
     padded = jnp.zeros(4, jnp.int32).at[: len(prompt)].set(prompt)
     return LM.generate(

@@ -250,7 +250,7 @@ def test_greedy_decode_matches_loop_and_stops_at_end_token():
         cell, vocab, start_token=start, end_token=end, pad_token=pad, embed_size=3
     )
     x = jax.random.normal(jax.random.PRNGKey(7), (3,))
-    decode = jax.jit(lambda p: gen.decode(p, x, max_length=max_length))
+    decode = jax.jit(lambda p: gen.generate(p, x, max_length=max_length))
     lengths = []
     for seed in range(4):
         p = gen.init(jax.random.PRNGKey(seed), 3)
@@ -290,15 +290,15 @@ def test_sampling_follows_softmax_with_temperature():
     temperature = 2.0
     keys = jax.random.split(jax.random.PRNGKey(8), 4000)
     first = jax.jit(
-        jax.vmap(lambda k: gen.decode(p, x, max_length=2, key=k, temperature=temperature)[0][0])
+        jax.vmap(lambda k: gen.generate(p, x, max_length=2, key=k, temperature=temperature)[0][0])
     )(keys)
     freq = np.bincount(np.asarray(first), minlength=4) / len(keys)
     z = logits0 / temperature
     expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     # 4000 draws: standard error <= 0.008 per class
     np.testing.assert_allclose(freq, expected, atol=0.03)
-    greedy, _ = gen.decode(p, x, max_length=3)
-    cold, _ = gen.decode(p, x, max_length=3, key=keys[0], temperature=1e-4)
+    greedy, _ = gen.generate(p, x, max_length=3)
+    cold, _ = gen.generate(p, x, max_length=3, key=keys[0], temperature=1e-4)
     np.testing.assert_array_equal(cold, greedy)
 
 
@@ -325,7 +325,7 @@ def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
 
     def exact_match(p, k):
         x, targets, length = _digits_data(jnp.arange(1000))  # every integer 0..999
-        tokens, n = jax.vmap(lambda u: gen.decode(p, u, max_length=4))(x)
+        tokens, n = jax.vmap(lambda u: gen.generate(p, u, max_length=4))(x)
         return jnp.mean(jnp.all(tokens == targets, 1) & (n == length))
 
     batch = lambda k: _digits_data(jax.random.randint(k, (128,), 0, 1000))
@@ -362,8 +362,8 @@ def test_encoder_decoder_ignores_source_padding_and_matches_loop():
     context = np.concatenate([np.ravel(a) for a in jax.tree.leaves(final)])
     expected = _loop_decoder_logits(dec_cell, p["decoder"], context, [1, 4, 3])
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
-    tokens, _ = model.decode(p, padded, max_length=4, source_length=3)
-    tokens_unpadded, _ = model.decode(p, src[:3], max_length=4)
+    tokens, _ = model.generate(p, padded, max_length=4, source_length=3)
+    tokens_unpadded, _ = model.generate(p, src[:3], max_length=4)
     np.testing.assert_array_equal(tokens, tokens_unpadded)
 
 
@@ -419,7 +419,7 @@ def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
 
     def exact_match(p, k):
         src, n, targets, tn = _reverse_data(k, 500)
-        tokens, length = jax.vmap(lambda s, m: model.decode(p, s, max_length=L, source_length=m))(
+        tokens, length = jax.vmap(lambda s, m: model.generate(p, s, max_length=L, source_length=m))(
             src, n
         )
         return jnp.mean(jnp.all(tokens == targets, 1) & (length == tn))
@@ -444,9 +444,9 @@ def test_errors_name_the_argument():
     gen = models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1)
     p = gen.init(KEY, 3)
     with pytest.raises(ValueError, match="max_length"):
-        gen.decode(p, jnp.ones(3), max_length=0)
+        gen.generate(p, jnp.ones(3), max_length=0)
     with pytest.raises(ValueError, match="temperature"):
-        gen.decode(p, jnp.ones(3), max_length=2, key=KEY, temperature=0.0)
+        gen.generate(p, jnp.ones(3), max_length=2, key=KEY, temperature=0.0)
     with pytest.raises(ValueError, match=r"x must have shape \(input_size,\)"):
         gen.apply(p, jnp.ones((2, 3)), jnp.array([1]))
     with pytest.raises(ValueError, match="targets"):
@@ -505,8 +505,8 @@ def test_token_inputs_are_embedded_by_the_model():
         vector_gen.apply(vector_params, x, targets),
         rtol=1e-6,
     )
-    tokens_out, _ = gen.decode(params, jnp.array(4), max_length=4)
-    np.testing.assert_array_equal(tokens_out, vector_gen.decode(vector_params, x, max_length=4)[0])
+    tokens_out, _ = gen.generate(params, jnp.array(4), max_length=4)
+    np.testing.assert_array_equal(tokens_out, vector_gen.generate(vector_params, x, max_length=4)[0])
     with pytest.raises(ValueError, match=r"x must be integer tokens of shape \(\) \(one token\)"):
         gen.apply(params, jnp.array([4]), targets)
     with pytest.raises(TypeError, match=r"embedding must be an rnnjax.readouts.embedding"):
