@@ -212,8 +212,10 @@ def _attention_decoder(
     ``s_i``/``h_t`` is the hidden state in the cell's carry. Both start from the bridge
     ``carry_0 = tanh(c W + b)`` of the encoder's final carry ``c`` (Bahdanau et al.
     initialise from the backward encoder's first state, which a bidirectional encoder's
-    final carry holds; Luong et al. from the last encoder state). The loop's carry is the
-    cell's carry (Bahdanau) or ``(cell carry, h~)`` (Luong): what recurs.
+    final carry holds; Luong et al. from the last encoder state). The loop carries the
+    cell's carry only, so :func:`rnnjax.diagnostics.gradient_flow` reports the decoder's
+    state as for a plain decoder; the step's attention output (``c_i``, ``h~_{t-1}``) is
+    recomputed from it.
     """
     embed, readout = _inputs.token_embedding_and_readout(vocab_size, embed_size, readout)
     bahdanau = kind == "bahdanau"
@@ -244,33 +246,36 @@ def _attention_decoder(
         del context
         return attention_lib.memory(score, params["attention"], annotations, length)
 
-    def initial_state(params, carry):
-        return carry if bahdanau else (carry, jnp.zeros(hidden, jax.tree.leaves(carry)[0].dtype))
-
     def start(params, context):
-        return initial_state(params, _bridge(cell, params, context))
+        # (carry, first): Luong's first step reads h~_0 = 0, not h~ of the bridged carry.
+        return _bridge(cell, params, context), jnp.array(True)
 
     def attentional(params, source, h):
-        """Returns Luong's ``(h~_t, weights)`` for the current state ``h_t`` (eq. 5)."""
+        """Returns Luong's ``(h~_t, weights)`` for the state ``h_t`` (eq. 5)."""
         context, weights = attention_lib.attend(score, params["attention"], h, source)
         return jnp.tanh(jnp.concatenate([context, h]) @ params["combine"]["w"]), weights
 
-    def recur(params_and_source, state, e):
-        """The loop's step, a cell's: ``(state, e = embed(y_{t-1})) -> (state, h_t)``."""
+    def recur(params_and_source, carry, x):
+        """The loop's step, a cell's: ``(carry_{t-1}, x = [E y_{t-1}; first]) -> (carry_t, h_t)``.
+
+        What the step reads besides the token comes from the previous state: Bahdanau's
+        ``c_i`` (the query is ``s_{i-1}``), Luong's ``h~_{t-1}`` (0 at the first step),
+        recomputed here rather than carried, so that the carry is the cell's alone.
+        """
         params, source = params_and_source
-        if bahdanau:
-            context, _ = attention_lib.attend(score, params["attention"], hidden_of(state), source)
-            carry, _ = cell.step(params["cell"], state, jnp.concatenate([e, context]))
-            return carry, hidden_of(carry)
-        carry, fed = state
-        carry, _ = cell.step(params["cell"], carry, jnp.concatenate([e, fed.astype(e.dtype)]))
+        e, first = x[:-1], x[-1] > 0
         h = hidden_of(carry)
-        return (carry, attentional(params, source, h)[0].astype(fed.dtype)), h
+        if bahdanau:
+            fed, _ = attention_lib.attend(score, params["attention"], h, source)
+        else:
+            fed = jnp.where(first, 0.0, attentional(params, source, h)[0])
+        carry, _ = cell.step(params["cell"], carry, jnp.concatenate([e, fed.astype(e.dtype)]))
+        return carry, hidden_of(carry)
 
     loop = recurrent(
         Cell(
             init=lambda key, input_size: None,  # never called: the decoder's init makes params
-            initial_carry=lambda ps: initial_state(ps[0], cell.initial_carry(ps[0]["cell"])),
+            initial_carry=lambda ps: cell.initial_carry(ps[0]["cell"]),
             step=recur,
             hidden_size=hidden,
             kind=("attention decoder", kind, cell.kind),
@@ -288,20 +293,21 @@ def _attention_decoder(
         out, weights = attentional(params, source, h)
         return readout.apply(params["readout"], out), weights
 
-    def query_of(state):
-        return hidden_of(state) if bahdanau else hidden_of(state[0])
-
     def step(params, source, state, token):
+        carry, first = state
         e = embed.apply(params["embed"], token)
-        new_state, h = recur((params, source), state, e)
-        return new_state, emit(params, source, query_of(state), h, e)[0]
+        new_carry, h = recur((params, source), carry, jnp.append(e, first.astype(e.dtype)))
+        logits, _ = emit(params, source, hidden_of(carry), h, e)
+        return (new_carry, jnp.zeros_like(first)), logits
 
     def teacher_force(params, source, state, previous):
+        carry, _ = state
         es = embed.apply(params["embed"], previous)
+        first = (jnp.arange(es.shape[0]) == 0).astype(es.dtype)[:, None]
         with probes.scope("cell"):
-            _, hs = loop.apply((params, source), es, carry=state)
-        # Step t's query is the state before it: the start state's, then the loop's outputs.
-        queries = jnp.concatenate([query_of(state)[None].astype(hs.dtype), hs[:-1]])
+            _, hs = loop.apply((params, source), jnp.concatenate([es, first], 1), carry=carry)
+        # Step t's query is the state before it: the start carry's, then the loop's outputs.
+        queries = jnp.concatenate([hidden_of(carry)[None].astype(hs.dtype), hs[:-1]])
         return jax.vmap(emit, in_axes=(None, None, 0, 0, 0))(params, source, queries, hs, es)
 
     return _Decoder(init, read, start, step, teacher_force)

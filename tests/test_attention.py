@@ -8,6 +8,7 @@ from jax.flatten_util import ravel_pytree
 
 import rnnjax
 from rnnjax import attention, initializers, models, padding
+from rnnjax import diagnostics as dg
 
 KEY = jax.random.PRNGKey(0)
 V, S = 7, 9  # target and source vocabularies; start 1, end 2, pad 0
@@ -337,3 +338,80 @@ def test_attention_arguments_are_checked():
         )
     with pytest.raises(ValueError, match="max_length"):
         model.generate(params, jnp.array([3, 4]), max_length=0)
+
+
+# -------------------------------------------------------------------------- gradient flow
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_flow_reports_the_decoder_loop_equal_to_hand_placed_probes(kind):
+    """Every loop of an attention encoder-decoder is probed: the encoder's two directions and
+    the decoder's, against the model written out with explicit probes (tests/test_gradient_flow.py)."""
+    from test_gradient_flow import B, I, LENGTHS, T, TARGETS, probed, state_size
+    from test_gradient_flow import bidirectional as probed_bidirectional
+    from test_gradient_flow import linear as affine
+
+    enc, dec = rnnjax.lstm(3), rnnjax.lstm(4)
+    model = models.encoder_decoder(
+        rnnjax.bidirectional(enc), dec, V, start_token=1, end_token=2, attention=kind
+    )
+    params = model.init(KEY, I)
+    params = jax.tree.map(lambda a: a + 0.2 * jax.random.normal(jax.random.key(1), a.shape), params)
+    xs = jax.random.normal(jax.random.key(2), (B, T, I))
+
+    def by_hand(params, probes, xs, n):
+        final, annotations = probed_bidirectional(enc, params["encoder"], xs, probes, n, "encoder")
+        p, valid = params["decoder"], jnp.arange(T) < n
+        leaves, tree = jax.tree.flatten(dec.initial_carry(p["cell"]))
+        context = ravel_pytree(final)[0]
+        carry = jax.tree.unflatten(
+            tree, [jnp.tanh(affine(b, context)).reshape(a.shape) for b, a in zip(p["bridge"], leaves)]
+        )
+        att = p["attention"]
+
+        def attend(q):  # eq. 6 (Bahdanau) or eq. 8 (Luong), softmax over the valid steps
+            if kind == "bahdanau":
+                e = jnp.tanh(q @ att["w"] + annotations @ att["u"]) @ att["v"]
+            else:
+                e = annotations @ att["w"].T @ q
+            w = jax.nn.softmax(jnp.where(valid, e, -jnp.inf))
+            return w @ annotations
+
+        def attentional(h):  # Luong's h~ = tanh(W_c [c; h])
+            return jnp.tanh(jnp.concatenate([attend(h), h]) @ p["combine"]["w"])
+
+        total = 0.0
+        for t, token in enumerate([1, *np.asarray(TARGETS)[:-1].tolist()]):
+            e, h_prev = p["embed"]["table"][token], carry[0]
+            if kind == "bahdanau":
+                fed = attend(h_prev)
+            else:
+                fed = jnp.zeros(4) if t == 0 else attentional(h_prev)
+            x = jnp.concatenate([e, fed, probes["decoder/cell"][t]])
+            carry, h = probed(dec).step(p["cell"], carry, x)
+            out = jnp.concatenate([h, attend(h_prev), e]) if kind == "bahdanau" else attentional(h)
+            total = total + jnp.sum(jnp.sin(affine(p["readout"], out)))
+        return total
+
+    def loss(p, x, n):
+        return jnp.sum(jnp.sin(model.apply(p, x, TARGETS, source_length=n)))
+
+    shapes = {f"encoder/{d}": (T, state_size(enc)) for d in ("forward", "backward")}
+    shapes["decoder/cell"] = (len(TARGETS), state_size(dec))
+
+    @jax.jit
+    def both(xs, lengths):
+        got = jax.vmap(lambda x, n: dg.gradient_flow(loss, params, x, n))(xs, lengths)
+        zeros = {k: jnp.zeros(s) for k, s in shapes.items()}
+        want = jax.vmap(lambda x, n: jax.grad(by_hand, argnums=1)(params, zeros, x, n))(xs, lengths)
+        value = jax.vmap(lambda x, n: (loss(params, x, n), by_hand(params, zeros, x, n)))(
+            xs, lengths
+        )
+        return got, want, value
+
+    got, want, (value, value_by_hand) = both(xs, LENGTHS)
+    np.testing.assert_allclose(value, value_by_hand, rtol=1e-5, atol=1e-6)  # the same model
+    assert set(got) == set(want) == {"encoder/forward", "encoder/backward", "decoder/cell"}
+    for label in want:
+        np.testing.assert_allclose(got[label], want[label], rtol=1e-4, atol=1e-6, err_msg=label)
+        assert np.abs(want[label]).max() > 1e-3, label  # a gradient that can be wrong
