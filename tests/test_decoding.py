@@ -1,6 +1,7 @@
 """Decoding (rnnjax.decoding) and the language model kind, against Python loops and brute force."""
 
 import functools
+import inspect
 import itertools
 
 import jax
@@ -24,8 +25,10 @@ def _params(seed, scale=3.0):
     return params
 
 
-@functools.partial(jax.jit, static_argnames=("beam_size", "max_length", "end_token"))
-def _beam(params, token, *, beam_size, max_length, end_token=None):
+@functools.partial(
+    jax.jit, static_argnames=("beam_size", "max_length", "end_token", "length_penalty")
+)
+def _beam(params, token, *, beam_size, max_length, end_token=None, length_penalty=None):
     return decoding.beam_search(
         lambda c, t: LM.step(params, c, t),
         LM.initial_carry(params),
@@ -33,6 +36,7 @@ def _beam(params, token, *, beam_size, max_length, end_token=None):
         beam_size=beam_size,
         max_length=max_length,
         end_token=end_token,
+        length_penalty=length_penalty,
     )
 
 
@@ -203,6 +207,28 @@ def test_exhaustive_beam_finds_the_brute_force_best_sequence():
         assert brute[tuple(row.tolist())] == pytest.approx(score, abs=1e-4)
 
 
+def test_exhaustive_beam_with_length_penalty_finds_the_brute_force_best_hypothesis():
+    params, end, alpha, length = _params(7, scale=1.0), 0, 2.0, 3
+    # 64 beams keep every hypothesis (40 of them: ended after 1, 2 or 3 tokens, or not)
+    tokens, scores, lengths = _beam(
+        params, 1, beam_size=64, max_length=length, end_token=end, length_penalty=alpha
+    )
+    brute = {}
+    for seq in itertools.product(range(V), repeat=length):
+        hypothesis = seq[: seq.index(end) + 1] if end in seq else seq
+        lp = ((5 + len(hypothesis)) / 6) ** alpha  # Wu et al. 2016, eq. 14
+        brute[hypothesis] = _log_probs_of(params, (1,) + hypothesis).sum() / lp
+    ranked = sorted(brute, key=brute.get, reverse=True)
+    np.testing.assert_allclose(np.asarray(scores[:40]), [brute[h] for h in ranked], atol=1e-4)
+    best = tuple(np.asarray(tokens[0, : int(lengths[0])]).tolist())
+    assert best == ranked[0]
+    # without the penalty the same search ranks by log-probability alone, here differently
+    plain = sorted(brute, key=lambda h: brute[h] * ((5 + len(h)) / 6) ** alpha, reverse=True)
+    assert plain[0] != ranked[0]
+    tokens, _, lengths = _beam(params, 1, beam_size=64, max_length=length, end_token=end)
+    assert tuple(np.asarray(tokens[0, : int(lengths[0])]).tolist()) == plain[0]
+
+
 def test_beam_search_scores_at_least_greedy_and_finishes_beams():
     end = 0
     for seed in range(4):
@@ -309,3 +335,107 @@ def test_ctc_prefix_beam_search_is_exact_with_a_full_beam():
             jnp.asarray(pad),
         )
         assert float(loss[0]) == pytest.approx(-found[0][1], abs=1e-4)
+
+
+# ------------------------------------------------------------------ one way to generate
+
+GEN_V, GEN_L = 7, 6
+COMMON = {
+    "max_length", "prompt", "prompt_length", "key", "temperature", "top_k", "top_p",
+    "beam_size", "length_penalty", "end_token", "pad_token",
+}  # fmt: skip
+
+
+def _kind(name):
+    """Returns ``(generate(**kw) -> (tokens, length), its signature's keywords)`` of a random model."""
+    gru = rnnjax.gru(5)
+    if name == "language_model":
+        model = rnnjax.language_model(rnnjax.recurrent(gru), GEN_V, embed_size=4)
+        params = model.init(jax.random.key(0))
+        fn = functools.partial(model.generate, prompt=jnp.array([1]))  # the start, as a prompt
+
+        def generate(params, prompt=None, prompt_length=None, **kw):
+            # a start token 1 first, so that all kinds answer alike
+            prompt = jnp.array([1]) if prompt is None else jnp.concatenate([jnp.array([1]), prompt])
+            kw["max_length"] += 1
+            if prompt_length is not None:
+                kw["prompt_length"] = prompt_length + 1
+            tokens, n = model.generate(params, prompt, **kw)
+            return tokens[1:], n - 1
+    elif name == "one_to_many":
+        model = rnnjax.one_to_many(gru, GEN_V, start_token=1, end_token=2, embed_size=4)
+        params = model.init(jax.random.key(0), 3)
+        fn = model.generate
+        generate = lambda p, **kw: model.generate(p, jnp.array([0.5, -1.0, 2.0]), **kw)
+    else:
+        attention = name.split("/")[1] if "/" in name else None
+        model = rnnjax.encoder_decoder(
+            rnnjax.recurrent(rnnjax.gru(4)), gru, GEN_V, start_token=1, end_token=2,
+            embed_size=4, source_vocab_size=GEN_V, source_embed_size=3, attention=attention,
+        )  # fmt: skip
+        params = model.init(jax.random.key(0))
+        fn = model.generate
+        generate = lambda p, **kw: model.generate(
+            p, jnp.array([3, 4, 5, 0]), source_length=3, **kw
+        )
+    params = jax.tree.map(lambda a: 3 * a, params)  # logits spread out: samples differ
+    keywords = set(inspect.signature(fn).parameters)
+    return functools.partial(generate, params), keywords
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "language_model",
+        "one_to_many",
+        "encoder_decoder",
+        "encoder_decoder/luong",
+        pytest.param("encoder_decoder/bahdanau", marks=pytest.mark.slow),
+    ],
+)
+def test_every_generator_takes_the_same_keywords_and_beam_1_and_top_k_1_are_greedy(name):
+    generate, keywords = _kind(name)
+    assert COMMON <= keywords, COMMON - keywords
+    greedy, n = generate(max_length=GEN_L)
+    if "/" in name:  # attention: its weights, one row per generated token
+        tokens, m, weights = generate(max_length=GEN_L, return_attention=True)
+        np.testing.assert_array_equal(tokens, greedy)
+        assert weights.shape == (GEN_L, 4) and np.all(np.asarray(weights[int(m) :]) == 0)
+    elif name.startswith("encoder_decoder"):
+        with pytest.raises(ValueError, match="return_attention=True needs a model with attention"):
+            generate(max_length=GEN_L, return_attention=True)
+    keys = jax.random.split(jax.random.key(1), 3)
+    for k in keys:  # top-k 1 is greedy, whatever the other options
+        tokens, m = generate(max_length=GEN_L, key=k, top_k=1, temperature=2.0, top_p=0.9)
+        np.testing.assert_array_equal(tokens, greedy)
+        assert int(m) == int(n)
+    sampled = [generate(max_length=GEN_L, key=k)[0] for k in keys]
+    assert not all(np.array_equal(s, greedy) for s in sampled)  # sampling samples
+    for penalty in (None, 0.6):  # beam 1 is greedy, with or without a length penalty
+        tokens, m = generate(max_length=GEN_L, beam_size=1, length_penalty=penalty)
+        np.testing.assert_array_equal(tokens, greedy)
+        assert int(m) == int(n)
+    prompt = jnp.array([6, 2, 5])  # an end token in the prompt does not stop it
+    for kw in ({}, {"key": keys[0]}, {"beam_size": 2}):
+        tokens, m = generate(max_length=GEN_L, prompt=prompt, **kw)
+        assert tokens[:3].tolist() == [6, 2, 5] and int(m) >= 3
+    tokens, _ = generate(max_length=GEN_L, prompt=jnp.array([6, 2, 0]), prompt_length=2)
+    assert tokens[:2].tolist() == [6, 2]
+    # end and pad tokens: after the first generated end token, only pads
+    free, _ = generate(max_length=GEN_L, end_token=None)
+    end = int(free[1])
+    stop = free.tolist().index(end) + 1
+    tokens, m = generate(max_length=GEN_L, end_token=end, pad_token=4)
+    assert int(m) == stop and tokens[:stop].tolist() == free[:stop].tolist()
+    assert tokens[stop:].tolist() == [4] * (GEN_L - stop)
+    for option in ({"temperature": 0.5}, {"top_k": 2}, {"top_p": 0.5}):
+        with pytest.raises(ValueError, match="pass a key"):
+            generate(max_length=GEN_L, **option)
+    with pytest.raises(ValueError, match="key=None with beam_size"):
+        generate(max_length=GEN_L, beam_size=2, key=keys[0])
+    with pytest.raises(ValueError, match="end_token must be an int in"):
+        generate(max_length=GEN_L, end_token=GEN_V)
+    with pytest.raises(ValueError, match="pad_token must be an int in"):
+        generate(max_length=GEN_L, pad_token=-5)
+    with pytest.raises(ValueError, match="prompt must be in .* got 9 at position"):
+        generate(max_length=GEN_L, prompt=jnp.array([3, 9]))
