@@ -4,14 +4,18 @@ Each training test trains a tiny model on a generated task with one jitted
 ``lax.scan`` over Adam steps (a fresh batch per step) and evaluates on fresh data.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rnnjax
-from rnnjax import losses, models, padding, readouts
+from rnnjax import decoding, losses, models, padding, readouts
 
 KEY = jax.random.PRNGKey(0)
 
@@ -511,3 +515,155 @@ def test_token_inputs_are_embedded_by_the_model():
         gen.apply(params, jnp.array([4]), targets)
     with pytest.raises(TypeError, match=r"embedding must be an rnnjax.readouts.embedding"):
         models.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=7)
+
+
+# ------------------------------------------------------------------ ids, labels and params
+
+IDS_V, IDS_T = 5, 4
+K = IDS_V - 1  # never drawn as a valid id: the reference reads it from a zeroed row
+
+
+def _id_cases():
+    """``{case: (fn(params, ids), params, argument name, table path, kind)}``.
+
+    ``fn`` is one entry point reading ``ids: (IDS_T,)``; the table path says which
+    embedding row ``K`` to zero for the reference; ``kind`` is "apply" (the result must
+    equal the reference), "generate" (the prompt comes back verbatim, the rest in range)
+    or "loss".
+    """
+    cell, V, T = rnnjax.gru(3), IDS_V, IDS_T
+    embed = readouts.embedding(V, 2)
+    key = jax.random.key(0)
+    ids = jnp.arange(T) % (V - 1)
+    m2o = models.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    m2m = models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    o2m = models.one_to_many(cell, V, start_token=1, end_token=2, embed_size=2)
+    e2d = models.encoder_decoder(
+        rnnjax.recurrent(cell), cell, V, start_token=1, end_token=2, embed_size=2,
+        source_vocab_size=V, source_embed_size=2, attention="luong",
+    )  # fmt: skip
+    lm = rnnjax.language_model(rnnjax.recurrent(cell), V, embed_size=2)
+    x = jnp.array([0.3, -0.2])
+    p_o2m, p_e2d, p_lm = o2m.init(key, 2), e2d.init(key), lm.init(key)
+    logits = jax.random.normal(key, (T, V))
+    return {
+        "many_to_one": (lambda p, t: m2o.apply(p, t), m2o.init(key), "xs", ("source_embed",), "apply"),
+        "many_to_many": (lambda p, t: m2m.apply(p, t, length=3), m2m.init(key), "xs", ("source_embed",), "apply"),
+        "one_to_many": (lambda p, t: o2m.apply(p, x, t), p_o2m, "targets", ("embed",), "apply"),
+        "encoder_decoder/source": (lambda p, t: e2d.apply(p, t, ids), p_e2d, "source", ("source_embed",), "apply"),
+        "encoder_decoder/targets": (lambda p, t: e2d.apply(p, ids, t), p_e2d, "targets", ("decoder", "embed"), "apply"),
+        "language_model": (lambda p, t: lm.apply(p, t)[1], p_lm, "tokens", ("embed",), "apply"),
+        "language_model.generate": (lambda p, t: lm.generate(p, t, max_length=6), p_lm, "prompt", None, "generate"),
+        "one_to_many.generate": (lambda p, t: o2m.generate(p, x, prompt=t, max_length=6), p_o2m, "prompt", None, "generate"),
+        "encoder_decoder.generate": (lambda p, t: e2d.generate(p, ids, prompt=t, max_length=6, beam_size=2), p_e2d, "prompt", None, "generate"),
+        "beam_search": (lambda p, t: decoding.beam_search(lambda c, u: lm.step(p, c, u), lm.initial_carry(p), t[1], beam_size=2, max_length=2), p_lm, "token", None, "generate"),
+        "masked_cross_entropy": (lambda p, t: losses.masked_cross_entropy(logits, t), None, "labels", None, "loss"),
+    }  # fmt: skip
+
+
+ID_CASES = _id_cases()
+_JITTED = {}
+
+
+def _batched(case, checked):
+    """``checked(jit(vmap(fn)))`` over a batch of ids, compiled once per case."""
+    if (case, checked) not in _JITTED:
+        fn, params = ID_CASES[case][:2]
+        run = jax.jit(jax.vmap(lambda t: fn(params, t)))
+        _JITTED[case, checked] = rnnjax.checked(run) if checked else run
+    return _JITTED[case, checked]
+
+
+@pytest.mark.parametrize("case", list(ID_CASES))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bad=st.sampled_from([-1, -7, IDS_V, IDS_V + 3]), position=st.integers(0, IDS_T - 1), seed=st.integers(0, 99)
+)
+def test_an_out_of_range_id_is_an_error_naming_it_or_the_documented_finite_result(
+    case, bad, position, seed
+):
+    fn, params, name, table, kind = ID_CASES[case]
+    if name == "token":
+        position = 1  # beam search reads one token: ids[1]
+    ids = jnp.asarray(np.random.default_rng(seed).integers(0, K, IDS_T), jnp.int32)
+    bad_ids = ids.at[position].set(bad)
+    where = "" if name == "token" else f" at position {position}"
+    # eager: ValueError naming the argument, the value and the position
+    with pytest.raises(ValueError, match=rf"{name} must be in \[0, .*got {bad}{where}"):
+        fn(params, bad_ids)
+    # jit(vmap) under rnnjax.checked: the same, and the batch element
+    batch = jnp.stack([ids, bad_ids])
+    with pytest.raises(rnnjax.InvalidValueError, match=rf"{name} must be in .*got {bad}{where}.*batch element 1"):
+        _batched(case, True)(batch)
+    # jit(vmap) without: the documented finite result
+    out = _batched(case, False)(batch)
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(out))
+    if kind == "apply":  # an id out of range embeds to zeros: as id K with row K zeroed
+        zeroed = jax.tree.map(lambda a: a, params)
+        holder = functools.reduce(lambda d, k: d[k], table, zeroed)
+        holder["table"] = holder["table"].at[K].set(0.0)
+        want = fn(zeroed, ids.at[position].set(K))
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)
+    elif kind == "loss":  # ignored, as a masked position is
+        mask = jnp.arange(IDS_T) != position
+        want = losses.masked_cross_entropy(
+            jax.random.normal(jax.random.key(0), (IDS_T, IDS_V)), ids.at[position].set(0), mask
+        )
+        np.testing.assert_allclose(out[1], want, rtol=1e-6)
+    else:  # generation: the prompt comes back as given; everything generated is a token
+        tokens = np.asarray(out[0][1])
+        if name == "prompt":
+            np.testing.assert_array_equal(tokens[:IDS_T], bad_ids)
+            tokens = tokens[IDS_T:]
+        assert np.all((tokens >= 0) & (tokens < IDS_V))
+
+
+def test_a_cell_where_a_layer_belongs_and_foreign_params_fail_early():
+    with pytest.raises(TypeError, match=r"encoder must be an rnnjax.Layer.*rnnjax.recurrent\(cell\)"):
+        models.encoder_decoder(rnnjax.gru(16), rnnjax.gru(16), 5, start_token=1, end_token=2)
+    with pytest.raises(TypeError, match=r"decoder_cell must be an rnnjax.Cell"):
+        models.encoder_decoder(
+            rnnjax.recurrent(rnnjax.gru(4)), rnnjax.recurrent(rnnjax.gru(4)), 5,
+            start_token=1, end_token=2,
+        )  # fmt: skip
+    with pytest.raises(TypeError, match=r"layer must be an rnnjax.Layer"):
+        models.many_to_one(rnnjax.gru(4), readouts.linear(2))
+    with pytest.raises(TypeError, match=r"layer must be an rnnjax.Layer"):
+        rnnjax.language_model(rnnjax.lstm(4), 5)
+    with pytest.raises(TypeError, match=r"readout must be an rnnjax.readouts.Readout"):
+        models.many_to_many(rnnjax.recurrent(rnnjax.gru(4)), 2)
+    with pytest.raises(ValueError, match=r"pad_token must be an int in \[0, vocab_size=5\)"):
+        models.one_to_many(rnnjax.gru(2), 5, start_token=0, end_token=1, pad_token=-5)
+    # NumPy ints are ints
+    models.one_to_many(rnnjax.gru(2), 5, start_token=np.int64(0), end_token=np.int32(1))
+    # parameters of another size or model fail naming the path, under jit too
+    small = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(3))), readouts.linear(2))
+    big = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(4))), readouts.linear(2))
+    xs = jnp.ones((3, 2))
+    with pytest.raises(ValueError, match=r"params/readout/w must have shape \(3, 2\).*got \(4, 2\)"):
+        jax.jit(small.apply)(big.init(KEY, 2), xs)
+    lstm_model = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3))), readouts.linear(2))
+    with pytest.raises(ValueError, match=r"params/rnn/0/\w+ must have shape \((3, )?12,?\)"):
+        lstm_model.apply(small.init(KEY, 2), xs)
+    seq2seq = models.encoder_decoder(
+        rnnjax.bidirectional(rnnjax.gru(3)), rnnjax.gru(3), 5, start_token=1, end_token=2
+    )
+    attending = models.encoder_decoder(
+        rnnjax.bidirectional(rnnjax.gru(3)), rnnjax.gru(3), 5, start_token=1, end_token=2,
+        attention="bahdanau",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"params does not have the structure.*decoder/attention"):
+        seq2seq.apply(attending.init(KEY, 2), xs, jnp.array([3, 2]))
+    # float64 parameters are the same model
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), small.init(KEY, 2))
+    small.apply(p64, xs)
+
+
+def test_losses_of_a_batch_of_0_are_0_not_nan():
+    assert float(losses.masked_cross_entropy(jnp.zeros((0, 4, 3)), jnp.zeros((0, 4), jnp.int32))) == 0.0
+    assert float(losses.masked_mse(jnp.zeros((0, 2)), jnp.zeros((0, 2)))) == 0.0
+    grads = jax.grad(lambda z: losses.masked_cross_entropy(z, jnp.zeros((0,), jnp.int32)))(
+        jnp.zeros((0, 3))
+    )
+    assert grads.shape == (0, 3)
