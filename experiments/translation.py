@@ -334,9 +334,9 @@ def train_and_translate(
         return losses.masked_cross_entropy(logits, tgt, padding.valid_steps(tgt.shape[1], m)), {}
 
     def translate(params):
-        return jax.vmap(lambda s, n: model.generate(params, s, max_length=width_t, source_length=n))(
-            jnp.asarray(test.source), jnp.asarray(test.source_length)
-        )
+        return jax.vmap(
+            lambda s, n: model.generate(params, s, max_length=width_t, source_length=n)
+        )(jnp.asarray(test.source), jnp.asarray(test.source_length))
 
     buckets = {
         f"{lo}-{hi}": (test.source_length >= lo) & (test.source_length <= hi)

@@ -12,9 +12,11 @@ raises :class:`rnnjax.InvalidValueError` under :func:`rnnjax.checked`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,8 +26,13 @@ from rnnjax.readouts import Embedding, Readout, embedding, linear
 Array = jax.Array
 
 
+def is_traced(value: Any) -> bool:
+    """Returns whether ``value`` is a tracer (its value unknown until run time)."""
+    return isinstance(value, jax.core.Tracer)
+
+
 def _concrete(*values: Any) -> bool:
-    return not any(isinstance(v, jax.core.Tracer) for v in values)
+    return not any(is_traced(v) for v in values)
 
 
 def check_ids(
@@ -76,11 +83,14 @@ def check_ids(
     )
 
 
-def special_token(name: str, value: Any, vocab_size: int) -> int | None:
-    """Returns ``value`` as an int, or None if it is None; raises ValueError unless it is an
-    int (Python or NumPy) in ``[0, vocab_size)``."""
-    if value is None:
-        return None
+def optional_token(name: str, value: Any, vocab_size: int) -> int | None:
+    """Returns :func:`special_token` of ``value``, or None if it is None."""
+    return None if value is None else special_token(name, value, vocab_size)
+
+
+def special_token(name: str, value: Any, vocab_size: int) -> int:
+    """Returns ``value`` as an int; raises ValueError unless it is an int (Python or NumPy)
+    in ``[0, vocab_size)``."""
     if (
         not isinstance(value, (int, np.integer))
         or isinstance(value, (bool, np.bool_))
@@ -152,7 +162,9 @@ def input_params(
 _TOKEN_SHAPES = {0: "() (one token)", 1: "(T,)"}
 
 
-def features(embedding: Embedding | None, params: Any, inputs: Array, name: str, ndim: int) -> Array:
+def features(
+    embedding: Embedding | None, params: Any, inputs: Array, name: str, ndim: int
+) -> Array:
     """Returns the features the network reads: ``inputs``, or its ``ndim``-axis tokens embedded.
 
     Token ids are checked here, under the argument's own ``name`` (see :func:`check_ids`);
@@ -184,7 +196,9 @@ def params_checker(init: Any) -> Any:
         if init_args not in cache:
             cache[init_args] = jax.eval_shape(lambda k: init(k, *init_args), jax.random.key(0))
         expected = cache[init_args]
-        try:  # a float leaf may arrive in another float dtype
+        # A float leaf may arrive in another float dtype; if the structures differ,
+        # check_tree names where.
+        with contextlib.suppress(ValueError, TypeError):
             expected = jax.tree.map(
                 lambda e, g: jax.ShapeDtypeStruct(
                     e.shape,
@@ -196,11 +210,11 @@ def params_checker(init: Any) -> Any:
                 expected,
                 params,
             )
-        except (ValueError, TypeError):
-            pass  # the structures differ: check_tree names where
         # Compared as shapes: check_tree reads a leaf's dtype with np.asarray, which a
         # tracer refuses (under jit, grad, vmap).
-        received = jax.tree.map(lambda g: jax.ShapeDtypeStruct(jnp.shape(g), jnp.result_type(g)), params)
+        received = jax.tree.map(
+            lambda g: jax.ShapeDtypeStruct(jnp.shape(g), jnp.result_type(g)), params
+        )
         checks.check_tree(expected, received, name="params")
 
     return check

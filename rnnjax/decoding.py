@@ -99,7 +99,11 @@ def sample_token(
 
 
 def _check_sampling(key: Any, temperature: Any, top_k: Any, top_p: Any, beam_size: Any) -> None:
-    sampling = [n for n, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)) if v is not None]
+    sampling = [
+        n
+        for n, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+        if v is not None
+    ]
     if beam_size is not None:
         if key is not None or sampling:
             raise ValueError(
@@ -170,7 +174,7 @@ def generate(
     checks.positive_int("max_length", max_length)
     _check_sampling(key, temperature, top_k, top_p, beam_size)
     if length_penalty is not None and beam_size is None:
-        raise ValueError(f"length_penalty ranks beams: it needs beam_size, got beam_size=None")
+        raise ValueError("length_penalty ranks beams: it needs beam_size, got beam_size=None")
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 1 or not 1 <= prompt.shape[0] <= max_length:
         raise ValueError(
@@ -180,15 +184,22 @@ def generate(
     if not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise TypeError(f"prompt must be integer tokens, got dtype {prompt.dtype}")
     num_tokens = _num_tokens(step_fn, carry, prompt[0])
-    end_token = _inputs.special_token("end_token", end_token, num_tokens)
+    end_token = _inputs.optional_token("end_token", end_token, num_tokens)
     pad_token = _inputs.special_token("pad_token", pad_token, num_tokens)
     num_prompt = prompt.shape[0]
     if beam_size is not None:
         if prompt_length is not None:
-            if isinstance(prompt_length, jax.core.Tracer):
-                raise TypeError("prompt_length must be a concrete int with beam_size, got a traced value")
-            if not isinstance(prompt_length, (int, np.integer)) or not 1 <= prompt_length <= num_prompt:
-                raise ValueError(f"prompt_length must be an int in [1, P={num_prompt}], got {prompt_length!r}")
+            if _inputs.is_traced(prompt_length):
+                raise TypeError(
+                    "prompt_length must be a concrete int with beam_size, got a traced value"
+                )
+            if (
+                not isinstance(prompt_length, (int, np.integer))
+                or not 1 <= prompt_length <= num_prompt
+            ):
+                raise ValueError(
+                    f"prompt_length must be an int in [1, P={num_prompt}], got {prompt_length!r}"
+                )
             prompt, num_prompt = prompt[:prompt_length], int(prompt_length)
         _inputs.check_ids(prompt, num_tokens, "prompt")
         return _beam_continuation(
@@ -308,7 +319,7 @@ def beam_search(
         )
     num_tokens = _num_tokens(step_fn, carry, token)
     _inputs.check_ids(token, num_tokens, "token")
-    end_token = _inputs.special_token("end_token", end_token, num_tokens)
+    end_token = _inputs.optional_token("end_token", end_token, num_tokens)
     pad_token = _inputs.special_token("pad_token", pad_token, num_tokens)
     token = jnp.asarray(token, jnp.int32)
     beams = lambda tree: jax.tree.map(

@@ -112,7 +112,9 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Any = None) -> Arra
     counted = counted if full is None else counted & full
     logits, labels = padding.clean((logits, labels), counted)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = padding.clean(-jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0], counted)
+    nll = padding.clean(
+        -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0], counted
+    )
     if mask is None:
         return jnp.sum(nll) / jnp.maximum(jnp.sum(counted), 1)
     axes = tuple(range(mask.ndim, nll.ndim))

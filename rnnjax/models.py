@@ -53,10 +53,14 @@ class Model(NamedTuple):
 
 def _check_layer(layer: Any) -> None:
     hint = "; wrap a cell in a layer: rnnjax.recurrent(cell)" if isinstance(layer, Cell) else ""
-    _inputs.check_type("layer", layer, Layer, "an rnnjax.Layer (recurrent, bidirectional, stack)", hint)
+    _inputs.check_type(
+        "layer", layer, Layer, "an rnnjax.Layer (recurrent, bidirectional, stack)", hint
+    )
 
 
-def _check_model_params(check_params: Any, embedding: Embedding | None, params: Any, xs: Any) -> None:
+def _check_model_params(
+    check_params: Any, embedding: Embedding | None, params: Any, xs: Any
+) -> None:
     """Checks ``params`` against ``init``'s for these inputs (other shapes: the layer says)."""
     if embedding is not None:
         check_params(params, None)

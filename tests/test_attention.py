@@ -347,7 +347,7 @@ def test_attention_arguments_are_checked():
 def test_gradient_flow_reports_the_decoder_loop_equal_to_hand_placed_probes(kind):
     """Every loop of an attention encoder-decoder is probed: the encoder's two directions and
     the decoder's, against the model written out with explicit probes (tests/test_gradient_flow.py)."""
-    from test_gradient_flow import B, I, LENGTHS, T, TARGETS, probed, state_size
+    from test_gradient_flow import LENGTHS, TARGETS, B, I, T, probed, state_size
     from test_gradient_flow import bidirectional as probed_bidirectional
     from test_gradient_flow import linear as affine
 
@@ -365,7 +365,8 @@ def test_gradient_flow_reports_the_decoder_loop_equal_to_hand_placed_probes(kind
         leaves, tree = jax.tree.flatten(dec.initial_carry(p["cell"]))
         context = ravel_pytree(final)[0]
         carry = jax.tree.unflatten(
-            tree, [jnp.tanh(affine(b, context)).reshape(a.shape) for b, a in zip(p["bridge"], leaves)]
+            tree,
+            [jnp.tanh(affine(b, context)).reshape(a.shape) for b, a in zip(p["bridge"], leaves)],
         )
         att = p["attention"]
 

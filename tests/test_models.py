@@ -510,7 +510,9 @@ def test_token_inputs_are_embedded_by_the_model():
         rtol=1e-6,
     )
     tokens_out, _ = gen.generate(params, jnp.array(4), max_length=4)
-    np.testing.assert_array_equal(tokens_out, vector_gen.generate(vector_params, x, max_length=4)[0])
+    np.testing.assert_array_equal(
+        tokens_out, vector_gen.generate(vector_params, x, max_length=4)[0]
+    )
     with pytest.raises(ValueError, match=r"x must be integer tokens of shape \(\) \(one token\)"):
         gen.apply(params, jnp.array([4]), targets)
     with pytest.raises(TypeError, match=r"embedding must be an rnnjax.readouts.embedding"):
@@ -577,7 +579,9 @@ def _batched(case, checked):
 @pytest.mark.parametrize("case", list(ID_CASES))
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    bad=st.sampled_from([-1, -7, IDS_V, IDS_V + 3]), position=st.integers(0, IDS_T - 1), seed=st.integers(0, 99)
+    bad=st.sampled_from([-1, -7, IDS_V, IDS_V + 3]),
+    position=st.integers(0, IDS_T - 1),
+    seed=st.integers(0, 99),
 )
 def test_an_out_of_range_id_is_an_error_naming_it_or_the_documented_finite_result(
     case, bad, position, seed
@@ -593,7 +597,9 @@ def test_an_out_of_range_id_is_an_error_naming_it_or_the_documented_finite_resul
         fn(params, bad_ids)
     # jit(vmap) under rnnjax.checked: the same, and the batch element
     batch = jnp.stack([ids, bad_ids])
-    with pytest.raises(rnnjax.InvalidValueError, match=rf"{name} must be in .*got {bad}{where}.*batch element 1"):
+    with pytest.raises(
+        rnnjax.InvalidValueError, match=rf"{name} must be in .*got {bad}{where}.*batch element 1"
+    ):
         _batched(case, True)(batch)
     # jit(vmap) without: the documented finite result
     out = _batched(case, False)(batch)
@@ -620,7 +626,9 @@ def test_an_out_of_range_id_is_an_error_naming_it_or_the_documented_finite_resul
 
 
 def test_a_cell_where_a_layer_belongs_and_foreign_params_fail_early():
-    with pytest.raises(TypeError, match=r"encoder must be an rnnjax.Layer.*rnnjax.recurrent\(cell\)"):
+    with pytest.raises(
+        TypeError, match=r"encoder must be an rnnjax.Layer.*rnnjax.recurrent\(cell\)"
+    ):
         models.encoder_decoder(rnnjax.gru(16), rnnjax.gru(16), 5, start_token=1, end_token=2)
     with pytest.raises(TypeError, match=r"decoder_cell must be an rnnjax.Cell"):
         models.encoder_decoder(
@@ -641,9 +649,13 @@ def test_a_cell_where_a_layer_belongs_and_foreign_params_fail_early():
     small = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(3))), readouts.linear(2))
     big = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(4))), readouts.linear(2))
     xs = jnp.ones((3, 2))
-    with pytest.raises(ValueError, match=r"params/readout/w must have shape \(3, 2\).*got \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"params/readout/w must have shape \(3, 2\).*got \(4, 2\)"
+    ):
         jax.jit(small.apply)(big.init(KEY, 2), xs)
-    lstm_model = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3))), readouts.linear(2))
+    lstm_model = models.many_to_one(
+        rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3))), readouts.linear(2)
+    )
     with pytest.raises(ValueError, match=r"params/rnn/0/\w+ must have shape \((3, )?12,?\)"):
         lstm_model.apply(small.init(KEY, 2), xs)
     seq2seq = models.encoder_decoder(
@@ -661,7 +673,10 @@ def test_a_cell_where_a_layer_belongs_and_foreign_params_fail_early():
 
 
 def test_losses_of_a_batch_of_0_are_0_not_nan():
-    assert float(losses.masked_cross_entropy(jnp.zeros((0, 4, 3)), jnp.zeros((0, 4), jnp.int32))) == 0.0
+    assert (
+        float(losses.masked_cross_entropy(jnp.zeros((0, 4, 3)), jnp.zeros((0, 4), jnp.int32)))
+        == 0.0
+    )
     assert float(losses.masked_mse(jnp.zeros((0, 2)), jnp.zeros((0, 2)))) == 0.0
     grads = jax.grad(lambda z: losses.masked_cross_entropy(z, jnp.zeros((0,), jnp.int32)))(
         jnp.zeros((0, 3))
