@@ -6,12 +6,14 @@ A :class:`Generator` is built from two parts:
   :func:`one_to_many` the input vector itself, for :func:`encoder_decoder` a recurrent layer's
   final carry (flattened to a context vector) and its outputs (the annotations attention
   reads);
-* a **decoder**, one of two with the same four functions (the protocol ``_decoders.Decoder``):
-  ``init``, ``start`` (the loop's carry before the first token), ``step`` (one token read:
-  the new carry and the next token's logits) and ``teacher_force`` (every step of a known
-  target at once). The plain decoder (Sutskever et al. 2014; Cho et al. 2014) runs its cell
-  on ``[embed(y_{t-1}), context]``; the attention decoders (Bahdanau et al. 2015, Luong et
-  al. 2015) read a softmax-weighted sum of the annotations at every step.
+* a **decoder**, one of two with the same functions (the protocol ``Decoder`` of the
+  private ``rnnjax._decoders``): ``init``, ``read`` (what every step reads: the context, or
+  the annotations prepared for attention), ``start`` (the loop's carry before the first
+  token), ``step`` (one token read: the new carry and the next token's logits) and
+  ``teacher_force`` (every step of a known target at once). The plain decoder (Sutskever et
+  al. 2014; Cho et al. 2014) runs its cell on ``[embed(y_{t-1}), context]``; the attention
+  decoders (Bahdanau et al. 2015, Luong et al. 2015) read a softmax-weighted sum of the
+  annotations at every step.
 
 Teacher forcing runs the decoder's recurrence through a layer's ``apply``
 (:func:`rnnjax.recurrent`), the loop every layer runs: the fast path when the decoder's

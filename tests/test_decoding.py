@@ -437,3 +437,21 @@ def test_every_generator_takes_the_same_keywords_and_beam_1_and_top_k_1_are_gree
         generate(max_length=GEN_L, pad_token=-5)
     with pytest.raises(ValueError, match=r"prompt must be in .* got 9 at position"):
         generate(max_length=GEN_L, prompt=jnp.array([3, 9]))
+
+
+def test_beam_search_checks_its_tokens_against_the_vocabulary():
+    params = _params(0)
+    step = lambda c, t: LM.step(params, c, t)
+    carry = LM.initial_carry(params)
+    with pytest.raises(ValueError, match=r"token must be in \[0, vocab_size=4\), got 15"):
+        decoding.beam_search(step, carry, 15, beam_size=2, max_length=3)
+    with pytest.raises(ValueError, match=r"end_token must be an int in \[0, vocab_size=4\)"):
+        decoding.beam_search(step, carry, 1, beam_size=2, max_length=3, end_token=99)
+    with pytest.raises(ValueError, match=r"pad_token must be an int in \[0, vocab_size=4\)"):
+        decoding.beam_search(step, carry, 1, beam_size=2, max_length=3, pad_token=-5)
+    with pytest.raises(ValueError, match=r"length_penalty must be a float >= 0"):
+        decoding.beam_search(step, carry, 1, beam_size=2, max_length=3, length_penalty=-1.0)
+    with pytest.raises(ValueError, match=r"continuation must be in .* got 7 at position 1"):
+        decoding.sequence_log_prob(step, carry, 1, jnp.array([0, 7, 2]))
+    # padding after the length may hold anything
+    decoding.sequence_log_prob(step, carry, 1, jnp.array([0, 3, -1]), 2)
