@@ -13,6 +13,7 @@ raises :class:`rnnjax.InvalidValueError` under :func:`rnnjax.checked`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any
 
 import jax
@@ -20,7 +21,7 @@ import jax.core
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import checks
+from rnnjax import checks, padding
 from rnnjax.readouts import Embedding, Readout, embedding, linear
 
 Array = jax.Array
@@ -163,12 +164,18 @@ _TOKEN_SHAPES = {0: "() (one token)", 1: "(T,)"}
 
 
 def features(
-    embedding: Embedding | None, params: Any, inputs: Array, name: str, ndim: int
+    embedding: Embedding | None,
+    params: Any,
+    inputs: Array,
+    name: str,
+    ndim: int,
+    length: Any = None,
 ) -> Array:
     """Returns the features the network reads: ``inputs``, or its ``ndim``-axis tokens embedded.
 
-    Token ids are checked here, under the argument's own ``name`` (see :func:`check_ids`);
-    a traced id out of range embeds to zeros.
+    Token ids are checked here, under the argument's own ``name`` (see :func:`check_ids`),
+    at the valid steps ``t < length`` only: padding may hold any id (it reads token 0,
+    which the layer then ignores). A traced id out of range embeds to zeros.
     """
     if embedding is None:
         return inputs
@@ -179,7 +186,10 @@ def features(
         )
     if not jnp.issubdtype(jnp.result_type(inputs), jnp.integer):
         raise TypeError(f"{name} must be integer tokens, got dtype {jnp.result_type(inputs)}")
-    check_ids(inputs, embedding.vocab_size, name)
+    valid = None if length is None or ndim == 0 else padding.valid_steps(inputs.shape[0], length)
+    check_ids(inputs, embedding.vocab_size, name, valid=valid)
+    if valid is not None:
+        inputs = jnp.where(valid, inputs, 0)
     return embedding.apply(params["source_embed"], inputs)
 
 
@@ -194,7 +204,11 @@ def params_checker(init: Any) -> Any:
 
     def check(params: Any, *init_args: Any) -> None:
         if init_args not in cache:
-            cache[init_args] = jax.eval_shape(lambda k: init(k, *init_args), jax.random.key(0))
+            # In a fresh context: an init that runs a layer to learn a size must not meet
+            # the probes of a gradient_flow this apply may run under.
+            cache[init_args] = contextvars.Context().run(
+                jax.eval_shape, lambda k: init(k, *init_args), jax.random.key(0)
+            )
         expected = cache[init_args]
         # A float leaf may arrive in another float dtype; if the structures differ,
         # check_tree names where.

@@ -182,7 +182,7 @@ def many_to_one(
 
     def apply(params, xs, *, length=None, key=None, train=False):
         _check_model_params(check_params, embedding, params, xs)
-        xs = _inputs.features(embedding, params, xs, "xs", 1)
+        xs = _inputs.features(embedding, params, xs, "xs", 1, length)
         length = padding.check_length(length, jnp.shape(xs)[0]) if jnp.ndim(xs) == 2 else length
         return readout.apply(params["readout"], features(params["rnn"], xs, length, key, train))
 
@@ -226,7 +226,7 @@ def many_to_many(layer: Layer, readout: Readout, *, embedding: Embedding | None 
 
     def apply(params, xs, *, length=None, key=None, train=False):
         _check_model_params(check_params, embedding, params, xs)
-        xs = _inputs.features(embedding, params, xs, "xs", 1)
+        xs = _inputs.features(embedding, params, xs, "xs", 1, length)
         with probes.scope("rnn"):
             _, ys = layer.apply(params["rnn"], xs, length=length, key=key, train=train)
         outputs = readout.apply(params["readout"], ys)

@@ -450,7 +450,7 @@ def encoder_decoder(
             check_params(params, None)
         elif jnp.ndim(source) == 2:  # other shapes: the encoder says what it expects
             check_params(params, jnp.shape(source)[1])
-        source = _inputs.features(source_embed, params, source, "source", 1)
+        source = _inputs.features(source_embed, params, source, "source", 1, source_length)
         with probes.scope("encoder"):
             final, annotations = encoder.apply(
                 params["encoder"], source, length=source_length, key=key, train=train

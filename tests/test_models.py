@@ -682,3 +682,22 @@ def test_losses_of_a_batch_of_0_are_0_not_nan():
         jnp.zeros((0, 3))
     )
     assert grads.shape == (0, 3)
+
+
+def test_padded_ids_may_hold_anything():
+    embed = readouts.embedding(5, 2)
+    cell = rnnjax.gru(3)
+    tagger = models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    seq2seq = models.encoder_decoder(
+        rnnjax.recurrent(cell), cell, 5, start_token=1, end_token=2, source_vocab_size=5
+    )
+    lm = rnnjax.language_model(rnnjax.recurrent(cell), 5)
+    clean, padded = jnp.array([3, 1, 0, 0]), jnp.array([3, 1, -1, 9])
+    p_tag, p_s2s, p_lm = tagger.init(KEY), seq2seq.init(KEY), lm.init(KEY)
+    for run in (
+        lambda t: tagger.apply(p_tag, t, length=2),
+        lambda t: seq2seq.apply(p_s2s, t, jnp.array([3, 2]), source_length=2),
+        lambda t: lm.apply(p_lm, t, length=2)[1],
+    ):
+        np.testing.assert_array_equal(run(padded), run(clean))
+        np.testing.assert_array_equal(rnnjax.checked(jax.jit(run))(padded), run(clean))
