@@ -175,10 +175,10 @@ def take(loop: Loop, state_size: int, dtype: Any) -> Array:
             f"the loop {label!r} runs under a jax.vmap inside the function being probed (a "
             f"loss over a batch, e.g. a Flax module applied to xs of shape (B, T, I)): one "
             f"(T, n) probe would be shared by the batch and its gradient summed over the "
-            f"examples. Gradient flow is per example: write the loss for one example (a "
-            f"batch of one: x[None]) and vmap the diagnostic over the batch, e.g. "
-            f"jax.vmap(lambda x, y: diagnostics.gradient_flow(loss, params, x[None], "
-            f"y[None]))(xs, ys)"
+            f"examples. Gradient flow is per example: write the loss for one example, "
+            f"without batch axes (rnnjax.linen and rnnjax.nnx modules take inputs of shape "
+            f"(T, I) too), and vmap the diagnostic over the batch, e.g. "
+            f"jax.vmap(lambda x, y: diagnostics.gradient_flow(loss, params, x, y))(xs, ys)"
         )
     if label in context.loops:
         k = 2
