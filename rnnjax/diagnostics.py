@@ -128,9 +128,9 @@ def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
 
     A loss over a batch (a model or Flax module applied to ``xs: (B, T, I)``, vmapped
     inside ``fn``) raises ValueError: one probe would be shared by the batch. Write the
-    loss for one example (a batch of one) and ``jax.vmap`` this function instead. (A batch
-    looped over inside ``fn`` by ``lax.map``, or a ``jax.jit`` inside ``fn`` around the
-    vmap, is not detected.)
+    loss for one example (rnnjax.linen/nnx modules take inputs without batch axes) and
+    ``jax.vmap`` this function instead. A batch looped over inside ``fn`` by ``lax.map``
+    or ``lax.scan`` shares the probe in the same way and is not detected: don't.
 
     The derivative is total, as in :func:`state_gradients`: a zero probe is added to the
     state leaving every step of every loop and ``L`` is differentiated with respect to all
