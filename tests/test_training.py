@@ -144,6 +144,48 @@ def test_train_step_matches_hand_written_adam():
     assert int(state.step) == 3
 
 
+def test_scheduled_learning_rate_is_recorded_as_the_rate_each_update_used():
+    schedule = optax.linear_schedule(0.1, 0.01, transition_steps=8)
+    for skip in (False, True):
+        opt = optax.chain(
+            optax.clip_by_global_norm(1.0),
+            optax.inject_hyperparams(optax.sgd)(learning_rate=schedule),
+        )
+        step = training.make_train_step(linear_loss, opt, skip_nonfinite=skip)
+        state = training.init_train_state(
+            jax.random.key(0), {"w": jnp.zeros(3)}, opt, skip_nonfinite=skip
+        )
+        rows = fit(state, 10, nan_free, step).history
+        np.testing.assert_allclose(
+            [r["learning_rate"] for r in rows], [schedule(s) for s in range(10)], rtol=1e-6
+        )
+    # It is the rate the update used: SGD moves w by -lr * (clipped) gradient.
+    w = np.zeros(3)
+    for s in range(3):
+        key = jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, 0), s))[0]
+        batch = nan_free(key, s)
+        g = np.asarray(jax.grad(lambda p: linear_loss(p, batch, None)[0])({"w": w})["w"])
+        g = g * min(1.0, 1.0 / np.linalg.norm(g))
+        w = w - rows[s]["learning_rate"] * g
+    result = fit(state, 3, nan_free, step)
+    np.testing.assert_allclose(result.state.params["w"], w, rtol=1e-5)
+
+
+def test_several_injected_learning_rates_warn_unless_one_is_given():
+    def opt(lr):
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr)
+
+    both = optax.multi_transform({"a": opt(0.1), "b": opt(0.2)}, {"w": "a", "v": "b"})
+    params = {"w": jnp.zeros(3), "v": jnp.zeros(())}
+    batch = nan_free(jax.random.key(0), 0)
+    state = training.init_train_state(jax.random.key(0), params, both)
+    with pytest.warns(UserWarning, match=r"2 learning rates .*none is recorded"):
+        _, metrics = training.make_train_step(linear_loss, both)(state, batch)
+    assert "learning_rate" not in metrics
+    _, metrics = training.make_train_step(linear_loss, both, learning_rate=0.3)(state, batch)
+    assert metrics["learning_rate"] == pytest.approx(0.3)
+
+
 def test_fit_equals_python_loop_of_train_steps_and_loss_falls():
     state = new_state()
     result = fit(state, 60)
