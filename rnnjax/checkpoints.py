@@ -133,10 +133,12 @@ def restore(manager: ocp.CheckpointManager, like: Any, step: int | None = None) 
             f"no checkpoint at {path}; steps available in {directory}: {sorted(steps)}"
         )
     try:
-        saved = manager.item_metadata(step)
+        saved = _tree_of(manager.item_metadata(step))
+        if saved is None:
+            raise ValueError("no metadata of the saved arrays")
     except Exception as err:  # an unreadable metadata file: nothing to compare with
         raise _unreadable(path, err, resumable=True) from None
-    return _restore_like(path, _tree_of(saved), like, manager.restore, step)
+    return _restore_like(path, saved, like, manager.restore, step)
 
 
 def _restore_like(path: str, saved: Any, like: Any, read: Any, step: int | None = None) -> Any:
@@ -196,21 +198,13 @@ def _shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 def _check_matches(path: str, saved: Any, like: Any, limit: int = 12) -> None:
     """Raises CheckpointError listing each path whose shape or dtype differs, or that only one
     of the checkpoint and the template has."""
-    ours, theirs = _shapes(saved), _shapes(like)
+    on_disk, template = _shapes(saved), _shapes(like)
     differences = []
-    for name in sorted(set(ours) | set(theirs)):
-        if name not in theirs:
-            differences.append(
-                f"  {name}: {_describe(ours[name])} in the checkpoint, absent from the template"
-            )
-        elif name not in ours:
-            differences.append(
-                f"  {name}: absent from the checkpoint, {_describe(theirs[name])} in the template"
-            )
-        elif ours[name] != theirs[name]:
-            differences.append(
-                f"  {name}: {_describe(ours[name])} in the checkpoint, {_describe(theirs[name])} in the template"
-            )
+    for name in sorted(set(on_disk) | set(template)):
+        disk = _describe(on_disk[name]) if name in on_disk else "absent"
+        wanted = _describe(template[name]) if name in template else "absent"
+        if disk != wanted:
+            differences.append(f"  {name}: {disk} in the checkpoint, {wanted} in the template")
     if differences:
         more = len(differences) - limit
         listed = differences[:limit] + ([f"  ... and {more} more"] if more > 0 else [])
@@ -218,7 +212,7 @@ def _check_matches(path: str, saved: Any, like: Any, limit: int = 12) -> None:
             f"checkpoint {path} does not match the template (`like`, or the state given to "
             f"fit): another model, size or optimizer? Nothing was read and the checkpoint is "
             f"left as it is. {len(differences)} "
-            f"paths differ:\n" + "\n".join(listed)
+            f"{'path differs' if len(differences) == 1 else 'paths differ'}:\n" + "\n".join(listed)
         )
 
 
