@@ -84,7 +84,7 @@ def test_from_torch_rejects_what_it_cannot_convert():
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_from_torch_keeps_float64_and_matches_torch_in_float64(kind):
-    module = torch_module(kind, num_layers=2, bidirectional=True, batch_first=True).double()
+    module = torch_module(kind, bidirectional=True, batch_first=True).double()
     xs = np.random.default_rng(2).normal(size=(B, T, I))  # float64
     lengths = np.array([7, 3, 1])
     with torch.no_grad():
