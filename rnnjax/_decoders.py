@@ -234,6 +234,7 @@ def attention_decoder(
             step=recur,
             hidden_size=hidden,
             kind=("attention decoder", kind, cell.kind),
+            carry_names=cell.carry_names,
         )
     )
 
