@@ -550,7 +550,7 @@ def _id_cases():
     logits = jax.random.normal(key, (T, V))
     return {
         "many_to_one": (lambda p, t: m2o.apply(p, t), m2o.init(key), "xs", ("source_embed",), "apply"),
-        "many_to_many": (lambda p, t: m2m.apply(p, t, length=3), m2m.init(key), "xs", ("source_embed",), "apply"),
+        "many_to_many": (lambda p, t: m2m.apply(p, t), m2m.init(key), "xs", ("source_embed",), "apply"),
         "one_to_many": (lambda p, t: o2m.apply(p, x, t), p_o2m, "targets", ("embed",), "apply"),
         "encoder_decoder/source": (lambda p, t: e2d.apply(p, t, ids), p_e2d, "source", ("source_embed",), "apply"),
         "encoder_decoder/targets": (lambda p, t: e2d.apply(p, ids, t), p_e2d, "targets", ("decoder", "embed"), "apply"),
