@@ -183,23 +183,34 @@ def write_run(
     results: Mapping[str, Any],
     summary: Sequence[str],
     wall_time_s: float,
+    claims: Sequence[Claim] = (),
 ) -> None:
     """Writes ``results.json`` and ``summary.md`` into ``run_dir``.
 
-    ``results.json`` is ``results`` with the wall time, the process's CPU time and the load
-    average added; ``summary.md`` is ``# title``, the lines of ``summary``, the config and
-    the times (on a shared machine the wall time means little without the load).
+    ``results.json`` is ``results`` with the ``claims``, the wall time, the process's CPU
+    time and the load average added. ``summary.md`` is ``# title``, the claims' table, the
+    lines of ``summary``, where the setup differs from the papers' (each claim's
+    ``differs``, once), the config and the times (on a shared machine the wall time means
+    little without the load).
     """
     cpu, load = time.process_time(), os.getloadavg()
-    write_json(
-        os.path.join(run_dir, "results.json"),
-        {**results, "wall_time_s": wall_time_s, "process_cpu_time_s": cpu, "load_average": load},
-    )
-    text = [
-        f"# {title}",
-        "",
-        *summary,
-        "",
+    record = {
+        **results,
+        "wall_time_s": wall_time_s,
+        "process_cpu_time_s": cpu,
+        "load_average": load,
+    }
+    if claims:
+        record["claims"] = [c._asdict() for c in claims]
+    write_json(os.path.join(run_dir, "results.json"), record)
+    differs = list(dict.fromkeys(f"- {c.where}: {c.differs}" for c in claims if c.differs))
+    text = [f"# {title}", ""]
+    if claims:
+        text += [*claims_table(claims, with_paper=False), ""]
+    text += [*summary, ""]
+    if differs:
+        text += ["Where our setup differs from the paper's:", "", *differs, ""]
+    text += [
         f"Config: `{json.dumps(_jsonable(dataclasses.asdict(config)))}`",
         "",
         f"Wall time {wall_time_s:.0f} s, CPU time of the process {cpu:.0f} s (load average at "

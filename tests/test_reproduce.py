@@ -7,20 +7,16 @@ import importlib
 import json
 import math
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "reproduce")
-sys.path.insert(0, os.path.abspath(_DIR))
-
-chaos = importlib.import_module("chaos")
-truncated = importlib.import_module("truncated_bptt")
-zucchet = importlib.import_module("zucchet2024")
-
+from experiments.reproduce import chaos
+from experiments.reproduce import truncated_bptt as truncated
+from experiments.reproduce import zucchet2024 as zucchet
+from rnnjax import runs
 
 # ----------------------------------------------------- Zucchet & Orvieto 2024, 1-D closed form
 
@@ -182,19 +178,27 @@ SCRIPTS = (
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
-    module = importlib.import_module(name)
+    module = importlib.import_module(f"experiments.reproduce.{name}")
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
     assert exit_.value.code == 0 and "--preset" in capsys.readouterr().out
-    for preset in ("quick", "full", "tiny"):
-        config, run_dir = module.parse_config(
-            module.Config, module.PRESETS, "", name, ["--preset", preset]
+    for preset in module.PRESETS:
+        config, opts = runs.parse_config(
+            module.Config,
+            module.PRESETS,
+            ["--preset", preset],
+            description="",
+            name=f"reproduce/{name}",
         )
         module.check_config(config)
         assert config == module.Config(**module.PRESETS[preset])
-        assert run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
-    config, _ = module.parse_config(
-        module.Config, module.PRESETS, "", name, ["--preset", "tiny", "--seed", "7"]
+        assert opts.run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
+    config, _ = runs.parse_config(
+        module.Config,
+        module.PRESETS,
+        ["--preset", "tiny", "--seed", "7"],
+        description="",
+        name=f"reproduce/{name}",
     )
     assert config == module.Config(**{**module.PRESETS["tiny"], "seed": 7})
 
@@ -212,7 +216,9 @@ def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
         record = json.load(f)
     assert [c["claim"] for c in record["claims"]] == [c.claim for c in out["claims"]]
     for c in record["claims"]:
-        assert isinstance(c["reproduced"], bool) and c["paper"] and c["ours"] and c["paper_value"]
+        assert (
+            c["reproduced"] in (True, False, None) and c["paper"] and c["ours"] and c["paper_value"]
+        )
     with open(tmp_path / "config.json") as f:
         assert json.load(f) == {
             k: list(v) if isinstance(v, tuple) else v
@@ -235,21 +241,21 @@ def test_truncated_bptt_tiny_run_computes_its_verdicts_from_its_numbers(tmp_path
     config = truncated.Config(**truncated.PRESETS["tiny"])
     with open(tmp_path / "results.json") as f:
         record = json.load(f)
-    runs = record["results"]["runs"]
-    assert sorted(runs, key=int) == [str(k) for k in config.truncations]
+    trained = record["results"]["runs"]
+    assert sorted(trained, key=int) == [str(k) for k in config.truncations]
     baseline = record["results"]["baseline_loss"]
     assert baseline == pytest.approx(math.log(config.vocab_size))
     final = {
-        int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in runs.items()
+        int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in trained.items()
     }
     lowest = {
         int(k): np.min(np.median(np.asarray(r["test_loss"]), axis=0)) / baseline
-        for k, r in runs.items()
+        for k, r in trained.items()
     }
     long_k = [k for k in final if k > config.delay]
     short_k = [k for k in final if k <= config.delay]
     assert out["claims"][0].reproduced == all(final[k] <= config.learns_fraction for k in long_k)
     assert out["claims"][1].reproduced == all(lowest[k] >= config.stays_fraction for k in short_k)
-    for k, r in runs.items():  # one update per chunk of k steps
+    for k, r in trained.items():  # one update per chunk of k steps
         assert r["steps"][-1] == config.num_steps and r["symbols"][-1] == config.num_steps * int(k)
     assert (tmp_path / "figures" / "loss_vs_truncation.png").read_bytes()[:4] == b"\x89PNG"

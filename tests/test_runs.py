@@ -124,16 +124,18 @@ def test_write_run_writes_results_and_summary(tmp_path):
         str(tmp_path),
         title="T",
         config=_Config(),
-        results={"claims": [claim._asdict()], "curve": np.array([1.0, np.inf])},
-        summary=runs.claims_table([claim]),
+        results={"curve": np.array([1.0, np.inf])},
+        summary=["Notes."],
         wall_time_s=1.5,
+        claims=[claim._replace(differs="fewer steps"), claim._replace(differs="fewer steps")],
     )
     with open(tmp_path / "results.json") as f:
         record = json.load(f)
     assert record["curve"] == [1.0, "inf"] and record["wall_time_s"] == 1.5
-    assert runs.Claim(**record["claims"][0]) == claim
+    assert runs.Claim(**record["claims"][0]) == claim._replace(differs="fewer steps")
     text = (tmp_path / "summary.md").read_text()
-    assert text.startswith("# T\n") and "| P 2000 | Fig. 1 |" in text
+    assert text.startswith("# T\n\n| where | claim |") and "| Fig. 1 | x grows |" in text
+    assert text.count("- Fig. 1: fewer steps") == 1 and "Notes." in text
     assert "**inconclusive**" in text and '"num_steps": 10' in text
 
 

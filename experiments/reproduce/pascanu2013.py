@@ -25,8 +25,8 @@ plain SGD and ``optax.clip_by_global_norm``, every (threshold, seed) as one vmap
 
 Usage::
 
-    python experiments/reproduce/pascanu2013.py                  # quick preset
-    python experiments/reproduce/pascanu2013.py --preset full    # T = 50, more seeds and steps
+    python -m experiments.reproduce.pascanu2013                # quick preset
+    python -m experiments.reproduce.pascanu2013 --preset full    # T = 50, more seeds and steps
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 
 import jax
@@ -42,12 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from adding_runs import train_on_adding
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
+from experiments.reproduce.adding_runs import train_on_adding
+from rnnjax import runs
+from rnnjax.runs import Claim, option
 
 PAPER = "Pascanu, Mikolov & Bengio 2013"
 
@@ -108,7 +105,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "unit_steps",
         "surface_points",
@@ -251,7 +248,7 @@ def clipping_ablation(config: Config) -> dict:
         optax.sgd(config.learning_rate),
     )
     thresholds = list(config.thresholds) + [float("inf")]
-    runs = train_on_adding(
+    trained = train_on_adding(
         rnnjax.elman(config.hidden_size),
         optimizer,
         [{"max_norm": c} for c in thresholds],
@@ -261,7 +258,7 @@ def clipping_ablation(config: Config) -> dict:
         num_seeds=config.num_seeds,
         seed=config.seed,
     )
-    return {"thresholds": thresholds, **runs}
+    return {"thresholds": thresholds, **trained}
 
 
 # ------------------------------------------------------------------------------ main
@@ -271,7 +268,7 @@ def make_figures(
     config: Config, cliff: dict, ablation: dict, success: np.ndarray, run_dir: str
 ) -> list[str]:
     """Writes the figures; returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ww, bb = np.meshgrid(cliff["w"], cliff["b"])
@@ -299,7 +296,7 @@ def make_figures(
     fig.colorbar(mesh, ax=axes[1], label=r"$\log_{10} \|\nabla\|$")
     axes[1].set_xlabel("w")
     axes[1].set_title("Gradient norm (the wall is thinner than the grid)")
-    paths.append(save_figure(fig, run_dir, "cliff"))
+    paths.append(runs.save_figure(fig, run_dir, "cliff"))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     labels = [f"{c:g}" for c in ablation["thresholds"][:-1]] + ["none"]
@@ -308,14 +305,17 @@ def make_figures(
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"tanh RNN, adding T={config.task_length}, SGD lr={config.learning_rate}")
-    paths.append(save_figure(fig, run_dir, "clipping_ablation"))
+    paths.append(runs.save_figure(fig, run_dir, "clipping_ablation"))
     return paths
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Measures the cliff and runs the ablation; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "pascanu2013", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/pascanu2013"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     cliff = measure_cliff(config)
     ablation = clipping_ablation(config)
@@ -423,15 +423,18 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
-    return write_run(
+    claims = [claim_wall, claim_jump, claim_sgd, claim_threshold]
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: the cliff and gradient clipping",
         config=config,
-        claims=[claim_wall, claim_jump, claim_sgd, claim_threshold],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":
