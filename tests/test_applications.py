@@ -122,7 +122,7 @@ def test_tiny_forecasting_run(tmp_path, monkeypatch):
     assert out["verdict"] == results["verdict"]
     for name in ("forecasts", "mae_by_horizon", "validation_curves"):
         _assert_png(os.path.join(run_dir, "figures", name + ".png"))
-    with pytest.raises(SystemExit, match="holds a different config"):
+    with pytest.raises(ValueError, match=r"config differs .*num_steps"):
         fc.main(["--series", "sunspots", "--num-steps", "5", "--run-dir", run_dir])
 
 

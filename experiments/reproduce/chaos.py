@@ -25,7 +25,7 @@ every (g, network) is one vmapped program.
 
 Usage::
 
-    python -m experiments.reproduce.chaos                # quick preset
+    python -m experiments.reproduce.chaos                  # quick preset
     python -m experiments.reproduce.chaos --preset full    # larger N, longer runs
 """
 

@@ -20,7 +20,7 @@ Fig. 2 runs to hundreds of thousands of steps); ``num_steps`` says how many we r
 
 Usage::
 
-    python -m experiments.reproduce.le2015_irnn                # quick preset: T = 200
+    python -m experiments.reproduce.le2015_irnn                  # quick preset: T = 200
     python -m experiments.reproduce.le2015_irnn --preset full    # T = 150, 200, 300, 400
 """
 

@@ -25,7 +25,7 @@ plain SGD and ``optax.clip_by_global_norm``, every (threshold, seed) as one vmap
 
 Usage::
 
-    python -m experiments.reproduce.pascanu2013                # quick preset
+    python -m experiments.reproduce.pascanu2013                  # quick preset
     python -m experiments.reproduce.pascanu2013 --preset full    # T = 50, more seeds and steps
 """
 

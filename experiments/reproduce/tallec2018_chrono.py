@@ -22,7 +22,7 @@ initialisation acts on.
 
 Usage::
 
-    python -m experiments.reproduce.tallec2018_chrono                # quick preset
+    python -m experiments.reproduce.tallec2018_chrono                  # quick preset
     python -m experiments.reproduce.tallec2018_chrono --preset full    # T = 500, 128 units, 10 symbols
 """
 

@@ -28,7 +28,7 @@ from the initial carry without truncation, on the steps after a warm-up.
 
 Usage::
 
-    python -m experiments.reproduce.truncated_bptt                # quick preset
+    python -m experiments.reproduce.truncated_bptt                  # quick preset
     python -m experiments.reproduce.truncated_bptt --preset full    # d = 20, more symbols and seeds
 """
 
