@@ -53,7 +53,7 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax import language_models, runs, training
+from rnnjax import language_models, registry, runs, training
 from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
@@ -63,7 +63,7 @@ from rnnjax.runs import option
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    cell: str = option("lstm", "recurrent cell: lstm | gru")
+    cell: str = option("lstm", "recurrent cell, a name in rnnjax.registry.CELLS (lstm, gru, ...)")
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     embed_size: int = option(32, "character embedding size")
@@ -95,14 +95,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=250,
     ),
 }
-CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
 PROMPT = 'The "while" statement\n*********************\n\n'
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    if config.cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
+    if config.cell not in registry.CELLS:
+        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
     runs.check_positive(
         config,
         "hidden_size",
@@ -263,7 +262,8 @@ def unigram_bits_per_char(
 def build_model(config: Config, vocab_size: int) -> rnnjax.LanguageModel:
     """Returns the language model of ``config``."""
     layers = [
-        rnnjax.recurrent(CELLS[config.cell](config.hidden_size)) for _ in range(config.num_layers)
+        rnnjax.recurrent(registry.make_cell(config.cell, config.hidden_size))
+        for _ in range(config.num_layers)
     ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
     return rnnjax.language_model(

@@ -49,7 +49,7 @@ import optax
 import rnnjax
 from experiments.experiment_cli import run_each, start_run, write_results
 from experiments.vmapped_seeds import init_states
-from rnnjax import data, datasets, losses, models, readouts, runs, training
+from rnnjax import data, datasets, losses, models, readouts, registry, runs, training
 from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
@@ -62,7 +62,9 @@ class Config:
     datasets: tuple[str, ...] = option(
         ("JapaneseVowels", "BasicMotions"), "UEA sets shipped by aeon: JapaneseVowels, BasicMotions"
     )
-    cell: str = option("gru", "cell of each direction: gru | lstm")
+    cell: str = option(
+        "gru", "cell of each direction, a name in rnnjax.registry.CELLS (gru, lstm, ...)"
+    )
     hidden_size: int = option(32, "hidden units per direction")
     num_seeds: int = option(3, "seeds per data set, trained as one vmapped program")
     num_steps: int = option(200, "Adam updates per data set")
@@ -77,7 +79,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     "full": dict(hidden_size=64, num_seeds=5, num_steps=600, learning_rate=2e-3, eval_every=50),
 }
-CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
 
 # 1-NN with dependent DTW on the archive's default train/test split. BasicMotions: Ruiz et al.
 # (2021), "The great multivariate time series classification bake off", default-split
@@ -97,8 +98,8 @@ def check_config(config: Config) -> None:
     for name in config.datasets:
         if name not in PUBLISHED_DTW_D:
             raise ValueError(f"datasets must be among {sorted(PUBLISHED_DTW_D)}, got {name!r}")
-    if config.cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
+    if config.cell not in registry.CELLS:
+        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
     runs.check_positive(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError(
@@ -183,7 +184,7 @@ def train_rnn(
     xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
     model = models.many_to_one(
-        rnnjax.bidirectional(CELLS[config.cell](config.hidden_size)),
+        rnnjax.bidirectional(registry.make_cell(config.cell, config.hidden_size)),
         readouts.linear(num_classes),
         pool="mean",
     )

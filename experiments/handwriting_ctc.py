@@ -296,14 +296,28 @@ def train_and_read(
 
 
 def verdict(config: Config, results: dict) -> list[str]:
-    """Returns the verdict: the RNN's held-out sequence error rate against the segmented classifier's."""
+    """Returns the verdict: the RNN's held-out sequence error rate against the segmented classifier's.
+
+    "better" only when the 95% interval of the difference of the two error rates (Wilson
+    intervals over the held-out lines, Newcombe's rule) lies below 0, "NOT better" when it
+    lies above, "inconclusive" when it contains 0: one training run's error rate moves by
+    a few lines of the 500 when its floats round differently.
+    """
     rnn, base = results["rnn"], results["segmented"]
     best = min(("greedy", "beam"), key=lambda m: rnn[m]["sequence_error_rate"])
     ser, base_ser = rnn[best]["sequence_error_rate"], base["sequence_error_rate"]
+    n = config.num_test_lines
+    diff = runs.difference_interval(
+        runs.wilson_interval(round(ser * n), n), runs.wilson_interval(round(base_ser * n), n)
+    )
+    word = {True: "better", False: "NOT better", None: "inconclusive"}[
+        runs.decide(diff, 0.0, above=False)
+    ]
     return [
         f"VERDICT: the CTC-trained BiLSTM reads held-out lines with sequence error rate "
         f"{ser:.3f} ({best} decoding) vs {base_ser:.3f} for the per-digit classifier told "
-        f"where each digit is: " + ("better" if ser < base_ser else "NOT better") + ".",
+        f"where each digit is: {word} (difference {diff.estimate:+.3f}, 95% interval "
+        f"[{diff.low:+.3f}, {diff.high:+.3f}] over {n} lines).",
         f"character error rate: greedy {rnn['greedy']['char_error_rate']:.3f}, beam "
         f"{rnn['beam']['char_error_rate']:.3f}, segmented classifier "
         f"{base['char_error_rate']:.3f}",

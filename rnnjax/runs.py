@@ -116,7 +116,7 @@ def parse_config(
             nargs="+" if many else None,
             default=None,
             metavar=kind.__name__.upper(),
-            help=f"{f.metadata['help']} (default {default})",
+            help=f"{f.metadata['help']} (default {default})".replace("%", "%%"),
         )
     args = parser.parse_args(argv)
     values = dict(presets[args.preset])

@@ -206,7 +206,7 @@ def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
 # ------------------------------------------------- one script end to end, at its tiny preset
 # Every script's tiny preset costs 10-25 s of CPU (XLA compilation); the suite runs the
 # cheapest one, which exercises the shared run directory, claims and figures.
-# `python experiments/reproduce/run_all.py --preset tiny` runs all five (~100 s of CPU).
+# `python -m experiments.reproduce.run_all --preset tiny` runs all five (~100 s of CPU).
 
 
 @pytest.mark.slow
@@ -259,3 +259,43 @@ def test_truncated_bptt_tiny_run_computes_its_verdicts_from_its_numbers(tmp_path
     for k, r in trained.items():  # one update per chunk of k steps
         assert r["steps"][-1] == config.num_steps and r["symbols"][-1] == config.num_steps * int(k)
     assert (tmp_path / "figures" / "loss_vs_truncation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------- the docs' table against the scripts
+
+_DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "reproductions.md")
+
+
+def _docs_verdicts() -> dict:
+    """Returns {(paper, where, claim): verdict} of the table "All claims at a glance" in the docs."""
+    with open(_DOCS) as f:
+        section = f.read().split("## All claims at a glance")[1].split("\n## ")[0]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+    ]
+    return {tuple(r[:3]): r[-1].strip("*") for r in rows if len(r) == 6 and r[-1].startswith("**")}
+
+
+def test_docs_count_of_reproduced_claims_matches_their_table():
+    verdicts = list(_docs_verdicts().values())
+    assert len(verdicts) == 16 and set(verdicts) <= {"yes", "no", "inconclusive"}
+    count = f"{verdicts.count('yes')} of {len(verdicts)} claims reproduced at the quick presets"
+    with open(_DOCS) as f:
+        assert count in f.read()
+    with open(os.path.join(os.path.dirname(_DOCS), os.pardir, "README.md")) as f:
+        assert count in f.read()
+
+
+@pytest.mark.slow
+def test_quick_presets_give_the_verdicts_in_the_docs(tmp_path):
+    # `make reproduce` (about 15 minutes of CPU): every verdict equals the docs' table.
+    from experiments.reproduce import run_all
+
+    claims = run_all.main(["--run-dir", str(tmp_path)])
+    ours = {
+        tuple(x.replace("|", "/") for x in (c.paper, c.where, c.claim)): runs.verdict_text(
+            c.reproduced
+        )
+        for c in claims
+    }
+    assert ours == _docs_verdicts()

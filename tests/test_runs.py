@@ -79,7 +79,7 @@ def test_one_seed_of_six_no_longer_flips_the_verdict():
 class _Config:
     num_steps: int = runs.option(10, "steps")
     rates: tuple[float, ...] = runs.option((0.1, 0.2), "learning rates")
-    name: str = runs.option("a", "a name")
+    name: str = runs.option("a", "a name, 100% free text")
 
 
 _PRESETS = {"quick": {}, "tiny": {"num_steps": 2}}

@@ -34,18 +34,14 @@ import time
 import numpy as np
 import optax
 
-import rnnjax
 from experiments.reproduce.adding_runs import train_on_adding
-from rnnjax import runs
+from rnnjax import registry, runs
 from rnnjax.runs import Claim, option
 
 PAPER = "Le, Jaitly & Hinton 2015"
 PAPER_BASELINE = 0.1767
-CELLS = {
-    "tanh": ("RNN + tanh", lambda h: rnnjax.elman(h, "tanh")),
-    "lstm": ("LSTM", lambda h: rnnjax.lstm(h)),
-    "irnn": ("IRNN", lambda h: rnnjax.irnn(h)),
-}
+# The paper's names and labels of the registry's cells.
+CELLS = {"tanh": ("RNN + tanh", "elman"), "lstm": ("LSTM", "lstm"), "irnn": ("IRNN", "irnn")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                 file=sys.stderr,
             )
             trained[name, t] = train_on_adding(
-                CELLS[name][1](config.hidden_size),
+                registry.make_cell(CELLS[name][1], config.hidden_size),
                 optimizer,
                 [{"learning_rate": lr} for lr in config.learning_rates],
                 length=t,

@@ -399,6 +399,22 @@ def best_over_lr(final_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med[np.arange(len(best)), best], best
 
 
+def best_over_lr_mean(final_loss: np.ndarray) -> list[runs.Interval]:
+    """Returns per ν0 the mean ± 2 s.e. over seeds at the learning rate of least mean.
+
+    The authors' statistic (``figures/comparison_architectures_LSI.ipynb``: mean and s.e.m.
+    over seeds, best learning rate by the mean), diverged seeds left out as their pandas
+    mean leaves out NaN; a rate whose every seed diverged is not a candidate.
+    """
+    out = []
+    for per_lr in final_loss:  # (lr, seed)
+        finite = [row[np.isfinite(row)] for row in per_lr]
+        means = [row.mean() if row.size else np.inf for row in finite]
+        best = finite[int(np.argmin(means))]
+        out.append(runs.mean_interval(best) if best.size else runs.Interval(np.inf, np.inf, np.inf))
+    return out
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -434,9 +450,23 @@ def make_figures(config: Config, rows: list[dict], students: dict, run_dir: str)
         ("lru", "tab:blue", "LRU (rnnjax.lru)"),
     ):
         best, _ = best_over_lr(students[model]["final_loss"])
-        ax.semilogy(config.nu0s, best, "o-", color=color, label=label)
+        ax.semilogy(config.nu0s, best, "o-", color=color, label=label + ", median")
+        if config.num_seeds > 1:
+            mean = best_over_lr_mean(students[model]["final_loss"])
+            ax.errorbar(
+                config.nu0s,
+                [m.estimate for m in mean],
+                yerr=[
+                    [m.estimate - max(m.low, 0) for m in mean],
+                    [m.high - m.estimate for m in mean],
+                ],
+                fmt="s--",
+                color=color,
+                alpha=0.5,
+                label=label + ", mean ± 2 s.e. (the authors' statistic)",
+            )
     ax.set_xlabel(r"teacher memory $\nu_0$")
-    ax.set_ylabel("final loss (median over seeds, best lr)")
+    ax.set_ylabel("final loss (over seeds, best lr)")
     ax.set_title(f"Teacher-student, T = {config.seq_len}")
     ax.legend(fontsize=8)
     paths.append(runs.save_figure(fig, run_dir, "teacher_student"))
@@ -500,6 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "lrs": s["lrs"],
                 "final_loss": s["final_loss"],
                 "best_lr_median_loss": best[m],
+                "best_lr_mean_loss": best_over_lr_mean(s["final_loss"]),
                 "ratio_last_first": ratio[m],
             }
             for m, s in students.items()
