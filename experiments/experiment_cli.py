@@ -30,9 +30,7 @@ def start_run(
 ) -> tuple[Any, argparse.Namespace, str]:
     """Returns ``(config, options, run_dir)``: :func:`rnnjax.runs.parse_config`, ``check(config)``
     (which raises on a bad field) and :func:`rnnjax.runs.open_run_dir`, in that order."""
-    config, opts = runs.parse_config(
-        config_cls, presets, argv, description=description or "", name=name
-    )
+    config, opts = runs.parse_config(config_cls, presets, argv, description or "", name)
     check(config)
     return config, opts, runs.open_run_dir(opts.run_dir, config)
 
@@ -88,19 +86,5 @@ def write_results(
 
 # experiments/vanishing_gradients.py (moving onto rnnjax.study) still imports these names.
 field = runs.option
-
-
-def check_at_least_one(config: Any, *names: str) -> None:
-    """Raises ValueError naming the first of ``names`` whose value is below 1."""
-    runs.check_positive(config, *names)
-
-
-def parse_config(
-    config_cls: type,
-    presets: dict[str, dict[str, Any]],
-    argv: list[str] | None,
-    description: str,
-    name: str,
-) -> tuple[Any, argparse.Namespace]:
-    """Returns :func:`rnnjax.runs.parse_config`'s ``(config, options)``."""
-    return runs.parse_config(config_cls, presets, argv, description=description, name=name)
+check_at_least_one = runs.check_positive
+parse_config = runs.parse_config

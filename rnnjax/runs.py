@@ -66,16 +66,15 @@ def parse_config(
     config_cls: type,
     presets: Mapping[str, Mapping[str, Any]],
     argv: Sequence[str] | None,
-    *,
     description: str,
     name: str,
 ) -> tuple[Any, argparse.Namespace]:
     """Returns ``(config, options)``: the preset's values overridden by the flags in ``argv``.
 
     Every field of the dataclass ``config_cls`` is a flag (``num_steps`` -> ``--num-steps``;
-    a tuple field takes several values). ``options`` holds ``preset``, ``run_dir`` (absolute;
-    default ``runs/<name>/<preset>``) and ``progress`` (None: a progress bar when stderr is
-    a terminal).
+    a tuple field takes several values). ``options`` holds ``preset``, ``run_dir`` (default
+    ``runs/<name>/<preset>``) and ``progress`` (None: a progress bar when stderr is a
+    terminal).
     """
     parser = argparse.ArgumentParser(
         description=description,
@@ -125,7 +124,8 @@ def parse_config(
         if given is not None:
             values[f.name] = tuple(given) if isinstance(given, list) else given
     config = config_cls(**values)
-    args.run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name, args.preset))
+    if args.run_dir is None:
+        args.run_dir = os.path.join("runs", name, args.preset)
     return config, args
 
 

@@ -51,6 +51,21 @@ def test_sensitivity_of_one_sequence_is_the_hand_derivative():
     assert sq[0] == pytest.approx(by_hand**2, rel=1e-5)
 
 
+def test_authors_statistic_is_the_mean_of_finite_seeds_at_the_best_mean_rate():
+    inf = np.inf
+    final = np.array(
+        [
+            [[1.0, 3.0, inf], [0.5, 4.5, 1.0]],  # rate 0: mean of finite 2.0; rate 1: 2.0 + 0
+            [[inf, inf, inf], [2.0, 2.0, 5.0]],  # every seed of rate 0 diverged
+        ]
+    )
+    got = zucchet.best_over_lr_mean(final)
+    assert got[0].estimate == pytest.approx(2.0)  # first of the tied rates: [1, 3]
+    assert got[0].high - got[0].low == pytest.approx(4 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2))
+    assert got[1].estimate == pytest.approx(3.0)
+    assert got[1].high - got[1].estimate == pytest.approx(2 * np.sqrt(3.0) / np.sqrt(3))
+
+
 def test_lru_student_is_the_authors_lru():
     # The authors' LRUBase (exp parametrisation, learned γ): h_t = λ ⊙ h_{t-1} + γ ⊙ (B x_t),
     # y_t = Re(C h_t) + D x_t, B ~ N(0, 1/N), C ~ N(0, 1); stepped here by a NumPy loop.
@@ -192,7 +207,7 @@ def test_every_preset_is_a_valid_config_and_flags_override_it(name, capsys):
         )
         module.check_config(config)
         assert config == module.Config(**module.PRESETS[preset])
-        assert opts.run_dir == os.path.abspath(os.path.join("runs", "reproduce", name, preset))
+        assert opts.run_dir == os.path.join("runs", "reproduce", name, preset)
     config, _ = runs.parse_config(
         module.Config,
         module.PRESETS,
