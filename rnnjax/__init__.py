@@ -15,12 +15,14 @@ from rnnjax import (
     decoding,
     diagnostics,
     fused,
+    griffin,
     householder,
     initializers,
     interop,
     language_models,
     linear_cells,
     losses,
+    mamba,
     models,
     padding,
     parallel_in_time,
@@ -32,9 +34,11 @@ from rnnjax import (
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
+from rnnjax.griffin import rg_lru
 from rnnjax.language_models import LanguageModel, language_model
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
+from rnnjax.mamba import selective_ssm
 from rnnjax.models import (
     Generator,
     Model,
@@ -73,6 +77,8 @@ __all__ = [
     "lru",
     "mingru",
     "minlstm",
+    "rg_lru",
+    "selective_ssm",
     # errors for values known only at run time
     "InvalidValueError",
     "checked",
@@ -105,11 +111,13 @@ __all__ = [
     "datasets",
     "diagnostics",
     "fused",
+    "griffin",
     "householder",
     "initializers",
     "interop",
     "linear_cells",
     "losses",
+    "mamba",
     "models",
     "padding",
     "parallel_in_time",

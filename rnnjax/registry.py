@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
+from rnnjax.griffin import rg_lru
 from rnnjax.linear_cells import lru, mingru, minlstm
+from rnnjax.mamba import selective_ssm
 
 __all__ = ["CELLS", "CellSpec", "make_cell"]
 
@@ -41,6 +43,8 @@ CELLS: Mapping[str, CellSpec] = {
     ),
     "mingru": CellSpec(mingru, "minGRU", "tab:brown"),
     "minlstm": CellSpec(minlstm, "minLSTM", "tab:pink"),
+    "rg_lru": CellSpec(rg_lru, "RG-LRU (Hawk)", "tab:olive"),
+    "selective_ssm": CellSpec(selective_ssm, "selective SSM (Mamba S6)", "tab:cyan"),
 }
 
 
