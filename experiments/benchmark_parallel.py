@@ -2,7 +2,8 @@
 
 Methods, in the order this script runs them:
 
-1. Cases. Cells linear in their state (LRU, minGRU): ``rnnjax.recurrent(cell,
+1. Cases. Cells linear in their state (LRU, minGRU, RG-LRU, Mamba's selective SSM with
+   N = 16 states per channel): ``rnnjax.recurrent(cell,
    impl="reference")`` (``cell.step`` in ``lax.scan``, one step after another) against
    ``impl="parallel"`` (one ``jax.lax.associative_scan``, O(log T) depth). Nonlinear cells
    (Elman, GRU): the sequential ``"reference"`` and ``"fused"`` loops against Newton's
@@ -55,9 +56,9 @@ class Config:
     """Everything that defines the benchmark; saved as ``config.json`` in the run directory."""
 
     linear_cells: tuple[str, ...] = cli.field(
-        ("lru", "mingru", "mingru-linear"),
+        ("lru", "mingru", "mingru-linear", "rg_lru", "selective_ssm"),
         "cells on the associative scan (mingru: log space, as Feng et al.; mingru-linear: the "
-        "same recurrence scanned in linear space)",
+        "same recurrence scanned in linear space; selective_ssm: N = 16, a (H, 16) state)",
     )
     newton_cells: tuple[str, ...] = cli.field(("elman", "gru"), "cells under DEER/quasi-DEER/ELK")
     methods: tuple[str, ...] = cli.field(parallel_in_time.METHODS, "Newton methods timed")
@@ -85,10 +86,12 @@ CELLS = {
     "lru": rnnjax.lru,
     "mingru": rnnjax.mingru,
     "mingru-linear": lambda h: rnnjax.mingru(h, log_space=False),
+    "rg_lru": rnnjax.rg_lru,
+    "selective_ssm": rnnjax.selective_ssm,
     "elman": rnnjax.elman,
     "gru": rnnjax.gru,
 }
-LINEAR = ("lru", "mingru", "mingru-linear")  # timed against their reference loop
+LINEAR = ("lru", "mingru", "mingru-linear", "rg_lru", "selective_ssm")  # timed against their reference loop
 
 
 def check(config: Config) -> None:
