@@ -29,18 +29,22 @@ Params = dict[str, Array]
 _MAX_SQRT_GRADIENT = 1000.0
 
 
-@jax.custom_jvp
 def sqrt_bounded_derivative(x: Array) -> Array:
     """Returns ``sqrt(x)``, whose derivative ``1 / (2 sqrt(x))`` is bounded at 1000.
 
     As ``SqrtBoundDerivative`` in the RG-LRU's reference code (google-deepmind/recurrentgemma):
     the derivative is exact for ``x >= 1/(4 · 1000²) = 2.5e-7`` and 1000 below.
     """
+    return _sqrt_bounded(x)
+
+
+@jax.custom_jvp
+def _sqrt_bounded(x: Array) -> Array:
     return jnp.sqrt(x)
 
 
-@sqrt_bounded_derivative.defjvp
-def _sqrt_bounded_derivative_jvp(primals, tangents):
+@_sqrt_bounded.defjvp
+def _sqrt_bounded_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     return jnp.sqrt(x), t / jnp.sqrt(jnp.maximum(4.0 * x, 1.0 / _MAX_SQRT_GRADIENT**2))
 
