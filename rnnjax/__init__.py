@@ -29,6 +29,7 @@ from rnnjax import (
     registry,
     tasks,
     training,
+    xlstm,
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
@@ -54,6 +55,7 @@ from rnnjax.training import (
     run_steps,
     use_cpu_cores,
 )
+from rnnjax.xlstm import mlstm, slstm
 
 __version__ = "0.1.0"
 
@@ -73,6 +75,9 @@ __all__ = [
     "lru",
     "mingru",
     "minlstm",
+    # xLSTM (Beck et al. 2024): sLSTM, and the mLSTM (linear in its matrix state)
+    "mlstm",
+    "slstm",
     # errors for values known only at run time
     "InvalidValueError",
     "checked",
@@ -120,4 +125,5 @@ __all__ = [
     "training",
     "decoding",
     "language_models",
+    "xlstm",
 ]

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
 from rnnjax.linear_cells import lru, mingru, minlstm
+from rnnjax.xlstm import mlstm, slstm
 
 __all__ = ["CELLS", "CellSpec", "make_cell"]
 
@@ -41,6 +42,9 @@ CELLS: Mapping[str, CellSpec] = {
     ),
     "mingru": CellSpec(mingru, "minGRU", "tab:brown"),
     "minlstm": CellSpec(minlstm, "minLSTM", "tab:pink"),
+    # xLSTM (Beck et al. 2024); one head by default (the paper's blocks use 4: num_heads=4)
+    "slstm": CellSpec(slstm, "sLSTM", "tab:olive"),
+    "mlstm": CellSpec(mlstm, "mLSTM", "tab:cyan"),
 }
 
 
