@@ -31,6 +31,7 @@ from rnnjax import (
     registry,
     tasks,
     training,
+    xlstm,
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
@@ -58,6 +59,7 @@ from rnnjax.training import (
     run_steps,
     use_cpu_cores,
 )
+from rnnjax.xlstm import mlstm, slstm
 
 __version__ = "0.1.0"
 
@@ -79,6 +81,9 @@ __all__ = [
     "minlstm",
     "rg_lru",
     "selective_ssm",
+    # xLSTM (Beck et al. 2024): sLSTM, and the mLSTM (linear in its matrix state)
+    "mlstm",
+    "slstm",
     # errors for values known only at run time
     "InvalidValueError",
     "checked",
@@ -128,4 +133,5 @@ __all__ = [
     "training",
     "decoding",
     "language_models",
+    "xlstm",
 ]
