@@ -8,6 +8,7 @@ one associative scan with ``impl="parallel"`` (:mod:`rnnjax.parallel_in_time`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -129,15 +130,18 @@ def rg_lru(
     def initial_carry(params: Params) -> Array:
         return jnp.zeros((d,), params["W_in"].dtype)
 
-    if c == 8.0:
-        coefficients = rg_lru_coefficients
-    else:
-
-        def coefficients(params: Params, x: Array) -> tuple[Array, Array]:
-            return rg_lru_coefficients(params, x, c)
-
-    step = LinearStep(coefficients, state)
+    step = LinearStep(_coefficients_with(float(c)), state)
     return Cell(init, initial_carry, step, hidden_size, ("rg_lru", c), _input_size)
+
+
+@functools.cache
+def _coefficients_with(c: float) -> Callable[[Params, Array], tuple[Array, Array]]:
+    """Returns ``coefficients(params, x)`` for the constant ``c``: one function object per
+    ``c``, so that two cells built the same way have equal steps (a bidirectional layer then
+    runs both directions as one vmapped scan)."""
+    if c == 8.0:
+        return rg_lru_coefficients
+    return lambda params, x: rg_lru_coefficients(params, x, c)
 
 
 def _input_size(params: Params) -> int:

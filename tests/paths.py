@@ -154,3 +154,52 @@ def reference_only():
         yield
     finally:
         fused._gated_step, fused._linear_step = originals
+
+
+def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False):
+    """Asserts that the paths ``names`` on ``impl="parallel"`` equal the reference, to 1e-5.
+
+    On a vmapped batch with lengths ``steps``, 2 and 0 (then ``steps`` again) whose padding
+    is NaN, values and gradients (params and inputs) of every loss of :func:`paths`; the
+    reference is ``cell.step`` in ``lax.scan`` with zero padding. With ``fit``, also the
+    params after one ``rnnjax.fit`` step (:func:`fit_one_step`).
+    """
+    import numpy as np
+
+    assert fused.path(cell, "parallel") == "parallel"
+    assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
+    chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in names}
+    reference = {k: v for k, v in paths(cell, impl="reference").items() if k in names}
+    params = {
+        k: jax.tree.map(
+            lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
+            init(jax.random.key(3)),
+        )  # nonzero biases
+        for k, (init, _) in chosen.items()
+    }
+    xs = jax.random.normal(jax.random.key(5), (batch, steps, I))
+    lengths = jnp.array([(steps, 2, 0)[i % 3] for i in range(batch)], jnp.int32)
+    dirty = jnp.where(jnp.arange(steps)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
+
+    def values_and_gradients(which, xs):
+        return jax.jit(
+            lambda p, xs: {
+                k: jax.value_and_grad(loss, argnums=(0, 1))(p[k], xs, lengths)
+                for k, (_, loss) in which.items()
+            }
+        )(params, xs)
+
+    got = values_and_gradients(chosen, dirty)
+    want = values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty))
+    for path in chosen:
+        for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
+            assert np.all(np.isfinite(a)), path
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=path
+            )
+    if not fit:
+        return
+    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
+    want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

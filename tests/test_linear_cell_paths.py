@@ -11,11 +11,11 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from paths import I, fit_one_step, paths
+from paths import I, assert_parallel_equals_reference
 from random_params import random_params
 
 import rnnjax
-from rnnjax import diagnostics, fused
+from rnnjax import diagnostics
 
 B, T, H = 3, 5, 3
 CELLS = {
@@ -51,56 +51,14 @@ EVERY += ("many_to_one", "many_to_many", "encoder_decoder", "linen", "nnx", "fit
 
 @pytest.mark.parametrize("name", sorted(QUICK))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
-    _check_paths(name, QUICK[name])
+    paths_ = QUICK[name]
+    assert_parallel_equals_reference(CELLS[name](), paths_, steps=T, fit="fit" in paths_)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_every_path_on_every_cell(name):
-    _check_paths(name, EVERY)
-
-
-def _check_paths(name, chosen_paths):
-    # A vmapped batch with lengths T, 2 and 0 whose padding is NaN; the reference is
-    # cell.step in lax.scan, with zero padding.
-    cell = CELLS[name]()
-    assert fused.path(cell, "parallel") == "parallel"
-    assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
-    chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in chosen_paths}
-    reference = {k: v for k, v in paths(cell, impl="reference").items() if k in chosen_paths}
-    params = {
-        k: jax.tree.map(
-            lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
-            init(jax.random.key(3)),
-        )  # nonzero biases
-        for k, (init, _) in chosen.items()
-    }
-    xs = jax.random.normal(jax.random.key(5), (B, T, I))
-    lengths = jnp.array([T, 2, 0], jnp.int32)
-    dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
-
-    def values_and_gradients(which, xs):
-        return jax.jit(
-            lambda p, xs: {
-                k: jax.value_and_grad(loss, argnums=(0, 1))(p[k], xs, lengths)
-                for k, (_, loss) in which.items()
-            }
-        )(params, xs)
-
-    got = values_and_gradients(chosen, dirty)
-    want = values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty))
-    for path in chosen:
-        for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
-            assert np.all(np.isfinite(a)), path
-            np.testing.assert_allclose(
-                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=path
-            )
-    if "fit" not in chosen_paths:
-        return
-    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
-    want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert_parallel_equals_reference(CELLS[name](), EVERY, steps=T, fit=True)
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
