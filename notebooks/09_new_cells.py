@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+import rnnjax
 from rnnjax import diagnostics, fused, registry
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
@@ -93,7 +94,8 @@ def gradient_flow(name):
 flow = {name: gradient_flow(name) for name in NAMES}
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for name, ratio in flow.items():
-    ax.plot(np.arange(1, T + 1), ratio, color=spec[name].color, label=spec[name].label)
+    shown = np.where(ratio > 0, ratio, np.nan)  # the zero last rows are not drawn
+    ax.plot(np.arange(1, T + 1), shown, color=spec[name].color, label=spec[name].label)
 ax.set(yscale="log", xlabel="time step $t$", title="gradient flow at initialisation")
 ax.set_ylabel(r"$\|\partial L/\partial h_t\| \,/\, \max_s \|\partial L/\partial h_s\|$")
 ax.legend(fontsize=7)
@@ -114,7 +116,10 @@ for name, ratio in flow.items():
 # complex and the diagnostics differentiate real states, so its spectra are drawn from their
 # closed form: its step Jacobian is $\mathrm{diag}(\lambda)$, singular values $|\lambda_i|$,
 # exponents $\log |\lambda_i|$. The xLSTM cells carry their stabiliser $m$ (and the
-# normaliser $n$) in the state, so theirs are the Jacobians of that stabilised carry.
+# normaliser $n$) in the state, so theirs are the Jacobians of that stabilised carry. Every
+# cell starts from its state after the first step: from the zero state (nothing stored,
+# $n = 0$) the sLSTM's first step gives the past weight 0 exactly, a zero Jacobian whose
+# exponents would all be $-\infty$.
 
 # %%
 K = 32  # spectra drawn per cell
@@ -128,9 +133,10 @@ def spectra(name):
     if name == "lru":  # a complex state: its step Jacobian is diag(λ), |λ| = exp(-exp(ν))
         modulus = np.sort(np.exp(-np.exp(np.asarray(p["nu_log"]))))[::-1]
         return modulus[:K], np.log(modulus[:K])
-    sv = diagnostics.step_singular_values(cell, p, xs[0])
+    carry = rnnjax.scan(cell, p, xs[0, :1])[0]  # from the state after the first step
+    sv = diagnostics.step_singular_values(cell, p, xs[0, 1:], carry=carry)
     k = min(K, sv.shape[1])
-    lyapunov = diagnostics.lyapunov_spectrum(cell, p, xs[0], k=k, key=k_basis)
+    lyapunov = diagnostics.lyapunov_spectrum(cell, p, xs[0, 1:], carry=carry, k=k, key=k_basis)
     return np.asarray(jnp.mean(sv, axis=0))[:k], np.sort(np.asarray(lyapunov))[::-1]
 
 
