@@ -24,10 +24,11 @@
 # - **sLSTM** and **mLSTM** (xLSTM, Beck et al. 2024): exponential input gates with a
 #   normaliser and a log-space stabiliser; the mLSTM has a matrix memory and is linear in it.
 #
-# RG-LRU, the selective SSM and the mLSTM are linear in their state, so their step Jacobian
-# $\partial h_t / \partial h_{t-1}$ does not depend on the state: it is the decay alone
-# (diagonal for RG-LRU and S6). Zucchet & Orvieto (2024) argue that this is what lets their
-# gradients survive long sequences. Here we measure, at the initialisation each paper gives:
+# RG-LRU, the selective SSM and the mLSTM are linear in their state. For the first two the
+# step Jacobian $\partial h_t / \partial h_{t-1}$ does not depend on the state: it is the
+# diagonal decay alone (the mLSTM carries a stabiliser that its Jacobian reads). Zucchet &
+# Orvieto (2024) argue that such diagonal, input-gated recurrences are what lets gradients
+# survive long sequences. Here we measure, at the initialisation each paper gives:
 #
 # 1. how much of the gradient of a loss at the last step reaches each earlier step,
 #    $\|\partial L / \partial h_t\|$ (`rnnjax.diagnostics.state_gradient_norms`);
