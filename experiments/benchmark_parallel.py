@@ -91,7 +91,8 @@ CELLS = {
     "elman": rnnjax.elman,
     "gru": rnnjax.gru,
 }
-LINEAR = ("lru", "mingru", "mingru-linear", "rg_lru", "selective_ssm")  # timed against their reference loop
+# timed against their reference loop
+LINEAR = ("lru", "mingru", "mingru-linear", "rg_lru", "selective_ssm")
 
 
 def check(config: Config) -> None:

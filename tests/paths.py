@@ -203,3 +203,15 @@ def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False
     want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def assert_both_loops_give(cell, params, xs, carry, want, *, atol):
+    """Asserts that ``fused.scan`` of one sequence gives ``want = (final, ys)`` (rtol 1e-5,
+    ``atol``) on the reference loop and on the associative scan, both jitted."""
+    import numpy as np
+
+    for impl in ("reference", "parallel"):
+        run = jax.jit(lambda p, x, c: fused.scan(cell, p, x, carry=c, impl=impl))
+        final, ys = run(params, xs, jnp.asarray(carry))
+        np.testing.assert_allclose(final, want[0], rtol=1e-5, atol=atol, err_msg=impl)
+        np.testing.assert_allclose(ys, want[1], rtol=1e-5, atol=atol, err_msg=impl)

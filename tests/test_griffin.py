@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from finite_differences import assert_layer_gradients_match
+from paths import assert_both_loops_give
 from random_params import random_params
 
 import rnnjax
-from rnnjax import fused, griffin
+from rnnjax import griffin
 
 T, I, D = 6, 3, 4
 
@@ -49,12 +50,7 @@ def test_the_step_and_the_parallel_path_follow_the_paper(c):
     h0 = np.array([-0.5, 0.3, 1.0, -2.0])
     want = numpy_loop(params, xs, h0, c)
     assert np.all(np.abs(want[1][:, 3]) > 1e-6)  # the normalised input of unit 3 is not 0
-    for impl in ("reference", "parallel"):
-        final, ys = jax.jit(lambda p, x: fused.scan(cell, p, x, carry=jnp.asarray(h0), impl=impl))(
-            params, xs
-        )
-        np.testing.assert_allclose(final, want[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(ys, want[1], rtol=1e-5, atol=1e-6)
+    assert_both_loops_give(cell, params, xs, h0, want, atol=1e-6)
 
 
 def test_initialisation_follows_the_reference_code():

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from finite_differences import assert_layer_gradients_match
+from paths import assert_both_loops_give
 from random_params import random_params
 
 import rnnjax
-from rnnjax import fused
 
 T, I, D, N = 6, 3, 4, 3
 
@@ -45,12 +45,7 @@ def test_the_step_and_the_parallel_path_follow_the_paper():
     xs = jax.random.normal(jax.random.key(1), (T, I))
     h0 = np.linspace(-1.0, 1.0, D * N).reshape(D, N)
     want = numpy_loop(params, xs, h0)
-    for impl in ("reference", "parallel"):
-        final, ys = jax.jit(lambda p, x: fused.scan(cell, p, x, carry=jnp.asarray(h0), impl=impl))(
-            params, xs
-        )
-        np.testing.assert_allclose(final, want[0], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(ys, want[1], rtol=1e-5, atol=1e-5)
+    assert_both_loops_give(cell, params, xs, h0, want, atol=1e-5)
 
 
 def test_initialisation_follows_the_reference_code():
