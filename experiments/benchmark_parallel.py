@@ -2,10 +2,10 @@
 
 Methods, in the order this script runs them:
 
-1. Cases. Cells linear in their state (LRU, minGRU): ``rnnjax.recurrent(cell,
+1. Cases. Cells linear in their state (LRU, minGRU, mLSTM): ``rnnjax.recurrent(cell,
    impl="reference")`` (``cell.step`` in ``lax.scan``, one step after another) against
    ``impl="parallel"`` (one ``jax.lax.associative_scan``, O(log T) depth). Nonlinear cells
-   (Elman, GRU): the sequential ``"reference"`` and ``"fused"`` loops against Newton's
+   (Elman, GRU, sLSTM): the sequential ``"reference"`` and ``"fused"`` loops against Newton's
    method over the whole trajectory, ``"deer"`` (dense Jacobians; Lim et al. 2024),
    ``"quasi-deer"`` (diagonal) and ``"elk"`` (diagonal, damped; Gonzalez et al. 2024),
    each iteration one associative scan (:mod:`rnnjax.parallel_in_time`). Batch ``B`` by
@@ -55,11 +55,13 @@ class Config:
     """Everything that defines the benchmark; saved as ``config.json`` in the run directory."""
 
     linear_cells: tuple[str, ...] = cli.field(
-        ("lru", "mingru", "mingru-linear"),
+        ("lru", "mingru", "mingru-linear", "mlstm"),
         "cells on the associative scan (mingru: log space, as Feng et al.; mingru-linear: the "
-        "same recurrence scanned in linear space)",
+        "same recurrence scanned in linear space; mlstm: xLSTM's matrix memory, stabilised)",
     )
-    newton_cells: tuple[str, ...] = cli.field(("elman", "gru"), "cells under DEER/quasi-DEER/ELK")
+    newton_cells: tuple[str, ...] = cli.field(
+        ("elman", "gru", "slstm"), "cells under DEER/quasi-DEER/ELK"
+    )
     methods: tuple[str, ...] = cli.field(parallel_in_time.METHODS, "Newton methods timed")
     lengths: tuple[int, ...] = cli.field((1000, 10_000), "sequence lengths T")
     hidden_sizes: tuple[int, ...] = cli.field((8,), "hidden sizes H")
@@ -87,8 +89,10 @@ CELLS = {
     "mingru-linear": lambda h: rnnjax.mingru(h, log_space=False),
     "elman": rnnjax.elman,
     "gru": rnnjax.gru,
+    "mlstm": rnnjax.mlstm,
+    "slstm": rnnjax.slstm,
 }
-LINEAR = ("lru", "mingru", "mingru-linear")  # timed against their reference loop
+LINEAR = ("lru", "mingru", "mingru-linear", "mlstm")  # timed against their reference loop
 
 
 def check(config: Config) -> None:
