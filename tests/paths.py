@@ -144,6 +144,18 @@ def fit_one_step(cell, params_key, xs, lengths, impl="auto"):
     return result.state.params
 
 
+def values_and_gradients(chosen, xs, lengths, params):
+    """Returns ``{name: (loss, (d params, d xs))}`` of the chosen ``paths`` entries, in one jit."""
+
+    def all_paths(params, xs):
+        return {
+            name: jax.value_and_grad(chosen[name][1], argnums=(0, 1))(params[name], xs, lengths)
+            for name in chosen
+        }
+
+    return jax.jit(all_paths)(params, xs)
+
+
 @contextlib.contextmanager
 def reference_only():
     """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``
