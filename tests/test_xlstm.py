@@ -319,3 +319,24 @@ def test_diagnostics_equal_autodiff_of_a_plain_loop(name):
             s = f(s, xs[t])
         spectrum = diagnostics.lyapunov_spectrum(cell, params, xs, carry=start)
         np.testing.assert_allclose(np.sum(spectrum), np.mean(logdets), rtol=1e-6, atol=1e-8)
+
+
+def test_gradient_flow_of_a_parallel_layer_is_the_reference_layers():
+    # Probes ride on the reference loop: a layer asking for the associative scan (or the
+    # fast path) is probed through cell.step, with the same labels and numbers.
+    xs = jax.random.normal(jax.random.key(1), (T, I))
+    for name in ("mlstm", "slstm"):
+        cell = CELLS[name]()
+        params = random_params(cell, jax.random.key(0), I)
+        params = {"forward": params, "backward": params}
+
+        def flow(impl, cell=cell, params=params):
+            layer = rnnjax.bidirectional(cell, impl=impl)
+            return diagnostics.gradient_flow(
+                lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x)[1])), params, xs
+            )
+
+        got, want = flow(IMPL[name]), flow("reference")
+        assert sorted(got) == sorted(want) and len(got) == 2 * len(cell.carry_names)
+        for label in want:
+            np.testing.assert_allclose(got[label], want[label], rtol=1e-6, err_msg=label)
