@@ -62,6 +62,7 @@ notebooks: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(PY) -m sphinx -b html -n -W --keep-going -q docs docs/_build/html
 	$(PY) docs/check_api_entries.py docs/_build/html
+	$(PY) docs/check_offline.py docs/_build/html
 
 # Lint, format check and types (configured in pyproject.toml); .pre-commit-config.yaml runs
 # the same commands.

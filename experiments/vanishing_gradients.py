@@ -576,7 +576,7 @@ def make_figures(
                 },
                 ax=ax,
                 title=f"{LABELS[cell]}, T = {t_long}",
-                ylabel=r"$\|\partial L / \partial h_t\|$ (median over seeds)",
+                ylabel=r"$\|\partial L / \partial \mathrm{state}_t\|$ (median over seeds)",
             )
     save(axes[0].figure, "gradient_norms.png")
 

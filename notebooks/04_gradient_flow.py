@@ -355,7 +355,7 @@ plt.show()
 # bidirectional, with a readout, mid-training. `diagnostics.gradient_flow(loss, params, ...)`
 # adds a zero probe to the state of every loop inside the model (each layer, each direction)
 # and returns $\partial L / \partial h_t$ of each, labelled by where it sits in the parameter
-# tree, in one forward and one backward pass; `diagnostics.model_gradient_flow_hook` records
+# tree, in one forward and one backward pass; `diagnostics.gradient_flow_hook` records
 # it in `training.fit` on a fixed probe batch. Here: a two-layer bidirectional LSTM
 # classifier on the temporal-order task (Hochreiter & Schmidhuber 1997: the class is the order
 # of two symbols placed early in the sequence), at initialisation and after training.
@@ -390,7 +390,7 @@ optimizer = optax.adam(3e-3)
 state = training.init_train_state(
     jax.random.key(1), model.init(jax.random.key(2), task.input_size), optimizer
 )
-hook = diagnostics.model_gradient_flow_hook(
+hook = diagnostics.gradient_flow_hook(
     example_loss, tasks.sample_batch(task, jax.random.key(99), 16)
 )
 result = training.fit(
@@ -409,7 +409,7 @@ flows = {
         if k.startswith("gradient_flow/")
     }
     for r in result.history
-    if "gradient_flow/rnn/0/forward" in r
+    if "gradient_flow/rnn/0/forward/h" in r
 }
 accuracy = np.mean([r["accuracy"] for r in result.history if "accuracy" in r][-STEPS // 10 :])
 print(f"training accuracy over the last {STEPS // 10} steps: {accuracy:.2f} (chance 0.25)")
@@ -417,7 +417,7 @@ for step, flow in flows.items():
     print(f"after {step} updates:")
     for label, v in flow.items():
         print(
-            f"  {label:15s} ||dL/dh_t|| from {v.min():.1e} to {v.max():.1e} "
+            f"  {label:17s} ||dL/d{label[-1]}_t|| from {v.min():.1e} to {v.max():.1e} "
             f"(largest at input step {int(np.argmax(v))}); first/last row {v[0] / v[-1]:.2f}"
         )
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
@@ -426,7 +426,7 @@ for ax, (step, flow) in zip(axes, flows.items()):
         flow,
         ax=ax,
         title=f"after {step} updates",
-        ylabel=r"$\|\partial L / \partial h_t\|$ (row $t$ = input step $t$)",
+        ylabel=r"$\|\partial L / \partial \mathrm{state}_t\|$ (row $t$ = input step $t$)",
     )
 fig.tight_layout()
 plt.show()

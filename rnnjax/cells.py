@@ -45,6 +45,9 @@ class Cell(NamedTuple):
         plots. It never chooses a computation: an edited cell keeps its label.
       input_size: ``input_size(params) -> int`` used to check inputs early, or ``None``
         when the cell cannot tell.
+      carry_names: names of the carry's leaves in order (``("h", "c")`` for LSTM), which
+        :func:`rnnjax.diagnostics.gradient_flow` appends to its labels; ``None`` names
+        them by their path in the carry. A label, like ``kind``: it computes nothing.
     """
 
     init: Callable[[Array, int], Params]
@@ -53,6 +56,7 @@ class Cell(NamedTuple):
     hidden_size: int
     kind: Any
     input_size: Callable[[Params], int] | None = None
+    carry_names: tuple[str, ...] | None = None
 
 
 def _gate_params(
@@ -397,7 +401,7 @@ def lstm(
             params["b_ih"] = params["b_ih"].at[h_size : 2 * h_size].add(forget_bias)
         return params
 
-    return cell._replace(init=init)
+    return cell._replace(init=init, carry_names=("h", "c"))
 
 
 def _gru_reset_before_step(h_size: int, dtype: Any):

@@ -1,7 +1,15 @@
 """Gradient-flow diagnostics: backpropagation through time made measurable.
 
+The API is at the model level: :func:`gradient_flow` (dL/d(state_t) of every loop inside a
+loss), :func:`layer_jacobian_norms` and :func:`layer_lyapunov_spectra` (each loop driven
+by what it reads inside the model) and :func:`gradient_flow_hook` (the flow during
+training) take ``fn, *args`` and label each loop by where it sits. The functions of one
+cell (:func:`state_gradients`, :func:`jacobian_norms`, :func:`lyapunov_spectrum`, ...) are
+the same per-loop computations applied to the one loop of ``rnnjax.scan(cell, params, xs)``.
+
 The *state* of a cell is its whole carry flattened with ``jax.flatten_util.ravel_pytree``
-(for an LSTM: ``h`` then ``c``), a vector of size ``n``. ``state_t`` is the carry that
+(for an LSTM: ``h`` then ``c``), a vector of size ``n``; :func:`gradient_flow` reports
+a carry of several leaves leaf by leaf (``.../h``, ``.../c``). ``state_t`` is the carry that
 step ``t`` hands to step ``t + 1`` (0-based: ``state_0`` is the carry after reading
 ``xs[0]``, ``state_{T-1}`` is the final carry). Every function acts on ONE sequence
 ``xs: (T, input_size)``, works for any :class:`rnnjax.Cell` (including ones written by
@@ -23,6 +31,28 @@ from rnnjax import householder, padding, probes
 from rnnjax.cells import ELMAN_UPDATES, Cell, GatedStep
 from rnnjax.scan import check_inputs, initial_carry, scan
 
+__all__ = [
+    "PascanuBound",
+    "final_state_jacobians",
+    "gradient_flow",
+    "gradient_flow_hook",
+    "gradient_flow_norms",
+    "jacobian_norms",
+    "largest_singular_value",
+    "layer_jacobian_norms",
+    "layer_lyapunov_spectra",
+    "loops",
+    "lyapunov_spectrum",
+    "pascanu_bound",
+    "recurrent_matrices",
+    "singular_values",
+    "spectral_radius",
+    "state_gradient_norms",
+    "state_gradients",
+    "step_jacobians",
+    "step_singular_values",
+]
+
 Array = jax.Array
 LossFn = Callable[[Any, Array], Array]
 
@@ -32,12 +62,14 @@ def _check_cell(cell: Any) -> None:
         raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
 
 
-def _probed_run(fn: Callable, *args: Any) -> tuple[Callable, dict[str, Array]]:
-    """Returns ``(run, zeros)``: ``run(probes) = fn(*args)`` with ``probes`` added to the
-    state of every loop inside it, and the zero probes (``{label: (T, n)}``) at which
-    ``run`` equals ``fn(*args)``; derivatives of ``run`` there are dL/d(state_t)."""
-    with probes.probing() as context:
-        jax.eval_shape(lambda *a: fn(*a), *args)
+def _probed_run(fn: Callable, args: tuple) -> tuple[Callable, dict[str, Array], dict]:
+    """Returns ``(run, zeros, leaves)``: ``run(probes) = (fn(*args), lengths)`` with
+    ``probes`` added to the state of every loop inside it, the zero probes (``{label: (T,
+    n)}``) at which ``run`` equals ``fn(*args)`` (derivatives there are dL/d(state_t)), and
+    ``{label: ((leaf name, leaf size), ...)}``; ``lengths`` holds each loop's valid steps."""
+    # fn closes over args (not handed to eval_shape) so that modules keep their identity
+    with probes.probing(modules=args) as context:
+        jax.eval_shape(lambda: fn(*args))
     if not context.shapes:
         raise ValueError(
             "fn ran no recurrent loop (rnnjax.scan, a layer or a model): there is no state to probe"
@@ -45,10 +77,35 @@ def _probed_run(fn: Callable, *args: Any) -> tuple[Callable, dict[str, Array]]:
     zeros = {label: jnp.zeros(s.shape, s.dtype) for label, s in context.shapes.items()}
 
     def run(probe_values):
-        with probes.probing(probe_values):
-            return fn(*args)
+        with probes.probing(probe_values, modules=args) as ran:
+            value = fn(*args)
+        lengths = {
+            label: jnp.asarray(loop.xs.shape[0] if loop.length is None else loop.length)
+            for label, loop in ran.loops.items()
+        }
+        return value, lengths
 
-    return run, zeros
+    return run, zeros, dict(context.leaves)
+
+
+def _flow(fn: Callable[..., Array], args: tuple) -> tuple[dict[str, Array], dict[str, Array]]:
+    """Returns ``({label: (T, n)}, {label: length})``: :func:`gradient_flow` and the number
+    of valid steps of the loop each row belongs to."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable as fn(*args) -> scalar loss, got {fn!r}")
+    run, zeros, leaves = _probed_run(fn, args)
+    grads, lengths = jax.grad(run, has_aux=True)(zeros)
+    flow, flow_lengths = {}, {}
+    for label, g in grads.items():
+        if len(leaves[label]) == 1:
+            flow[label], flow_lengths[label] = g, lengths[label]
+            continue
+        start = 0
+        for name, size in leaves[label]:
+            flow[f"{label}/{name}"] = g[:, start : start + size]
+            flow_lengths[f"{label}/{name}"] = lengths[label]
+            start += size
+    return flow, flow_lengths
 
 
 def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
@@ -60,8 +117,20 @@ def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
     is labelled by the path of its parameters in the model's parameter tree, e.g.
     ``"rnn/0/forward"`` and ``"rnn/0/backward"`` for the first layer of a
     ``many_to_one(stack(bidirectional(...), ...))``; ``"scan"`` for a bare
-    :func:`rnnjax.scan`. Row ``t`` belongs to input step ``t`` in every direction (for a
-    backward direction, the state after reading ``xs[t]``); rows of padded steps are 0.
+    :func:`rnnjax.scan`. Flax modules add their names: ``"RNN_0/forward"`` for a
+    :class:`rnnjax.linen.RNN` submodule, ``"encoder/forward"`` for a
+    :class:`rnnjax.nnx.RNN` held as ``self.encoder`` by an nnx module passed in ``args``.
+    A carry of several leaves is reported leaf by leaf, its label ending in the leaf's
+    name (``"rnn/0/forward/h"`` and ``"rnn/0/forward/c"`` for an LSTM's ``(h, c)``; see
+    :class:`rnnjax.Cell`'s ``carry_names``). Row ``t`` belongs to input step ``t`` in every
+    direction (for a backward direction, the state after reading ``xs[t]``); rows of
+    padded steps are 0.
+
+    A loss over a batch (a model or Flax module applied to ``xs: (B, T, I)``, vmapped
+    inside ``fn``) raises ValueError: one probe would be shared by the batch. Write the
+    loss for one example (rnnjax.linen/nnx modules take inputs without batch axes) and
+    ``jax.vmap`` this function instead. A batch looped over inside ``fn`` by ``lax.map``
+    or ``lax.scan`` shares the probe in the same way and is not detected: don't.
 
     The derivative is total, as in :func:`state_gradients`: a zero probe is added to the
     state leaving every step of every loop and ``L`` is differentiated with respect to all
@@ -76,10 +145,7 @@ def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
         norms = {k: jnp.linalg.norm(g, axis=-1).mean(0) for k, g in flow.items()}
         rnnjax.plots.gradient_norms(norms)
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable as fn(*args) -> scalar loss, got {fn!r}")
-    run, zeros = _probed_run(fn, *args)
-    return jax.grad(run)(zeros)
+    return _flow(fn, args)[0]
 
 
 def gradient_flow_norms(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
@@ -92,11 +158,11 @@ def loops(fn: Callable[..., Any], *args: Any) -> dict[str, probes.Loop]:
 
     Each :class:`rnnjax.probes.Loop` holds the cell, its parameters, the sequence it read
     (for a layer above the first, the outputs of the layer below), the initial carry, the
-    length and the direction, so that the per-cell diagnostics (:func:`lyapunov_spectrum`,
-    :func:`jacobian_norms`, :func:`step_singular_values`) apply to each layer of a model
-    as it runs inside it. Labels as in :func:`gradient_flow`.
+    length and the direction, so that the per-loop diagnostics (:func:`layer_lyapunov_spectra`,
+    :func:`layer_jacobian_norms`) measure each layer of a model as it runs inside it.
+    Labels as in :func:`gradient_flow`, one per loop (not per carry leaf).
     """
-    with probes.probing() as context:
+    with probes.probing(modules=args) as context:
         fn(*args)
     return dict(context.loops)
 
@@ -106,26 +172,30 @@ def _forward_inputs(loop: probes.Loop) -> Array:
     return padding.reverse_valid(loop.xs, loop.length) if loop.reverse else loop.xs
 
 
+def _loop_of(cell: Cell, params: Any, xs: Array, carry: Any, length: Any) -> probes.Loop:
+    """Returns the one loop of ``rnnjax.scan(cell, params, xs, ...)``, its inputs checked."""
+    _check_cell(cell)
+    check_inputs(cell, params, xs)
+    return probes.Loop(cell, params, xs, carry, length, reverse=False)
+
+
 def layer_lyapunov_spectra(
-    fn: Callable[..., Any], *args: Any, k: int | None = None, key: Array | None = None
+    fn: Callable[..., Any],
+    *args: Any,
+    k: int | None = None,
+    reorth_every: int = 1,
+    key: Array | None = None,
 ) -> dict[str, Array]:
     """Returns ``{label: (k,)}``: the Lyapunov spectrum of every loop in ``fn(*args)``.
 
     Each loop's cell is driven by the inputs it reads inside the model (see :func:`loops`);
-    ``k`` and ``key`` as in :func:`lyapunov_spectrum` (``k`` is capped at each state's size).
+    ``k``, ``reorth_every`` and ``key`` as in :func:`lyapunov_spectrum` (``k`` is capped at
+    each state's size).
     """
     spectra = {}
     for label, loop in loops(fn, *args).items():
         size = ravel_pytree(initial_carry(loop.cell, loop.params, loop.carry))[0].size
-        spectra[label] = lyapunov_spectrum(
-            loop.cell,
-            loop.params,
-            _forward_inputs(loop),
-            carry=loop.carry,
-            length=loop.length,
-            k=None if k is None else min(k, size),
-            key=key,
-        )
+        spectra[label] = _lyapunov(loop, None if k is None else min(k, size), reorth_every, key)
     return spectra
 
 
@@ -134,17 +204,7 @@ def layer_jacobian_norms(
 ) -> dict[str, Array]:
     """Returns ``{label: (T,)}``: ||d state_last / d state_t|| of every loop in ``fn(*args)``,
     in the order each loop reads its inputs (see :func:`jacobian_norms`)."""
-    return {
-        label: jacobian_norms(
-            loop.cell,
-            loop.params,
-            _forward_inputs(loop),
-            carry=loop.carry,
-            length=loop.length,
-            ord=ord,
-        )
-        for label, loop in loops(fn, *args).items()
-    }
+    return {label: _jacobian_norms(loop, ord) for label, loop in loops(fn, *args).items()}
 
 
 def state_gradients(
@@ -191,10 +251,8 @@ def state_gradients(
         raise TypeError(f"loss_fn must be callable as loss_fn(final_carry, ys), got {loss_fn!r}")
     _check_cell(cell)
     check_inputs(cell, params, xs)
-    (grads,) = gradient_flow(
-        lambda: loss_fn(*scan(cell, params, xs, carry=carry, length=length))
-    ).values()
-    return grads
+    flow = gradient_flow(lambda: loss_fn(*scan(cell, params, xs, carry=carry, length=length)))
+    return jnp.concatenate(list(flow.values()), axis=-1)  # the leaves, in carry order
 
 
 def state_gradient_norms(
@@ -239,10 +297,10 @@ def final_state_jacobians(
     """
     _check_cell(cell)
     check_inputs(cell, params, xs)
-    run, zeros = _probed_run(lambda: scan(cell, params, xs, carry=carry, length=length)[0])
+    run, zeros, _ = _probed_run(lambda: scan(cell, params, xs, carry=carry, length=length)[0], ())
     ((label, zero_probe),) = zeros.items()
     dtype, size = zero_probe.dtype, zero_probe.shape[1]
-    final_of_probe = lambda probe: ravel_pytree(run({label: probe}))[0].astype(dtype)
+    final_of_probe = lambda probe: ravel_pytree(run({label: probe})[0])[0].astype(dtype)
     _, vjp = jax.vjp(final_of_probe, zero_probe)
     (rows,) = jax.vmap(vjp)(jnp.eye(size, dtype=dtype))  # (n_out, T, n_in)
     return jnp.moveaxis(rows, 0, 1)
@@ -262,11 +320,19 @@ def jacobian_norms(
     For a linear RNN h_t = h_{t-1} (a Q) with Q orthogonal this is a^(T-1-t). The
     Jacobians come from :func:`final_state_jacobians` (``n`` vector-Jacobian products);
     ``ord=2`` takes their largest singular value, ``ord="fro"`` their Frobenius norm.
-    Entries ``t >= length`` are zero.
+    Entries ``t >= length`` are zero. :func:`layer_jacobian_norms` measures every loop of
+    a model the same way.
     """
+    return _jacobian_norms(_loop_of(cell, params, xs, carry, length), ord)
+
+
+def _jacobian_norms(loop: probes.Loop, ord: int | str) -> Array:
+    """Returns ``(T,)``: :func:`jacobian_norms` of one loop, on the inputs in reading order."""
     if ord not in (2, "fro"):
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius), got {ord!r}")
-    jacobians = final_state_jacobians(cell, params, xs, carry=carry, length=length)
+    jacobians = final_state_jacobians(
+        loop.cell, loop.params, _forward_inputs(loop), carry=loop.carry, length=loop.length
+    )
     if ord == "fro":
         return jnp.sqrt(jnp.sum(jnp.square(jacobians), axis=(-2, -1)))
     return singular_values(jacobians)[..., 0]
@@ -454,10 +520,16 @@ def lyapunov_spectrum(
         key for cells whose step Jacobian can be singular along a unit vector (ReLU units
         that switch off, as in an IRNN): a zero diagonal entry of R gives an exponent of
         -inf for that direction and the basis loses its order.
+
+    :func:`layer_lyapunov_spectra` measures every loop of a model the same way.
     """
-    _check_cell(cell)
-    check_inputs(cell, params, xs)
-    carry = initial_carry(cell, params, carry)
+    return _lyapunov(_loop_of(cell, params, xs, carry, length), k, reorth_every, key)
+
+
+def _lyapunov(loop: probes.Loop, k: int | None, reorth_every: int, key: Array | None) -> Array:
+    """Returns ``(k,)``: :func:`lyapunov_spectrum` of one loop, on the inputs in reading order."""
+    cell, params, xs, length = loop.cell, loop.params, _forward_inputs(loop), loop.length
+    carry = initial_carry(cell, params, loop.carry)
     flat, unravel = ravel_pytree(carry)
     n, num_steps = flat.size, xs.shape[0]
     k = n if k is None else k
@@ -500,56 +572,6 @@ def lyapunov_spectrum(
     return log_r / jnp.maximum(num_valid, 1)
 
 
-def mean_over_valid(norms: Array) -> Array:
-    """Returns ``(T,)``: the mean of ``norms: (B, T)`` over the examples in which step ``t``
-    is valid (a padded step's gradient is exactly 0, so it is left out; 0 where none is)."""
-    count = jnp.sum(norms > 0, axis=0)
-    return jnp.sum(norms, axis=0) / jnp.maximum(count, 1)
-
-
-def model_gradient_flow_hook(
-    loss: Callable[..., Array],
-    batch: Any,
-    *,
-    get_params: Callable[[Any], Any] = lambda state: state.params,
-    prefix: str = "gradient_flow/",
-) -> Callable[[Any], dict[str, Any]]:
-    """Returns ``hook(state) -> {prefix + label: (T,)}``: a model's gradient flow during training.
-
-    For :func:`rnnjax.training.fit`'s ``hooks``: on a fixed probe ``batch`` (a tuple of
-    arrays with a leading batch axis, the model's raw inputs: tokens go through its
-    embedding), it evaluates :func:`gradient_flow_norms` of ``loss(params, *example)`` for
-    every example in one jitted call and returns, per loop (layer and direction, labelled
-    as in :func:`gradient_flow`), ||dL/d(state_t)|| averaged over the examples in which
-    step ``t`` is valid. A state batched over runs (vmapped seeds) gives ``(R, T)`` rows.
-    ``rnnjax.plots.gradient_norms`` draws a row of the history as it is (strip ``prefix``).
-
-    Example::
-
-        loss = lambda p, x, n, y: losses.cross_entropy(model.apply(p, x, length=n), y)
-        hook = diagnostics.model_gradient_flow_hook(loss, (xs[:32], lengths[:32], ys[:32]))
-        training.fit(..., hooks=[hook])
-    """
-    if not callable(loss):
-        raise TypeError(f"loss must be callable as loss(params, *example) -> scalar, got {loss!r}")
-    batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-    sizes = {jnp.shape(a)[0] if jnp.ndim(a) else None for a in jax.tree.leaves(batch)}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(
-            f"batch must be arrays with one leading batch axis of the same size, got leading "
-            f"sizes {sorted(map(str, sizes))}"
-        )
-
-    def flow(params):
-        per_example = jax.vmap(lambda *example: gradient_flow_norms(loss, params, *example))
-        return {
-            prefix + label: mean_over_valid(norms) for label, norms in per_example(*batch).items()
-        }
-
-    run = _for_each_run(flow)
-    return lambda state: run(state, get_params(state))
-
-
 def _for_each_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Returns ``call(state, *args)``: jitted ``fn(*args)`` on the host, once per run.
 
@@ -566,71 +588,81 @@ def _for_each_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _batch_summary(norms: Array, lengths: Array) -> tuple[Array, Array]:
+    """Returns ``((T,), ())`` from per-example ``norms: (B, T)`` and ``lengths: (B,)``: the
+    mean norm of step ``t`` over the examples in which it is valid (0 where none is), and the
+    batch mean of row 0 over the last valid row (NaN when a last row is 0)."""
+    valid = jnp.arange(norms.shape[1])[None, :] < lengths[:, None]
+    count = jnp.sum(valid, axis=0)
+    mean = jnp.sum(jnp.where(valid, norms, 0.0), axis=0) / jnp.maximum(count, 1)
+    last = jnp.take_along_axis(norms, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+    ratio = jnp.where(last > 0, norms[:, 0] / jnp.where(last > 0, last, 1.0), jnp.nan)
+    return mean, jnp.mean(ratio)
+
+
 def gradient_flow_hook(
-    cell: Cell,
-    xs: Array,
-    loss_fn: Callable[..., Array],
+    loss: Callable[..., Array],
+    batch: Any,
     *,
-    length: Any = None,
-    carry: Any = None,
     get_params: Callable[[Any], Any] = lambda state: state.params,
-    get_loss_params: Callable[[Any], Any] | None = None,
+    prefix: str = "gradient_flow/",
+    ratio_prefix: str | None = "gradient_ratio/",
 ) -> Callable[[Any], dict[str, Any]]:
-    """Returns ``hook(state) -> dict``: gradient-flow metrics for a training loop to record.
+    """Returns ``hook(state) -> dict``: the gradient flow of a model (or one cell) in training.
 
-    The hook evaluates :func:`state_gradient_norms` on a fixed probe batch with the
-    current parameters (one jitted call) and returns
+    For :func:`rnnjax.training.fit`'s ``hooks``: on a fixed probe ``batch`` (a tuple of
+    arrays with a leading batch axis, the raw inputs of one example each: tokens go
+    through the model's embedding), it evaluates :func:`gradient_flow_norms` of
+    ``loss(get_params(state), *example)`` for every example in one jitted call and returns,
+    per label of :func:`gradient_flow` (loop, direction and carry leaf):
 
-      ``"state_grad_norms"``: ``(T,)`` NumPy array, ||dL/dh_t|| averaged over the batch;
-      ``"grad_ratio_first_last"``: float, the batch mean of ||dL/dh_1|| / ||dL/dh_T||
-        (h_T being the last valid state of each sequence), the attenuation of the
-        gradient across the whole sequence (< 1: vanishing, > 1: exploding).
+      ``prefix + label``: ``(T,)``, ||dL/d(state_t)|| averaged over the examples in which
+        step ``t`` is valid (0 where none is);
+      ``ratio_prefix + label`` (unless ``ratio_prefix`` is None): float, the batch mean of
+        ||dL/d(state_0)|| / ||dL/d(state_last)||, ``state_last`` being the last valid row of
+        each example, the attenuation across the sequence (< 1: vanishing, > 1: exploding;
+        in input order, so for a backward direction the state read last over the first).
 
-    When ``state.step`` has shape ``(R,)`` (a state batched over R runs, as
-    :func:`rnnjax.training.fit` runs vmapped seeds), both gain a leading ``(R,)`` axis.
+    A state batched over runs (vmapped seeds) gives ``(R, T)`` rows and ``(R,)`` ratios.
+    ``rnnjax.plots.gradient_norms`` draws the rows of a history as they are (strip
+    ``prefix``). One cell is the model ``rnnjax.scan`` (label ``"scan"``); ``get_params``
+    may return anything ``loss`` takes first, e.g. the cell's and a readout's parameters.
 
-    Args:
-      cell: the :class:`rnnjax.Cell` whose state is probed.
-      xs: ``(T, input_size)`` or a batch ``(B, T, input_size)``.
-      loss_fn: ``loss_fn(final_carry, ys) -> scalar`` for one sequence, or
-        ``loss_fn(final_carry, ys, loss_params)`` when ``get_loss_params`` is given (e.g.
-        to apply a trained readout).
-      length: ``()`` or ``(B,)`` valid lengths (default: all ``T``).
-      carry: initial carry for one sequence (shared by the batch).
-      get_params: maps the training state to the cell's parameters.
-      get_loss_params: maps the training state to ``loss_fn``'s third argument.
+    Example::
+
+        loss = lambda p, x, n, y: losses.cross_entropy(model.apply(p, x, length=n), y)
+        hook = diagnostics.gradient_flow_hook(loss, (xs[:32], lengths[:32], ys[:32]))
+        training.fit(..., hooks=[hook])
+
+        # one cell, its final state read by a readout trained beside it
+        cell_loss = lambda p, x, n: jnp.dot(p[1], rnnjax.scan(cell, p[0], x, length=n)[0])
+        hook = diagnostics.gradient_flow_hook(
+            cell_loss, (xs, lengths), get_params=lambda s: (s.params["rnn"], s.params["w"]))
     """
-    _check_cell(cell)
-    xs = jnp.asarray(xs)
-    if xs.ndim not in (2, 3):
+    if not callable(loss):
+        raise TypeError(f"loss must be callable as loss(params, *example) -> scalar, got {loss!r}")
+    batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    sizes = {jnp.shape(a)[0] if jnp.ndim(a) else None for a in jax.tree.leaves(batch)}
+    if len(sizes) != 1 or None in sizes:
         raise ValueError(
-            f"xs must have shape (T, input_size) or (B, T, input_size), got {xs.shape}"
+            f"batch must be arrays with one leading batch axis of the same size, got leading "
+            f"sizes {sorted(map(str, sizes))}"
         )
-    batched = xs if xs.ndim == 3 else xs[None]
-    num_steps = batched.shape[1]
-    lengths = jnp.broadcast_to(
-        jnp.asarray(num_steps if length is None else length, jnp.int32), batched.shape[:1]
-    )
 
-    def metrics(params, loss_params):
-        def one(x, n):
-            loss = (
-                loss_fn if get_loss_params is None else (lambda c, ys: loss_fn(c, ys, loss_params))
-            )
-            return state_gradient_norms(cell, params, x, loss, carry=carry, length=n)
+    def flow(params):
+        grads, lengths = jax.vmap(lambda *example: _flow(loss, (params, *example)))(*batch)
+        metrics = {}
+        for label, g in grads.items():
+            mean, ratio = _batch_summary(jnp.linalg.norm(g, axis=-1), lengths[label])
+            metrics[prefix + label] = mean
+            if ratio_prefix is not None:
+                metrics[ratio_prefix + label] = ratio
+        return metrics
 
-        norms = jax.vmap(one)(batched, lengths)  # (B, T)
-        first = norms[:, 0]
-        last = jnp.take_along_axis(norms, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
-        ratio = jnp.where(last > 0, first / jnp.where(last > 0, last, 1.0), jnp.nan)
-        return jnp.mean(norms, axis=0), jnp.mean(ratio)
-
-    run = _for_each_run(metrics)
+    run = _for_each_run(flow)
 
     def hook(state: Any) -> dict[str, Any]:
-        loss_params = None if get_loss_params is None else get_loss_params(state)
-        norms, ratio = run(state, get_params(state), loss_params)
-        ratio = ratio if jnp.ndim(ratio) else float(ratio)
-        return {"state_grad_norms": norms, "grad_ratio_first_last": ratio}
+        metrics = run(state, get_params(state))
+        return {k: float(v) if jnp.ndim(v) == 0 else v for k, v in metrics.items()}
 
     return hook

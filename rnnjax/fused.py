@@ -483,8 +483,7 @@ def scan(
     check_options(impl, remat)
     unroll = default_unroll() if unroll is None else unroll
     kind = path(cell, impl)
-    # Asked of the cell, not of `kind`: under probes (gradient flow) every cell runs the
-    # reference loop, and a layer built with impl="parallel" must still run there.
+    # On the cell, not on `kind`: under probes (diagnostics) every impl runs the reference.
     if impl == "fused" and not supports(cell):
         raise ValueError(
             f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "

@@ -18,7 +18,8 @@ Dropout (``stack(..., dropout=p)``) draws from the ``"dropout"`` rng stream when
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ import numpy as np
 from rnnjax import cells as _cells
 from rnnjax import layers as _layers
 from rnnjax import models as _models
+from rnnjax import probes as _probes
 from rnnjax import readouts as _readouts
 
 Array = jax.Array
@@ -86,6 +88,15 @@ def _batch_axes(x: Any, example_ndim: int, name: str) -> int:
             f"{name} must have at least {example_ndim} axes (one example), got shape {jnp.shape(x)}"
         )
     return n
+
+
+@contextlib.contextmanager
+def _named_loops(module: nn.Module) -> Iterator[None]:
+    """Labels the loops run within it by the module's path (``"encoder"``, ``"RNN_0"``) for
+    ``rnnjax.diagnostics.gradient_flow``, as its params sit under that path."""
+    path = "/".join(map(str, module.scope.path)) if module.scope is not None else ""
+    with _probes.scope(path) if path else contextlib.nullcontext():
+        yield
 
 
 def _check_layer(layer: Any) -> None:
@@ -180,9 +191,10 @@ class RNN(nn.Module):
         if initial_carry is None:
             initial_carry = _broadcast_carry(self.layer.initial_carry(params), xs.shape[:num_batch])
         keys = _example_keys(self, train, xs.shape[:num_batch])
-        final, ys = _apply_over_batch(
-            self.layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
-        )
+        with _named_loops(self):
+            final, ys = _apply_over_batch(
+                self.layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
+            )
         return (final, ys) if self.return_carry else ys
 
 
@@ -246,7 +258,8 @@ class Model(nn.Module):
         in_axes = (0, None if length is None else 0, None if keys is None else 0)
         for _ in range(num_batch):
             fn = jax.vmap(fn, in_axes=in_axes)
-        return fn(inputs, length, keys)
+        with _named_loops(self):
+            return fn(inputs, length, keys)
 
 
 __all__ = ["Embed", "Model", "RNN", "RNNCell", "Readout", "declare_params", "from_pure", "to_pure"]

@@ -21,6 +21,7 @@ from flax import nnx as _nnx
 from rnnjax import cells as _cells
 from rnnjax import layers as _layers
 from rnnjax import models as _models
+from rnnjax import probes as _probes
 from rnnjax import readouts as _readouts
 from rnnjax.linen import (  # the same checks and batching as the linen wrappers
     _apply_over_batch,
@@ -120,9 +121,10 @@ class RNN(_Pure):
         if initial_carry is None:
             initial_carry = _broadcast_carry(layer.initial_carry(params), batch_shape)
         keys = _example_keys(key, batch_shape) if train else None
-        final, ys = _apply_over_batch(
-            layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
-        )
+        with _probes.module_scope(self):  # labels of gradient_flow: this module's name
+            final, ys = _apply_over_batch(
+                layer, params, xs, seq_lengths, initial_carry, keys, train, num_batch
+            )
         return (final, ys) if self.return_carry else ys
 
 
@@ -164,7 +166,8 @@ class Model(_Pure):
         fn = one
         for _ in range(num_batch):
             fn = jax.vmap(fn, in_axes=in_axes)
-        return fn(inputs, length, keys)
+        with _probes.module_scope(self):  # labels of gradient_flow: this module's name
+            return fn(inputs, length, keys)
 
 
 __all__ = ["Model", "RNN", "RNNCell", "Readout"]

@@ -4,7 +4,8 @@
    do: applying ``(a1, b1)`` then ``(a2, b2)`` is ``(a2 a1, a2 b1 + b2)``, an associative
    operator, so ``jax.lax.associative_scan`` computes every ``h_t`` in O(log T) depth
    (Blelloch 1990; Martin & Cundy 2018). This is the whole forward pass of the cells linear
-   in their state (:mod:`rnnjax.linear_cells`: LRU, minGRU, minLSTM), and the inner solve of:
+   in their state (:mod:`rnnjax.linear_cells`: LRU, minGRU, minLSTM; :mod:`rnnjax.xlstm`: the
+   mLSTM, whose exponential gates are scanned in a stabilised form), and the inner solve of:
 2. **Newton's method over the whole trajectory** (DEER: Lim et al. 2024, "Parallelizing
    non-linear sequential models over the sequence length"). The states ``s_1..s_T`` of ANY
    cell solve the T equations ``s_t = f(s_{t-1}, x_t)``. Linearising ``f`` around a guess

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["gradient_heatmap", "gradient_norms", "lyapunov_spectra", "singular_value_spectra"]
+
 
 def _pyplot():
     import matplotlib
@@ -59,6 +61,19 @@ def _finish(fig, ax, path: str | os.PathLike | None, title: str | None, legend: 
     return fig
 
 
+def _gradient_symbol(labels: Any) -> str:
+    """Returns ``||∂L/∂h_t||`` in TeX, naming what every curve is the gradient with respect to.
+
+    ``rnnjax.diagnostics.gradient_flow`` ends the label of each leaf of a tuple carry in its
+    name (``.../h``, ``.../c`` for an LSTM); curves all of one such leaf name it, any other
+    set (several leaves, a whole flattened carry, unlabelled) is the gradient of the state.
+    """
+    leaves = {str(label).rsplit("/", 1)[-1] if "/" in str(label) else None for label in labels}
+    symbol = leaves.pop() if len(leaves) == 1 else None
+    symbol = symbol if symbol in ("h", "c") else r"\mathrm{state}"
+    return rf"\|\partial L / \partial {symbol}_t\|"
+
+
 def _new_axes(ax, figsize):
     plt = _pyplot()
     if ax is None:
@@ -71,7 +86,7 @@ def _new_axes(ax, figsize):
 def gradient_norms(
     norms: Mapping[str, Any] | Any,
     *,
-    ylabel: str = r"$\|\partial L / \partial h_t\|$",
+    ylabel: str | None = None,
     title: str | None = None,
     ax: Any = None,
     path: str | os.PathLike | None = None,
@@ -82,7 +97,10 @@ def gradient_norms(
       norms: ``{label: (T,)}`` or one ``(T,)`` array, e.g. from
         :func:`rnnjax.diagnostics.state_gradient_norms`. Steps with norm 0 (padding) are
         not drawn.
-      ylabel, title: axis label and optional title.
+      ylabel: axis label; by default what the curves are the gradient with respect to:
+        ``||∂L/∂h_t||`` or ``||∂L/∂c_t||`` when every label ends in that carry leaf (as
+        :func:`rnnjax.diagnostics.gradient_flow` labels an LSTM's), else ``||∂L/∂state_t||``.
+      title: optional title.
       ax: draw into these axes instead of a new figure.
       path: save the figure here.
     """
@@ -94,7 +112,7 @@ def gradient_norms(
         ax.plot(steps, v, label=label or None, linewidth=1.5)
     ax.set_yscale("log")
     ax.set_xlabel("time step $t$")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"${_gradient_symbol(curves)}$" if ylabel is None else ylabel)
     return _finish(fig, ax, path, title, legend=any(curves))
 
 
@@ -102,6 +120,7 @@ def gradient_heatmap(
     history: Any,
     *,
     train_steps: Any = None,
+    label: str | None = None,
     title: str | None = None,
     ax: Any = None,
     path: str | os.PathLike | None = None,
@@ -110,9 +129,12 @@ def gradient_heatmap(
 
     Args:
       history: ``(S, T)``, row ``s`` the gradient norms recorded at the ``s``-th
-        evaluation (e.g. ``"state_grad_norms"`` from
+        evaluation (e.g. ``"gradient_flow/<label>"`` from
         :func:`rnnjax.diagnostics.gradient_flow_hook`).
       train_steps: ``(S,)`` training step of each row (default ``0, ..., S-1``).
+      label: the label of the loop (and carry leaf) the rows belong to, which names the
+        colour bar: ``log10 ||∂L/∂c_t||`` for ``"rnn/0/forward/c"`` (see
+        :func:`gradient_norms`).
     """
     h = np.asarray(history, dtype=np.float64)
     if h.ndim != 2:
@@ -136,7 +158,8 @@ def gradient_heatmap(
         cmap="viridis",
         extent=(0.5, h.shape[1] + 0.5, lo, hi),
     )
-    fig.colorbar(image, ax=ax, label=r"$\log_{10} \|\partial L / \partial h_t\|$")
+    symbol = _gradient_symbol([] if label is None else [label])
+    fig.colorbar(image, ax=ax, label=rf"$\log_{{10}} {symbol}$")
     ax.set_xlabel("time step $t$")
     ax.set_ylabel("training step")
     return _finish(fig, ax, path, title, legend=False)

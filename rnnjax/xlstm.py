@@ -189,7 +189,7 @@ def slstm(
     else:
         step = _headwise_step(num_heads, d, dtype)
     kind = ("slstm", num_heads, dtype)
-    return Cell(init, initial_carry, step, hidden_size, kind, _input_size)
+    return Cell(init, initial_carry, step, hidden_size, kind, _input_size, ("h", "c", "n", "m"))
 
 
 def _input_size(params: Params) -> int:
@@ -293,4 +293,5 @@ def mlstm(hidden_size: int, *, num_heads: int = 1, kernel_init: Initializer | No
         return memory, jnp.zeros((num_heads,), dtype)
 
     step = LinearStep(mlstm_coefficients, mlstm_output, stabilised=True)
-    return Cell(init, initial_carry, step, hidden_size, ("mlstm", num_heads), _input_size)
+    kind = ("mlstm", num_heads)
+    return Cell(init, initial_carry, step, hidden_size, kind, _input_size, ("C", "n", "m"))

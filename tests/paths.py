@@ -144,6 +144,18 @@ def fit_one_step(cell, params_key, xs, lengths, impl="auto"):
     return result.state.params
 
 
+def values_and_gradients(chosen, xs, lengths, params):
+    """Returns ``{name: (loss, (d params, d xs))}`` of the chosen ``paths`` entries, in one jit."""
+
+    def all_paths(params, xs):
+        return {
+            name: jax.value_and_grad(chosen[name][1], argnums=(0, 1))(params[name], xs, lengths)
+            for name in chosen
+        }
+
+    return jax.jit(all_paths)(params, xs)
+
+
 @contextlib.contextmanager
 def reference_only():
     """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``
@@ -181,16 +193,8 @@ def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False
     lengths = jnp.array([(steps, 2, 0)[i % 3] for i in range(batch)], jnp.int32)
     dirty = jnp.where(jnp.arange(steps)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
 
-    def values_and_gradients(which, xs):
-        return jax.jit(
-            lambda p, xs: {
-                k: jax.value_and_grad(loss, argnums=(0, 1))(p[k], xs, lengths)
-                for k, (_, loss) in which.items()
-            }
-        )(params, xs)
-
-    got = values_and_gradients(chosen, dirty)
-    want = values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty))
+    got = values_and_gradients(chosen, dirty, lengths, params)
+    want = values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params)
     for path in chosen:
         for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
             assert np.all(np.isfinite(a)), path

@@ -154,6 +154,18 @@ def translator():
     return model, loss, by_hand, {**shapes, "decoder/cell": (len(TARGETS), state_size(GRU))}
 
 
+def by_leaf(flow):
+    """``flow`` with each LSTM row ``[dL/dh; dL/dc]`` (2H wide) split into ``/h`` and ``/c``,
+    as ``gradient_flow`` reports a carry of several leaves (a GRU's state is H wide)."""
+    out = {}
+    for label, g in flow.items():
+        if g.shape[-1] == 2 * H:
+            out[f"{label}/h"], out[f"{label}/c"] = g[..., :H], g[..., H:]
+        else:
+            out[label] = g
+    return out
+
+
 @pytest.mark.parametrize(
     "build", [stacked_classifier, tagger, captioner, translator], ids=lambda f: f.__name__
 )
@@ -175,6 +187,7 @@ def test_gradient_flow_equals_the_gradient_with_respect_to_hand_placed_probes(bu
         return got, want, value
 
     got, want, (value, value_by_hand) = both(xs, LENGTHS)
+    want = by_leaf(want)
     np.testing.assert_allclose(value, value_by_hand, rtol=1e-5, atol=1e-6)  # same model
     assert set(got) == set(want)
     for label in want:
@@ -185,7 +198,7 @@ def test_gradient_flow_equals_the_gradient_with_respect_to_hand_placed_probes(bu
         np.testing.assert_array_equal(got[label][1, 3:], 0.0)
 
 
-def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
+def test_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
     import optax
 
     from rnnjax import losses, training
@@ -208,7 +221,7 @@ def test_model_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
 
     optimizer = optax.adam(0.05)
     state = training.init_train_state(jax.random.key(1), model.init(jax.random.key(2)), optimizer)
-    hook = dg.model_gradient_flow_hook(loss, (tokens, lengths, labels))
+    hook = dg.gradient_flow_hook(loss, (tokens, lengths, labels))
     result = training.fit(
         training.make_train_step(train_loss, optimizer),
         state,
@@ -268,3 +281,86 @@ def test_per_layer_jacobian_norms_and_lyapunov_spectra_of_a_stack():
             atol=1e-6,
             err_msg=label,
         )
+
+
+def test_an_lstm_carry_is_reported_per_leaf_against_separate_h_and_c_probes():
+    # The reference: a Python loop over cell.step with one probe on h and one on c.
+    cell, n = LSTM, 4
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (T, I))
+    w = jnp.linspace(-1.0, 1.0, H)
+
+    def read(final, ys):  # reads every output (h) and the final c
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(w * final[1]) ** 2
+
+    def by_hand(probe_h, probe_c):
+        h, c = cell.initial_carry(params)
+        ys = []
+        for t in range(T):
+            if t < n:
+                (h, c), _ = cell.step(params, (h, c), xs[t])
+                h, c = h + probe_h[t], c + probe_c[t]
+                ys.append(h)
+            else:
+                ys.append(jnp.zeros(H))
+        return read((h, c), jnp.stack(ys))
+
+    want_h, want_c = jax.grad(by_hand, argnums=(0, 1))(jnp.zeros((T, H)), jnp.zeros((T, H)))
+    got = dg.gradient_flow(lambda p, x: read(*rnnjax.scan(cell, p, x, length=n)), params, xs)
+    assert sorted(got) == ["scan/c", "scan/h"]
+    np.testing.assert_allclose(got["scan/h"], want_h, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["scan/c"], want_c, rtol=1e-5, atol=1e-7)
+    assert np.abs(want_c[: n - 1]).max() > 1e-3  # c carries a gradient of its own
+    # the one-cell function keeps the whole state in one row, h before c
+    np.testing.assert_allclose(
+        dg.state_gradients(cell, params, xs, read, length=n),
+        np.concatenate([want_h, want_c], -1),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+def test_a_loss_over_a_batch_is_refused_and_one_example_equals_hand_placed_probes():
+    # The Flax convention: the loss applies the model to a batch (B, T, I). One probe per
+    # loop would be shared by the batch (its gradient the sum over the examples).
+    from rnnjax import linen as rl
+
+    model, loss, by_hand, shapes = tagger()
+    params = model.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(2), (B, T, I))
+
+    def batch_loss(p, x, n):
+        return jnp.sum(jax.vmap(loss, (None, 0, 0))(p, x, n))
+
+    with pytest.raises(ValueError, match=r"'rnn' runs under a jax.vmap.*per example"):
+        dg.gradient_flow(batch_loss, params, xs, LENGTHS)
+    with pytest.raises(ValueError, match=r"jax\.vmap"):
+        dg.gradient_flow_hook(lambda p, x, n: batch_loss(p, x[None], n[None]), (xs, LENGTHS))(
+            training_state(params)
+        )
+    module = rl.Model(model)
+    variables = {"params": params}
+
+    def linen_loss(v, x, n):
+        return jnp.sum(jnp.sin(module.apply(v, x, n)))
+
+    with pytest.raises(ValueError, match=r"jax\.vmap"):
+        dg.gradient_flow(linen_loss, variables, xs, LENGTHS)
+    # the same loss on one example (the module takes inputs without batch axes), vmapped
+    # outside: equal to the probes placed by hand
+    got = jax.vmap(lambda x, n: dg.gradient_flow(linen_loss, variables, x, n))(xs, LENGTHS)
+    zeros = {k: jnp.zeros(s) for k, s in shapes.items()}
+    want = jax.vmap(lambda x, n: jax.grad(by_hand, argnums=1)(params, zeros, x, n))(xs, LENGTHS)
+    want = by_leaf(want)
+    assert set(got) == set(want) == {"rnn/h", "rnn/c"}
+    for label in want:
+        np.testing.assert_allclose(got[label], want[label], rtol=1e-4, atol=1e-6, err_msg=label)
+
+
+def training_state(params):
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        params: dict
+
+    return State(params)

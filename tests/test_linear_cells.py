@@ -11,6 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from finite_differences import assert_gradient_matches
 from paths import I, assert_parallel_equals_reference
 from random_params import random_params
 
@@ -125,16 +126,7 @@ def test_lru_gradients_match_finite_differences_in_float64():
             final, ys = jax.vmap(lambda x, n: layer.apply(p, x, length=n))(xs, lengths)
             return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.abs(final[0]) ** 2)
 
-        grads = jax.grad(loss)(params)
-        flat, unravel = jax.flatten_util.ravel_pytree(params)
-        eps = 1e-6
-        fd = [
-            (loss(unravel(flat + eps * e)) - loss(unravel(flat - eps * e))) / (2 * eps)
-            for e in np.eye(flat.size)
-        ]
-        np.testing.assert_allclose(
-            jax.flatten_util.ravel_pytree(grads)[0], fd, rtol=1e-6, atol=1e-8
-        )
+        assert_gradient_matches(loss, params)
 
 
 def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():

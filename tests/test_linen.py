@@ -208,3 +208,65 @@ def test_a_cell_where_a_layer_is_needed_raises_type_error():
         rl.RNN(rnnjax.gru(3)).init(KEY, XS)
     with pytest.raises(TypeError, match=r"rnnjax.recurrent"):
         rnx.RNN(rnnjax.gru(3), 2, rngs=nnx.Rngs(0))
+
+
+def test_gradient_flow_labels_keep_linen_and_nnx_module_names():
+    # Two layers as submodules; the reference places each loop's probes by hand
+    # (tests/test_gradient_flow.py) on the same parameters.
+    from flax import nnx
+    from test_gradient_flow import bidirectional as probed_bidirectional
+    from test_gradient_flow import by_leaf, direction
+
+    from rnnjax import diagnostics as dg
+    from rnnjax import nnx as rnx
+
+    h, x, n = 3, XS[1], 4
+    lstm, gru = rnnjax.lstm(h), rnnjax.gru(h)
+    w = jnp.cos(jnp.arange(5 * 2 * h)).reshape(5, 2 * h)
+
+    class Linen(nn.Module):  # bidirectional LSTMs: RNN_0/forward/h, ..., top/backward/c
+        @nn.compact
+        def __call__(self, x, n):
+            layer = rnnjax.bidirectional(lstm)
+            return rl.RNN(layer, name="top")(rl.RNN(layer)(x, n), n)
+
+    def linen_by_hand(params, probes):
+        _, ys = probed_bidirectional(lstm, params["RNN_0"], x, probes, n, "RNN_0")
+        _, ys = probed_bidirectional(lstm, params["top"], ys, probes, n, "top")
+        return jnp.sum(w * jnp.sin(ys))
+
+    module = Linen()
+    variables = jax.jit(module.init)(KEY, x, n)
+    loss = lambda v, x: jnp.sum(w * jnp.sin(module.apply(v, x, n)))
+    got = jax.jit(lambda v, x: dg.gradient_flow(loss, v, x))(variables, x)
+    zeros = {
+        f"{m}/{d}": jnp.zeros((5, 2 * h)) for m in ("RNN_0", "top") for d in ("forward", "backward")
+    }
+    want = by_leaf(jax.jit(jax.grad(linen_by_hand, argnums=1))(variables["params"], zeros))
+    assert set(got) == set(want)
+    assert len(want) == 8 and {k.split("/")[0] for k in want} == {"RNN_0", "top"}
+    for label in want:
+        np.testing.assert_allclose(got[label], want[label], rtol=1e-4, atol=1e-6, err_msg=label)
+
+    class Nnx(nnx.Module):  # GRU layers held as self.bottom and self.top
+        def __init__(self, rngs):
+            self.bottom = rnx.RNN(rnnjax.recurrent(gru), 2, rngs=rngs)
+            self.top = rnx.RNN(rnnjax.recurrent(gru), h, rngs=rngs)
+
+        def __call__(self, x, n):
+            return self.top(self.bottom(x, n), n)
+
+    def nnx_by_hand(bottom, top, probes):
+        _, ys = direction(gru, bottom, x, probes["bottom"], n, False)
+        _, ys = direction(gru, top, ys, probes["top"], n, False)
+        return jnp.sum(w[:, :h] * jnp.sin(ys))
+
+    net = Nnx(nnx.Rngs(0))
+    # the module is an argument of the loss, where its submodules' names are read off
+    nnx_loss = lambda m, x: jnp.sum(w[:, :h] * jnp.sin(m(x, n)))
+    got = jax.jit(lambda x: dg.gradient_flow(nnx_loss, net, x))(x)
+    zeros = {"bottom": jnp.zeros((5, h)), "top": jnp.zeros((5, h))}
+    want = jax.grad(nnx_by_hand, argnums=2)(net.bottom.pure_params(), net.top.pure_params(), zeros)
+    assert set(got) == set(want) == {"bottom", "top"}
+    for label in want:
+        np.testing.assert_allclose(got[label], want[label], rtol=1e-4, atol=1e-6, err_msg=label)

@@ -59,3 +59,23 @@ def test_singular_value_and_lyapunov_spectra(tmp_path):
     assert (tmp_path / "ly.png").stat().st_size > 0
     with pytest.raises(ValueError, match="spectra"):
         plots.lyapunov_spectra(np.zeros((2, 2)))
+
+
+def test_gradient_axes_name_the_carry_leaf_they_draw(tmp_path):
+    # gradient_flow ends the label of an LSTM's leaves in /h and /c
+    v = np.linspace(0.5, 1.0, 4)
+
+    def ylabel(norms):
+        return plots.gradient_norms(norms).axes[0].get_ylabel()
+
+    assert ylabel({"rnn/0/forward/c": v, "rnn/0/backward/c": v}) == (
+        r"$\|\partial L / \partial c_t\|$"
+    )
+    assert ylabel({"rnn/0/forward/h": v}) == r"$\|\partial L / \partial h_t\|$"
+    state = r"$\|\partial L / \partial \mathrm{state}_t\|$"
+    assert ylabel({"rnn/h": v, "rnn/c": v}) == state  # two leaves on one axis
+    assert ylabel(v) == state  # a flattened carry, e.g. state_gradient_norms of an LSTM
+    assert ylabel({"rnn/0/forward": v}) == state
+    assert plots.gradient_norms(v, ylabel="mine").axes[0].get_ylabel() == "mine"
+    fig = plots.gradient_heatmap(np.ones((2, 4)), label="rnn/0/forward/c")
+    assert fig.axes[1].get_ylabel() == r"$\log_{10} \|\partial L / \partial c_t\|$"
