@@ -168,20 +168,23 @@ def reference_only():
         fused._gated_step, fused._linear_step = originals
 
 
-def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False):
-    """Asserts that the paths ``names`` on ``impl="parallel"`` equal the reference, to 1e-5.
+def assert_impl_equals_reference(cell, names, *, impl="parallel", batch=3, steps=6, fit=False):
+    """Asserts that the paths ``names`` with layers on ``impl`` equal the reference, to 1e-5.
 
     On a vmapped batch with lengths ``steps``, 2 and 0 (then ``steps`` again) whose padding
     is NaN, values and gradients (params and inputs) of every loss of :func:`paths`; the
-    reference is ``cell.step`` in ``lax.scan`` with zero padding. With ``fit``, also the
-    params after one ``rnnjax.fit`` step (:func:`fit_one_step`).
+    reference is ``cell.step`` in ``lax.scan`` everywhere (:func:`reference_only`: the
+    generators' decoders too) with zero padding. With ``fit``, also the params after one
+    ``rnnjax.fit`` step (:func:`fit_one_step`).
     """
     import numpy as np
 
-    assert fused.path(cell, "parallel") == "parallel"
-    assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
-    chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in names}
+    if impl == "parallel":
+        assert fused.path(cell, "parallel") == "parallel"
+        assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
+    chosen = {k: v for k, v in paths(cell, impl=impl).items() if k in names}
     reference = {k: v for k, v in paths(cell, impl="reference").items() if k in names}
+    assert set(chosen) == set(names) - {"fit"}, "unknown path names"
     params = {
         k: jax.tree.map(
             lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
@@ -194,7 +197,9 @@ def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False
     dirty = jnp.where(jnp.arange(steps)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
 
     got = values_and_gradients(chosen, dirty, lengths, params)
-    want = values_and_gradients(reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params)
+    with reference_only():
+        clean = jnp.where(jnp.isnan(dirty), 0.0, dirty)
+        want = values_and_gradients(reference, clean, lengths, params)
     for path in chosen:
         for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
             assert np.all(np.isfinite(a)), path
@@ -203,8 +208,9 @@ def assert_parallel_equals_reference(cell, names, *, batch=3, steps=6, fit=False
             )
     if not fit:
         return
-    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
-    want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
+    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl=impl)
+    with reference_only():
+        want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="auto")
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 

@@ -11,7 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from paths import I, assert_parallel_equals_reference
+from paths import I, assert_impl_equals_reference
 from random_params import random_params
 
 import rnnjax
@@ -52,13 +52,13 @@ EVERY += ("many_to_one", "many_to_many", "encoder_decoder", "linen", "nnx", "fit
 @pytest.mark.parametrize("name", sorted(QUICK))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
     paths_ = QUICK[name]
-    assert_parallel_equals_reference(CELLS[name](), paths_, steps=T, fit="fit" in paths_)
+    assert_impl_equals_reference(CELLS[name](), paths_, steps=T, fit="fit" in paths_)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_every_path_on_every_cell(name):
-    assert_parallel_equals_reference(CELLS[name](), EVERY, steps=T, fit=True)
+    assert_impl_equals_reference(CELLS[name](), EVERY, steps=T, fit=True)
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from finite_differences import assert_gradient_matches
-from paths import I, assert_parallel_equals_reference
+from paths import I, assert_impl_equals_reference
 from random_params import random_params
 
 import rnnjax
@@ -108,7 +108,7 @@ PATHS = {
 @pytest.mark.parametrize("name", sorted(PATHS))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
     # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN (tests/paths.py)
-    assert_parallel_equals_reference(CELLS[name](), PATHS[name], steps=T, fit=name == "mingru")
+    assert_impl_equals_reference(CELLS[name](), PATHS[name], steps=T, fit=name == "mingru")
 
 
 def test_lru_gradients_match_finite_differences_in_float64():
