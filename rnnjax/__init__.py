@@ -15,12 +15,14 @@ from rnnjax import (
     decoding,
     diagnostics,
     fused,
+    griffin,
     householder,
     initializers,
     interop,
     language_models,
     linear_cells,
     losses,
+    mamba,
     models,
     padding,
     parallel_in_time,
@@ -30,12 +32,15 @@ from rnnjax import (
     runs,
     tasks,
     training,
+    xlstm,
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
+from rnnjax.griffin import rg_lru
 from rnnjax.language_models import LanguageModel, language_model
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
+from rnnjax.mamba import selective_ssm
 from rnnjax.models import (
     Generator,
     Model,
@@ -55,6 +60,7 @@ from rnnjax.training import (
     run_steps,
     use_cpu_cores,
 )
+from rnnjax.xlstm import mlstm, slstm
 
 __version__ = "0.1.0"
 
@@ -74,6 +80,11 @@ __all__ = [
     "lru",
     "mingru",
     "minlstm",
+    "rg_lru",
+    "selective_ssm",
+    # xLSTM (Beck et al. 2024): sLSTM, and the mLSTM (linear in its matrix state)
+    "mlstm",
+    "slstm",
     # errors for values known only at run time
     "InvalidValueError",
     "checked",
@@ -106,11 +117,13 @@ __all__ = [
     "datasets",
     "diagnostics",
     "fused",
+    "griffin",
     "householder",
     "initializers",
     "interop",
     "linear_cells",
     "losses",
+    "mamba",
     "models",
     "padding",
     "parallel_in_time",
@@ -122,4 +135,5 @@ __all__ = [
     "training",
     "decoding",
     "language_models",
+    "xlstm",
 ]
