@@ -2,10 +2,11 @@
 
 Methods, in the order this script runs them:
 
-1. Cases. Cells linear in their state (LRU, minGRU): ``rnnjax.recurrent(cell,
+1. Cases. Cells linear in their state (LRU, minGRU, mLSTM, RG-LRU, Mamba's selective SSM
+   with N = 16 states per channel): ``rnnjax.recurrent(cell,
    impl="reference")`` (``cell.step`` in ``lax.scan``, one step after another) against
    ``impl="parallel"`` (one ``jax.lax.associative_scan``, O(log T) depth). Nonlinear cells
-   (Elman, GRU): the sequential ``"reference"`` and ``"fused"`` loops against Newton's
+   (Elman, GRU, sLSTM): the sequential ``"reference"`` and ``"fused"`` loops against Newton's
    method over the whole trajectory, ``"deer"`` (dense Jacobians; Lim et al. 2024),
    ``"quasi-deer"`` (diagonal) and ``"elk"`` (diagonal, damped; Gonzalez et al. 2024),
    each iteration one associative scan (:mod:`rnnjax.parallel_in_time`). Batch ``B`` by
@@ -24,8 +25,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/benchmark_parallel.py                  # quick preset: T = 1k, 10k; H = 8
-    python experiments/benchmark_parallel.py --preset full    # T up to 100k, H in {8, 32, 128}
+    python -m experiments.benchmark_parallel                  # quick preset: T = 1k, 10k; H = 8
+    python -m experiments.benchmark_parallel --preset full    # T up to 100k, H in {8, 32, 128}
 
 Outputs in ``--run-dir`` (default ``runs/benchmark_parallel/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` (the tables), ``figures/speedup.png``.
@@ -55,11 +56,14 @@ class Config:
     """Everything that defines the benchmark; saved as ``config.json`` in the run directory."""
 
     linear_cells: tuple[str, ...] = cli.field(
-        ("lru", "mingru", "mingru-linear"),
+        ("lru", "mingru", "mingru-linear", "mlstm", "rg_lru", "selective_ssm"),
         "cells on the associative scan (mingru: log space, as Feng et al.; mingru-linear: the "
-        "same recurrence scanned in linear space)",
+        "same recurrence scanned in linear space; mlstm: xLSTM's matrix memory, stabilised; "
+        "selective_ssm: N = 16, a (H, 16) state)",
     )
-    newton_cells: tuple[str, ...] = cli.field(("elman", "gru"), "cells under DEER/quasi-DEER/ELK")
+    newton_cells: tuple[str, ...] = cli.field(
+        ("elman", "gru", "slstm"), "cells under DEER/quasi-DEER/ELK"
+    )
     methods: tuple[str, ...] = cli.field(parallel_in_time.METHODS, "Newton methods timed")
     lengths: tuple[int, ...] = cli.field((1000, 10_000), "sequence lengths T")
     hidden_sizes: tuple[int, ...] = cli.field((8,), "hidden sizes H")
@@ -85,10 +89,15 @@ CELLS = {
     "lru": rnnjax.lru,
     "mingru": rnnjax.mingru,
     "mingru-linear": lambda h: rnnjax.mingru(h, log_space=False),
+    "rg_lru": rnnjax.rg_lru,
+    "selective_ssm": rnnjax.selective_ssm,
     "elman": rnnjax.elman,
     "gru": rnnjax.gru,
+    "mlstm": rnnjax.mlstm,
+    "slstm": rnnjax.slstm,
 }
-LINEAR = ("lru", "mingru", "mingru-linear")  # timed against their reference loop
+# timed against their reference loop
+LINEAR = ("lru", "mingru", "mingru-linear", "mlstm", "rg_lru", "selective_ssm")
 
 
 def check(config: Config) -> None:

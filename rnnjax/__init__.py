@@ -15,27 +15,33 @@ from rnnjax import (
     decoding,
     diagnostics,
     fused,
+    griffin,
     householder,
     initializers,
     interop,
     language_models,
     linear_cells,
     losses,
+    mamba,
     models,
     padding,
     parallel_in_time,
     plots,
     readouts,
     registry,
+    runs,
     seq2seq,
     tasks,
     training,
+    xlstm,
 )
 from rnnjax.cells import Cell, GatedStep, elman, gated, gru, irnn, lstm
 from rnnjax.checks import InvalidValueError, checked
+from rnnjax.griffin import rg_lru
 from rnnjax.language_models import LanguageModel, language_model
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
+from rnnjax.mamba import selective_ssm
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_one
 from rnnjax.padding import reverse_valid
 from rnnjax.scan import scan
@@ -48,6 +54,7 @@ from rnnjax.training import (
     run_steps,
     use_cpu_cores,
 )
+from rnnjax.xlstm import mlstm, slstm
 
 __version__ = "0.1.0"
 
@@ -67,6 +74,11 @@ __all__ = [
     "lru",
     "mingru",
     "minlstm",
+    "rg_lru",
+    "selective_ssm",
+    # xLSTM (Beck et al. 2024): sLSTM, and the mLSTM (linear in its matrix state)
+    "mlstm",
+    "slstm",
     # errors for values known only at run time
     "InvalidValueError",
     "checked",
@@ -99,20 +111,24 @@ __all__ = [
     "datasets",
     "diagnostics",
     "fused",
+    "griffin",
     "householder",
     "initializers",
     "interop",
     "linear_cells",
     "losses",
+    "mamba",
     "models",
     "padding",
     "parallel_in_time",
     "plots",
     "readouts",
     "registry",
+    "runs",
     "seq2seq",
     "tasks",
     "training",
     "decoding",
     "language_models",
+    "xlstm",
 ]

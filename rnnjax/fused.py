@@ -483,16 +483,17 @@ def scan(
     check_options(impl, remat)
     unroll = default_unroll() if unroll is None else unroll
     kind = path(cell, impl)
-    if impl == "fused" and kind != "fused":
+    # On the cell, not on `kind`: under probes (diagnostics) every impl runs the reference.
+    if impl == "fused" and not supports(cell):
         raise ValueError(
             f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "
             f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
             f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
         )
-    if impl == "parallel" and kind != "parallel":
+    if impl == "parallel" and _linear_step(cell) is None:
         raise ValueError(
             f"impl='parallel' needs a cell whose step is a rnnjax.LinearStep (lru, mingru, "
-            f"minlstm); got a step of type {type(cell.step).__name__} (cell kind "
+            f"minlstm, rg_lru, selective_ssm); got a step of type {type(cell.step).__name__} (cell kind "
             f"{cell.kind!r}); for any other cell use impl='deer', 'quasi-deer' or 'elk'"
         )
     carry, length = check_scan_args(cell, params, xs, carry, length)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,23 +44,68 @@ class LinearStep(NamedTuple):
     its step being a ``LinearStep`` (an object, not a name), so a step replaced by any other
     function runs as written.
 
+    With ``stabilised`` (exponential gates, whose ``a`` and ``b`` overflow floating point:
+    xLSTM, Beck et al. 2024) the state ``h = exp(m) h̃`` is carried as ``(h̃, m)``, its
+    log scale ``m`` beside it, and ``coefficients`` returns ``(log a, log s, b)`` for the
+    update ``h' = a h + s b``; the step is (see :func:`stabilised_update`)
+
+        m' = max(log a + m, log s)
+        h̃' = exp(log a + m - m') h̃ + exp(log s - m') b,       y = output(params, (h̃', m'), x)
+
+    ``h̃`` and ``b`` may be pytrees (the mLSTM's ``(C, n)``); ``log a``, ``log s`` and ``m``
+    index the leading axes of every leaf (one scale per head). The parallel path scans the
+    same triples (``rnnjax.parallel_in_time.combine_stabilised``), and its ``m_t`` is the
+    step's.
+
     Attributes:
       coefficients: ``coefficients(params, x) -> (a, b)``, each shaped like the state
-        (or broadcastable to it); complex for a complex state.
-      output: ``output(params, h, x) -> y``, the output read from the new state.
+        (or broadcastable to it); complex for a complex state. ``(log a, log s, b)`` when
+        ``stabilised``.
+      output: ``output(params, h, x) -> y``, the output read from the new state (the new
+        carry ``(h̃, m)`` when ``stabilised``).
       log_space: whether ``coefficients`` returns ``(log a, log b)`` (then ``a, b > 0``).
+      stabilised: whether the carry is ``(h̃, m)`` and ``coefficients`` returns
+        ``(log a, log s, b)``, as above.
     """
 
-    coefficients: Callable[[Params, Array], tuple[Array, Array]]
-    output: Callable[[Params, Array, Array], Array]
+    coefficients: Callable[[Params, Array], tuple[Any, ...]]
+    output: Callable[[Params, Any, Array], Array]
     log_space: bool = False
+    stabilised: bool = False
 
-    def __call__(self, params: Params, h: Array, x: Array) -> tuple[Array, Array]:
+    def __call__(self, params: Params, h: Any, x: Array) -> tuple[Any, Array]:
+        if self.stabilised:
+            h = stabilised_update(h, *self.coefficients(params, x))
+            return h, self.output(params, h, x)
         a, b = self.coefficients(params, x)
         if self.log_space:
             a, b = jnp.exp(a), jnp.exp(b)
         h = (a * h + b).astype(h.dtype)
         return h, self.output(params, h, x)
+
+
+def scale_leading(w: Array, leaf: Array) -> Array:
+    """Returns ``w ⊙ leaf`` with ``w`` indexing the leading axes of ``leaf`` (one scale per head)."""
+    return w.reshape(w.shape + (1,) * (leaf.ndim - w.ndim)) * leaf
+
+
+def stabilised_update(carry: tuple[Any, Array], log_a: Array, log_s: Array, b: Any):
+    """Returns ``(h̃', m')``: ``h' = a h + s b`` on the state ``h = exp(m) h̃`` held as ``(h̃, m)``.
+
+        m' = max(log a + m, log s)
+        h̃' = exp(log a + m - m') h̃ + exp(log s - m') b
+
+    (the stabiliser of Beck et al. 2024, section 2.2): both weights are at most 1, so
+    nothing overflows, whatever ``a`` and ``s``. ``log_a, log_s, m``: the leading axes of
+    every leaf of ``h̃`` and ``b`` (see :func:`scale_leading`).
+    """
+    h, m = carry
+    m_new = jnp.maximum(log_a + m, log_s)
+    w_h, w_b = jnp.exp(log_a + m - m_new), jnp.exp(log_s - m_new)
+    h = jax.tree.map(
+        lambda u, v: (scale_leading(w_h, u) + scale_leading(w_b, v)).astype(u.dtype), h, b
+    )
+    return h, m_new.astype(m.dtype)
 
 
 def state(params: Params, h: Array, x: Array) -> Array:

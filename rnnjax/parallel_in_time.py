@@ -4,7 +4,8 @@
    do: applying ``(a1, b1)`` then ``(a2, b2)`` is ``(a2 a1, a2 b1 + b2)``, an associative
    operator, so ``jax.lax.associative_scan`` computes every ``h_t`` in O(log T) depth
    (Blelloch 1990; Martin & Cundy 2018). This is the whole forward pass of the cells linear
-   in their state (:mod:`rnnjax.linear_cells`: LRU, minGRU, minLSTM), and the inner solve of:
+   in their state (:mod:`rnnjax.linear_cells`: LRU, minGRU, minLSTM; :mod:`rnnjax.xlstm`: the
+   mLSTM, whose exponential gates are scanned in a stabilised form), and the inner solve of:
 2. **Newton's method over the whole trajectory** (DEER: Lim et al. 2024, "Parallelizing
    non-linear sequential models over the sequence length"). The states ``s_1..s_T`` of ANY
    cell solve the T equations ``s_t = f(s_{t-1}, x_t)``. Linearising ``f`` around a guess
@@ -46,7 +47,7 @@ from jax.flatten_util import ravel_pytree
 
 from rnnjax import checks, padding
 from rnnjax.cells import Cell, GatedStep
-from rnnjax.linear_cells import LinearStep
+from rnnjax.linear_cells import LinearStep, scale_leading
 from rnnjax.scan import check_scan_args
 
 Array = jax.Array
@@ -76,6 +77,41 @@ def combine_log(first: tuple[Array, Array], then: tuple[Array, Array]) -> tuple[
     return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
 
 
+def combine_stabilised(first: tuple, then: tuple) -> tuple:
+    """Returns ``(log a, log s, b)`` of ``h -> a h + s b`` applying ``first`` then ``then``,
+    in the stabilised form of :class:`~rnnjax.linear_cells.LinearStep` (``stabilised``).
+
+    The composition is ``(a1 a2, ·, a2 s1 b1 + s2 b2)``; its scale ``s`` is the larger of
+    ``a2 s1`` and ``s2``, taken out of ``b``, so that every ``exp`` has an argument <= 0:
+    the max-plus recursion of the stabiliser ``m_t``, which the scan therefore reproduces.
+    ``b`` may be a pytree; ``log s = -inf`` (``b = 0``, a padded step) is allowed.
+    """
+    la1, ls1, b1 = first
+    la2, ls2, b2 = then
+    log_s = jnp.maximum(la2 + ls1, ls2)
+    # two padded steps: both scales -inf, both weights 0 (not exp(-inf + inf) = NaN)
+    shift = jnp.where(jnp.isneginf(log_s), jnp.zeros_like(log_s), log_s)
+    w1, w2 = jnp.exp(la2 + ls1 - shift), jnp.exp(ls2 - shift)
+    b = jax.tree.map(lambda u, v: scale_leading(w1, u) + scale_leading(w2, v), b1, b2)
+    return la1 + la2, log_s, b
+
+
+def stabilised_recurrence(log_a: Array, log_s: Array, b: Any, carry: tuple[Any, Array]):
+    """Returns ``(hs, ms)``: every carry ``(h̃_t, m_t)`` of :func:`~rnnjax.linear_cells.stabilised_update`, by one scan.
+
+    Args:
+      log_a, log_s: ``(T, ...)``, the leading axes of every leaf of ``b``.
+      b: a pytree of ``(T, ...)`` leaves.
+      carry: ``(h̃, m)`` before the first step (``m`` finite).
+    """
+    h0, m0 = carry
+    first = jax.tree.map(lambda a: a[0], (log_a, log_s, b))
+    start = combine_stabilised((jnp.zeros_like(m0), m0, h0), first)  # the carry folded in
+    steps = jax.tree.map(lambda a, a0: a.at[0].set(a0), (log_a, log_s, b), start)
+    _, ms, hs = jax.lax.associative_scan(combine_stabilised, steps)
+    return hs, ms
+
+
 def linear_recurrence(a: Array, b: Array, h0: Array, *, kind: str = "diagonal") -> Array:
     """Returns ``hs: (T, n)`` with ``h_t = a_t h_{t-1} + b_t`` and ``h_{-1} = h0``, by one scan.
 
@@ -99,7 +135,7 @@ def linear_recurrence(a: Array, b: Array, h0: Array, *, kind: str = "diagonal") 
     return jax.lax.associative_scan(combine_diagonal, (a, b))[1]
 
 
-def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Array, length: Array | None):
+def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Any, length: Array | None):
     """Returns ``(final_carry, ys)`` of a :class:`~rnnjax.linear_cells.LinearStep` cell, in parallel.
 
     The coefficients of all T steps come from ``step.coefficients`` at once (vmapped), the
@@ -108,6 +144,14 @@ def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Array, length: 
     (``rnnjax.fused.scan`` does both).
     """
     valid = padding.valid_steps(xs.shape[0], length)
+    if step.stabilised:
+        coefficients = jax.vmap(step.coefficients, (None, 0))(params, xs)
+        identity = jax.tree.map(jnp.zeros_like, coefficients)  # a padded step: a = 1, s b = 0
+        identity = (identity[0], jnp.full_like(identity[1], -jnp.inf), identity[2])
+        hs, ms = stabilised_recurrence(*padding.keep_carry(valid, coefficients, identity), carry)
+        carries = (jax.tree.map(lambda a, c: a.astype(c.dtype), hs, carry[0]), ms)
+        ys = jax.vmap(step.output, (None, 0, 0))(params, carries, xs)
+        return jax.tree.map(lambda a: a[-1], carries), padding.zero_outputs(valid, ys)
     a, b = jax.vmap(step.coefficients, (None, 0))(params, xs)
     shape = (xs.shape[0],) + jnp.shape(carry)
     a, b = jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape)

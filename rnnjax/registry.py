@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from rnnjax.cells import Cell, elman, gru, irnn, lstm
+from rnnjax.griffin import rg_lru
 from rnnjax.linear_cells import lru, mingru, minlstm
+from rnnjax.mamba import selective_ssm
+from rnnjax.xlstm import mlstm, slstm
 
 __all__ = ["CELLS", "CellSpec", "make_cell"]
 
@@ -42,6 +45,11 @@ CELLS: Mapping[str, CellSpec] = {
     ),
     "mingru": CellSpec(mingru, "minGRU", "tab:brown"),
     "minlstm": CellSpec(minlstm, "minLSTM", "tab:pink"),
+    "rg_lru": CellSpec(rg_lru, "RG-LRU (Hawk)", "darkgoldenrod"),
+    "selective_ssm": CellSpec(selective_ssm, "selective SSM (Mamba S6)", "teal"),
+    # xLSTM (Beck et al. 2024); one head by default (the paper's blocks use 4: num_heads=4)
+    "slstm": CellSpec(slstm, "sLSTM", "tab:olive"),
+    "mlstm": CellSpec(mlstm, "mLSTM", "tab:cyan"),
 }
 
 

@@ -11,7 +11,8 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from paths import I, fit_one_step, paths
+from finite_differences import assert_gradient_matches
+from paths import I, assert_impl_equals_reference
 from random_params import random_params
 
 import rnnjax
@@ -92,16 +93,6 @@ def test_lru_initialisation_follows_the_paper():
     assert params["D"].shape == (50, 8)
 
 
-def _values_and_gradients(chosen, xs, lengths, params):
-    def all_paths(params, xs):
-        return {
-            name: jax.value_and_grad(chosen[name][1], argnums=(0, 1))(params[name], xs, lengths)
-            for name in chosen
-        }
-
-    return jax.jit(all_paths)(params, xs)
-
-
 # Each path once over the three cells (compiles dominate the suite's time): a stack of a
 # forward and a bidirectional layer (both directions as one vmapped scan), a reverse layer
 # with remat, a model of each kind that takes a length, both Flax modules, and fit.
@@ -116,39 +107,8 @@ PATHS = {
 
 @pytest.mark.parametrize("name", sorted(PATHS))
 def test_the_parallel_path_equals_the_reference_through_every_path(name):
-    # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN; the reference is
-    # cell.step in lax.scan, with zero padding.
-    cell = CELLS[name]()
-    assert fused.path(cell, "parallel") == "parallel"
-    assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
-    chosen = {k: v for k, v in paths(cell, impl="parallel").items() if k in PATHS[name]}
-    reference = {k: v for k, v in paths(cell, impl="reference").items() if k in PATHS[name]}
-    params = {
-        k: jax.tree.map(
-            lambda a: a + 0.2 * jax.random.normal(jax.random.key(4), a.shape),
-            init(jax.random.key(3)),
-        )  # nonzero biases
-        for k, (init, _) in chosen.items()
-    }
-    xs = jax.random.normal(jax.random.key(5), (B, T, I))
-    lengths = jnp.array([T, 2, 0], jnp.int32)
-    dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
-    got = _values_and_gradients(chosen, dirty, lengths, params)
-    want = _values_and_gradients(
-        reference, jnp.where(jnp.isnan(dirty), 0.0, dirty), lengths, params
-    )
-    for path in chosen:
-        for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
-            assert np.all(np.isfinite(a)), path
-            np.testing.assert_allclose(
-                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=path
-            )
-    if name != "mingru":
-        return
-    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="parallel")
-    want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="reference")
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    # On a vmapped batch with lengths T, 2 and 0 whose padding is NaN (tests/paths.py)
+    assert_impl_equals_reference(CELLS[name](), PATHS[name], steps=T, fit=name == "mingru")
 
 
 def test_lru_gradients_match_finite_differences_in_float64():
@@ -166,16 +126,7 @@ def test_lru_gradients_match_finite_differences_in_float64():
             final, ys = jax.vmap(lambda x, n: layer.apply(p, x, length=n))(xs, lengths)
             return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.abs(final[0]) ** 2)
 
-        grads = jax.grad(loss)(params)
-        flat, unravel = jax.flatten_util.ravel_pytree(params)
-        eps = 1e-6
-        fd = [
-            (loss(unravel(flat + eps * e)) - loss(unravel(flat - eps * e))) / (2 * eps)
-            for e in np.eye(flat.size)
-        ]
-        np.testing.assert_allclose(
-            jax.flatten_util.ravel_pytree(grads)[0], fd, rtol=1e-6, atol=1e-8
-        )
+        assert_gradient_matches(loss, params)
 
 
 def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():
