@@ -168,5 +168,5 @@ def test_errors_name_the_argument():
     cell, params, xs = setup("elman")
     with pytest.raises(TypeError, match="loss_fn must be callable"):
         lags.gradient_by_lag(cell, params, xs, "loss")
-    with pytest.raises(TypeError, match="cell must be an rnnjax.Cell"):
+    with pytest.raises(TypeError, match=r"cell must be an rnnjax\.Cell"):
         lags.gradient_by_lag("elman", params, xs, loss_fn)

@@ -269,9 +269,8 @@ def check_config(config: Config) -> None:
 
 def _glu(hidden_size: int) -> readouts.Readout:
     """Returns the residual GLU block ``h + (gelu(h W_g) * (h W_v)) W_o`` (Shazeer 2020)."""
-    gate, value, out = (readouts.linear(2 * hidden_size) for _ in range(2)) + (
-        readouts.linear(hidden_size),
-    )
+    gate, value = readouts.linear(2 * hidden_size), readouts.linear(2 * hidden_size)
+    out = readouts.linear(hidden_size)
 
     def init(key, input_size):
         k = jax.random.split(key, 3)
