@@ -9,7 +9,7 @@ the LSTM and the GRU? From the command line::
     python -m rnnjax.study --cells lru mingru --block glu        # a GLU after the recurrence
 
 ``--cell`` names a factory ``make_cell(hidden_size) -> rnnjax.Cell`` in a Python file or an
-importable module; ``--cells`` picks baselines from :data:`rnnjax.registry.CELLS`. From
+importable module; ``--cells`` picks baselines from ``rnnjax.registry.CELLS``. From
 Python, :func:`run_study` takes the cells themselves.
 
 Methods, in the order the study runs them:
@@ -54,6 +54,7 @@ import os
 import re
 import sys
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ class Config:
     seed: int = _field(0, "master seed; seed s of every group is derived from it")
 
 
+#: Named starting values for :class:`Config` (``--preset``): ``tiny``, ``quick`` (``make study``),
+#: ``linear`` and ``full``; each maps field names to values, the rest keep their defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: the tests' run, and a check that a new cell runs at all.
     "tiny": dict(
@@ -203,7 +206,7 @@ def load_cell_factory(spec: str) -> Callable[[int], Cell]:
     factory = getattr(module, name, None)
     if not callable(factory):
         raise ValueError(f"{path!r} has no callable {name!r} (from {spec!r})")
-    return factory
+    return typing.cast(Callable[[int], Cell], factory)
 
 
 def _study_cells(config: Config) -> list[StudyCell]:
@@ -597,7 +600,7 @@ def _summary_table(config: Config, cells: Sequence[StudyCell], records: list[dic
     ]
     lines += table(
         lambda rs: (
-            f"{_sci(np.median([r['jacobian_norm_first_init'] for r in rs]))} / "
+            f"{_sci(float(np.median([r['jacobian_norm_first_init'] for r in rs])))} / "
             f"{np.median([r['lyapunov_max_init'] for r in rs]):+.3f}"
         )
     )
@@ -921,14 +924,14 @@ def run_study(
 
     Args:
       config: the study (:class:`Config`, e.g. ``Config(**PRESETS["tiny"])``).
-      run_dir: where config.json, results.json, summary.md, figures/ and one directory per
-        (cell, T) go; rerunning with the same config resumes.
+      run_dir: where ``config.json``, ``results.json``, ``summary.md``, ``figures/`` and one
+        directory per (cell, T) go; rerunning with the same config resumes.
       cells: your cells by name, ``{name: make(hidden_size) -> Cell}`` (a notebook's
         cells), run beside ``config.cells`` and ``config.user_cells``; each gets a verdict
         line against the baselines.
       progress: a progress bar over the groups and each group's steps (None: when stderr is
         a terminal).
-      figures: write figures/*.png (needs matplotlib, the extra ``experiments``).
+      figures: write ``figures/*.png`` (needs matplotlib, the extra ``experiments``).
     """
     check_config(config)
     study_cells = _study_cells(config)
