@@ -28,22 +28,22 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
 
 bench: $(VENV)/.installed
-	$(PY) experiments/benchmark.py
+	$(PY) -m experiments.benchmark
 
 # The applications on real data (quick presets, about two minutes each on a 2-core CPU).
 apps: $(VENV)/.installed
-	$(PY) experiments/forecasting.py
-	$(PY) experiments/classification.py
-	$(PY) experiments/anomaly_detection.py
-	$(PY) experiments/char_lm.py
-	$(PY) experiments/handwriting_ctc.py
-	$(PY) experiments/captioning.py
-	$(PY) experiments/sentiment.py
-	$(PY) experiments/translation.py
+	$(PY) -m experiments.forecasting
+	$(PY) -m experiments.classification
+	$(PY) -m experiments.anomaly_detection
+	$(PY) -m experiments.char_lm
+	$(PY) -m experiments.handwriting_ctc
+	$(PY) -m experiments.captioning
+	$(PY) -m experiments.sentiment
+	$(PY) -m experiments.translation
 
 # Every paper reproduction's quick preset, then one table: paper | claim | ours | reproduced?
 reproduce: $(VENV)/.installed
-	$(PY) experiments/reproduce/run_all.py
+	$(PY) -m experiments.reproduce.run_all
 
 clean:
 	rm -rf $(VENV) runs docs/_build build dist

@@ -29,8 +29,8 @@ Short Term Memory Networks for Anomaly Detection in Time Series", ESANN):
 
 Usage::
 
-    python experiments/anomaly_detection.py                  # quick preset
-    python experiments/anomaly_detection.py --preset full    # more seeds, two layers, longer
+    python -m experiments.anomaly_detection                  # quick preset
+    python -m experiments.anomaly_detection --preset full    # more seeds, two layers, longer
 
 Outputs go to ``--run-dir`` (default ``runs/anomaly_detection/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (series, scores and labels).
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -50,20 +49,10 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import datasets, losses, models, readouts, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    run_each,
-    save_figure,
-    start_run,
-    write_results,
-)
-from vmapped_seeds import init_states, keep_best
+from experiments.experiment_cli import run_each, start_run, write_results
+from experiments.vmapped_seeds import init_states, keep_best
+from rnnjax import datasets, losses, models, readouts, runs, training
+from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -72,25 +61,25 @@ from vmapped_seeds import init_states, keep_best
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    datasets: tuple[str, ...] = field(
+    datasets: tuple[str, ...] = option(
         ("ucr135", "gutentag_ecg"), f"anomaly sets among {sorted(datasets.ANOMALY_SETS)}"
     )
-    hidden_size: int = field(32, "hidden units per LSTM layer")
-    num_layers: int = field(1, "stacked LSTM layers (Malhotra et al. use two)")
-    predict_ahead: int = field(
+    hidden_size: int = option(32, "hidden units per LSTM layer")
+    num_layers: int = option(1, "stacked LSTM layers (Malhotra et al. use two)")
+    predict_ahead: int = option(
         5, "l: values predicted at each step (the error vector's size per channel)"
     )
-    context: int = field(64, "input window of the predictor, and of the rolling z-score, in steps")
-    validation: float = field(
+    context: int = option(64, "input window of the predictor, and of the rolling z-score, in steps")
+    validation: float = option(
         0.25, "fraction of the normal data kept for early stopping and the Gaussian (v_N1)"
     )
-    num_seeds: int = field(3, "seeds per data set, trained as one vmapped program")
-    num_steps: int = field(600, "Adam updates per data set")
-    batch_size: int = field(32, "training windows per update")
-    learning_rate: float = field(3e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    eval_every: int = field(50, "steps between validation measurements (early stopping)")
-    seed: int = field(0, "master seed")
+    num_seeds: int = option(3, "seeds per data set, trained as one vmapped program")
+    num_steps: int = option(600, "Adam updates per data set")
+    batch_size: int = option(32, "training windows per update")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    eval_every: int = option(50, "steps between validation measurements (early stopping)")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -109,7 +98,7 @@ def check_config(config: Config) -> None:
             raise ValueError(
                 f"datasets must be among {sorted(datasets.ANOMALY_SETS)}, got {name!r}"
             )
-    check_at_least_one(
+    runs.check_positive(
         config,
         "hidden_size",
         "num_layers",
@@ -483,7 +472,7 @@ def summary_tables(config: Config, results: list[dict]) -> str:
             f"**{r['dataset']}** ({r['num_train']} normal training steps, {r['num_test']} "
             f"test steps of which {r['num_anomalous']} anomalous; {r['source']})",
             "",
-            markdown_table(
+            runs.markdown_table(
                 [
                     "detector",
                     "average precision",
@@ -500,9 +489,9 @@ def summary_tables(config: Config, results: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def make_figures(results: list[dict], fig_dir: str) -> list[str]:
+def make_figures(results: list[dict], run_dir: str) -> list[str]:
     """Writes the series / score / label figure of each data set and returns the paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     for r in results:
         x, labels = np.asarray(r["test"]), np.asarray(r["labels"])
@@ -525,7 +514,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
         axes[1].set_yscale("log")
         axes[2].set_xlabel("test step")
         axes[0].set_title(f"{r['dataset']}: anomaly scores (shaded: labelled anomalies)")
-        paths.append(save_figure(fig, fig_dir, f"scores_{r['dataset']}.png"))
+        paths.append(runs.save_figure(fig, run_dir, f"scores_{r['dataset']}.png"))
     return paths
 
 
@@ -544,7 +533,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.seed,
     )
     wall = time.perf_counter() - t_start
-    paths = make_figures(results, os.path.join(run_dir, "figures"))
+    paths = make_figures(results, run_dir)
     return write_results(
         run_dir,
         config,

@@ -16,11 +16,11 @@ per-step matmuls use every core. Rows without a suffix run on one device; "-dp" 
 the batch over all CPU devices with ``shard_map`` (the same wrapper for every library) and
 "-dp-jit" rows with plain ``jit`` on a sharded batch (what ``rnnjax.fit`` does).
 
-    python experiments/benchmark.py                       # all cases
-    python experiments/benchmark.py --quick               # reference shapes, few reps
-    python experiments/benchmark.py --case lstm --json out.json
-    python experiments/benchmark.py --case long-remat     # T=100,000, peak memory vs remat
-    python experiments/benchmark.py --case padding        # cost of lengths and of checks
+    python -m experiments.benchmark                       # all cases
+    python -m experiments.benchmark --quick               # reference shapes, few reps
+    python -m experiments.benchmark --case lstm --json out.json
+    python -m experiments.benchmark --case long-remat     # T=100,000, peak memory vs remat
+    python -m experiments.benchmark --case padding        # cost of lengths and of checks
 """
 
 from __future__ import annotations

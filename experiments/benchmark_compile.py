@@ -6,8 +6,8 @@ the later rows on a GPU. Here every (case, implementation) runs in its own proce
 the same warm-up, and reports its first call of ``jit(value_and_grad(loss))`` (compile +
 one run) and a second call (the run alone).
 
-    python experiments/benchmark_compile.py                 # lstm and gru, 2 rounds
-    python experiments/benchmark_compile.py --case lstm --rounds 3
+    python -m experiments.benchmark_compile                 # lstm and gru, 2 rounds
+    python -m experiments.benchmark_compile --case lstm --rounds 3
 """
 
 from __future__ import annotations

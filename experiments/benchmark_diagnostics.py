@@ -7,7 +7,7 @@ For each cell, times (jitted, batched with vmap, best of --repeats, measured int
      added to each step's carry, not with respect to the parameters);
 and prints both times and their ratio (target: < 1.5x).
 
-    python experiments/benchmark_diagnostics.py --batch 32 --steps 100 --hidden 64
+    python -m experiments.benchmark_diagnostics --batch 32 --steps 100 --hidden 64
 """
 
 import argparse

@@ -24,8 +24,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/benchmark_parallel.py                  # quick preset: T = 1k, 10k; H = 8
-    python experiments/benchmark_parallel.py --preset full    # T up to 100k, H in {8, 32, 128}
+    python -m experiments.benchmark_parallel                  # quick preset: T = 1k, 10k; H = 8
+    python -m experiments.benchmark_parallel --preset full    # T up to 100k, H in {8, 32, 128}
 
 Outputs in ``--run-dir`` (default ``runs/benchmark_parallel/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` (the tables), ``figures/speedup.png``.

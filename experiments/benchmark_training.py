@@ -11,7 +11,7 @@ Then ``fit`` with several ``chunk_size`` values, in memory and with a run direct
 (metrics.jsonl and orbax checkpoints). Compilation is excluded (every variant is run once
 before it is timed). Each time is the best of ``--repeats``.
 
-    python experiments/benchmark_training.py [--steps 1000] [--repeats 3]
+    python -m experiments.benchmark_training [--steps 1000] [--repeats 3]
 """
 
 from __future__ import annotations

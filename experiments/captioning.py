@@ -27,8 +27,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/captioning.py                  # quick preset
-    python experiments/captioning.py --preset full    # wider, longer
+    python -m experiments.captioning                  # quick preset
+    python -m experiments.captioning --preset full    # wider, longer
 
 Outputs go to ``--run-dir`` (default ``runs/captioning/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (held-out images with their captions;
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any, NamedTuple
 
@@ -49,20 +48,11 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import decoding, losses, padding, training
+from experiments.experiment_cli import start_run, write_results
+from experiments.handwriting_ctc import digit_images
+from rnnjax import decoding, losses, padding, runs, training
 from rnnjax.language_models import carry_bridge
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    save_figure,
-    start_run,
-    write_results,
-)
-from handwriting_ctc import digit_images
+from rnnjax.runs import option
 
 ONES = [
     "zero",
@@ -99,18 +89,18 @@ MAX_WORDS = 4  # "seven hundred seventy seven"
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    test_images: float = field(0.3, "share of the digit images held out for test numbers")
-    num_test: int = field(1000, "held-out number images")
-    feature_size: int = field(256, "hidden units of the image net")
-    hidden_size: int = field(128, "LSTM units")
-    embed_size: int = field(16, "word embedding size")
-    num_steps: int = field(1500, "Adam updates")
-    batch_size: int = field(64, "images per update")
-    learning_rate: float = field(3e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    beam_size: int = field(4, "beam search width")
-    eval_every: int = field(250, "steps between held-out evaluations (greedy)")
-    seed: int = field(0, "master seed")
+    test_images: float = option(0.3, "share of the digit images held out for test numbers")
+    num_test: int = option(1000, "held-out number images")
+    feature_size: int = option(256, "hidden units of the image net")
+    hidden_size: int = option(128, "LSTM units")
+    embed_size: int = option(16, "word embedding size")
+    num_steps: int = option(1500, "Adam updates")
+    batch_size: int = option(64, "images per update")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    beam_size: int = option(4, "beam search width")
+    eval_every: int = option(250, "steps between held-out evaluations (greedy)")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -128,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    check_at_least_one(
+    runs.check_positive(
         config,
         "num_test",
         "feature_size",
@@ -411,7 +401,7 @@ def summary_tables(config: Config, results: dict) -> str:
             f"images ({results['num_train_images']} training images). Exact match: the whole caption "
             "right.",
             "",
-            markdown_table(
+            runs.markdown_table(
                 ["method", "exact match", "1 digit", "2 digits", "3 digits"],
                 accuracy_rows(config, results),
             ),
@@ -420,9 +410,9 @@ def summary_tables(config: Config, results: dict) -> str:
     )
 
 
-def make_figures(config: Config, results: dict, test_pixels: np.ndarray, fig_dir: str) -> list[str]:
+def make_figures(config: Config, results: dict, test_pixels: np.ndarray, run_dir: str) -> list[str]:
     """Writes held-out images with their captions (beam-changed ones first) and the learning curve."""
-    plt = pyplot()
+    plt = runs.pyplot()
     rnn = results["rnn"]
     changed = [
         i for i, (g, b) in enumerate(zip(rnn["greedy_captions"], rnn["beam_captions"])) if g != b
@@ -439,7 +429,7 @@ def make_figures(config: Config, results: dict, test_pixels: np.ndarray, fig_dir
             loc="left",
         )
     fig.tight_layout()
-    paths = [save_figure(fig, fig_dir, "captions.png")]
+    paths = [runs.save_figure(fig, run_dir, "captions.png")]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(rnn["eval_steps"], rnn["test_exact_match_curve"], "o-", label="captioner (greedy)")
     ax.axhline(
@@ -452,7 +442,7 @@ def make_figures(config: Config, results: dict, test_pixels: np.ndarray, fig_dir
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1)
     ax.legend()
-    paths.append(save_figure(fig, fig_dir, "learning_curve.png"))
+    paths.append(runs.save_figure(fig, run_dir, "learning_curve.png"))
     return paths
 
 
@@ -480,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rnn": train_and_caption(config, data, test, jax.random.fold_in(key, 2), args.progress),
     }
     wall = time.perf_counter() - t_start
-    paths = make_figures(config, results, np.asarray(test.pixels), os.path.join(run_dir, "figures"))
+    paths = make_figures(config, results, np.asarray(test.pixels), run_dir)
     return write_results(
         run_dir,
         config,

@@ -28,8 +28,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/char_lm.py                  # quick preset (about 2 minutes)
-    python experiments/char_lm.py --preset full    # larger model, longer
+    python -m experiments.char_lm                  # quick preset (about 2 minutes)
+    python -m experiments.char_lm --preset full    # larger model, longer
 
 Outputs go to ``--run-dir`` (default ``runs/char_lm/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (learning curve; n-gram bits per
@@ -52,18 +52,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import language_models, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    save_figure,
-    start_run,
-    write_results,
-)
+from experiments.experiment_cli import start_run, write_results
+from rnnjax import language_models, registry, runs, training
+from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -72,23 +63,23 @@ from experiment_cli import (
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    cell: str = field("lstm", "recurrent cell: lstm | gru")
-    hidden_size: int = field(128, "hidden units per layer")
-    num_layers: int = field(1, "stacked recurrent layers")
-    embed_size: int = field(32, "character embedding size")
-    num_streams: int = field(32, "streams read side by side (batch size)")
-    chunk_length: int = field(64, "characters per chunk (truncation of backpropagation)")
-    num_steps: int = field(400, "Adam updates")
-    learning_rate: float = field(3e-3, "Adam learning rate (the peak, with a schedule)")
-    lr_schedule: str = field("constant", "learning rate: constant | cosine (decays to 0)")
-    dropout: float = field(0.0, "dropout on the embeddings and the RNN outputs (Zaremba 2014)")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    ngram_orders: tuple[int, ...] = field((2, 3, 4, 5, 6, 7, 8, 9), "n-gram orders fitted")
-    test_every: int = field(7, "every n-th topic (sorted) is held out")
-    min_count: int = field(20, "rarer training characters map to one unknown character")
-    eval_every: int = field(100, "steps between held-out evaluations")
-    sample_length: int = field(300, "characters per sample")
-    seed: int = field(0, "master seed")
+    cell: str = option("lstm", "recurrent cell, a name in rnnjax.registry.CELLS (lstm, gru, ...)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    embed_size: int = option(32, "character embedding size")
+    num_streams: int = option(32, "streams read side by side (batch size)")
+    chunk_length: int = option(64, "characters per chunk (truncation of backpropagation)")
+    num_steps: int = option(400, "Adam updates")
+    learning_rate: float = option(3e-3, "Adam learning rate (the peak, with a schedule)")
+    lr_schedule: str = option("constant", "learning rate: constant | cosine (decays to 0)")
+    dropout: float = option(0.0, "dropout on the embeddings and the RNN outputs (Zaremba 2014)")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    ngram_orders: tuple[int, ...] = option((2, 3, 4, 5, 6, 7, 8, 9), "n-gram orders fitted")
+    test_every: int = option(7, "every n-th topic (sorted) is held out")
+    min_count: int = option(20, "rarer training characters map to one unknown character")
+    eval_every: int = option(100, "steps between held-out evaluations")
+    sample_length: int = option(300, "characters per sample")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,15 +95,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=250,
     ),
 }
-CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
 PROMPT = 'The "while" statement\n*********************\n\n'
 
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    if config.cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    check_at_least_one(
+    if config.cell not in registry.CELLS:
+        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
+    runs.check_positive(
         config,
         "hidden_size",
         "num_layers",
@@ -272,7 +262,8 @@ def unigram_bits_per_char(
 def build_model(config: Config, vocab_size: int) -> rnnjax.LanguageModel:
     """Returns the language model of ``config``."""
     layers = [
-        rnnjax.recurrent(CELLS[config.cell](config.hidden_size)) for _ in range(config.num_layers)
+        rnnjax.recurrent(registry.make_cell(config.cell, config.hidden_size))
+        for _ in range(config.num_layers)
     ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
     return rnnjax.language_model(
@@ -414,7 +405,7 @@ def summary_tables(config: Config, results: dict) -> str:
         f"(training: {data['train_topics']} topics, {data['train_chars']} characters; "
         f"{data['vocab_size']} symbols).",
         "",
-        markdown_table(["model", "held-out bits per character"], rows),
+        runs.markdown_table(["model", "held-out bits per character"], rows),
         "",
     ]
     for name, sample in rnn["samples"].items():
@@ -422,9 +413,9 @@ def summary_tables(config: Config, results: dict) -> str:
     return "\n".join(parts)
 
 
-def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
+def make_figures(config: Config, results: dict, run_dir: str) -> list[str]:
     """Writes the learning curve and returns its path."""
-    plt = pyplot()
+    plt = runs.pyplot()
     rnn = results["rnn"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(rnn["train_steps"], rnn["train_bpc_curve"], lw=0.6, alpha=0.6, label="training chunk")
@@ -436,7 +427,7 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     ax.set_ylim(min(rnn["test_bpc"], best) - 0.3, 5)
     ax.legend()
     ax.set_title(f"{config.cell.upper()} language model on pydoc topics")
-    return [save_figure(fig, fig_dir, "learning_curve.png")]
+    return [runs.save_figure(fig, run_dir, "learning_curve.png")]
 
 
 # ------------------------------------------------------------------------------------ main
@@ -470,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("[2/2] RNN language model", file=sys.stderr)
     results["rnn"] = train_rnn(config, text, jax.random.PRNGKey(config.seed), args.progress)
     wall = time.perf_counter() - t_start
-    paths = make_figures(config, results, os.path.join(run_dir, "figures"))
+    paths = make_figures(config, results, run_dir)
     return write_results(
         run_dir,
         config,

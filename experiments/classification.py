@@ -26,8 +26,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/classification.py                  # quick preset
-    python experiments/classification.py --preset full    # more seeds, wider, longer
+    python -m experiments.classification                  # quick preset
+    python -m experiments.classification --preset full    # more seeds, wider, longer
 
 Outputs go to ``--run-dir`` (default ``runs/classification/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (accuracies, learning curves, the
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -48,20 +47,10 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import data, datasets, losses, models, readouts, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    run_each,
-    save_figure,
-    start_run,
-    write_results,
-)
-from vmapped_seeds import init_states
+from experiments.experiment_cli import run_each, start_run, write_results
+from experiments.vmapped_seeds import init_states
+from rnnjax import data, datasets, losses, models, readouts, registry, runs, training
+from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -70,25 +59,26 @@ from vmapped_seeds import init_states
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    datasets: tuple[str, ...] = field(
+    datasets: tuple[str, ...] = option(
         ("JapaneseVowels", "BasicMotions"), "UEA sets shipped by aeon: JapaneseVowels, BasicMotions"
     )
-    cell: str = field("gru", "cell of each direction: gru | lstm")
-    hidden_size: int = field(32, "hidden units per direction")
-    num_seeds: int = field(3, "seeds per data set, trained as one vmapped program")
-    num_steps: int = field(200, "Adam updates per data set")
-    batch_size: int = field(32, "training sequences per update")
-    learning_rate: float = field(3e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    eval_every: int = field(25, "steps between test-accuracy records (learning curve only)")
-    seed: int = field(0, "master seed")
+    cell: str = option(
+        "gru", "cell of each direction, a name in rnnjax.registry.CELLS (gru, lstm, ...)"
+    )
+    hidden_size: int = option(32, "hidden units per direction")
+    num_seeds: int = option(3, "seeds per data set, trained as one vmapped program")
+    num_steps: int = option(200, "Adam updates per data set")
+    batch_size: int = option(32, "training sequences per update")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    eval_every: int = option(25, "steps between test-accuracy records (learning curve only)")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     "full": dict(hidden_size=64, num_seeds=5, num_steps=600, learning_rate=2e-3, eval_every=50),
 }
-CELLS = {"gru": rnnjax.gru, "lstm": rnnjax.lstm}
 
 # 1-NN with dependent DTW on the archive's default train/test split. BasicMotions: Ruiz et al.
 # (2021), "The great multivariate time series classification bake off", default-split
@@ -108,9 +98,9 @@ def check_config(config: Config) -> None:
     for name in config.datasets:
         if name not in PUBLISHED_DTW_D:
             raise ValueError(f"datasets must be among {sorted(PUBLISHED_DTW_D)}, got {name!r}")
-    if config.cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    check_at_least_one(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
+    if config.cell not in registry.CELLS:
+        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
+    runs.check_positive(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError(
             f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
@@ -194,7 +184,7 @@ def train_rnn(
     xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
     model = models.many_to_one(
-        rnnjax.bidirectional(CELLS[config.cell](config.hidden_size)),
+        rnnjax.bidirectional(registry.make_cell(config.cell, config.hidden_size)),
         readouts.linear(num_classes),
         pool="mean",
     )
@@ -354,15 +344,15 @@ def summary_tables(config: Config, results: list[dict]) -> str:
             f"{r['channels']} channels, lengths {r['lengths'][0]}-{r['lengths'][1]}, "
             f"{len(r['classes'])} classes)",
             "",
-            markdown_table(["method", "test accuracy"], rows),
+            runs.markdown_table(["method", "test accuracy"], rows),
             "",
         ]
     return "\n".join(parts)
 
 
-def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]:
+def make_figures(config: Config, results: list[dict], run_dir: str) -> list[str]:
     """Writes the figures and returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     methods = [
         ("rnn", f"Bi{config.cell.upper()}"),
@@ -387,7 +377,7 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
         ax.set_ylim(0, 1.08)
         ax.set_title(f"{r['dataset']}: test accuracy")
         ax.legend(fontsize=8, loc="lower left")
-    paths.append(save_figure(fig, fig_dir, "accuracy.png"))
+    paths.append(runs.save_figure(fig, run_dir, "accuracy.png"))
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -398,7 +388,7 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{r['dataset']} (one line per seed)")
         ax.legend(fontsize=8, loc="lower right")
-    paths.append(save_figure(fig, fig_dir, "learning_curves.png"))
+    paths.append(runs.save_figure(fig, run_dir, "learning_curves.png"))
 
     for r in results:
         k = len(r["classes"])
@@ -414,7 +404,7 @@ def make_figures(config: Config, results: list[dict], fig_dir: str) -> list[str]
         ax.set_ylabel("true")
         ax.set_title(f"{r['dataset']}: RNN confusion (all seeds)")
         fig.colorbar(im, ax=ax, fraction=0.046)
-        paths.append(save_figure(fig, fig_dir, f"confusion_{r['dataset']}.png"))
+        paths.append(runs.save_figure(fig, run_dir, f"confusion_{r['dataset']}.png"))
     return paths
 
 
@@ -433,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.seed,
     )
     wall = time.perf_counter() - t_start
-    paths = make_figures(config, results, os.path.join(run_dir, "figures"))
+    paths = make_figures(config, results, run_dir)
     return write_results(
         run_dir,
         config,

@@ -21,8 +21,8 @@ independent operations concurrently in principle, but in jax 0.10.2 two loops in
 program ran one after the other (wall = 2x ``one``, CPU time = wall); only separate
 devices ran them at the same time.
 
-    python experiments/cpu_concurrency.py            # B=32 T=200 H=128, 15 reps
-    python experiments/cpu_concurrency.py --reps 31 --batch 16
+    python -m experiments.cpu_concurrency            # B=32 T=200 H=128, 15 reps
+    python -m experiments.cpu_concurrency --reps 31 --batch 16
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/forecasting.py                  # quick preset: co2 and sunspots
-    python experiments/forecasting.py --preset full    # + El Niño, 5 seeds, longer training
+    python -m experiments.forecasting                  # quick preset: co2 and sunspots
+    python -m experiments.forecasting --preset full    # + El Niño, 5 seeds, longer training
 
 Outputs go to ``--run-dir`` (default ``runs/forecasting/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (forecasts against the held-out truth,
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -56,20 +55,10 @@ import optax
 from threadpoolctl import threadpool_limits
 
 import rnnjax
-from rnnjax import datasets, losses, models, readouts, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    run_each,
-    save_figure,
-    start_run,
-    write_results,
-)
-from vmapped_seeds import init_states, keep_best
+from experiments.experiment_cli import run_each, start_run, write_results
+from experiments.vmapped_seeds import init_states, keep_best
+from rnnjax import datasets, losses, models, readouts, runs, training
+from rnnjax.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -78,16 +67,16 @@ from vmapped_seeds import init_states, keep_best
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    series: tuple[str, ...] = field(("co2", "sunspots"), f"series among {sorted(datasets.SERIES)}")
-    cell: str = field("lstm", "recurrent cell: lstm | gru")
-    hidden_size: int = field(32, "hidden units")
-    num_seeds: int = field(3, "RNN seeds per series, trained as one vmapped program")
-    num_steps: int = field(800, "Adam updates per series")
-    batch_size: int = field(32, "training windows per update")
-    learning_rate: float = field(2e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    eval_every: int = field(50, "steps between validation measurements (early stopping)")
-    seed: int = field(0, "master seed")
+    series: tuple[str, ...] = option(("co2", "sunspots"), f"series among {sorted(datasets.SERIES)}")
+    cell: str = option("lstm", "recurrent cell: lstm | gru")
+    hidden_size: int = option(32, "hidden units")
+    num_seeds: int = option(3, "RNN seeds per series, trained as one vmapped program")
+    num_steps: int = option(800, "Adam updates per series")
+    batch_size: int = option(32, "training windows per update")
+    learning_rate: float = option(2e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    eval_every: int = option(50, "steps between validation measurements (early stopping)")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -146,7 +135,7 @@ def check_config(config: Config) -> None:
             raise ValueError(f"series must be among {sorted(SETUPS)}, got {s!r}")
     if config.cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {config.cell!r}")
-    check_at_least_one(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
+    runs.check_positive(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError(
             f"learning_rate and clip_norm must be > 0, got {config.learning_rate}, "
@@ -482,15 +471,15 @@ def summary_tables(config: Config, results: list[dict]) -> str:
             f"H = {r['horizon']}, {r['num_origins']} walk-forward origins, period "
             f"{r['period']}; {r['source']})",
             "",
-            markdown_table(["method", "MAE", "RMSE", "MASE"], rows),
+            runs.markdown_table(["method", "MAE", "RMSE", "MASE"], rows),
             "",
         ]
     return "\n".join(parts)
 
 
-def make_figures(results: list[dict], fig_dir: str) -> list[str]:
+def make_figures(results: list[dict], run_dir: str) -> list[str]:
     """Writes the figures (forecasts vs held-out truth, MAE by horizon) and returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     colors = {
         "rnn": "tab:red",
         "naive": "tab:gray",
@@ -524,7 +513,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
             f"{r['series']}: {H}-step forecasts from every {H}th origin of the held-out tail"
         )
         ax.legend(fontsize=8, ncol=4)
-    paths.append(save_figure(fig, fig_dir, "forecasts.png"))
+    paths.append(runs.save_figure(fig, run_dir, "forecasts.png"))
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -542,7 +531,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
         ax.set_ylabel("MAE / MASE scale")
         ax.set_title(r["series"])
     axes[0][0].legend(fontsize=8)
-    paths.append(save_figure(fig, fig_dir, "mae_by_horizon.png"))
+    paths.append(runs.save_figure(fig, run_dir, "mae_by_horizon.png"))
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -552,7 +541,7 @@ def make_figures(results: list[dict], fig_dir: str) -> list[str]:
         ax.set_xlabel("training step")
         ax.set_ylabel("validation MAE / MASE scale")
         ax.set_title(f"{r['series']}: early stopping (one line per seed)")
-    paths.append(save_figure(fig, fig_dir, "validation_curves.png"))
+    paths.append(runs.save_figure(fig, run_dir, "validation_curves.png"))
     return paths
 
 
@@ -567,7 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.series, lambda name, key: run_series(config, name, key, args.progress), config.seed
     )
     wall = time.perf_counter() - t_start
-    paths = make_figures(results, os.path.join(run_dir, "figures"))
+    paths = make_figures(results, run_dir)
     return write_results(
         run_dir,
         config,

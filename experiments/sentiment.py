@@ -24,8 +24,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/sentiment.py                  # quick preset
-    python experiments/sentiment.py --preset full    # wider, longer
+    python -m experiments.sentiment                  # quick preset
+    python -m experiments.sentiment --preset full    # wider, longer
 
 Outputs go to ``--run-dir`` (default ``runs/sentiment/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (predicted against human ratings; the
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
-import sys
 import time
 from typing import Any, NamedTuple
 
@@ -47,18 +46,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import losses, readouts, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    save_figure,
-    start_run,
-    write_results,
-)
+from experiments.experiment_cli import start_run, write_results
+from rnnjax import losses, readouts, runs, training
+from rnnjax.runs import option
 
 PAD, UNKNOWN = 0, 1  # character tokens; the characters seen in training follow
 STEM = 5  # characters a held-out token must not share with any training token's start
@@ -70,16 +60,16 @@ STEM = 5  # characters a held-out token must not share with any training token's
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    test_share: float = field(0.2, "share of the lexicon's tokens held out")
-    hidden_size: int = field(64, "LSTM units per direction")
-    embed_size: int = field(16, "character embedding size")
-    num_steps: int = field(1500, "Adam updates")
-    batch_size: int = field(64, "tokens per update")
-    learning_rate: float = field(3e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    eval_every: int = field(250, "steps between held-out evaluations")
-    cv_folds: int = field(5, "cross-validation folds choosing the n-gram models' regularisation")
-    seed: int = field(0, "master seed")
+    test_share: float = option(0.2, "share of the lexicon's tokens held out")
+    hidden_size: int = option(64, "LSTM units per direction")
+    embed_size: int = option(16, "character embedding size")
+    num_steps: int = option(1500, "Adam updates")
+    batch_size: int = option(64, "tokens per update")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    eval_every: int = option(250, "steps between held-out evaluations")
+    cv_folds: int = option(5, "cross-validation folds choosing the n-gram models' regularisation")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -92,7 +82,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    check_at_least_one(config, "hidden_size", "embed_size", "num_steps", "batch_size", "eval_every")
+    runs.check_positive(
+        config, "hidden_size", "embed_size", "num_steps", "batch_size", "eval_every"
+    )
     if config.cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {config.cv_folds}")
     if not 0 < config.test_share < 1:
@@ -365,7 +357,7 @@ def summary_tables(config: Config, split: Split, results: dict, table: dict) -> 
             "square over the held-out tokens), a floor on the RMSE any predictor of the raters' "
             "mean can reach.",
             "",
-            markdown_table(
+            runs.markdown_table(
                 [
                     "method",
                     "RMSE",
@@ -382,9 +374,9 @@ def summary_tables(config: Config, split: Split, results: dict, table: dict) -> 
     )
 
 
-def make_figures(split: Split, results: dict, fig_dir: str) -> list[str]:
+def make_figures(split: Split, results: dict, run_dir: str) -> list[str]:
     """Writes predicted against human ratings for the RNN and the n-gram model, and the learning curve."""
-    plt = pyplot()
+    plt = runs.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
     for ax, (name, predicted) in zip(
         axes,
@@ -398,7 +390,7 @@ def make_figures(split: Split, results: dict, fig_dir: str) -> list[str]:
         ax.set_title(name)
         ax.set_xlabel("mean human rating")
     axes[0].set_ylabel("predicted rating")
-    paths = [save_figure(fig, fig_dir, "predicted_vs_human.png")]
+    paths = [runs.save_figure(fig, run_dir, "predicted_vs_human.png")]
     rnn = results["rnn"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(rnn["eval_steps"], rnn["test_rmse_curve"], "o-", label="character BiLSTM")
@@ -418,7 +410,7 @@ def make_figures(split: Split, results: dict, fig_dir: str) -> list[str]:
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out RMSE")
     ax.legend()
-    paths.append(save_figure(fig, fig_dir, "learning_curve.png"))
+    paths.append(runs.save_figure(fig, run_dir, "learning_curve.png"))
     return paths
 
 
@@ -439,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = score_table(split, results)
     results["scores"] = table
     wall = time.perf_counter() - t_start
-    paths = make_figures(split, results, os.path.join(run_dir, "figures"))
+    paths = make_figures(split, results, run_dir)
     return write_results(
         run_dir,
         config,

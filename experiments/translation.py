@@ -27,8 +27,8 @@ Methods, in the order this script runs them:
 
 Usage::
 
-    python experiments/translation.py                  # quick preset
-    python experiments/translation.py --preset full    # numbers up to 10^12, wider, longer
+    python -m experiments.translation                  # quick preset
+    python -m experiments.translation --preset full    # numbers up to 10^12, wider, longer
 
 Outputs go to ``--run-dir`` (default ``runs/translation/<preset>``): ``config.json``,
 ``results.json``, ``summary.md`` and ``figures/`` (accuracy by source length, the
@@ -52,18 +52,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import losses, padding, training
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from experiment_cli import (
-    check_at_least_one,
-    field,
-    markdown_table,
-    pyplot,
-    save_figure,
-    start_run,
-    write_results,
-)
+from experiments.experiment_cli import start_run, write_results
+from rnnjax import losses, padding, runs, training
+from rnnjax.runs import option
 
 PAD, START, END = 0, 1, 2
 ATTENTION = {"none": None, "bahdanau": "bahdanau", "luong": "luong"}
@@ -111,20 +102,20 @@ GERMAN_PIECES = (
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    max_digits: int = field(9, "numbers 1 .. 10^max_digits - 1")
-    num_test: int = field(1350, "held-out numbers (an equal share of each digit count)")
-    pool_per_digit: int = field(4000, "most training numbers of each digit count")
-    models: tuple[str, ...] = field(
+    max_digits: int = option(9, "numbers 1 .. 10^max_digits - 1")
+    num_test: int = option(1350, "held-out numbers (an equal share of each digit count)")
+    pool_per_digit: int = option(4000, "most training numbers of each digit count")
+    models: tuple[str, ...] = option(
         ("none", "bahdanau", "luong"), "attention: none, bahdanau, luong"
     )
-    hidden_size: int = field(64, "LSTM units (encoder per direction, decoder)")
-    embed_size: int = field(32, "source and target embedding size")
-    num_steps: int = field(400, "Adam updates per model")
-    batch_size: int = field(64, "numbers per update")
-    learning_rate: float = field(3e-3, "Adam learning rate")
-    clip_norm: float = field(1.0, "gradient clipping by global norm")
-    eval_every: int = field(200, "steps between held-out evaluations")
-    seed: int = field(0, "master seed")
+    hidden_size: int = option(64, "LSTM units (encoder per direction, decoder)")
+    embed_size: int = option(32, "source and target embedding size")
+    num_steps: int = option(400, "Adam updates per model")
+    batch_size: int = option(64, "numbers per update")
+    learning_rate: float = option(3e-3, "Adam learning rate")
+    clip_norm: float = option(1.0, "gradient clipping by global norm")
+    eval_every: int = option(200, "steps between held-out evaluations")
+    seed: int = option(0, "master seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -142,7 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    check_at_least_one(
+    runs.check_positive(
         config,
         "num_test",
         "pool_per_digit",
@@ -460,7 +451,7 @@ def summary_tables(config: Config, results: dict) -> str:
             f"numbers); encoder BiLSTM {config.hidden_size}x2, decoder LSTM {config.hidden_size}, "
             f"{config.num_steps} steps of {config.batch_size} for every model.",
             "",
-            markdown_table(
+            runs.markdown_table(
                 ["source length", "numbers"]
                 + [f"{m} attention" if m != "none" else "no attention" for m in models],
                 rows,
@@ -470,9 +461,9 @@ def summary_tables(config: Config, results: dict) -> str:
     )
 
 
-def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
+def make_figures(config: Config, results: dict, run_dir: str) -> list[str]:
     """Writes exact match by source length, the attention matrices and the learning curves."""
-    plt = pyplot()
+    plt = runs.pyplot()
     models = results["models"]
     paths = []
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -488,7 +479,7 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.02)
     ax.legend()
-    paths.append(save_figure(fig, fig_dir, "exact_match_by_length.png"))
+    paths.append(runs.save_figure(fig, run_dir, "exact_match_by_length.png"))
     attended = [m for m in models if "attention_example" in models[m]]
     if attended:
         fig, axes = plt.subplots(1, len(attended), figsize=(5.5 * len(attended), 5), squeeze=False)
@@ -503,7 +494,7 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
             )
             verdict = "right" if ex["output"] == ex["target"] else "wrong"
             ax.set_title(f"{m}: {ex['number']} (translation {verdict})", fontsize=9)
-        paths.append(save_figure(fig, fig_dir, "attention.png"))
+        paths.append(runs.save_figure(fig, run_dir, "attention.png"))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for m, r in models.items():
         ax.plot(
@@ -516,7 +507,7 @@ def make_figures(config: Config, results: dict, fig_dir: str) -> list[str]:
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.02)
     ax.legend()
-    paths.append(save_figure(fig, fig_dir, "learning_curves.png"))
+    paths.append(runs.save_figure(fig, run_dir, "learning_curves.png"))
     return paths
 
 
@@ -543,7 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
             name, config, vocab, pools, test, jax.random.fold_in(key, 1), args.progress
         )
     wall = time.perf_counter() - t_start
-    paths = make_figures(config, results, os.path.join(run_dir, "figures"))
+    paths = make_figures(config, results, run_dir)
     return write_results(
         run_dir,
         config,

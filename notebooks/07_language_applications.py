@@ -45,12 +45,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
-sys.path.insert(0, os.path.abspath(os.path.join(os.getcwd(), os.pardir, "experiments")))
-import captioning
-import char_lm
-import handwriting_ctc
-import sentiment
-import translation
+# experiments/ is a package of the repository (not of the wheel): import it from the root.
+sys.path.insert(0, os.path.abspath(os.path.join(os.getcwd(), os.pardir)))
+from experiments import captioning, char_lm, handwriting_ctc, sentiment, translation
 
 # %% [markdown]
 # ## 1. A character language model of Python's documentation

@@ -277,7 +277,7 @@ plt.show()
 # case compiled first, then timed in one process with interleaved, rotated repetitions;
 # median) at batch 16, H = 8 and a short T. "sequential / parallel" above 1 would be a
 # speed-up. The full table at T = 10,000 is in `docs/benchmarks.md`
-# (`python experiments/benchmark_parallel.py`).
+# (`python -m experiments.benchmark_parallel`).
 
 # %%
 rows = []

@@ -27,6 +27,7 @@ from rnnjax import (
     plots,
     readouts,
     registry,
+    runs,
     tasks,
     training,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "plots",
     "readouts",
     "registry",
+    "runs",
     "tasks",
     "training",
     "decoding",

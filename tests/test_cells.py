@@ -8,6 +8,7 @@ from flax import linen as nn
 from random_params import random_params
 
 import rnnjax
+from rnnjax.registry import make_cell
 
 
 def sigmoid(x):
@@ -198,7 +199,7 @@ def test_sequence_matches_flax_with_lengths(kind):
     """rnnjax.scan under vmap vs flax.linen nn.RNN with seq_lengths, weights copied across."""
     H, I, T, B = 6, 3, 9, 3
     flax_cell = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[kind](features=H)
-    cell = {"elman": rnnjax.elman, "lstm": rnnjax.lstm, "gru": rnnjax.gru}[kind](H)
+    cell = make_cell(kind, H)
     rnn = nn.RNN(flax_cell, return_carry=True)
     xs = jax.random.normal(jax.random.key(0), (B, T, I))
     lengths = jnp.array([9, 4, 1])

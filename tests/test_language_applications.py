@@ -72,6 +72,31 @@ def test_edit_distance_and_error_rates_by_hand():
     }
 
 
+@pytest.mark.parametrize(
+    "ser,word",
+    [(0.122, "inconclusive"), (0.142, "inconclusive"), (0.05, "better"), (0.25, "NOT better")],
+)
+def test_handwriting_verdict_uses_the_interval_of_the_difference(ser, word):
+    # 500 held-out lines; the classifier reads 70 wrong (0.140). The docs' 0.122 and the
+    # rerun's 0.142 differ by 10 lines: inside the 95% interval, so neither is a verdict.
+    stats = pytest.importorskip("scipy.stats")
+    config = hw.Config()
+    rates = {"sequence_error_rate": ser, "char_error_rate": 0.0}
+    results = {
+        "rnn": {"greedy": rates, "beam": rates, "beam_differs": 0},
+        "segmented": {"sequence_error_rate": 0.14, "char_error_rate": 0.0},
+    }
+    line = hw.verdict(config, results)[0]
+    assert f": {word} (difference {ser - 0.14:+.3f}, 95% interval" in line
+    # Newcombe's interval from scipy's Wilson intervals
+    a = stats.binomtest(round(ser * 500), 500).proportion_ci(method="wilson")
+    b = stats.binomtest(70, 500).proportion_ci(method="wilson")
+    low = ser - 0.14 - np.hypot(ser - a.low, b.high - 0.14)
+    high = ser - 0.14 + np.hypot(a.high - ser, 0.14 - b.low)
+    assert f"[{low:+.3f}, {high:+.3f}]" in line
+    assert (high < 0) == (word == "better") and (low > 0) == (word == "NOT better")
+
+
 def test_lines_are_the_images_side_by_side():
     import jax
 

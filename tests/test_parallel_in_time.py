@@ -14,9 +14,10 @@ from paths import I
 
 import rnnjax
 from rnnjax import fused, parallel_in_time
+from rnnjax.registry import CELLS as CELL_SPECS
 
 B, T, H = 3, 7, 3
-CELLS = {"elman": rnnjax.elman, "gru": rnnjax.gru, "lstm": rnnjax.lstm}
+CELLS = {name: CELL_SPECS[name].make for name in ("elman", "gru", "lstm")}
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 

@@ -11,13 +11,12 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import rnnjax
+from rnnjax.registry import make_cell
 
 T, I, H = 7, 3, 4
 CELLS = {
-    "elman": rnnjax.elman(H),
-    "lstm": rnnjax.lstm(H),
-    "gru": rnnjax.gru(H),
-    "gru_cho": rnnjax.gru(H, reset_after=False),
+    **{name: make_cell(name, H) for name in ("elman", "lstm", "gru")},
+    "gru_cho": make_cell("gru", H, reset_after=False),
 }
 
 

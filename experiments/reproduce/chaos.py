@@ -25,27 +25,23 @@ every (g, network) is one vmapped program.
 
 Usage::
 
-    python experiments/reproduce/chaos.py                  # quick preset
-    python experiments/reproduce/chaos.py --preset full    # larger N, longer runs
+    python -m experiments.reproduce.chaos                  # quick preset
+    python -m experiments.reproduce.chaos --preset full    # larger N, longer runs
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
-from rnnjax import diagnostics
+from rnnjax import diagnostics, runs
+from rnnjax.runs import Claim, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +92,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "sizes",
         "gains",
@@ -181,7 +177,7 @@ def make_figures(
     config: Config, lam_max: dict, theory: list[float], spectra: dict, run_dir: str
 ) -> list[str]:
     """Writes the figures; returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for n, values in lam_max.items():
@@ -200,7 +196,7 @@ def make_figures(
     ax.set_ylabel(r"$\lambda_{max}$ (nats / step)")
     ax.set_title(r"$h_{t+1} = \tanh(g W h_t)$, $W_{ij} \sim N(0, 1/N)$")
     ax.legend(fontsize=8)
-    paths.append(save_figure(fig, run_dir, "lambda_max_vs_gain"))
+    paths.append(runs.save_figure(fig, run_dir, "lambda_max_vs_gain"))
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for n, spectrum in spectra.items():
@@ -210,14 +206,17 @@ def make_figures(
     ax.set_ylabel(r"$\lambda_i$ (nats / step)")
     ax.set_title(f"Full Lyapunov spectra at g = {config.spectrum_gain} (mean over networks)")
     ax.legend(fontsize=8)
-    paths.append(save_figure(fig, run_dir, "spectra_vs_i_over_N"))
+    paths.append(runs.save_figure(fig, run_dir, "spectra_vs_i_over_N"))
     return paths
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Measures λ_max(g, N) and the full spectra; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "chaos", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/chaos"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     key = jax.random.key(config.seed)
     gains = np.asarray(config.gains, np.float32)
@@ -367,15 +366,18 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
-    return write_run(
+    claims = [claim_cross, claim_mf, claim_shape]
+    runs.write_run(
         run_dir,
         title="Transition to chaos and Lyapunov spectra",
         config=config,
-        claims=[claim_cross, claim_mf, claim_shape],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ Fig. 2 runs to hundreds of thousands of steps); ``num_steps`` says how many we r
 
 Usage::
 
-    python experiments/reproduce/le2015_irnn.py                  # quick preset: T = 200
-    python experiments/reproduce/le2015_irnn.py --preset full    # T = 150, 200, 300, 400
+    python -m experiments.reproduce.le2015_irnn                  # quick preset: T = 200
+    python -m experiments.reproduce.le2015_irnn --preset full    # T = 150, 200, 300, 400
 """
 
 from __future__ import annotations
@@ -34,20 +34,14 @@ import time
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from adding_runs import train_on_adding
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
-import rnnjax
+from experiments.reproduce.adding_runs import train_on_adding
+from rnnjax import registry, runs
+from rnnjax.runs import Claim, option
 
 PAPER = "Le, Jaitly & Hinton 2015"
 PAPER_BASELINE = 0.1767
-CELLS = {
-    "tanh": ("RNN + tanh", lambda h: rnnjax.elman(h, "tanh")),
-    "lstm": ("LSTM", lambda h: rnnjax.lstm(h)),
-    "irnn": ("IRNN", lambda h: rnnjax.irnn(h)),
-}
+# The paper's names and labels of the registry's cells.
+CELLS = {"tanh": ("RNN + tanh", "elman"), "lstm": ("LSTM", "lstm"), "irnn": ("IRNN", "irnn")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +82,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "lengths",
         "hidden_size",
@@ -110,14 +104,17 @@ def check_config(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Trains every (model, T) over the learning-rate grid; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "le2015_irnn", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/le2015_irnn"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
         optax.inject_hyperparams(getattr(optax, config.optimizer))(learning_rate=1.0),
     )
-    runs = {}
+    trained = {}
     for t in config.lengths:
         for name in config.cells:
             print(
@@ -125,8 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{config.num_seeds} seeds x {config.num_steps} steps",
                 file=sys.stderr,
             )
-            runs[name, t] = train_on_adding(
-                CELLS[name][1](config.hidden_size),
+            trained[name, t] = train_on_adding(
+                registry.make_cell(CELLS[name][1], config.hidden_size),
                 optimizer,
                 [{"learning_rate": lr} for lr in config.learning_rates],
                 length=t,
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     baseline = 1 / 6
     best = {}  # (cell, T) -> (median test MSE at the best learning rate, that rate)
-    for key, r in runs.items():
+    for key, r in trained.items():
         med = np.median(r["test_mse"], axis=1)
         i = int(np.argmin(med))
         best[key] = (float(med[i]), config.learning_rates[i])
@@ -184,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
 
-    plt = pyplot()
+    plt = runs.pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name in config.cells:
         ax.plot(
@@ -197,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     ax.set_ylabel("test MSE (median over seeds, best lr)")
     ax.set_title(f"Adding problem, {config.num_steps} {config.optimizer.upper()} steps")
     ax.legend(fontsize=8)
-    figure = save_figure(fig, run_dir, "test_mse_vs_T")
+    figure = runs.save_figure(fig, run_dir, "test_mse_vs_T")
 
     table = [
         "| model | " + " | ".join(f"T={t}" for t in config.lengths) + " |",
@@ -214,8 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "baseline": baseline,
         "paper_baseline": PAPER_BASELINE,
-        "test_mse": {f"{n}_T{t}": r["test_mse"] for (n, t), r in runs.items()},
-        "skipped_updates": {f"{n}_T{t}": r["skipped_updates"] for (n, t), r in runs.items()},
+        "test_mse": {f"{n}_T{t}": r["test_mse"] for (n, t), r in trained.items()},
+        "skipped_updates": {f"{n}_T{t}": r["skipped_updates"] for (n, t), r in trained.items()},
         "best": {f"{n}_T{t}": v for (n, t), v in best.items()},
     }
     notes = [
@@ -225,15 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Figure: {os.path.relpath(figure, run_dir)}.",
     ]
-    return write_run(
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: IRNN on the adding problem",
         config=config,
-        claims=claims,
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

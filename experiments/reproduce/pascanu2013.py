@@ -25,8 +25,8 @@ plain SGD and ``optax.clip_by_global_norm``, every (threshold, seed) as one vmap
 
 Usage::
 
-    python experiments/reproduce/pascanu2013.py                  # quick preset
-    python experiments/reproduce/pascanu2013.py --preset full    # T = 50, more seeds and steps
+    python -m experiments.reproduce.pascanu2013                  # quick preset
+    python -m experiments.reproduce.pascanu2013 --preset full    # T = 50, more seeds and steps
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 
 import jax
@@ -42,12 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from adding_runs import train_on_adding
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
+from experiments.reproduce.adding_runs import train_on_adding
+from rnnjax import runs
+from rnnjax.runs import Claim, option
 
 PAPER = "Pascanu, Mikolov & Bengio 2013"
 
@@ -73,7 +70,9 @@ class Config:
     thresholds: tuple[float, ...] = option(
         (0.1, 0.3, 1.0, 3.0, 10.0), "clipping thresholds (plus 'none')"
     )
-    num_seeds: int = option(6, "seeds per threshold")
+    num_seeds: int = option(
+        48, "seeds per threshold (a success rate's 95% interval is about ±0.13 at 48)"
+    )
     success_fraction: float = option(0.1, "success: test MSE <= this x baseline (1/6)")
     seed: int = option(0, "master seed")
 
@@ -108,7 +107,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "unit_steps",
         "surface_points",
@@ -251,7 +250,7 @@ def clipping_ablation(config: Config) -> dict:
         optax.sgd(config.learning_rate),
     )
     thresholds = list(config.thresholds) + [float("inf")]
-    runs = train_on_adding(
+    trained = train_on_adding(
         rnnjax.elman(config.hidden_size),
         optimizer,
         [{"max_norm": c} for c in thresholds],
@@ -261,7 +260,7 @@ def clipping_ablation(config: Config) -> dict:
         num_seeds=config.num_seeds,
         seed=config.seed,
     )
-    return {"thresholds": thresholds, **runs}
+    return {"thresholds": thresholds, **trained}
 
 
 # ------------------------------------------------------------------------------ main
@@ -271,7 +270,7 @@ def make_figures(
     config: Config, cliff: dict, ablation: dict, success: np.ndarray, run_dir: str
 ) -> list[str]:
     """Writes the figures; returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ww, bb = np.meshgrid(cliff["w"], cliff["b"])
@@ -299,7 +298,7 @@ def make_figures(
     fig.colorbar(mesh, ax=axes[1], label=r"$\log_{10} \|\nabla\|$")
     axes[1].set_xlabel("w")
     axes[1].set_title("Gradient norm (the wall is thinner than the grid)")
-    paths.append(save_figure(fig, run_dir, "cliff"))
+    paths.append(runs.save_figure(fig, run_dir, "cliff"))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     labels = [f"{c:g}" for c in ablation["thresholds"][:-1]] + ["none"]
@@ -308,14 +307,28 @@ def make_figures(
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"tanh RNN, adding T={config.task_length}, SGD lr={config.learning_rate}")
-    paths.append(save_figure(fig, run_dir, "clipping_ablation"))
+    paths.append(runs.save_figure(fig, run_dir, "clipping_ablation"))
     return paths
+
+
+def _rate(r: runs.Interval) -> str:
+    return f"{r.estimate:.2f} [{r.low:.2f}, {r.high:.2f}]"
+
+
+def _all_of(verdicts: list[bool | None]) -> bool | None:
+    """Returns False if any verdict is False, None if any is open, else whether there is one."""
+    if False in verdicts:
+        return False
+    return None if None in verdicts else bool(verdicts)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Measures the cliff and runs the ablation; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "pascanu2013", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/pascanu2013"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     cliff = measure_cliff(config)
     ablation = clipping_ablation(config)
@@ -360,23 +373,29 @@ def main(argv: list[str] | None = None) -> dict:
         "median final loss below a tenth of the median start loss.",
     )
 
-    success = np.mean(
-        ablation["test_mse"] <= config.success_fraction * ablation["baseline"], axis=1
-    )
-    clipped_rates, plain_rate = success[:-1], float(success[-1])
+    solved = ablation["test_mse"] <= config.success_fraction * ablation["baseline"]
+    success = np.mean(solved, axis=1)
+    rates = [runs.wilson_interval(int(n), config.num_seeds) for n in solved.sum(axis=1)]
+    clipped_rates, plain = success[:-1], rates[-1]
+    best = int(np.argmax(clipped_rates))
+    gain = runs.difference_interval(rates[best], plain)
     small = [i for i, c in enumerate(config.thresholds) if c <= ablation["grad_norm_median_start"]]
+    small_verdicts = [runs.decide(rates[i], 0.5) for i in small]
     claim_sgd = Claim(
         PAPER,
         "Sec. 5 (SGD vs SGD-C)",
         "gradient clipping lets SGD train a tanh RNN where plain SGD fails",
         "SGD-C succeeds more often than SGD (figure 7)",
-        f"success rate: no clipping {plain_rate:.2f}; clipped "
-        + ", ".join(f"c={c:g}: {r:.2f}" for c, r in zip(config.thresholds, clipped_rates)),
-        bool(clipped_rates.max() - plain_rate >= 0.5),
+        f"success rate of {config.num_seeds} seeds: no clipping {_rate(plain)}; clipped "
+        + ", ".join(f"c={c:g}: {_rate(r)}" for c, r in zip(config.thresholds, rates))
+        + f"; best clipped - none: {_rate(gain)}",
+        runs.decide(gain, 0.5),
         differs=f"adding problem T={config.task_length} (paper: T >= 50, several tasks), "
         f"{config.hidden_size} units, {config.num_seeds} seeds, {config.num_steps} steps "
         f"at lr {config.learning_rate}; success = test MSE <= {config.success_fraction:g} "
-        "x baseline; 'lets SGD train' is read as a success rate at least 0.5 higher.",
+        "x baseline; 'lets SGD train' is read as a success rate at least 0.5 higher for the "
+        "best threshold, decided on the 95% interval of the difference (Wilson intervals, "
+        "Newcombe's rule); inconclusive when it contains 0.5.",
     )
     claim_threshold = Claim(
         PAPER,
@@ -386,12 +405,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"median gradient norm of the first 100 steps {ablation['grad_norm_median_start']:.3g}; success at "
         "thresholds below it: "
         + (
-            ", ".join(f"c={config.thresholds[i]:g}: {clipped_rates[i]:.2f}" for i in small)
+            ", ".join(f"c={config.thresholds[i]:g}: {_rate(rates[i])}" for i in small)
             or "none tested"
         ),
-        bool(small) and bool(all(clipped_rates[i] >= 0.5 for i in small)),
+        _all_of(small_verdicts),
         differs="'works' is read as a success rate of at least 0.5 at every threshold below "
-        "the typical gradient norm.",
+        "the typical gradient norm, each decided on its 95% Wilson interval.",
     )
 
     results = {
@@ -401,16 +420,16 @@ def main(argv: list[str] | None = None) -> dict:
         "clipped_largest_step": clip_largest,
         "plain_final_loss": plain_loss[:, -1],
         "clipped_final_loss": clip_loss[:, -1],
-        "ablation": {**ablation, "success_rate": success},
+        "ablation": {**ablation, "success_rate": success, "success_interval": rates},
     }
     figures = make_figures(config, cliff, ablation, success, run_dir)
     table = [
-        "| threshold | success rate | median test MSE / baseline | skipped non-finite updates |",
+        "| threshold | success rate [95% interval] | median test MSE / baseline | skipped non-finite updates |",
         "|---|---|---|---|",
     ]
     for i, c in enumerate(ablation["thresholds"]):
         table.append(
-            f"| {'none' if math.isinf(c) else f'{c:g}'} | {success[i]:.2f} | "
+            f"| {'none' if math.isinf(c) else f'{c:g}'} | {_rate(rates[i])} | "
             f"{np.median(ablation['test_mse'][i]) / ablation['baseline']:.3g} | "
             f"{int(np.sum(ablation['skipped_updates'][i]))} |"
         )
@@ -423,15 +442,18 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
-    return write_run(
+    claims = [claim_wall, claim_jump, claim_sgd, claim_threshold]
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: the cliff and gradient clipping",
         config=config,
-        claims=[claim_wall, claim_jump, claim_sgd, claim_threshold],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -13,12 +13,9 @@ import argparse
 import importlib
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from claims import Claim, claims_table
+from rnnjax.runs import Claim, claims_table
 
 SCRIPTS = (
     "pascanu2013",
@@ -73,7 +70,9 @@ def main(argv: list[str] | None = None) -> list:
             continue
         print(f"\n=== {name} ({args.preset}) ===", flush=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        out = importlib.import_module(name).main(["--preset", args.preset, "--run-dir", run_dir])
+        out = importlib.import_module(f"experiments.reproduce.{name}").main(
+            ["--preset", args.preset, "--run-dir", run_dir]
+        )
         timings.append(
             (name, time.perf_counter() - t0, time.process_time() - cpu0, os.getloadavg()[0])
         )
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> list:
         f.write("\n".join(summary))
     print("\n" + "\n".join(table) + "\n\n" + "\n".join(times))
     print(
-        f"\n{sum(c.reproduced for c in claims)}/{len(claims)} claims reproduced; "
+        f"\n{sum(c.reproduced is True for c in claims)}/{len(claims)} claims reproduced, "
+        f"{sum(c.reproduced is None for c in claims)} inconclusive; "
         f"details in {args.run_dir}/<script>/{args.preset}/summary.md"
     )
     return claims

@@ -22,8 +22,8 @@ initialisation acts on.
 
 Usage::
 
-    python experiments/reproduce/tallec2018_chrono.py                  # quick preset
-    python experiments/reproduce/tallec2018_chrono.py --preset full    # T = 500, 128 units, 10 symbols
+    python -m experiments.reproduce.tallec2018_chrono                  # quick preset
+    python -m experiments.reproduce.tallec2018_chrono --preset full    # T = 500, 128 units, 10 symbols
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
-from rnnjax import diagnostics, models, readouts, tasks, training
+from rnnjax import diagnostics, models, readouts, runs, tasks, training
+from rnnjax.runs import Claim, option
 
 PAPER = "Tallec & Ollivier 2018"
 
@@ -99,7 +96,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "num_blanks",
         "num_symbols",
@@ -218,8 +215,11 @@ def recall_gradient(
 
 def main(argv: list[str] | None = None) -> dict:
     """Trains both initialisations; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "tallec2018_chrono", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/tallec2018_chrono"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     task = tasks.copy_memory(config.num_blanks, num_symbols=config.num_symbols)
     t_max = config.chrono_factor * config.num_blanks
@@ -234,12 +234,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"both initialisations x {config.num_seeds} seeds x {config.num_steps} steps",
         file=sys.stderr,
     )
-    runs = train(
+    trained = train(
         config, {n: cell for n, (_, cell) in inits.items()}, task, jax.random.key(config.seed)
     )
 
     baseline = task.baseline_loss
-    final = {n: r["test_loss"][:, -1] / baseline for n, r in runs.items()}
+    final = {n: r["test_loss"][:, -1] / baseline for n, r in trained.items()}
     below = config.beats_fraction
 
     def first_below(r):
@@ -253,10 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
     ours = (
         f"final test loss / baseline (median of {config.num_seeds} seeds): chrono "
         f"{np.median(final['chrono']):.3f}, standard {np.median(final['standard']):.3f}; "
-        f"recall accuracy chrono {np.median(runs['chrono']['accuracy'][:, -1]):.2f}, standard "
-        f"{np.median(runs['standard']['accuracy'][:, -1]):.2f} (chance 1/8); first step below "
-        f"{below:g} x baseline: chrono {first_below(runs['chrono'])}, standard "
-        f"{first_below(runs['standard'])}"
+        f"recall accuracy chrono {np.median(trained['chrono']['accuracy'][:, -1]):.2f}, standard "
+        f"{np.median(trained['standard']['accuracy'][:, -1]):.2f} (chance 1/8); first step below "
+        f"{below:g} x baseline: chrono {first_below(trained['chrono'])}, standard "
+        f"{first_below(trained['standard'])}"
     )
     claim = Claim(
         PAPER,
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{below:g} x baseline, 'stays at it' as above that."
         ),
     )
-    ratio = {n: float(np.median(r["grad_ratio_init"])) for n, r in runs.items()}
+    ratio = {n: float(np.median(r["grad_ratio_init"])) for n, r in trained.items()}
     claim_gradient = Claim(
         PAPER,
         "Sec. 3-4 (why chrono works)",
@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> dict:
         "at least 1000x more of the recall's gradient at the symbols than with forget bias 1.",
     )
 
-    plt = pyplot()
+    plt = runs.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, color in (("standard", "tab:red"), ("chrono", "tab:blue")):
-        r = runs[name]
+        r = trained[name]
         for s in range(config.num_seeds):
             axes[0].plot(
                 r["steps"],
@@ -310,18 +310,18 @@ def main(argv: list[str] | None = None) -> dict:
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("recall accuracy")
     fig.suptitle(f"Copy task, T = {config.num_blanks}, {config.num_symbols} symbols")
-    figure = save_figure(fig, run_dir, "copy_learning_curves")
+    figure = runs.save_figure(fig, run_dir, "copy_learning_curves")
 
     table = [
-        "| step | " + " | ".join(f"{inits[n][0]}" for n in runs) + " |",
-        "|---|" + "---|" * len(runs),
+        "| step | " + " | ".join(f"{inits[n][0]}" for n in trained) + " |",
+        "|---|" + "---|" * len(trained),
     ]
-    for j, step in enumerate(runs["chrono"]["steps"]):
+    for j, step in enumerate(trained["chrono"]["steps"]):
         table.append(
             f"| {step} | "
             + " | ".join(
                 f"{np.median(r['test_loss'][:, j]) / baseline:.3f} (acc {np.median(r['accuracy'][:, j]):.2f})"
-                for r in runs.values()
+                for r in trained.values()
             )
             + " |"
         )
@@ -338,17 +338,20 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "baseline": baseline,
         "t_max": t_max,
-        **{f"{n}_{k}": v for n, r in runs.items() for k, v in r.items()},
+        **{f"{n}_{k}": v for n, r in trained.items() for k, v in r.items()},
     }
-    return write_run(
+    claims = [claim, claim_gradient]
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: chrono initialisation on the copy task",
         config=config,
-        claims=[claim, claim_gradient],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from the initial carry without truncation, on the steps after a warm-up.
 
 Usage::
 
-    python experiments/reproduce/truncated_bptt.py                  # quick preset
-    python experiments/reproduce/truncated_bptt.py --preset full    # d = 20, more symbols and seeds
+    python -m experiments.reproduce.truncated_bptt                  # quick preset
+    python -m experiments.reproduce.truncated_bptt --preset full    # d = 20, more symbols and seeds
 """
 
 from __future__ import annotations
@@ -45,12 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
-from rnnjax import language_models, training
+from rnnjax import language_models, runs, training
+from rnnjax.runs import Claim, option
 
 PAPER = "Williams & Peng 1990; Tallec & Ollivier 2017"
 
@@ -113,7 +110,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "delay",
         "truncations",
@@ -240,15 +237,18 @@ def train(
 
 def main(argv: list[str] | None = None) -> dict:
     """Trains one network per truncation length; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "truncated_bptt", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/truncated_bptt"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     key = jax.random.key(config.seed)
     d, baseline, chance = config.delay, *memoryless_baseline(config.vocab_size)
     test = delayed_recall_stream(
         jax.random.fold_in(key, 1), config.test_streams, config.test_length, config.vocab_size, d
     )
-    runs = {}
+    trained = {}
     for k in config.truncations:
         print(
             f"truncation k={k} (d={d}): {config.num_steps} steps x {config.num_seeds} seeds",
@@ -262,13 +262,13 @@ def main(argv: list[str] | None = None) -> dict:
             config.vocab_size,
             d,
         )
-        runs[k] = train(config, k, stream, test, jax.random.fold_in(key, 2))
+        trained[k] = train(config, k, stream, test, jax.random.fold_in(key, 2))
 
-    final = {k: float(np.median(r["test_loss"][:, -1])) / baseline for k, r in runs.items()}
+    final = {k: float(np.median(r["test_loss"][:, -1])) / baseline for k, r in trained.items()}
     lowest = {
-        k: float(np.min(np.median(r["test_loss"], axis=0))) / baseline for k, r in runs.items()
+        k: float(np.min(np.median(r["test_loss"], axis=0))) / baseline for k, r in trained.items()
     }
-    accuracy = {k: float(np.median(r["accuracy"][:, -1])) for k, r in runs.items()}
+    accuracy = {k: float(np.median(r["accuracy"][:, -1])) for k, r in trained.items()}
     long_k = [k for k in config.truncations if k > d]
     short_k = [k for k in config.truncations if k <= d]
 
@@ -310,10 +310,10 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     )
 
-    plt = pyplot()
+    plt = runs.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(runs)))
-    for (k, r), color in zip(runs.items(), colors):
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(trained)))
+    for (k, r), color in zip(trained.items(), colors):
         for s in range(config.num_seeds):
             axes[0].plot(
                 r["steps"],
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     axes[0].set_ylabel("test loss / ln V")
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
-    ks = list(runs)
+    ks = list(trained)
     axes[1].plot(ks, [final[k] for k in ks], "o-", color="tab:blue")
     axes[1].axvline(d, color="tab:red", ls="--", lw=1, label=f"k = d = {d}")
     axes[1].axhline(1, color="k", lw=1, ls=":")
@@ -340,14 +340,14 @@ def main(argv: list[str] | None = None) -> dict:
     axes[1].set_ylabel("final test loss / ln V (median)")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Delayed recall (d = {d}, V = {config.vocab_size}) with truncated BPTT")
-    figure = save_figure(fig, run_dir, "loss_vs_truncation")
+    figure = runs.save_figure(fig, run_dir, "loss_vs_truncation")
 
     table = [
         "| k | updates | symbols read per stream | targets with their symbol in the chunk | "
         "final test loss / ln V | lowest / ln V | final accuracy |",
         "|---|---|---|---|---|---|---|",
     ]
-    for k, r in runs.items():
+    for k, r in trained.items():
         table.append(
             f"| {k} | {r['steps'][-1]} | {r['symbols'][-1]} | {max(k - d, 0) / k:.2f} | {final[k]:.3f} | "
             f"{lowest[k]:.3f} | {accuracy[k]:.2f} |"
@@ -367,17 +367,20 @@ def main(argv: list[str] | None = None) -> dict:
         "chance_accuracy": chance,
         "final_over_baseline": final,
         "lowest_over_baseline": lowest,
-        "runs": {str(k): r for k, r in runs.items()},
+        "runs": {str(k): r for k, r in trained.items()},
     }
-    return write_run(
+    claims = [claim_long, claim_short]
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: truncated BPTT on a {d}-step dependency",
         config=config,
-        claims=[claim_long, claim_short],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

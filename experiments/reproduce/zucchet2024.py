@@ -43,8 +43,9 @@ of the last 10% of steps, the median over seeds at the best peak learning rate.
 
 Usage::
 
-    python experiments/reproduce/zucchet2024.py                 # quick preset
-    python experiments/reproduce/zucchet2024.py --preset full   # larger grid, more steps
+    python -m experiments.reproduce.zucchet2024                   # quick preset
+    python -m experiments.reproduce.zucchet2024 --preset full     # larger grid, more steps
+    python -m experiments.reproduce.zucchet2024 --preset authors  # the paper's scan
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 
 import jax
@@ -60,12 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from claims import Claim, check_positive, option, parse_config, pyplot, save_figure, write_run
-
 import rnnjax
-from rnnjax import initializers, readouts, training
+from rnnjax import initializers, readouts, runs, training
+from rnnjax.runs import Claim, option
 
 PAPER = "Zucchet & Orvieto 2024"
 
@@ -95,6 +92,9 @@ class Config:
         1, "seeds (teacher, student, data) per (model, ν0, learning rate) (paper: 10)"
     )
     seed: int = option(0, "master seed")
+    runs_per_program: int = option(
+        0, "runs (ν0, lr, seed) vmapped into one program, to bound memory (0: all at once)"
+    )
 
 
 PRESETS = {
@@ -105,6 +105,20 @@ PRESETS = {
         num_samples=20000,
         nu0s=(0.36, 0.68, 0.84, 0.92, 0.96, 0.98, 0.99),
         num_steps=4000,
+    ),
+    # The authors' scan (scans/comparison_architectures_LSI_{RNN,LRU}.yaml, run_train.py):
+    # 100 epochs of 100 fresh batches of 128, Adam on a cosine schedule, 5 peak rates per
+    # model, 10 seeds, the 7 memories ν0. 25 runs at once keep the memory near 3 GB.
+    "authors": dict(
+        lambdas=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995),
+        num_samples=20000,
+        nu0s=(0.36, 0.68, 0.84, 0.92, 0.96, 0.98, 0.99),
+        batch_size=128,
+        num_steps=10_000,
+        rnn_lrs=(3.2e-3, 1e-3, 3.2e-4, 1e-4, 3.2e-5),
+        lru_lrs=(0.32, 0.1, 0.032, 0.01, 0.0032),
+        num_seeds=10,
+        runs_per_program=25,
     ),
     # A smoke test of the plumbing in seconds (tests, `run_all.py --preset tiny`); its
     # numbers mean nothing.
@@ -127,7 +141,7 @@ PRESETS = {
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field out of range."""
-    check_positive(
+    runs.check_positive(
         config,
         "num_samples",
         "memory_steps",
@@ -140,6 +154,8 @@ def check_config(config: Config) -> None:
         "lru_lrs",
         "num_seeds",
     )
+    if config.runs_per_program < 0:
+        raise ValueError(f"runs_per_program must be >= 0, got {config.runs_per_program}")
     for name in ("lambdas", "nu0s"):
         values = getattr(config, name)
         if not values or not all(0 <= v < 1 for v in values):
@@ -346,23 +362,28 @@ def train_students(config: Config, model: str, key: jax.Array) -> dict:
                 )
             )
         )
-    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     # A run that diverges (the RNN at large ν0 and learning rate) skips its non-finite
     # updates instead of stopping every run; it is reported diverged (final loss inf).
     train_step = training.make_train_step(loss_fn, optimizer, skip_nonfinite=True)
     batch_fn = lambda k, step: jax.random.normal(k, (config.batch_size, config.seq_len, 1))
-    result = training.fit(
-        train_step,
-        states,
-        batch_fn,
-        config.num_steps,
-        progress=None,
-        schedule=training.Schedule(chunk_size=max(1, config.num_steps // 10)),
-    )
-    losses = np.asarray([r["loss"] for r in result.history], np.float64)  # (steps, runs)
+    group = config.runs_per_program or len(states)
+    losses, diverged = [], []
+    for start in range(0, len(states), group):
+        result = training.fit(
+            train_step,
+            jax.tree.map(lambda *leaves: jnp.stack(leaves), *states[start : start + group]),
+            batch_fn,
+            config.num_steps,
+            progress=None,
+            schedule=training.Schedule(chunk_size=max(1, config.num_steps // 10)),
+        )
+        losses.append(np.asarray([r["loss"] for r in result.history], np.float64))
+        diverged.append(np.any([r["nonfinite"] for r in result.history], axis=0))
+    losses = np.concatenate(losses, axis=1)  # (steps, runs)
     tail = losses[-max(1, config.num_steps // 10) :]
-    diverged = np.any([r["nonfinite"] for r in result.history], axis=0)  # (runs,)
-    final = np.where(np.all(np.isfinite(tail), axis=0) & ~diverged, tail.mean(axis=0), np.inf)
+    final = np.where(
+        np.all(np.isfinite(tail), axis=0) & ~np.concatenate(diverged), tail.mean(axis=0), np.inf
+    )
     shape = (len(config.nu0s), len(lrs), config.num_seeds)
     return {
         "lrs": list(lrs),
@@ -378,12 +399,28 @@ def best_over_lr(final_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med[np.arange(len(best)), best], best
 
 
+def best_over_lr_mean(final_loss: np.ndarray) -> list[runs.Interval]:
+    """Returns per ν0 the mean ± 2 s.e. over seeds at the learning rate of least mean.
+
+    The authors' statistic (``figures/comparison_architectures_LSI.ipynb``: mean and s.e.m.
+    over seeds, best learning rate by the mean), diverged seeds left out as their pandas
+    mean leaves out NaN; a rate whose every seed diverged is not a candidate.
+    """
+    out = []
+    for per_lr in final_loss:  # (lr, seed)
+        finite = [row[np.isfinite(row)] for row in per_lr]
+        means = [row.mean() if row.size else np.inf for row in finite]
+        best = finite[int(np.argmin(means))]
+        out.append(runs.mean_interval(best) if best.size else runs.Interval(np.inf, np.inf, np.inf))
+    return out
+
+
 # ------------------------------------------------------------------------------- main
 
 
 def make_figures(config: Config, rows: list[dict], students: dict, run_dir: str) -> list[str]:
     """Writes the figures; returns their paths."""
-    plt = pyplot()
+    plt = runs.pyplot()
     paths = []
     fig, ax = plt.subplots(figsize=(5, 4))
     grid = np.linspace(0.0, max(r["lambda"] for r in rows), 200)
@@ -405,7 +442,7 @@ def make_figures(config: Config, rows: list[dict], students: dict, run_dir: str)
     ax.set_xlabel(r"$\lambda$")
     ax.set_title("1-D linear RNN under white noise")
     ax.legend(fontsize=7)
-    paths.append(save_figure(fig, run_dir, "sensitivity_1d"))
+    paths.append(runs.save_figure(fig, run_dir, "sensitivity_1d"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for model, color, label in (
@@ -413,19 +450,36 @@ def make_figures(config: Config, rows: list[dict], students: dict, run_dir: str)
         ("lru", "tab:blue", "LRU (rnnjax.lru)"),
     ):
         best, _ = best_over_lr(students[model]["final_loss"])
-        ax.semilogy(config.nu0s, best, "o-", color=color, label=label)
+        ax.semilogy(config.nu0s, best, "o-", color=color, label=label + ", median")
+        if config.num_seeds > 1:
+            mean = best_over_lr_mean(students[model]["final_loss"])
+            ax.errorbar(
+                config.nu0s,
+                [m.estimate for m in mean],
+                yerr=[
+                    [m.estimate - max(m.low, 0) for m in mean],
+                    [m.high - m.estimate for m in mean],
+                ],
+                fmt="s--",
+                color=color,
+                alpha=0.5,
+                label=label + ", mean ± 2 s.e. (the authors' statistic)",
+            )
     ax.set_xlabel(r"teacher memory $\nu_0$")
-    ax.set_ylabel("final loss (median over seeds, best lr)")
+    ax.set_ylabel("final loss (over seeds, best lr)")
     ax.set_title(f"Teacher-student, T = {config.seq_len}")
     ax.legend(fontsize=8)
-    paths.append(save_figure(fig, run_dir, "teacher_student"))
+    paths.append(runs.save_figure(fig, run_dir, "teacher_student"))
     return paths
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs both checks; returns ``{"claims", "results", "run_dir"}``."""
-    config, run_dir = parse_config(Config, PRESETS, __doc__, "zucchet2024", argv)
+    config, opts = runs.parse_config(
+        Config, PRESETS, argv, description=__doc__ or "", name="reproduce/zucchet2024"
+    )
     check_config(config)
+    run_dir = runs.open_run_dir(opts.run_dir, config)
     t0 = time.perf_counter()
     key = jax.random.key(config.seed)
     rows = check_closed_form(config, jax.random.fold_in(key, 0))
@@ -476,6 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "lrs": s["lrs"],
                 "final_loss": s["final_loss"],
                 "best_lr_median_loss": best[m],
+                "best_lr_mean_loss": best_over_lr_mean(s["final_loss"]),
                 "ratio_last_first": ratio[m],
             }
             for m, s in students.items()
@@ -513,15 +568,18 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
-    return write_run(
+    claims = [claim_1d, claim_ts]
+    runs.write_run(
         run_dir,
         title=f"{PAPER}: the curse of memory",
         config=config,
-        claims=[claim_1d, claim_ts],
         results=results,
-        notes=notes,
+        summary=notes,
         wall_time_s=time.perf_counter() - t0,
+        claims=claims,
     )
+    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":
