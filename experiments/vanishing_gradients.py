@@ -13,7 +13,6 @@ This script keeps the command line it always had, with run directories under
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from rnnjax import study
@@ -21,17 +20,16 @@ from rnnjax.study import PRESETS, Config, grad_ratio, verdict
 
 __all__ = ["PRESETS", "Config", "grad_ratio", "main", "parse_args", "verdict"]
 
-_RUNS = os.path.join("runs", "vanishing_gradients")
-
 
 def parse_args(argv: Sequence[str] | None = None):
-    """Returns (config, other options): :func:`rnnjax.study.parse_args` with this script's runs."""
-    return study.parse_args(argv, runs=_RUNS)
+    """Returns (config, other options): :func:`rnnjax.study.parse_args`, runs under
+    ``runs/vanishing_gradients``."""
+    return study.parse_args(argv, name="vanishing_gradients")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Runs the study; returns ``{"records", "verdict", "cell_verdicts", "run_dir"}``."""
-    return study.main(argv, runs=_RUNS)
+    return study.main(argv, name="vanishing_gradients")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def test_a_cell_from_a_file_runs_beside_the_baselines(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["user_cells"] == [f"{path}:make_mgu"]
+    assert config["cell"] == [f"{path}:make_mgu"]
     records = json.loads((run_dir / "results.json").read_text())
     tiny = study.PRESETS["tiny"]
     cells = ("elman", "lstm", "gru", "make_mgu")
@@ -133,9 +133,9 @@ def test_load_cell_factory_from_a_file_and_a_module(tmp_path):
 
 def test_flags_give_the_cells_and_override_the_preset():
     config, args = study.parse_args(
-        ["--preset", "tiny", "--cell", "a.py:f", "--cell", "pkg.mod:g", "--cells", "lstm", "gru"]
+        ["--preset", "tiny", "--cell", "a.py:f", "pkg.mod:g", "--cells", "lstm", "gru"]
     )
-    assert config.user_cells == ("a.py:f", "pkg.mod:g") and config.cells == ("lstm", "gru")
+    assert config.cell == ("a.py:f", "pkg.mod:g") and config.cells == ("lstm", "gru")
     assert config.num_steps == study.PRESETS["tiny"]["num_steps"]
     assert args.run_dir == os.path.join("runs", "study", "tiny")
     quick, _ = study.parse_args([])

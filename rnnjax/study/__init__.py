@@ -65,7 +65,7 @@ import optax
 import tqdm
 from jax.flatten_util import ravel_pytree
 
-from rnnjax import diagnostics, lags, models, readouts, registry, tasks, training
+from rnnjax import diagnostics, lags, models, readouts, registry, runs, tasks, training
 from rnnjax.cells import Cell
 from rnnjax.layers import recurrent
 
@@ -85,49 +85,45 @@ __all__ = [
 ]
 
 
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a study; saved as ``config.json`` in the run directory."""
 
-    task: str = _field("adding", "task: adding | copy | temporal_order")
-    cells: tuple[str, ...] = _field(
+    task: str = runs.option("adding", "task: adding | copy | temporal_order")
+    cells: tuple[str, ...] = runs.option(
         ("elman", "lstm", "gru"),
         "baseline cells from rnnjax.registry.CELLS (elman: tanh, orthogonal W_hh; lstm: forget "
         "bias --forget-bias; gru; irnn: ReLU, W_hh = I; lru; mingru; ...)",
     )
-    user_cells: tuple[str, ...] = _field(
+    cell: tuple[str, ...] = runs.option(
         (), "your cells: factories make(hidden_size) -> Cell as file.py:name or module:name"
     )
-    lengths: tuple[int, ...] = _field(
+    lengths: tuple[int, ...] = runs.option(
         (10, 50, 100),
         "sequence lengths T (for copy: the number of blanks between the symbols and the recall)",
     )
-    num_seeds: int = _field(3, "seeds per (cell, T), trained together as one vmapped program")
-    hidden_size: int = _field(32, "hidden units per cell")
-    block: str = _field("none", "after the recurrent layer: none | glu (a residual gated MLP)")
-    batch_size: int = _field(64, "training sequences per step (fresh every step)")
-    num_steps: int = _field(1000, "Adam updates per run")
-    learning_rate: float = _field(1e-2, "Adam learning rate (constant)")
-    clip_norm: float = _field(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
-    forget_bias: float = _field(1.0, "LSTM forget-gate bias at initialisation")
-    test_size: int = _field(1000, "held-out test sequences per T (one fixed set for all runs)")
-    diag_size: int = _field(128, "test sequences averaged for the gradient-norm diagnostics")
-    lag_size: int = _field(
+    num_seeds: int = runs.option(3, "seeds per (cell, T), trained together as one vmapped program")
+    hidden_size: int = runs.option(32, "hidden units per cell")
+    block: str = runs.option("none", "after the recurrent layer: none | glu (a residual gated MLP)")
+    batch_size: int = runs.option(64, "training sequences per step (fresh every step)")
+    num_steps: int = runs.option(1000, "Adam updates per run")
+    learning_rate: float = runs.option(1e-2, "Adam learning rate (constant)")
+    clip_norm: float = runs.option(1.0, "gradient clipping by global norm (Pascanu et al. 2013)")
+    forget_bias: float = runs.option(1.0, "LSTM forget-gate bias at initialisation")
+    test_size: int = runs.option(1000, "held-out test sequences per T (one fixed set for all runs)")
+    diag_size: int = runs.option(128, "test sequences averaged for the gradient-norm diagnostics")
+    lag_size: int = runs.option(
         16, "test sequences for the lag decomposition, Jacobian norms and Lyapunov exponents"
     )
-    lyapunov_exponents: int = _field(8, "top Lyapunov exponents measured at initialisation")
-    eval_every: int = _field(100, "steps between test-loss and gradient-norm measurements")
-    solved_fraction: float = _field(
+    lyapunov_exponents: int = runs.option(8, "top Lyapunov exponents measured at initialisation")
+    eval_every: int = runs.option(100, "steps between test-loss and gradient-norm measurements")
+    solved_fraction: float = runs.option(
         0.1, "a run counts as solved when final test loss <= this fraction of the baseline"
     )
-    checkpoint_every: int = _field(
+    checkpoint_every: int = runs.option(
         0, "steps between checkpoints within a group (0: at the end only)"
     )
-    seed: int = _field(0, "master seed; seed s of every group is derived from it")
+    seed: int = runs.option(0, "master seed; seed s of every group is derived from it")
 
 
 #: Named starting values for :class:`Config` (``--preset``): ``tiny``, ``quick`` (``make study``),
@@ -217,7 +213,7 @@ def _study_cells(config: Config) -> list[StudyCell]:
         options = {"forget_bias": config.forget_bias} if name == "lstm" else {}
         make = lambda h, spec=spec, options=options: spec.make(h, **options)
         out.append(StudyCell(name, make, spec.label, spec.color))
-    for i, cell_spec in enumerate(config.user_cells):
+    for i, cell_spec in enumerate(config.cell):
         name = cell_spec.rpartition(":")[2]
         if name in registry.CELLS:
             name = f"user_{name}"
@@ -239,8 +235,8 @@ def check_config(config: Config) -> None:
     for cell in config.cells:
         if cell not in registry.CELLS:
             raise ValueError(f"cells must be among {sorted(registry.CELLS)}, got {cell!r}")
-    if not (config.cells or config.user_cells) or not config.lengths:
-        raise ValueError("cells (or user_cells) and lengths must be non-empty")
+    if not (config.cells or config.cell) or not config.lengths:
+        raise ValueError("cells (or cell) and lengths must be non-empty")
     if config.block not in _BLOCKS:
         raise ValueError(f"block must be one of {_BLOCKS}, got {config.block!r}")
     for name in (
@@ -732,15 +728,12 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 def _pyplot():
     """Returns matplotlib.pyplot (Agg), or raises ImportError saying which extra installs it."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401  (only: is it installed?)
     except ImportError as e:
         raise ImportError(
             "the study's figures need matplotlib: pip install 'rnnjax[experiments]'"
         ) from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return runs.pyplot()
 
 
 def make_figures(
@@ -748,23 +741,19 @@ def make_figures(
     cells: Sequence[StudyCell],
     groups: list[dict],
     records: list[dict],
-    fig_dir: str,
+    run_dir: str,
 ) -> list[str]:
-    """Writes the PNG figures and returns their paths."""
+    """Writes the PNG figures into ``run_dir/figures`` and returns their paths."""
     from rnnjax import plots
 
     plt = _pyplot()
-    os.makedirs(fig_dir, exist_ok=True)
     paths = []
     by = {(g["cell"], g["T"]): g for g in groups}
     t_long = max(config.lengths)
     frac = config.solved_fraction
 
     def save(fig, name):
-        path = os.path.join(fig_dir, name)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(runs.save_figure(fig, run_dir, name))
 
     def loss_vs_t(ax):
         for cell in cells:
@@ -885,33 +874,6 @@ def make_figures(
 # ------------------------------------------------------------------------------------ run
 
 
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=lambda o: np.asarray(o).tolist())
-    os.replace(tmp, path)
-
-
-def _open_run_dir(run_dir: str, config: Config) -> str:
-    """Returns the absolute run directory with config.json written, or checked equal."""
-    run_dir = os.path.abspath(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "config.json")
-    config_dict = json.loads(json.dumps(dataclasses.asdict(config)))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved != config_dict:
-            changed = sorted(k for k in config_dict if saved.get(k) != config_dict[k])
-            raise ValueError(
-                f"{path} holds a different config (fields {changed}); "
-                f"pass a new run directory or delete that one"
-            )
-    else:
-        _write_json(path, config_dict)
-    return run_dir
-
-
 def run_study(
     config: Config,
     run_dir: str,
@@ -927,7 +889,7 @@ def run_study(
       run_dir: where ``config.json``, ``results.json``, ``summary.md``, ``figures/`` and one
         directory per (cell, T) go; rerunning with the same config resumes.
       cells: your cells by name, ``{name: make(hidden_size) -> Cell}`` (a notebook's
-        cells), run beside ``config.cells`` and ``config.user_cells``; each gets a verdict
+        cells), run beside ``config.cells`` and ``config.cell``; each gets a verdict
         line against the baselines.
       progress: a progress bar over the groups and each group's steps (None: when stderr is
         a terminal).
@@ -940,9 +902,9 @@ def run_study(
             raise TypeError(f"cells[{name!r}] must be a factory make(hidden_size) -> Cell")
         if name in {c.name for c in study_cells}:
             raise ValueError(f"cells: the name {name!r} is already a cell of the study")
-        color = _USER_COLORS[(i + len(config.user_cells)) % len(_USER_COLORS)]
+        color = _USER_COLORS[(i + len(config.cell)) % len(_USER_COLORS)]
         study_cells.append(StudyCell(name, make, name, color))
-    run_dir = _open_run_dir(run_dir, config)
+    run_dir = runs.open_run_dir(run_dir, config)
     show = sys.stderr.isatty() if progress is None else progress
 
     t_start = time.perf_counter()
@@ -966,7 +928,7 @@ def run_study(
             sys.stderr,
         )
         group = _run_group(config, cell, t, group_dir, progress)
-        _write_json(done_path, group)
+        runs.write_json(done_path, group)
         groups.append(group)
         r = group["final_test_loss"]
         tqdm.tqdm.write(
@@ -978,7 +940,7 @@ def run_study(
     bar.close()
 
     records = [rec for g in groups for rec in _records_of(config, g)]
-    _write_json(os.path.join(run_dir, "results.json"), records)
+    runs.write_json(os.path.join(run_dir, "results.json"), records)
     lines = verdict(config, records)
     baselines = set(config.cells)
     cell_lines = [
@@ -1018,7 +980,7 @@ def run_study(
     with open(os.path.join(run_dir, "summary.md"), "w") as f:
         f.write(summary)
     if figures:
-        make_figures(config, study_cells, groups, records, os.path.join(run_dir, "figures"))
+        make_figures(config, study_cells, groups, records, run_dir)
     print(table)
     print()
     print("\n".join(lines + cell_lines))
@@ -1030,77 +992,26 @@ def run_study(
 
 
 def parse_args(
-    argv: Sequence[str] | None = None, *, runs: str = os.path.join("runs", "study")
+    argv: Sequence[str] | None = None, *, name: str = "study"
 ) -> tuple[Config, argparse.Namespace]:
-    """Returns ``(config, other options)``: the preset, overridden by any flag given.
-
-    Other options: ``run_dir`` (default ``<runs>/<preset>``), ``progress``, ``no_figures``.
+    """Returns ``(config, other options)``: the preset, overridden by any flag given
+    (:func:`rnnjax.runs.parse_config`; run directories under ``runs/<name>/<preset>``).
 
     Raises:
       ValueError: a field is out of range (:func:`check_config`).
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m rnnjax.study",
-        description=__doc__,
-        epilog="Presets: "
-        + "; ".join(
-            f"{p}: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "the defaults")
-            for p, values in PRESETS.items()
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--run-dir", default=None, help="output (default runs/study/<preset>)")
-    parser.add_argument(
-        "--cell",
-        action="append",
-        default=[],
-        metavar="FILE.py:NAME|MODULE:NAME",
-        help="your cell's factory make(hidden_size) -> Cell; repeat for several",
-    )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: when stderr is a terminal)",
-    )
-    parser.add_argument("--no-figures", action="store_true", help="skip figures/*.png")
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    for f in fields.values():
-        if f.name == "user_cells":
-            continue
-        default = f.default
-        kind = type(default[0]) if isinstance(default, tuple) else type(default)
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=kind,
-            nargs="+" if isinstance(default, tuple) else None,
-            default=None,
-            metavar=kind.__name__.upper(),
-            help=f"{f.metadata['help']} (default {default})",
-        )
-    args = parser.parse_args(argv)
-    values = dict(PRESETS[args.preset])
-    for name in fields:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = tuple(given) if isinstance(given, list) else given
-    if args.cell:
-        values["user_cells"] = tuple(args.cell)
-    if args.run_dir is None:
-        args.run_dir = os.path.join(runs, args.preset)
-    config = Config(**values)
+    config, args = runs.parse_config(Config, PRESETS, argv, __doc__ or "", name)
     check_config(config)
     return config, args
 
 
-def main(argv: Sequence[str] | None = None, *, runs: str = os.path.join("runs", "study")) -> dict:
+def main(argv: Sequence[str] | None = None, *, name: str = "study") -> dict:
     """Runs the study from the command line (``python -m rnnjax.study --help``); returns
-    what :func:`run_study` returns. ``runs``: where run directories go by default."""
+    what :func:`run_study` returns. Run directories go under ``runs/<name>/<preset>``."""
     try:  # a bad flag, cell or run directory: a message, not a traceback
-        config, args = parse_args(argv, runs=runs)
+        config, args = parse_args(argv, name=name)
         _study_cells(config)
-        _open_run_dir(args.run_dir, config)
+        runs.open_run_dir(args.run_dir, config)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
-    return run_study(config, args.run_dir, progress=args.progress, figures=not args.no_figures)
+    return run_study(config, args.run_dir, progress=args.progress)
