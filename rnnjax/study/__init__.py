@@ -344,7 +344,8 @@ def _init_diagnostics(config, cell, xs, key, params):
         return jnp.log(jnp.maximum(jac, 1e-30)), lyap
 
     log_jac, lyap = jax.vmap(one)(xs)
-    return jnp.exp(jnp.mean(log_jac, axis=0)), jnp.mean(lyap, axis=0)
+    # A complex state (the LRU) gives complex log|R_ii| of zero imaginary part.
+    return jnp.exp(jnp.mean(log_jac, axis=0)), jnp.real(jnp.mean(lyap, axis=0))
 
 
 def _run_group(
