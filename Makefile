@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: study test test-all bench apps reproduce notebooks clean docs lint wheel-check
+.PHONY: study test test-all test-slow bench apps reproduce notebooks clean docs lint wheel-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: lint docs
 # ... and with them: every notebook executed, every experiment's tiny run, the learning checks.
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15 tests
+
+# Only what `make test` leaves out (CI runs it after `make test`): the tests marked slow.
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist worksteal -m slow --durations=25 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m experiments.benchmark
@@ -58,6 +62,7 @@ notebooks: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(PY) -m sphinx -b html -n -W --keep-going -q docs docs/_build/html
 	$(PY) docs/check_api_entries.py docs/_build/html
+	$(PY) docs/check_offline.py docs/_build/html
 
 # Lint, format check and types (configured in pyproject.toml); .pre-commit-config.yaml runs
 # the same commands.

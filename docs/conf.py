@@ -4,7 +4,8 @@ Sphinx + MyST-NB, as JAX, Flax and Optax build theirs: the library's docstrings 
 with Sphinx roles (:func:, :class:, :mod:), which autodoc renders as links and `nitpicky`
 checks; the Markdown pages in docs/ are read by MyST; the notebooks are rendered with the
 outputs stored in them (never executed here). Nothing is fetched from the network: no
-intersphinx, so references to other libraries (jax, numpy, optax...) are not checked.
+intersphinx, so references to other libraries (jax, numpy, optax...) are not checked; and
+the site itself works offline, MathJax included.
 """
 
 import os
@@ -25,6 +26,11 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",  # the docstrings' "Args:" / "Returns:" sections
     "sphinx.ext.viewcode",
+    "sphinx.ext.mathjax",
+    # MathJax 3 copied into the site (_static/mathjax) instead of fetched from a CDN, so the
+    # equations render offline (a cluster, a plane); docs/check_offline.py checks that no
+    # page loads a remote script. It sets mathjax_path: do not set it here.
+    "sphinx-mathjax-offline",
 ]
 
 # Markdown pages and notebooks; the notebooks' jupytext .py twins are not pages.

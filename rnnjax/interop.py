@@ -7,19 +7,24 @@ rnnjax does not need it.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnjax.cells import elman, gru, lstm
 from rnnjax.layers import Layer, bidirectional, recurrent, stack
 
+__all__ = ["from_torch"]
 
-def _torch_direction_params(module: Any, layer: int, suffix: str) -> dict[str, Any]:
+
+def _torch_direction_params(module: Any, layer: int, suffix: str, dtype: Any) -> dict[str, Any]:
     def get(name: str):
-        tensor = getattr(module, f"{name}_l{layer}{suffix}")
-        return jnp.asarray(np.asarray(tensor.detach().cpu().float().numpy()))
+        tensor = getattr(module, f"{name}_l{layer}{suffix}").detach().cpu()
+        # NumPy has no bfloat16; float32 holds every bfloat16 value exactly.
+        array = tensor.float().numpy() if str(tensor.dtype) == "torch.bfloat16" else tensor.numpy()
+        return jnp.asarray(array, dtype)
 
     params = {"w_ih": get("weight_ih").T, "w_hh": get("weight_hh").T}
     if module.bias:
@@ -42,6 +47,11 @@ def from_torch(module: Any) -> tuple[Layer, list]:
     Supports ``num_layers``, ``bidirectional``, ``batch_first``, ``bias`` and RNN's
     ``nonlinearity``; the module's inter-layer ``dropout`` becomes the stack's dropout.
     LSTM ``proj_size > 0`` is not supported.
+
+    The parameters keep the module's dtype (``float32``, ``float64``, ``float16``,
+    ``bfloat16``). A ``float64`` module needs JAX's 64-bit mode (``jax_enable_x64``, or
+    ``with jax.enable_x64(True):``); without it the parameters are converted to
+    ``float32`` and a warning says so.
     """
     import torch  # here, not at the top: rnnjax does not need torch unless this is called
 
@@ -53,6 +63,7 @@ def from_torch(module: Any) -> tuple[Layer, list]:
             f"module.proj_size must be 0 (projected LSTMs are not supported), got {module.proj_size}"
         )
     hidden = module.hidden_size
+    dtype = _jax_dtype(module)
     if kind == "RNN":
         cell = elman(hidden, str(module.nonlinearity), use_bias=module.bias)
     elif kind == "LSTM":
@@ -62,13 +73,31 @@ def from_torch(module: Any) -> tuple[Layer, list]:
 
     layers, params = [], []
     for layer in range(module.num_layers):
-        forward = _torch_direction_params(module, layer, "")
+        forward = _torch_direction_params(module, layer, "", dtype)
         if module.bidirectional:
             layers.append(bidirectional(cell, cell))
             params.append(
-                {"forward": forward, "backward": _torch_direction_params(module, layer, "_reverse")}
+                {
+                    "forward": forward,
+                    "backward": _torch_direction_params(module, layer, "_reverse", dtype),
+                }
             )
         else:
             layers.append(recurrent(cell))
             params.append(forward)
     return stack(*layers, dropout=float(module.dropout)), params
+
+
+def _jax_dtype(module: Any) -> Any:
+    """Returns the JAX dtype of ``module``'s parameters, warning when JAX cannot hold it."""
+    torch_dtype = str(next(module.parameters()).dtype).removeprefix("torch.")
+    dtype = jnp.dtype(torch_dtype)
+    available = jax.dtypes.canonicalize_dtype(dtype)
+    if available != dtype:
+        warnings.warn(
+            f"module's parameters are {dtype}, which JAX holds only in 64-bit mode: they are "
+            f"converted to {available}. Enable it (jax.config.update('jax_enable_x64', True), "
+            f"or `with jax.enable_x64(True):`) to keep {dtype}.",
+            stacklevel=3,
+        )
+    return available

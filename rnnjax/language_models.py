@@ -114,7 +114,7 @@ def language_model(
             final, ys = layer.apply(
                 params["rnn"], xs, length=length, carry=carry, key=key, train=train
             )
-        if use_dropout:
+        if k_out is not None:  # dropout runs
             ys = layers.dropout(k_out, dropout, ys)
         logits = readout.apply(params["readout"], ys)
         if length is not None:

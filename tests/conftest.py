@@ -4,10 +4,11 @@ import os
 # time is mostly compilation of small programs: LLVM's optimisation level 0 cuts it by about a
 # third (measured on test_edited_cells and notebook 02), and XLA's older elemental emitters
 # (fusion emitters off) compile another third faster (35 -> 24 CPU s on the edited-step
-# test, two interleaved runs each); neither changes the program's semantics, but with them
-# XLA:CPU now and then hangs running jit(vmap(init)) of a bidirectional GRU, so
-# tests/test_cells.py checks that program under the default flags, as users run it. Child
-# processes (notebook kernels, multi-device checks) inherit these flags.
+# test, two interleaved runs each); neither changes the program's semantics. (The hangs
+# once blamed on these flags were JAX 0.10's batched LAPACK deadlock, issue 26: they
+# changed its odds, not its cause.) tests/test_no_hang.py runs jitted inits under XLA's
+# default flags, as users run them. Child processes (notebook kernels, multi-device checks)
+# inherit these flags.
 os.environ.setdefault(
     "XLA_FLAGS",
     "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=0"

@@ -146,11 +146,9 @@ def numpy_init_from(seed):
 
 
 def test_several_seeds_initialise_in_one_jitted_vmap():
-    # A child process with a timeout: this program used to hang on XLA:CPU (orthogonal
-    # draws concatenated per gate, under jit(vmap)), and a hang must fail, not stall CI.
-    # It runs with XLA's default compiler flags, as a user's program does: the suite's
-    # faster-compiling flags (conftest.py) make this program hang now and then (5 of 12
-    # runs with both, 2 of 32 with fusion emitters off alone, 0 of 24 without; measured).
+    # A child process with a timeout: this program used to hang on XLA:CPU (two batched
+    # LAPACK QRs at once, JAX 0.10; see tests/test_no_hang.py), and a hang must fail, not
+    # stall CI. It runs with XLA's default compiler flags, as a user's program does.
     import os
     import subprocess
     import sys

@@ -80,3 +80,42 @@ def test_from_torch_rejects_what_it_cannot_convert():
         rnnjax.interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
     with pytest.raises(TypeError, match="module"):
         rnnjax.interop.from_torch(torch.nn.Linear(I, H))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_from_torch_keeps_float64_and_matches_torch_in_float64(kind):
+    module = torch_module(kind, bidirectional=True, batch_first=True).double()
+    xs = np.random.default_rng(2).normal(size=(B, T, I))  # float64
+    lengths = np.array([7, 3, 1])
+    with torch.no_grad():
+        seq = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(xs), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+        )
+        out, _ = module(seq)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    with jax.enable_x64(True):
+        layer, params = rnnjax.interop.from_torch(module)
+        assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float64")}
+        _, ys = jax.vmap(lambda x, n: layer.apply(params, x, length=n))(xs, lengths)
+        assert ys.dtype == jnp.float64
+        # float32 parameters would be ~1e-7 away
+        np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=1e-12)
+
+
+def test_from_torch_float64_without_x64_says_it_converts():
+    module = torch_module("GRU").double()
+    with pytest.warns(UserWarning, match="float64.*converted to float32.*jax_enable_x64"):
+        _, params = rnnjax.interop.from_torch(module)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    np.testing.assert_array_equal(
+        params[0]["w_hh"], module.weight_hh_l0.detach().numpy().T.astype(np.float32)
+    )
+
+
+def test_from_torch_keeps_bfloat16_exactly():
+    module = torch_module("LSTM").to(torch.bfloat16)
+    _, params = rnnjax.interop.from_torch(module)
+    assert params[0]["w_ih"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(
+        np.asarray(params[0]["w_ih"], np.float32), module.weight_ih_l0.float().detach().numpy().T
+    )

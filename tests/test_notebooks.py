@@ -22,7 +22,12 @@ def test_notebook_runs(path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute()
+    try:
+        client.execute()
+    except nbclient.exceptions.CellTimeoutError as error:
+        # nbclient's message shows the cell's source; add which cell of which notebook
+        started = [i for i, c in enumerate(notebook.cells) if c.get("execution_count")]
+        pytest.fail(f"{path.name}: cell {started[-1] if started else '?'} timed out: {error}")
     errors = [
         o
         for c in notebook.cells

@@ -144,6 +144,48 @@ def test_train_step_matches_hand_written_adam():
     assert int(state.step) == 3
 
 
+def test_scheduled_learning_rate_is_recorded_as_the_rate_each_update_used():
+    schedule = optax.linear_schedule(0.1, 0.01, transition_steps=8)
+    for skip in (False, True):
+        opt = optax.chain(
+            optax.clip_by_global_norm(1.0),
+            optax.inject_hyperparams(optax.sgd)(learning_rate=schedule),
+        )
+        step = training.make_train_step(linear_loss, opt, skip_nonfinite=skip)
+        state = training.init_train_state(
+            jax.random.key(0), {"w": jnp.zeros(3)}, opt, skip_nonfinite=skip
+        )
+        rows = fit(state, 10, nan_free, step).history
+        np.testing.assert_allclose(
+            [r["learning_rate"] for r in rows], [schedule(s) for s in range(10)], rtol=1e-6
+        )
+    # It is the rate the update used: SGD moves w by -lr * (clipped) gradient.
+    w = np.zeros(3)
+    for s in range(3):
+        key = jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, 0), s))[0]
+        batch = nan_free(key, s)
+        g = np.asarray(jax.grad(lambda p: linear_loss(p, batch, None)[0])({"w": w})["w"])
+        g = g * min(1.0, 1.0 / np.linalg.norm(g))
+        w = w - rows[s]["learning_rate"] * g
+    result = fit(state, 3, nan_free, step)
+    np.testing.assert_allclose(result.state.params["w"], w, rtol=1e-5)
+
+
+def test_several_injected_learning_rates_warn_unless_one_is_given():
+    def opt(lr):
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr)
+
+    both = optax.multi_transform({"a": opt(0.1), "b": opt(0.2)}, {"w": "a", "v": "b"})
+    params = {"w": jnp.zeros(3), "v": jnp.zeros(())}
+    batch = nan_free(jax.random.key(0), 0)
+    state = training.init_train_state(jax.random.key(0), params, both)
+    with pytest.warns(UserWarning, match=r"2 learning rates .*none is recorded"):
+        _, metrics = training.make_train_step(linear_loss, both)(state, batch)
+    assert "learning_rate" not in metrics
+    _, metrics = training.make_train_step(linear_loss, both, learning_rate=0.3)(state, batch)
+    assert metrics["learning_rate"] == pytest.approx(0.3)
+
+
 def test_fit_equals_python_loop_of_train_steps_and_loss_falls():
     state = new_state()
     result = fit(state, 60)
@@ -445,11 +487,37 @@ def nan_free(key, step):
     return {"x": x, "y": x @ jnp.array([1.0, -2.0, 0.5])}
 
 
-def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+def tensorboard_points(directory):
+    """Returns [(tag, step, value)] of every scalar in the event files of ``directory``."""
     import struct
 
     from tensorboardX.proto import event_pb2
 
+    points = []
+    for path in sorted(directory.iterdir()):
+        data = path.read_bytes()
+        # TFRecord framing: length (8 bytes), its CRC (4), the Event proto, its CRC (4)
+        while len(data) >= 12:
+            (n,) = struct.unpack("<Q", data[:8])
+            if len(data) < 12 + n + 4:  # a record cut short by a killed writer
+                break
+            event = event_pb2.Event.FromString(data[12 : 12 + n])
+            data = data[12 + n + 4 :]
+            points += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return points
+
+
+def scalar_points(rows):
+    """Returns [(tag, step, value)] that TensorBoard should hold for metrics.jsonl's ``rows``."""
+    return [
+        (k, row["step"], float(np.float32(v)))
+        for row in rows
+        for k, v in row.items()
+        if k != "step" and not k.startswith("train/") and isinstance(v, float | int)
+    ]
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     result = training.fit(
         LINEAR_STEP,
         linear_state(),
@@ -460,17 +528,70 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
         progress=False,
         tensorboard=True,
     )
-    # TFRecord framing: length (8 bytes), its CRC (4), the Event proto, its CRC (4)
-    scalars = {}
-    for path in (tmp_path / "tensorboard").iterdir():
-        data = path.read_bytes()
-        while data:
-            (n,) = struct.unpack("<Q", data[:8])
-            event = event_pb2.Event.FromString(data[12 : 12 + n])
-            data = data[12 + n + 4 :]
-            for value in event.summary.value:
-                scalars[(value.tag, event.step)] = value.simple_value
-    for row in result.history:
-        if "loss" in row:
-            assert scalars[("loss", row["step"])] == pytest.approx(row["loss"], rel=1e-6)
-    assert len([k for k in scalars if k[0] == "loss"]) == 10
+    points = tensorboard_points(tmp_path / "tensorboard")
+    assert sorted(points) == sorted(scalar_points(result.history))
+    assert [step for tag, step, _ in points if tag == "loss"] == list(range(10))
+
+
+KILLED_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {test_dir!r})
+    import test_training as t
+    from rnnjax import training
+
+    def hook(state):
+        if int(state.step) == 15:
+            time.sleep(1.0)  # tensorboardX's writer thread writes the rows of steps 10-14
+        if int(state.step) == 20:  # before checkpoint 20 is saved: the latest stays 10
+            print("READY", flush=True)
+            time.sleep(600)
+        return {{}}
+
+    training.fit(
+        t.LINEAR_STEP, t.linear_state(), t.nan_free, 30, run_dir={run_dir!r}, hooks=[hook],
+        schedule=training.Schedule(chunk_size=5, checkpoint_every=10, hook_every=5),
+        progress=False, tensorboard=True,
+    )
+""")
+
+
+def test_resume_after_kill_logs_each_step_once_in_tensorboard(tmp_path, capsys):
+    script = KILLED_SCRIPT.format(test_dir=os.path.dirname(__file__), run_dir=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                break
+        proc.send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert checkpoints.checkpoint_steps(tmp_path / "checkpoints") == [10]
+    killed = tensorboard_points(tmp_path / "tensorboard")
+    assert {step for tag, step, _ in killed if tag == "loss"} >= set(range(15))
+
+    result = training.fit(
+        LINEAR_STEP,
+        linear_state(),
+        nan_free,
+        30,
+        run_dir=tmp_path,
+        schedule=training.Schedule(chunk_size=5, checkpoint_every=10),
+        progress=False,
+        tensorboard=True,
+    )
+    resumed_from = str(tmp_path / "checkpoints" / "10")
+    assert (
+        f"Resuming {tmp_path} from step 10 (checkpoint {resumed_from})." in capsys.readouterr().err
+    )
+    rows = training.read_metrics(tmp_path)
+    assert rows == result.history
+    assert [r["step"] for r in rows if "loss" in r] == list(range(30))
+    points = tensorboard_points(tmp_path / "tensorboard")
+    assert sorted(points) == sorted(scalar_points(rows))
+    assert [step for tag, step, _ in points if tag == "loss"] == list(range(30))
+    assert not [tag for tag, _, _ in points if tag.startswith("train/")]

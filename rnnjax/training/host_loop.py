@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import signal
 import sys
@@ -45,7 +44,6 @@ from rnnjax.training.step import (
 )
 
 Hook = Callable[[TrainState], Mapping[str, Any]]
-_log = logging.getLogger(__name__)
 
 
 def _check_interval(name: str, value: Any, allow_none: bool = True) -> None:
@@ -324,8 +322,6 @@ def fit(
             best = stack.enter_context(
                 checkpoints.open_checkpoints(os.path.join(run_dir, "best"), keep=1)
             )
-        if tensorboard and lead:
-            writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir)))
     with processes.note_failure(run_dir), stack:
         if manager is not None and manager.all_steps():
             if not resume:
@@ -340,11 +336,18 @@ def fit(
             history = [r for r in files.read_metrics(run_dir) if r["step"] < start]
             if lead:
                 files.write_metrics(run_dir, history)
-            _log.info("resumed %s from step %d", run_dir, start)
+                print(
+                    f"Resuming {run_dir} from step {start} (checkpoint "
+                    f"{os.path.join(os.fspath(manager.directory), str(start))}).",
+                    file=sys.stderr,
+                )
         else:
             start = checkpoints.checkpoint_step(state)
             if run_dir is not None and lead:
                 files.write_metrics(run_dir, [])
+        if tensorboard and lead:
+            assert run_dir is not None  # checked above
+            writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir, history)))
         if start > num_steps:
             raise ValueError(f"the state is at step {start}, past num_steps={num_steps}")
         return _loop(
@@ -369,7 +372,13 @@ def fit(
         )
 
 
-def _tensorboard_writer(run_dir: str):
+def _tensorboard_writer(run_dir: str, history: Sequence[dict]):
+    """Returns a tensorboardX writer of ``run_dir/tensorboard`` holding exactly ``history``.
+
+    The event files are rewritten from ``metrics.jsonl``'s rows: a run killed after its
+    last checkpoint had already logged the steps that the resumed run redoes, and event
+    files cannot be truncated, so appending would show those steps twice.
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError as e:
@@ -377,14 +386,25 @@ def _tensorboard_writer(run_dir: str):
             "fit(tensorboard=True) needs tensorboardX: pip install "
             "'rnnjax[tensorboard]' (or tensorboardX)"
         ) from e
-    return SummaryWriter(os.path.join(run_dir, "tensorboard"))
+    directory = os.path.join(run_dir, "tensorboard")
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith("events.out.tfevents."):
+                os.remove(os.path.join(directory, name))
+    writer = SummaryWriter(directory)
+    _write_scalars(writer, history)
+    return writer
 
 
 def _write_scalars(writer: Any, rows: Sequence[dict]) -> None:
-    """Writes each row's scalars (and each vmapped run's, as ``key/run<i>``)."""
+    """Writes each row's scalars (and each vmapped run's, as ``key/run<i>``).
+
+    ``train/*`` keys are left out: they repeat, at the last step, the training metrics of the
+    step before, which TensorBoard already shows under their own names.
+    """
     for row in rows:
         for k, v in row.items():
-            if k == "step" or isinstance(v, (bool, str)):
+            if k == "step" or k.startswith("train/") or isinstance(v, (bool, str)):
                 continue
             if isinstance(v, (int, float)):
                 writer.add_scalar(k, v, row["step"])

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -122,11 +123,18 @@ def eval_key(key: Array, step: Array) -> Array:
     return jax.random.fold_in(jax.random.fold_in(key, 1), step)
 
 
-def _learning_rate(opt_state: Any) -> Array | None:
-    try:
-        return optax.tree_utils.tree_get(opt_state, "learning_rate")
-    except KeyError:  # several injected learning rates (e.g. multi_transform): none is "the" lr
-        return None
+def _injected_learning_rates(opt_state: Any) -> list[tuple[str, Array]]:
+    """Returns ``(path, value)`` of each learning rate ``optax.inject_hyperparams`` put in the state.
+
+    Only values in a ``hyperparams`` dict count: with a schedule, the state also holds the
+    schedule's own state under ``hyperparams_states['learning_rate']``, which is not a rate.
+    """
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate")
+    return [
+        (jax.tree_util.keystr(path), value)
+        for path, value in found
+        if len(path) >= 2 and getattr(path[-2], "name", None) == "hyperparams"
+    ]
 
 
 def make_train_step(
@@ -145,14 +153,17 @@ def make_train_step(
       loss_fn: ``loss_fn(params, batch, key) -> (loss, aux)`` with a scalar ``loss`` and a
         dict ``aux`` of scalar metrics; ``key`` is fresh each step (for dropout).
       optimizer: an Optax transformation. Wrap it in ``optax.inject_hyperparams`` for its
-        learning rate to appear in the metrics (and to vmap over learning rates).
+        learning rate (a constant or a schedule) to appear in the metrics (and to vmap over
+        learning rates): the rate the update of step ``s`` used, ``schedule(s)``.
       skip_nonfinite: ``False`` (default) applies every update, so a non-finite gradient
         makes the parameters non-finite and :func:`fit` stops. ``True`` wraps the optimizer
         in ``optax.apply_if_finite`` so updates with non-finite gradients are skipped and
         counted (``metrics["nonfinite_count"]``); an int ``n`` gives up after ``n``
         consecutive skips. Initialise the state with the same value.
       learning_rate: a float or schedule ``step -> lr`` to record as
-        ``metrics["learning_rate"]`` when the optimizer state holds no ``learning_rate``.
+        ``metrics["learning_rate"]`` when the optimizer state holds not exactly one injected
+        ``learning_rate`` (with several, as from ``optax.multi_transform``, and no
+        ``learning_rate`` here, a warning says none is recorded).
 
     Returns:
       ``train_step``; its metrics are scalars: ``loss``, ``grad_norm`` (global norm of the
@@ -186,9 +197,18 @@ def make_train_step(
             param_norm=optax.global_norm(state.params),
             nonfinite=nonfinite.astype(jnp.int32),
         )
-        lr = _learning_rate(opt_state)
+        injected = _injected_learning_rates(opt_state)
+        lr = injected[0][1] if len(injected) == 1 else None
         if lr is None and learning_rate is not None:
             lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
+        elif len(injected) > 1:
+            warnings.warn(
+                f"the optimizer state holds {len(injected)} learning rates (at "
+                f"{', '.join(path for path, _ in injected)}), so none is recorded as "
+                f"metrics['learning_rate']; pass make_train_step(..., learning_rate=...) "
+                f"to record one",
+                stacklevel=2,
+            )
         if lr is not None:
             metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
         if isinstance(opt_state, optax.ApplyIfFiniteState):
