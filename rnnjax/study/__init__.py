@@ -639,7 +639,9 @@ def verdict(config: Config, records: list[dict]) -> list[str]:
             f"({'solves it' if g <= frac else 'does not reach ' + str(frac)})"
         )
     # The control (every cell solves the shortest T) exists only when a shorter T was run.
-    short = {c: med(c, t_short) for c in have} if t_short < t_long else {}
+    # In table order (a set's order of strings changes from one process to the next).
+    ordered = [c for c in ("elman", "lstm", "gru") if c in have]
+    short = {c: med(c, t_short) for c in ordered} if t_short < t_long else {}
     if short:
         lines.append(
             f"at T={t_short}: "
