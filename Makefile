@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 study: $(VENV)/.installed
-	$(PY) experiments/vanishing_gradients.py --preset quick
+	$(PY) -m rnnjax.study --preset quick
 
 # What CI (.ci/run) runs: `make lint` and `make docs` (about a minute), then the suite
 # without the slow end-to-end runs (about 7 minutes on 2 cores) ...

@@ -22,7 +22,14 @@ from sphinx.util.inventory import InventoryFile
 import rnnjax
 
 # Public modules that `import rnnjax` does not import, or not under rnnjax.__all__.
-EXPLICIT = ["rnnjax.linen", "rnnjax.nnx", "rnnjax.launch", "rnnjax.probes"]
+EXPLICIT = [
+    "rnnjax.linen",
+    "rnnjax.nnx",
+    "rnnjax.launch",
+    "rnnjax.probes",
+    "rnnjax.lags",
+    "rnnjax.study",
+]
 
 
 def public_modules() -> list[types.ModuleType]:

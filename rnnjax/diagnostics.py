@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 
 from rnnjax import householder, padding, probes
 from rnnjax.cells import ELMAN_UPDATES, Cell, GatedStep
+from rnnjax.lags import gradient_by_lag, layer_gradient_by_lag  # noqa: F401  (re-exported)
 from rnnjax.scan import check_inputs, initial_carry, scan
 
 __all__ = [

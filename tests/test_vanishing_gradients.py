@@ -1,5 +1,7 @@
-"""Smoke test of experiments/vanishing_gradients.py at a tiny size: every output file is made and well-formed."""
+"""Smoke test of experiments/vanishing_gradients.py (a thin use of rnnjax.study) at a tiny
+size: every output file is made and well-formed, and the command line is the one it had."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -41,6 +43,8 @@ TINY = [
     "16",
     "--diag-size",
     "4",
+    "--lag-size",
+    "2",
     "--no-progress",
 ]
 
@@ -74,6 +78,10 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
             "solved",
             "grad_ratio_init",
             "grad_ratio_final",
+            "jacobian_norm_first_init",
+            "lyapunov_max_init",
+            "long_lag_fraction_init",
+            "long_lag_fraction_final",
         ):
             assert key in r, key
         assert r["task"] == "adding" and r["T"] == 4 and r["steps"] == 4
@@ -95,6 +103,7 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
         "learning_curves",
         "gradient_norms",
         "gradient_heatmap",
+        "gradient_by_lag",
     ):
         path = os.path.join(run_dir, "figures", name + ".png")
         with open(path, "rb") as f:
@@ -107,6 +116,8 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
         assert g["hook_steps"] == [0, 2, 4]
         assert [len(g["grad_norms"][0]), len(g["grad_norms"][0][0])] == [2, 4]  # (seeds, T)
         assert len(g["train_loss"]) == 2 and len(g["train_loss"][0]) == 4  # (seeds, steps)
+        for key in ("jacobian_norms_init", "lag_norms_init", "lag_norms_final"):
+            assert [len(g[key]), len(g[key][0])] == [2, 4], key  # (seeds, T)
         assert os.path.exists(os.path.join(run_dir, group, "metrics.jsonl"))
 
     # Rerunning the same config resumes: finished groups are loaded, not retrained.
@@ -115,7 +126,7 @@ def test_tiny_study_writes_every_output(tmp_path, capsys):
     assert "done earlier, loaded" in capsys.readouterr().err
 
     # A different config in the same run dir is refused rather than mixed in.
-    with pytest.raises(SystemExit, match="different config"):
+    with pytest.raises(SystemExit, match="config differs"):
         vg.main(TINY + ["--run-dir", run_dir, "--learning-rate", "0.5"])
 
 
@@ -123,7 +134,7 @@ def test_flags_cover_every_field_and_override_the_preset(capsys):
     with pytest.raises(SystemExit):
         vg.parse_args(["--help"])
     text = capsys.readouterr().out
-    for field in vg.dataclasses.fields(vg.Config):
+    for field in dataclasses.fields(vg.Config):
         assert "--" + field.name.replace("_", "-") in text, field.name
     config, args = vg.parse_args(["--preset", "full", "--num-seeds", "2", "--lengths", "7", "9"])
     assert config.num_seeds == 2 and config.lengths == (7, 9)
