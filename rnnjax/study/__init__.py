@@ -825,7 +825,7 @@ def make_figures(
                 },
                 ax=ax,
                 title=f"{cell.label}, T = {t_long}",
-                ylabel=r"$\|\partial L / \partial h_t\|$ (median over seeds)",
+                ylabel=r"$\|\partial L / \partial \mathrm{state}_t\|$ (median over seeds)",
             )
     save(axes[0].figure, "gradient_norms.png")
 
