@@ -1,7 +1,8 @@
 """rnnjax: recurrent networks as pure functions in JAX, and the study of their gradient flow.
 
 Cells (``elman``, ``lstm``, ``gru``) are records of pure functions for one example and one
-step; ``scan`` is the time loop; layers (``recurrent``, ``bidirectional``, ``stack``) map
+step; ``scan`` is the time loop (the fastest loop the cell has; ``reference_scan`` is the loop
+as written, ``scan_path`` says which runs); layers (``recurrent``, ``bidirectional``, ``stack``) map
 whole sequences; batching is ``jax.vmap``. ``rnnjax.linen`` and ``rnnjax.nnx`` (imported
 explicitly) wrap the same functions as Flax modules.
 """
@@ -9,12 +10,10 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     attention,
     checkpoints,
-    checks,
     data,
     datasets,
     decoding,
     diagnostics,
-    fused,
     householder,
     initializers,
     interop,
@@ -45,7 +44,7 @@ from rnnjax.models import (
     one_to_one,
 )
 from rnnjax.padding import reverse_valid
-from rnnjax.scan import scan
+from rnnjax.scan import reference_scan, scan, scan_path
 from rnnjax.training import (
     TrainState,
     fit,
@@ -67,6 +66,8 @@ __all__ = [
     "irnn",
     "lstm",
     "scan",
+    "reference_scan",
+    "scan_path",
     "reverse_valid",
     # cells linear in their state (parallel over time: rnnjax.parallel_in_time)
     "LinearStep",
@@ -100,11 +101,9 @@ __all__ = [
     # modules
     "attention",
     "checkpoints",
-    "checks",
     "data",
     "datasets",
     "diagnostics",
-    "fused",
     "householder",
     "initializers",
     "interop",

@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["Batch", "ahead", "bucket_batches", "forecast_pairs", "pad", "windows"]
+
 # ------------------------------------------------------------------------------- windows
 
 

@@ -28,6 +28,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = [
+    "ANOMALY_SETS",
+    "Anomalies",
+    "Classification",
+    "SERIES",
+    "Series",
+    "co2_monthly",
+    "elnino_monthly",
+    "gutentag_anomaly",
+    "read_timeeval_csv",
+    "read_ts",
+    "sunspots_yearly",
+    "uea_classification",
+    "ucr_anomaly",
+]
+
 # ------------------------------------------------------------------------------ locating
 
 

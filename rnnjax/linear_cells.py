@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from rnnjax import checks, initializers
 from rnnjax.cells import Cell
 
+__all__ = ["LinearStep", "lru", "mingru", "minlstm"]
+
 Array = jax.Array
 Params = dict[str, Array]
 

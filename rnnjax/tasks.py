@@ -20,6 +20,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+__all__ = [
+    "TASKS",
+    "Task",
+    "adding_baseline",
+    "adding_problem",
+    "copy_baseline",
+    "copy_memory",
+    "make_task",
+    "sample_batch",
+    "temporal_order",
+    "temporal_order_baseline",
+]
+
 Array = jax.Array
 
 
