@@ -11,6 +11,7 @@ Composition is plain functions: :func:`recurrent` lifts a cell to a layer,
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -100,18 +101,6 @@ def _params_checker(init: Callable[[Array, int], Any]) -> Callable[[Any, Any], N
 _UNCHECKED_APPLY: weakref.WeakKeyDictionary[Callable, Callable] = weakref.WeakKeyDictionary()
 
 
-def _with_params_check(init: Callable, apply: Callable) -> Callable:
-    """Returns ``apply`` that first checks its ``params`` against what ``init`` makes."""
-    check = _params_checker(init)
-
-    def checked_apply(params, xs, **kwargs):
-        check(params, xs)
-        return apply(params, xs, **kwargs)
-
-    _UNCHECKED_APPLY[checked_apply] = apply
-    return checked_apply
-
-
 def recurrent(
     cell: Cell,
     reverse: bool = False,
@@ -138,22 +127,21 @@ def recurrent(
     _check_cell("cell", cell)
     loop.check_options(cell, impl, remat)
 
+    check_params = _params_checker(cell.init)
+    scan = functools.partial(loop.dispatch, reverse=reverse, unroll=unroll, impl=impl, remat=remat)
+
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
+        check_params(params, xs)
         carry, length = loop.check_args(cell, params, xs, carry, length)
-        return loop.dispatch(
-            cell,
-            params,
-            xs,
-            carry,
-            length,
-            reverse=reverse,
-            unroll=unroll,
-            remat=remat,
-            impl=impl,
-        )
+        return scan(cell, params, xs, carry, length)
 
-    apply = _with_params_check(cell.init, apply)
+    def unchecked(params, xs, *, length=None, carry=None, key=None, train=False):
+        del key, train
+        carry, length = loop.check_args(cell, params, xs, carry, length)
+        return scan(cell, params, xs, carry, length)
+
+    _UNCHECKED_APPLY[apply] = unchecked
     return Layer(cell.init, apply, cell.hidden_size, cell.initial_carry)
 
 
@@ -211,10 +199,7 @@ def bidirectional(
     loop.check_options(forward_cell, impl, remat)
     loop.check_options(backward_cell, impl, remat)
 
-    def scan(cell, params, xs, carry, length, reverse=False):  # arguments checked
-        return loop.dispatch(
-            cell, params, xs, carry, length, reverse=reverse, unroll=unroll, impl=impl, remat=remat
-        )
+    scan = functools.partial(loop.dispatch, unroll=unroll, impl=impl, remat=remat)
 
     if merge not in _MERGES:
         raise ValueError(f"merge must be one of {sorted(_MERGES)}, got {merge!r}")
@@ -242,7 +227,13 @@ def bidirectional(
             backward_cell.initial_carry(params["backward"]),
         )
 
+    check_params = _params_checker(init)
+
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
+        check_params(params, xs)
+        return unchecked(params, xs, length=length, carry=carry, key=key, train=train)
+
+    def unchecked(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
         p_f, p_b = params["forward"], params["backward"]
         if carry is not None and not (isinstance(carry, (tuple, list)) and len(carry) == 2):
@@ -252,7 +243,9 @@ def bidirectional(
             )
         c_f, c_b = (None, None) if carry is None else carry
         c_f, length = loop.check_args(forward_cell, p_f, xs, c_f, length)
-        c_b, _ = loop.check_args(backward_cell, p_b, xs, c_b, length)
+        if backward_cell.input_size is not None and backward_cell is not forward_cell:
+            loop.check_inputs(backward_cell, p_b, xs)
+        c_b = loop.initial_carry(backward_cell, p_b, c_b)
         if probes.active():  # probed for gradient flow: each direction its own named loop
             with probes.scope("forward"):
                 final_f, ys_f = scan(forward_cell, p_f, xs, c_f, length)
@@ -262,8 +255,8 @@ def bidirectional(
         xs_b = padding.reverse_valid(xs, length)
         if same_step and _same_shapes(p_f, p_b) and _same_shapes(c_f, c_b):
             stacked = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)
-            run = jax.vmap(lambda p, x, c: scan(forward_cell, p, x, c, length))
-            final, ys = run(stacked(p_f, p_b), jnp.stack([xs, xs_b]), stacked(c_f, c_b))
+            run = jax.vmap(functools.partial(scan, forward_cell), (0, 0, 0, None))
+            final, ys = run(stacked(p_f, p_b), jnp.stack([xs, xs_b]), stacked(c_f, c_b), length)
             final_f = jax.tree.map(lambda a: a[0], final)
             final_b = jax.tree.map(lambda a: a[1], final)
             ys_f, ys_b = ys[0], ys[1]
@@ -272,7 +265,8 @@ def bidirectional(
             final_b, ys_b = scan(backward_cell, p_b, xs_b, c_b, length)
         return (final_f, final_b), merge_fn(ys_f, padding.reverse_valid(ys_b, length))
 
-    return Layer(init, _with_params_check(init, apply), output_size, initial_carry)
+    _UNCHECKED_APPLY[apply] = unchecked
+    return Layer(init, apply, output_size, initial_carry)
 
 
 def dropout(key: Array, rate: float, x: Array) -> Array:
@@ -341,7 +335,7 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
         use_dropout = train and dropout > 0.0 and len(layers) > 1
         if use_dropout and key is None:
             raise ValueError("stack(dropout>0).apply(train=True) needs a key, got key=None")
-        carries = initial_carry(params) if carry is None else carry
+        carries = [None] * len(layers) if carry is None else carry  # None: each its default
         if len(carries) != len(layers):
             raise ValueError(
                 f"carry must be a list of {len(layers)} per-layer carries, got {len(carries)}"

@@ -121,6 +121,7 @@ def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Array, length: 
 
 # ------------------------------------------------------------------------------ Newton
 
+#: The Newton methods, by name: an ``impl`` of :func:`rnnjax.scan` or a :class:`Newton` ``method``.
 METHODS = ("deer", "quasi-deer", "elk")
 ON_FAILURE = ("fallback", "raise")
 

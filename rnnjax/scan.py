@@ -27,7 +27,7 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 
-from rnnjax import fused, padding, parallel_in_time, probes
+from rnnjax import checks, fused, padding, parallel_in_time, probes
 from rnnjax.cells import Cell
 from rnnjax.linear_cells import LinearStep
 
@@ -115,7 +115,7 @@ def check_options(cell: Cell, impl: Any, remat: Any) -> None:
             f"impl must be 'auto', 'fused', 'reference', 'parallel', one of "
             f"{parallel_in_time.METHODS} or a rnnjax.parallel_in_time.Newton, got {impl!r}"
         )
-    ok_int = isinstance(remat, int) and not isinstance(remat, bool) and remat > 0
+    ok_int = checks.is_int(remat) and remat > 0
     if not (remat is None or remat == "sqrt" or ok_int):
         raise ValueError(f"remat must be None, 'sqrt' or a positive int, got {remat!r}")
     if impl == "fused" and fused.gated_step(cell) is None:
@@ -244,7 +244,7 @@ def _reference_loop(
 def _segment_length(remat: Any, num_steps: int) -> int:
     if remat == "sqrt":  # ceil(sqrt(T))
         return max(1, math.isqrt(max(num_steps - 1, 0)) + 1)
-    return remat
+    return int(remat)
 
 
 def _segmented(run, carry, xs, length, seg):

@@ -5,6 +5,7 @@ a Python loop and PyTorch in test_scan.py/test_interop.py. Gradients of the fast
 custom VJP) are also checked against central finite differences.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,8 +56,8 @@ def _fused(**options):
 
 
 def _close(a, b, tol=1e-5):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
+    # chex names the leaf that differs (e.g. the w_hh gradient), and checks the structure too
+    chex.assert_trees_all_close(a, b, rtol=tol, atol=tol)
 
 
 # The loop layouts the backends use by default: on CPU the input projection is in the loop
@@ -101,13 +102,20 @@ def test_elman_backward_for_each_activation_matches_reference(activation):
     _close(grad(_fused()), grad(rnnjax.reference_scan))
 
 
-def test_outputs_match_reference_per_step():
-    cell, params, xs, carry, _lengths = _inputs("lstm")
-    x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
-    want_final, want_ys = rnnjax.reference_scan(cell, params, x, carry=c, length=4, reverse=True)
-    got_final, got_ys = rnnjax.scan(cell, params, x, carry=c, length=4, reverse=True, impl="fused")
-    _close((got_final, got_ys), (want_final, want_ys), 1e-6)
-    np.testing.assert_array_equal(np.asarray(got_ys[4:]), 0.0)  # padding emits zeros
+class OutputsPerStep(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_outputs_match_reference_per_step(self):
+        cell, params, xs, carry, _lengths = _inputs("lstm")
+        x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
+        kw = dict(carry=c, length=4, reverse=True)
+        want_final, want_ys = self.variant(lambda p: rnnjax.reference_scan(cell, p, x, **kw))(
+            params
+        )
+        got_final, got_ys = self.variant(lambda p: rnnjax.scan(cell, p, x, impl="fused", **kw))(
+            params
+        )
+        _close((got_final, got_ys), (want_final, want_ys), 1e-6)
+        np.testing.assert_array_equal(np.asarray(got_ys[4:]), 0.0)  # padding emits zeros
 
 
 def test_gradient_matches_finite_differences():
