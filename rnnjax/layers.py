@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks, padding, probes
-from rnnjax import scan as loop
 from rnnjax.cells import Cell
+from rnnjax.scan import check_args, check_inputs, check_options, dispatch
+from rnnjax.scan import initial_carry as carry_or_default
 
 __all__ = ["Layer", "bidirectional", "dropout", "recurrent", "stack"]
 
@@ -125,20 +126,20 @@ def recurrent(
     ``jax.jacfwd``) needs ``impl="reference"``.
     """
     _check_cell("cell", cell)
-    loop.check_options(cell, impl, remat)
+    check_options(cell, impl, remat)
 
     check_params = _params_checker(cell.init)
-    scan = functools.partial(loop.dispatch, reverse=reverse, unroll=unroll, impl=impl, remat=remat)
+    scan = functools.partial(dispatch, reverse=reverse, unroll=unroll, impl=impl, remat=remat)
 
     def apply(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
         check_params(params, xs)
-        carry, length = loop.check_args(cell, params, xs, carry, length)
+        carry, length = check_args(cell, params, xs, carry, length)
         return scan(cell, params, xs, carry, length)
 
     def unchecked(params, xs, *, length=None, carry=None, key=None, train=False):
         del key, train
-        carry, length = loop.check_args(cell, params, xs, carry, length)
+        carry, length = check_args(cell, params, xs, carry, length)
         return scan(cell, params, xs, carry, length)
 
     _UNCHECKED_APPLY[apply] = unchecked
@@ -196,10 +197,10 @@ def bidirectional(
     _check_cell("forward_cell", forward_cell)
     backward_cell = forward_cell if backward_cell is None else backward_cell
     _check_cell("backward_cell", backward_cell)
-    loop.check_options(forward_cell, impl, remat)
-    loop.check_options(backward_cell, impl, remat)
+    check_options(forward_cell, impl, remat)
+    check_options(backward_cell, impl, remat)
 
-    scan = functools.partial(loop.dispatch, unroll=unroll, impl=impl, remat=remat)
+    scan = functools.partial(dispatch, unroll=unroll, impl=impl, remat=remat)
 
     if merge not in _MERGES:
         raise ValueError(f"merge must be one of {sorted(_MERGES)}, got {merge!r}")
@@ -242,10 +243,10 @@ def bidirectional(
                 f"got {type(carry).__name__}"
             )
         c_f, c_b = (None, None) if carry is None else carry
-        c_f, length = loop.check_args(forward_cell, p_f, xs, c_f, length)
+        c_f, length = check_args(forward_cell, p_f, xs, c_f, length)
         if backward_cell.input_size is not None and backward_cell is not forward_cell:
-            loop.check_inputs(backward_cell, p_b, xs)
-        c_b = loop.initial_carry(backward_cell, p_b, c_b)
+            check_inputs(backward_cell, p_b, xs)
+        c_b = carry_or_default(backward_cell, p_b, c_b)
         if probes.active():  # probed for gradient flow: each direction its own named loop
             with probes.scope("forward"):
                 final_f, ys_f = scan(forward_cell, p_f, xs, c_f, length)
