@@ -155,7 +155,7 @@ def time_case(
     calls = {}
     for impl in impls:
         fwd, fwd_bwd = programs(cell, impl, params, xs)
-        entry = record["impls"][impl] = {"path": rnnjax.fused.path(cell, impl)}
+        entry = record["impls"][impl] = {"path": rnnjax.scan_path(cell, impl)}
         for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
             t0 = time.perf_counter()
             jax.block_until_ready(fn(params, xs))

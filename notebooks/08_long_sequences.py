@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import rnnjax
-from rnnjax import diagnostics, fused, parallel_in_time, readouts, tasks
+from rnnjax import diagnostics, parallel_in_time, readouts, tasks
 
 sys.path.insert(0, os.path.join(os.pardir, "experiments"))
 import benchmark_parallel
@@ -66,7 +66,7 @@ print("JAX", jax.__version__, "on", jax.devices()[0].platform, f"| T = {T}, H = 
 # `rnnjax.LinearStep(coefficients, output)`. `rnnjax.scan` runs that step in `lax.scan` (the
 # reference); `impl="parallel"` computes the coefficients of all steps at once and the
 # states with one associative scan over them — the same two functions, so an edited cell
-# cannot be silently replaced. `fused.path` says which loop runs. The LRU's state is complex
+# cannot be silently replaced. `rnnjax.scan_path` says which loop runs. The LRU's state is complex
 # (Λ = diag(exp(−exp(ν) + i exp(θ))), initialised on the ring $0.9 \le |λ| \le 0.999$ with
 # phases up to π/10, the paper's long-range setting); minGRU and minLSTM scan in log space.
 
@@ -95,7 +95,7 @@ for name, cell in linear_cells.items():
         for a, b in zip(jax.tree.leaves(g_par), jax.tree.leaves(g_seq))
     )
     print(
-        f"{name:8s} path {fused.path(cell, 'parallel')!r:11s} "
+        f"{name:8s} path {rnnjax.scan_path(cell, 'parallel')!r:11s} "
         f"max |ys parallel - rnnjax.scan| = {float(jnp.max(jnp.abs(ys_par - ys_scan))):.1e}; "
         f"gradients: largest relative difference {grad_err:.1e}"
     )

@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import rnnjax
-from rnnjax import diagnostics, fused, registry
+from rnnjax import diagnostics, registry
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 H = 8 if QUICK else 16  # hidden units (the selective SSM: H channels of N = 16 states)
@@ -64,11 +64,13 @@ xs = jax.random.normal(k_x, (NUM_SEQ, T, I))
 cells = {name: registry.make_cell(name, H) for name in NAMES}
 params = {name: cell.init(k_w, I) for name, cell in cells.items()}
 spec = registry.CELLS
-for name, cell in cells.items():  # which loop each runs: rnnjax.fused.path
+for name, cell in cells.items():  # which loop each runs: rnnjax.scan_path
     state = jax.flatten_util.ravel_pytree(cell.initial_carry(params[name]))[0]
+    linear = isinstance(cell.step, rnnjax.LinearStep)  # only those run as one associative scan
+    parallel = rnnjax.scan_path(cell, "parallel") if linear else "-"
     print(
         f"{spec[name].label:26s} state size {state.size:4d} | impl='auto': "
-        f"{fused.path(cell):9s} impl='parallel': {fused.path(cell, 'parallel')}"
+        f"{rnnjax.scan_path(cell):9s} impl='parallel': {parallel}"
     )
 
 # %% [markdown]

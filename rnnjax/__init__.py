@@ -1,7 +1,8 @@
 """rnnjax: recurrent networks as pure functions in JAX, and the study of their gradient flow.
 
 Cells (``elman``, ``lstm``, ``gru``) are records of pure functions for one example and one
-step; ``scan`` is the time loop; layers (``recurrent``, ``bidirectional``, ``stack``) map
+step; ``scan`` is the time loop (the fastest loop the cell has; ``reference_scan`` is the loop
+as written, ``scan_path`` says which runs); layers (``recurrent``, ``bidirectional``, ``stack``) map
 whole sequences; batching is ``jax.vmap``. ``rnnjax.linen`` and ``rnnjax.nnx`` (imported
 explicitly) wrap the same functions as Flax modules.
 """
@@ -9,12 +10,10 @@ explicitly) wrap the same functions as Flax modules.
 from rnnjax import (
     attention,
     checkpoints,
-    checks,
     data,
     datasets,
     decoding,
     diagnostics,
-    fused,
     griffin,
     householder,
     initializers,
@@ -44,7 +43,7 @@ from rnnjax.linear_cells import LinearStep, lru, mingru, minlstm
 from rnnjax.mamba import selective_ssm
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_one
 from rnnjax.padding import reverse_valid
-from rnnjax.scan import scan
+from rnnjax.scan import reference_scan, scan, scan_path
 from rnnjax.seq2seq import Generator, encoder_decoder, one_to_many
 from rnnjax.training import (
     TrainState,
@@ -68,6 +67,8 @@ __all__ = [
     "irnn",
     "lstm",
     "scan",
+    "reference_scan",
+    "scan_path",
     "reverse_valid",
     # cells linear in their state (parallel over time: rnnjax.parallel_in_time)
     "LinearStep",
@@ -106,11 +107,9 @@ __all__ = [
     # modules
     "attention",
     "checkpoints",
-    "checks",
     "data",
     "datasets",
     "diagnostics",
-    "fused",
     "griffin",
     "householder",
     "initializers",

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 
 from rnnjax import checks, initializers
 
+__all__ = ["Cell", "GatedStep", "elman", "gated", "gru", "irnn", "lstm"]
+
 Array = jax.Array
 Params = dict[str, Array]
 Carry = Any

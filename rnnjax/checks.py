@@ -32,16 +32,19 @@ from jax.experimental import checkify
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
+__all__ = ["InvalidValueError", "checked"]
+
 Array = jax.Array
+
+
+def is_int(value: Any) -> bool:
+    """Returns whether ``value`` is an int: Python or NumPy, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def positive_int(name: str, value: Any) -> None:
     """Raises ValueError unless ``value`` is a positive int (Python or NumPy; not a bool)."""
-    if (
-        not isinstance(value, (int, np.integer))
-        or isinstance(value, (bool, np.bool_))
-        or value <= 0
-    ):
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
@@ -49,13 +52,24 @@ def _path_name(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
-def check_tree(expected: Any, received: Any, *, name: str = "params") -> None:
+def _dtype_kind(dtype: Any) -> str:
+    for kind in (jnp.bool_, jnp.integer, jnp.complexfloating, jnp.floating):
+        if jnp.issubdtype(dtype, kind):
+            return jnp.dtype(kind).name if kind is jnp.bool_ else kind.__name__
+    return jnp.dtype(dtype).name
+
+
+def check_tree(
+    expected: Any, received: Any, *, name: str = "params", exact_dtypes: bool = True
+) -> None:
     """Raises ValueError unless ``received`` has the structure, shapes and dtypes of ``expected``.
 
     ``expected`` is a pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. ``jax.eval_shape`` of
     an ``init``). The message names the first leaf that differs by its path
     (``params/rnn/0/forward/w_hh``), with the expected and the received shape and dtype, or
-    the keys that are missing or extra. Runs at trace time: free under ``jit``.
+    the keys that are missing or extra. With ``exact_dtypes=False`` a dtype need only be of
+    the same kind (floating, complex, integer, bool), so that parameters cast to another
+    precision pass. Runs at trace time: free under ``jit``.
     """
     exp_leaves = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
     got = dict(jax.tree_util.tree_flatten_with_path(received)[0])
@@ -69,15 +83,24 @@ def check_tree(expected: Any, received: Any, *, name: str = "params") -> None:
         )
     for path, e in exp_leaves.items():
         g = got[path]
-        g_shape, g_dtype = np.shape(g), getattr(g, "dtype", np.asarray(g).dtype)
+        # (a traced leaf under jit has a dtype; only a Python number needs converting)
+        g_shape = np.shape(g)
+        g_dtype = g.dtype if hasattr(g, "dtype") else np.asarray(g).dtype
         if tuple(g_shape) != tuple(e.shape):
             raise ValueError(
                 f"{name}/{_path_name(path)} must have shape {tuple(e.shape)} (what init makes "
                 f"for these inputs), got {tuple(g_shape)}"
             )
-        if jnp.dtype(g_dtype) != jnp.dtype(e.dtype):
+        same = (
+            jnp.dtype(g_dtype) == jnp.dtype(e.dtype)
+            if exact_dtypes
+            else _dtype_kind(g_dtype) == _dtype_kind(e.dtype)
+        )
+        if not same:
             raise ValueError(
-                f"{name}/{_path_name(path)} must have dtype {jnp.dtype(e.dtype)}, got {g_dtype}"
+                f"{name}/{_path_name(path)} must have dtype {jnp.dtype(e.dtype)}"
+                + ("" if exact_dtypes else f" (or another {_dtype_kind(e.dtype)} dtype)")
+                + f", got {g_dtype}"
             )
 
 

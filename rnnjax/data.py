@@ -30,12 +30,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rnnjax import checks
+
+__all__ = ["Batch", "ahead", "bucket_batches", "forecast_pairs", "pad", "windows"]
+
 # ------------------------------------------------------------------------------- windows
 
 
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if not checks.is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

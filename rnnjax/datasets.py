@@ -28,6 +28,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = [
+    "ANOMALY_SETS",
+    "Anomalies",
+    "Classification",
+    "SERIES",
+    "Series",
+    "co2_monthly",
+    "elnino_monthly",
+    "gutentag_anomaly",
+    "read_timeeval_csv",
+    "read_ts",
+    "sunspots_yearly",
+    "uea_classification",
+    "ucr_anomaly",
+]
+
 # ------------------------------------------------------------------------------ locating
 
 
@@ -139,6 +155,7 @@ def elnino_monthly() -> Series:
     )
 
 
+#: The forecasting series by name: ``SERIES[name]()`` returns a :class:`Series`.
 SERIES = {"co2": co2_monthly, "sunspots": sunspots_yearly, "elnino": elnino_monthly}
 
 
@@ -287,4 +304,5 @@ def gutentag_anomaly() -> Anomalies:
     )
 
 
+#: The anomaly-detection sets by name: ``ANOMALY_SETS[name]()`` returns :class:`Anomalies`.
 ANOMALY_SETS = {"ucr135": ucr_anomaly, "gutentag_ecg": gutentag_anomaly}

@@ -1,8 +1,9 @@
-"""A fast sequence implementation of the built-in cells, and rematerialisation in segments.
+"""The fast loop of the gated cells: what ``rnnjax.scan(..., impl="auto")`` runs for them.
 
-:func:`rnnjax.scan` runs ``cell.step`` once per time step: the readable reference. This
-module computes the same function faster, in the way cuDNN does (Appleyard, Kocisky &
-Blunsom 2016, "Optimizing performance of recurrent neural networks on GPUs"):
+:func:`rnnjax.reference_scan` runs ``cell.step`` once per time step: the readable
+reference. This module computes the same function faster, in the way cuDNN does
+(Appleyard, Kocisky & Blunsom 2016, "Optimizing performance of recurrent neural networks
+on GPUs"):
 
 1. the input projection ``x_t W_ih + b_ih`` of all T steps is ONE matmul before the loop
    (under ``vmap`` it is a single ``(B*T, I) @ (I, G*H)`` GEMM) on GPU and TPU; on
@@ -20,20 +21,14 @@ The loop below is derived from that step's own ``update`` (the element-wise equa
 between the two matmuls), so it computes ``cell.step`` whatever the update says; its
 derivative is JAX's VJP of the update, or a hand-written one registered for a built-in
 update (tested against autodiff of the update it belongs to). Any other step, an edited
-copy of a built-in one included, runs as written (:func:`rnnjax.scan`); :func:`path`
-says which one a cell gets.
-
-Long sequences: with ``remat`` the sequence is cut into segments, only the carry at the
-segment boundaries is kept for the backward pass, and each segment's forward is recomputed
-during backpropagation (``jax.checkpoint``; Chen et al. 2016, "Training deep nets with
-sublinear memory cost"). Segments of sqrt(T) steps bring the memory of the loop's residuals
-from O(T) to O(sqrt(T)) for about one extra forward pass.
+copy of a built-in one included, runs as written; :func:`rnnjax.scan_path` says which loop
+a cell gets. This module is implementation: it exports nothing, :func:`rnnjax.scan` checks
+the arguments and calls it.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -43,11 +38,12 @@ import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import padding, parallel_in_time, probes
+from rnnjax import padding
 from rnnjax.cells import Cell, GatedStep, lstm_update
-from rnnjax.linear_cells import LinearStep
-from rnnjax.scan import check_scan_args
-from rnnjax.scan import scan as reference_scan
+
+# Implementation only: rnnjax.scan runs this loop (impl="auto" or "fused") after checking
+# the arguments; rnnjax.scan_path says when.
+__all__: list[str] = []
 
 Array = jax.Array
 
@@ -81,64 +77,13 @@ def _lstm_vjp(carry, z, d_carry, dy):
 # so an edited or replaced update never meets a derivative written for another one):
 # ``vjp(carry, z, d_new_carry, dy) -> (d_carry, dz)`` for an additive update whose output
 # is hidden(new carry). tests/test_fused.py checks each against jax.vjp of its key.
-HAND_WRITTEN_VJPS: dict[Callable, Callable] = {lstm_update: _lstm_vjp}
+_HAND_WRITTEN_VJPS: dict[Callable, Callable] = {lstm_update: _lstm_vjp}
 
 
-def _gated_step(cell: Cell) -> GatedStep | None:
+def gated_step(cell: Cell) -> GatedStep | None:
+    """Returns ``cell.step`` if it is exactly a GatedStep (the fast path's cells), else None."""
     step = cell.step  # the exact type: a subclass may have changed what the step means
     return cast(GatedStep, step) if type(step) is GatedStep else None
-
-
-def _linear_step(cell: Cell) -> LinearStep | None:
-    step = cell.step
-    return cast(LinearStep, step) if type(step) is LinearStep else None
-
-
-# Whether impl="auto" runs a LinearStep cell (LRU, minGRU, minLSTM) as one associative scan
-# rather than step by step: only where it was measured faster, which it was not. On the
-# 2-core CPU (B=16, H=8, T=10,000, fwd+bwd; experiments/benchmark_parallel.py,
-# docs/benchmarks.md) the associative scan took 1.2x (LRU) and 3.5x (minGRU, log space) the
-# time of the sequential loop: one XLA:CPU program runs on one core, so the scan's O(log T)
-# depth buys nothing and its extra work (and minGRU's logaddexp per combine) costs. No GPU
-# was measured. Ask for it with impl="parallel".
-AUTO_PARALLEL = False
-
-
-def supports(cell: Cell) -> bool:
-    """Returns whether :func:`scan` has a fast path for ``cell`` (else it runs the reference).
-
-    True when ``cell.step`` is a :class:`rnnjax.cells.GatedStep`: the built-in Elman (any
-    activation), LSTM and GRU (``reset_after=True``) and cells made with
-    :func:`rnnjax.gated`. A step replaced by any other function (an edited copy of a
-    built-in cell, a wrapper) is not, whatever the cell's ``kind`` says.
-    """
-    return _gated_step(cell) is not None
-
-
-def path(cell: Cell, impl: Any = "auto") -> str:
-    """Returns the loop :func:`scan` runs for ``cell`` and ``impl``.
-
-    ``"fused"`` (the fast path of a GatedStep cell), ``"parallel"`` (one associative scan,
-    a LinearStep cell), ``"deer"``, ``"quasi-deer"`` or ``"elk"`` (Newton's method in
-    parallel over time, any cell; ``rnnjax.parallel_in_time``) or ``"reference"``
-    (``cell.step`` in ``lax.scan``).
-    """
-    check_options(impl, None)
-    if impl == "reference" or probes.active():  # probes ride on the reference loop
-        return "reference"
-    if _is_newton(impl):
-        return parallel_in_time.check_newton(impl).method
-    if _linear_step(cell) is not None and (
-        impl == "parallel" or (impl == "auto" and AUTO_PARALLEL)
-    ):
-        return "parallel"
-    if impl in ("auto", "fused") and supports(cell):
-        return "fused"
-    return "reference"
-
-
-def _is_newton(impl: Any) -> bool:
-    return isinstance(impl, parallel_in_time.Newton) or impl in parallel_in_time.METHODS
 
 
 def _cast_like(new, old):
@@ -201,7 +146,7 @@ def _loop_of(eq: GatedStep, carry, gi, gh) -> tuple[_Loop, list]:
         lambda c, k: hidden_x(c, k[n:]),
         eq.additive,
         # a hand-written derivative belongs to one update function, which closes over nothing
-        HAND_WRITTEN_VJPS.get(eq.update) if eq.additive and not n else None,
+        _HAND_WRITTEN_VJPS.get(eq.update) if eq.additive and not n else None,
     )
     return loop, update_consts + hidden_consts
 
@@ -213,15 +158,10 @@ def _masked_update(loop: _Loop, carry, gi, gh, consts, valid):
     return new, padding.zero_outputs(valid, loop.hidden(new, consts))
 
 
-# Whether the input projection of all steps is one matmul before the loop (True) or a
-# small matmul per step inside it (False); None: the measured default of the backend. A
-# module switch so that experiments and tests can compare the two.
-HOIST_INPUT: bool | None = None
-
-
-def _hoist_input() -> bool:
-    if HOIST_INPUT is not None:
-        return HOIST_INPUT
+def _hoist_input(hoist_input: bool | None) -> bool:
+    """Returns whether the input projection of all steps is one matmul before the loop."""
+    if hoist_input is not None:
+        return hoist_input
     # Measured (docs/benchmarks.md): on an H200 hoisting took LSTM fwd+bwd from 5.16 to
     # 4.59 ms; on XLA:CPU it made the loop slower (60 -> 75 ms).
     return jax.default_backend() != "cpu"
@@ -238,12 +178,12 @@ def default_unroll() -> int:
     return 1 if jax.default_backend() == "cpu" else 4
 
 
-def _loop_forward(loop, unroll, w_ih, b_in, w_hh, b_hh, consts, carry, xs, valid):
+def _loop_forward(loop, unroll, hoist, w_ih, b_in, w_hh, b_hh, consts, carry, xs, valid):
     """Returns ``(final_carry, ys)``, the residuals (every step's input carry and
     pre-activations: ``gi + gh`` when the update is additive, else ``(gi, gh)``) and, for
     an additive update with the input projection in the loop, every step's
-    ``[x_t, h_{t-1}]`` (else None), stacked time-major like the residuals."""
-    hoist = _hoist_input()
+    ``[x_t, h_{t-1}]`` (else None), stacked time-major like the residuals. ``hoist``: the
+    input projection of all steps is one matmul before the loop."""
     keep_xh = loop.additive and not hoist
 
     def body(c, inputs):
@@ -271,7 +211,7 @@ def _attach(loop, unroll, gi, gh, carry, w_hh, consts, out, residuals, valid):
 
     ``gi = xs W_ih + b_in`` and ``gh = h_prev W_hh + b_hh`` are the pre-activations as
     functions of the weights (``h_prev`` held constant), or expressions with the same
-    derivatives (:func:`_fused_scan`). Their values are not used (XLA drops them); the
+    derivatives (:func:`gated_scan`). Their values are not used (XLA drops them); the
     backward pass (:func:`_attach_bwd`) returns their cotangents, so JAX
     differentiates those two products into ``dW_hh = h_prev^T dgh``, ``dW_ih = xs^T dgi``
     and ``dxs = dgi W_ih^T``: one GEMM each, over all steps and, under ``vmap``, all
@@ -371,10 +311,20 @@ def _attach_bwd(loop, unroll, saved, cotangents):
 _attach.defvjp(_attach_fwd, _attach_bwd)
 
 
-def _fused_scan(eq, params, xs, carry, length, unroll):
+def gated_scan(
+    eq: GatedStep,
+    params: Any,
+    xs: Array,
+    carry: Any,
+    length: Array | None,
+    unroll: int | bool,
+    hoist_input: bool | None,
+) -> tuple[Any, Array]:
     """Returns ``(final_carry, ys)`` of one sequence through the fast path (no checks).
 
-    Forward in time over ``xs``, whose padded steps (``t >= length``) hold zeros.
+    Forward in time over ``xs: (T, input_size)``, whose padded steps (``t >= length``) hold
+    zeros: ``rnnjax.scan`` checks the arguments, reverses and cleans the inputs, and calls
+    this. ``hoist_input``: see ``rnnjax.scan``.
     """
     dtype = eq.dtype if eq.dtype is not None else jnp.result_type(xs, params["w_ih"])
     w_ih, w_hh = params["w_ih"].astype(dtype), params["w_hh"].astype(dtype)
@@ -392,6 +342,7 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
     out, residuals, xh = _loop_forward(
         loop,
         unroll,
+        _hoist_input(hoist_input),
         sg(w_ih),
         sg(b_in),
         sg(w_hh),
@@ -417,134 +368,14 @@ def _fused_scan(eq, params, xs, carry, length, unroll):
     return _attach(loop, unroll, gi, gh, carry, sg(w_hh), consts, out, residuals, valid)
 
 
-def check_options(impl: Any, remat: Any) -> None:
-    """Raises ValueError unless ``impl`` and ``remat`` are valid options of :func:`scan`."""
-    if isinstance(impl, parallel_in_time.Newton):
-        parallel_in_time.check_newton(impl)
-    elif impl not in ("auto", "fused", "reference", "parallel") + parallel_in_time.METHODS:
-        raise ValueError(
-            f"impl must be 'auto', 'fused', 'reference', 'parallel', one of "
-            f"{parallel_in_time.METHODS} or a rnnjax.parallel_in_time.Newton, got {impl!r}"
-        )
-    ok_int = isinstance(remat, int) and not isinstance(remat, bool) and remat > 0
-    if not (remat is None or remat == "sqrt" or ok_int):
-        raise ValueError(f"remat must be None, 'sqrt' or a positive int, got {remat!r}")
+def __getattr__(name: str) -> Any:
+    # The loop entry moved to rnnjax.scan (rnnjax.scan_path says which loop runs); these
+    # spellings keep code written against the old module working.
+    if name in ("scan", "path"):
+        import sys
 
-
-def _segment_length(remat: Any, num_steps: int) -> int:
-    if remat == "sqrt":  # ceil(sqrt(T))
-        return max(1, math.isqrt(max(num_steps - 1, 0)) + 1)
-    return remat
-
-
-def scan(
-    cell: Cell,
-    params: Any,
-    xs: Array,
-    *,
-    carry: Any = None,
-    length: Any = None,
-    reverse: bool = False,
-    unroll: int | bool | None = None,
-    remat: Any = None,
-    impl: str = "auto",
-) -> tuple[Any, Array]:
-    """Returns ``(final_carry, ys)`` equal to :func:`rnnjax.scan`, computed faster.
-
-    Args:
-      cell, params, xs, carry, length, reverse: as in :func:`rnnjax.scan`;
-        ``xs: (T, input_size)`` is one sequence (batch with ``jax.vmap``).
-      unroll: steps per loop iteration, as in ``jax.lax.scan``; ``None`` (default) is
-        :func:`default_unroll`, the measured best of the backend (1 on CPU, 4 on GPU).
-      remat: ``None`` keeps every step's residuals for the backward pass (memory O(T));
-        ``"sqrt"`` or an int ``k`` cuts the sequence into segments of ``ceil(sqrt(T))`` or
-        ``k`` steps, keeps only the carries between segments and recomputes each segment
-        during backpropagation (memory O(T/k + k), about one more forward pass of time).
-      impl: ``"fused"`` (the fast path; raises ValueError for cells without one),
-        ``"reference"`` (``cell.step`` in ``lax.scan``), ``"parallel"`` (one associative
-        scan; cells whose step is a :class:`rnnjax.LinearStep`), ``"deer"``,
-        ``"quasi-deer"``, ``"elk"`` or a :class:`rnnjax.parallel_in_time.Newton` (Newton's
-        method in parallel over time, any cell with a real carry; a run that does not
-        converge falls back to the sequential scan, or raises: see ``Newton.on_failure``),
-        or ``"auto"``: parallel for a LinearStep cell only if :data:`AUTO_PARALLEL` (off:
-        not measured faster), fused when :func:`supports` the cell, else the reference.
-        :func:`path` says which runs. (On one CPU device the GRU's
-        fast path and reference take about the same time; with the batch split over
-        CPU devices the fast path took 35 ms and the reference 98, because autodiff of
-        ``lax.scan`` sums the weight gradients across devices at every step; see
-        docs/benchmarks.md.) The fast path's
-        derivative is a custom VJP, so it supports reverse mode (``grad``, ``vjp``,
-        ``jacrev``) but not forward mode (``jvp``, ``jacfwd``): use ``impl="reference"``
-        for those.
-
-    Returns:
-      ``final_carry`` (like ``carry``) and ``ys: (T, hidden_size)``.
-    """
-    check_options(impl, remat)
-    unroll = default_unroll() if unroll is None else unroll
-    kind = path(cell, impl)
-    # On the cell, not on `kind`: under probes (diagnostics) every impl runs the reference.
-    if impl == "fused" and not supports(cell):
-        raise ValueError(
-            f"impl='fused' needs a cell whose step is a rnnjax.cells.GatedStep (built-in "
-            f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
-            f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
-        )
-    if impl == "parallel" and _linear_step(cell) is None:
-        raise ValueError(
-            f"impl='parallel' needs a cell whose step is a rnnjax.LinearStep (lru, mingru, "
-            f"minlstm, rg_lru, selective_ssm); got a step of type {type(cell.step).__name__} (cell kind "
-            f"{cell.kind!r}); for any other cell use impl='deer', 'quasi-deer' or 'elk'"
-        )
-    carry, length = check_scan_args(cell, params, xs, carry, length)
-    if probes.active():  # probed for gradient flow: the reference loop carries the probes
-        return reference_scan(
-            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
-        )
-    if kind == "reference" and remat is None:
-        return reference_scan(
-            cell, params, xs, carry=carry, length=length, reverse=reverse, unroll=unroll
-        )
-    num_steps = xs.shape[0]
-    if reverse:
-        xs = padding.reverse_valid(xs, length)
-    xs = padding.clean(xs, padding.valid_steps(num_steps, length))
-
-    def run(carry, xs, length) -> tuple[Any, Array]:  # forward in time, padding cleaned
-        if kind == "parallel":
-            return parallel_in_time.linear_scan(
-                cast(LinearStep, cell.step), params, xs, carry, length
-            )
-        if kind == "reference":
-            return reference_scan(cell, params, xs, carry=carry, length=length, unroll=unroll)
-        if kind == "fused":
-            return _fused_scan(_gated_step(cell), params, xs, carry, length, unroll)
-        return parallel_in_time.newton_scan(cell, params, xs, carry, length, impl)[:2]
-
-    if remat is None:
-        final, ys = run(carry, xs, length)
-    else:
-        final, ys = _segmented(run, carry, xs, length, _segment_length(remat, num_steps))
-    return final, padding.reverse_valid(ys, length) if reverse else ys
-
-
-def _segmented(run, carry, xs, length, seg):
-    """Returns ``run`` over ``xs`` in segments of ``seg`` steps, each recomputed in backprop."""
-    num_steps = xs.shape[0]
-    num_segments = -(-num_steps // seg)
-    padded = num_segments * seg
-    if padded != num_steps:  # padding goes at the end, where `length` masks it out
-        xs = jnp.concatenate([xs, jnp.zeros((padded - num_steps,) + xs.shape[1:], xs.dtype)])
-        length = jnp.asarray(num_steps, jnp.int32) if length is None else length
-    offsets = jnp.arange(num_segments, dtype=jnp.int32) * seg
-
-    @jax.checkpoint
-    def segment(c, inputs):
-        xs_k, offset = inputs
-        local = None if length is None else jnp.clip(length - offset, 0, seg)
-        return run(c, xs_k, local)
-
-    final, ys = jax.lax.scan(
-        segment, carry, (xs.reshape((num_segments, seg) + xs.shape[1:]), offsets)
-    )
-    return final, ys.reshape((padded,) + ys.shape[2:])[:num_steps]
+        entry = sys.modules["rnnjax.scan"]
+        return entry.scan if name == "scan" else entry.scan_path
+    if name == "supports":
+        return lambda cell: gated_step(cell) is not None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

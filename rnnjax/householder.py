@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+__all__ = ["qr", "random_orthogonal"]
+
 # Full float32 products on every backend: TPUs and GPUs otherwise round float32 matmuls
 # through bfloat16/TF32, and Q would be orthogonal only to about 1e-3.
 _HIGHEST = jax.lax.Precision.HIGHEST

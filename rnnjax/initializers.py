@@ -23,6 +23,8 @@ from jax.nn.initializers import (  # noqa: F401  (re-exported)
 
 from rnnjax import householder
 
+__all__ = ["chrono_bias", "identity", "orthogonal", "scaled_orthogonal", "torch_uniform"]
+
 
 def orthogonal(scale: float = 1.0, column_axis: int = -1):
     """Returns an initialiser of ``scale * Q``, Q Haar-distributed with orthonormal rows or columns.

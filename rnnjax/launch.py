@@ -38,6 +38,8 @@ import traceback
 from rnnjax import training
 from rnnjax.training import processes
 
+__all__ = ["main"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

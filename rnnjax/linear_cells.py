@@ -8,7 +8,7 @@ reference the parallel path is tested against.
 
 One definition, as for the gated cells: the step is a :class:`LinearStep`, an object holding
 the cell's ``coefficients`` and ``output``; ``cell.step`` calls them, and the parallel path
-(``impl="parallel"``; ``"auto"`` runs the sequential loop, see ``rnnjax.fused.AUTO_PARALLEL``)
+(``impl="parallel"``; ``"auto"`` runs the sequential loop, see :func:`rnnjax.scan`)
 is derived from the same two functions. A step replaced
 by any other function runs as written, step by step.
 """
@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from rnnjax import checks, initializers
 from rnnjax.cells import Cell
+
+__all__ = ["LinearStep", "lru", "mingru", "minlstm"]
 
 Array = jax.Array
 Params = dict[str, Array]

@@ -28,6 +28,16 @@ import numpy as np
 
 from rnnjax import checks
 
+__all__ = [
+    "check_length",
+    "last_valid",
+    "masked_max",
+    "masked_mean",
+    "masked_softmax",
+    "reverse_valid",
+    "valid_steps",
+]
+
 Array = jax.Array
 
 

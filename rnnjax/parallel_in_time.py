@@ -48,7 +48,16 @@ from jax.flatten_util import ravel_pytree
 from rnnjax import checks, padding
 from rnnjax.cells import Cell, GatedStep
 from rnnjax.linear_cells import LinearStep, scale_leading
-from rnnjax.scan import check_scan_args
+
+__all__ = [
+    "METHODS",
+    "Newton",
+    "Report",
+    "combine_stabilised",
+    "evaluate",
+    "linear_recurrence",
+    "stabilised_recurrence",
+]
 
 Array = jax.Array
 
@@ -141,7 +150,7 @@ def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Any, length: Ar
     The coefficients of all T steps come from ``step.coefficients`` at once (vmapped), the
     states from one associative scan, the outputs from ``step.output``. No checks: ``xs:
     (T, input_size)`` is read forward and its padded steps already hold zeros
-    (``rnnjax.fused.scan`` does both).
+    (``rnnjax.scan`` does both).
     """
     valid = padding.valid_steps(xs.shape[0], length)
     if step.stabilised:
@@ -164,12 +173,13 @@ def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Any, length: Ar
 
 # ------------------------------------------------------------------------------ Newton
 
+#: The Newton methods, by name: an ``impl`` of :func:`rnnjax.scan` or a :class:`Newton` ``method``.
 METHODS = ("deer", "quasi-deer", "elk")
 ON_FAILURE = ("fallback", "raise")
 
 
 class Newton(NamedTuple):
-    """How :func:`evaluate` solves for a trajectory; also a layer's ``impl`` (see ``rnnjax.fused``).
+    """How :func:`evaluate` solves for a trajectory; also an ``impl`` of :func:`rnnjax.scan` and the layers.
 
     Attributes:
       method: ``"deer"`` (dense Jacobians), ``"quasi-deer"`` (diagonal) or ``"elk"``
@@ -524,7 +534,7 @@ def newton_scan(
     """Returns ``(final_carry, ys, report)`` of ``cell`` by Newton's method (no checks).
 
     ``xs: (T, input_size)`` is read forward and its padded steps hold zeros
-    (``rnnjax.fused.scan`` and :func:`evaluate` do both). The carry is flattened with
+    (``rnnjax.scan`` and :func:`evaluate` do both). The carry is flattened with
     ``ravel_pytree`` into the state ``s`` (for an LSTM, ``h`` then ``c``); it must be real.
     """
     newton = check_newton(newton)
@@ -574,8 +584,9 @@ def evaluate(
 ) -> tuple[Any, Array, Report]:
     """Returns ``(final_carry, ys, report)``: ``cell`` over ``xs`` by Newton's method, in parallel over time.
 
-    Equal to :func:`rnnjax.scan` (to ``tol``) for any cell with a real carry, with its
-    :class:`Report`. Differentiable in reverse mode (exact gradients, see the module
+    Equal to :func:`rnnjax.reference_scan` (to ``tol``) for any cell with a real carry, with
+    its :class:`Report` (``rnnjax.scan(..., impl=Newton(...))`` runs the same solve without
+    the report). Differentiable in reverse mode (exact gradients, see the module
     docstring); not in forward mode (``jax.jvp``).
 
     Args:
@@ -586,8 +597,11 @@ def evaluate(
     Returns:
       ``final_carry`` (like ``carry``), ``ys: (T, hidden_size)`` and the :class:`Report`.
     """
+    from rnnjax.scan import check_args, match_varying  # (rnnjax.scan imports this module)
+
     newton = check_newton(Newton(method, tol, max_iter, damping, on_failure))
-    carry, length = check_scan_args(cell, params, xs, carry, length)
+    carry, length = check_args(cell, params, xs, carry, length)
+    carry = match_varying(carry, params, xs, length)
     if reverse:
         xs = padding.reverse_valid(xs, length)
     xs = padding.clean(xs, padding.valid_steps(xs.shape[0], length))

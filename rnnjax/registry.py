@@ -28,7 +28,7 @@ class CellSpec(NamedTuple):
     color: str
 
 
-#: The built-in cells by name: ``CELLS[name].make(hidden_size)`` builds one.
+#: The built-in cells by name, each a :class:`CellSpec` (:func:`make_cell` builds one).
 CELLS: Mapping[str, CellSpec] = {
     "elman": CellSpec(lambda h, **kw: elman(h, "tanh", **kw), "vanilla RNN (tanh)", "tab:red"),
     "lstm": CellSpec(lstm, "LSTM", "tab:blue"),

@@ -20,6 +20,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnjax import checks
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "adding_baseline",
+    "adding_problem",
+    "copy_baseline",
+    "copy_memory",
+    "make_task",
+    "sample_batch",
+    "temporal_order",
+    "temporal_order_baseline",
+]
+
 Array = jax.Array
 
 
@@ -52,7 +67,7 @@ class Task(NamedTuple):
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not checks.is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
@@ -202,6 +217,7 @@ def temporal_order(num_steps: int) -> Task:
     )
 
 
+#: The synthetic tasks by name: ``TASKS[name](num_steps)`` makes a :class:`Task` (:func:`make_task`).
 TASKS: dict[str, Callable[[int], Task]] = {
     "adding": adding_problem,
     "copy": copy_memory,

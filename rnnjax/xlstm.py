@@ -7,7 +7,7 @@ argument <= 0 without changing the output:
 * **sLSTM** (scalar memory, section 2.2): an LSTM whose gates read ``h_{t-1}`` through
   recurrent weights that are block-diagonal by head. With one head it is of the gated form
   (:class:`rnnjax.GatedStep`) and gets the fast path; with several, its step runs as
-  written (``rnnjax.fused.path`` says which).
+  written (``rnnjax.scan_path`` says which).
 * **mLSTM** (matrix memory, section 2.3): ``C_t = f_t C_{t-1} + i_t v_t k_t^T``, gates read
   ``x_t`` alone, so the cell is linear in its state: its step is a stabilised
   :class:`rnnjax.LinearStep` and ``impl="parallel"`` runs it as one associative scan.

@@ -8,12 +8,13 @@ path and the reference (``reference_only``), and between clean and dirty padding
 """
 
 import contextlib
+import importlib
 
 import jax
 import jax.numpy as jnp
 
 import rnnjax
-from rnnjax import fused, models, readouts, training
+from rnnjax import models, readouts, training
 
 I = 3  # input features
 VOCAB = 5
@@ -158,14 +159,16 @@ def values_and_gradients(chosen, xs, lengths, params):
 
 @contextlib.contextmanager
 def reference_only():
-    """Within it, every layer, model and module runs ``cell.step`` in ``rnnjax.scan``
-    (``impl="auto"``: neither the fast path nor the associative scan)."""
-    originals = fused._gated_step, fused._linear_step
-    fused._gated_step = fused._linear_step = lambda cell: None
+    """Within it, every layer, model and module runs ``cell.step`` in ``lax.scan``, the loop
+    of ``rnnjax.reference_scan`` (``impl="auto"``: neither the fast path nor the associative
+    scan), by replacing the one function that picks the loop."""
+    loop = importlib.import_module("rnnjax.scan")  # (rnnjax.scan is the function)
+    original = loop._path
+    loop._path = lambda cell, impl: "reference"
     try:
         yield
     finally:
-        fused._gated_step, fused._linear_step = originals
+        loop._path = original
 
 
 def assert_impl_equals_reference(cell, names, *, impl="parallel", batch=3, steps=6, fit=False):
@@ -180,8 +183,8 @@ def assert_impl_equals_reference(cell, names, *, impl="parallel", batch=3, steps
     import numpy as np
 
     if impl == "parallel":
-        assert fused.path(cell, "parallel") == "parallel"
-        assert fused.path(cell) == "reference"  # "auto": the scan was not measured faster
+        assert rnnjax.scan_path(cell, "parallel") == "parallel"
+        assert rnnjax.scan_path(cell) == "reference"  # "auto": the scan was not measured faster
     chosen = {k: v for k, v in paths(cell, impl=impl).items() if k in names}
     reference = {k: v for k, v in paths(cell, impl="reference").items() if k in names}
     assert set(chosen) == set(names) - {"fit"}, "unknown path names"
@@ -216,12 +219,12 @@ def assert_impl_equals_reference(cell, names, *, impl="parallel", batch=3, steps
 
 
 def assert_both_loops_give(cell, params, xs, carry, want, *, atol):
-    """Asserts that ``fused.scan`` of one sequence gives ``want = (final, ys)`` (rtol 1e-5,
+    """Asserts that ``rnnjax.scan`` of one sequence gives ``want = (final, ys)`` (rtol 1e-5,
     ``atol``) on the reference loop and on the associative scan, both jitted."""
     import numpy as np
 
     for impl in ("reference", "parallel"):
-        run = jax.jit(lambda p, x, c: fused.scan(cell, p, x, carry=c, impl=impl))
+        run = jax.jit(lambda p, x, c: rnnjax.scan(cell, p, x, carry=c, impl=impl))
         final, ys = run(params, xs, jnp.asarray(carry))
         np.testing.assert_allclose(final, want[0], rtol=1e-5, atol=atol, err_msg=impl)
         np.testing.assert_allclose(ys, want[1], rtol=1e-5, atol=atol, err_msg=impl)

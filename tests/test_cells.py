@@ -194,7 +194,7 @@ def _flax_to_rnnjax(kind, fp):
 
 @pytest.mark.parametrize("kind", ["elman", "lstm", "gru"])
 def test_sequence_matches_flax_with_lengths(kind):
-    """rnnjax.scan under vmap vs flax.linen nn.RNN with seq_lengths, weights copied across."""
+    """rnnjax.reference_scan under vmap vs flax.linen nn.RNN with seq_lengths, weights copied across."""
     H, I, T, B = 6, 3, 9, 3
     flax_cell = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[kind](features=H)
     cell = make_cell(kind, H)
@@ -211,7 +211,7 @@ def test_sequence_matches_flax_with_lengths(kind):
     flax_carry, flax_ys = rnn.apply(variables, xs, seq_lengths=lengths)
 
     params = _flax_to_rnnjax(kind, variables["params"]["cell"])
-    carry, ys = jax.vmap(lambda x, n: rnnjax.scan(cell, params, x, length=n))(xs, lengths)
+    carry, ys = jax.vmap(lambda x, n: rnnjax.reference_scan(cell, params, x, length=n))(xs, lengths)
     valid = (jnp.arange(T)[None, :] < lengths[:, None])[..., None]
     np.testing.assert_allclose(jnp.where(valid, ys, 0), jnp.where(valid, flax_ys, 0), atol=1e-5)
     if kind == "lstm":
@@ -225,14 +225,14 @@ def test_low_precision_params_and_inputs():
     params = cell.init(jax.random.key(0), 4)
     assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(params))
     xs = jax.random.normal(jax.random.key(1), (6, 4)).astype(jnp.bfloat16)
-    carry, ys = jax.jit(lambda p, x: rnnjax.scan(cell, p, x, length=4))(params, xs)
+    carry, ys = jax.jit(lambda p, x: rnnjax.reference_scan(cell, p, x, length=4))(params, xs)
     assert ys.dtype == jnp.bfloat16 and carry[0].dtype == jnp.bfloat16
     # bfloat16 result close to the float32 computation with the same (rounded) weights
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
-    _, ys32 = rnnjax.scan(rnnjax.lstm(8), p32, xs.astype(jnp.float32), length=4)
+    _, ys32 = rnnjax.reference_scan(rnnjax.lstm(8), p32, xs.astype(jnp.float32), length=4)
     np.testing.assert_allclose(ys.astype(jnp.float32), ys32, atol=3e-2)
     # float16 inputs with float32 params compute in float32 and keep a float32 carry
-    _, ys16 = rnnjax.scan(
+    _, ys16 = rnnjax.reference_scan(
         rnnjax.gru(8), rnnjax.gru(8).init(jax.random.key(2), 4), xs.astype(jnp.float16)
     )
     assert ys16.dtype == jnp.float32

@@ -3,8 +3,8 @@
 A researcher copies a cell and changes one line, either of its step (any function) or of
 its element-wise update (a GatedStep, which keeps the fast path). Every layer, model,
 Flax module and ``fit`` must then compute the edited function. The reference is
-``rnnjax.scan`` over ``cell.step``, step by step: all paths under ``paths.reference_only``
-for an edited update, and a composition of ``rnnjax.scan`` written here for an edited step
+``rnnjax.reference_scan`` over ``cell.step``, step by step: all paths under ``paths.reference_only``
+for an edited update, and a composition of ``rnnjax.reference_scan`` written here for an edited step
 (whose every path already runs the reference, so only an independent composition can
 catch a layer that runs something else).
 
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from paths import I, fit_one_step, paths, reference_only
 
 import rnnjax
-from rnnjax import fused, models, readouts, training
+from rnnjax import models, readouts, training
 
 B, T, H = 3, 6, 4
 
@@ -130,9 +130,9 @@ def test_the_issue_example_runs_the_edited_equation():
     edited = cell._replace(step=my_step)
     params = edited.init(jax.random.key(0), 3)
     xs = jax.random.normal(jax.random.key(1), (5, 3))
-    want = rnnjax.scan(edited, params, xs)[1]
+    want = rnnjax.reference_scan(edited, params, xs)[1]
     np.testing.assert_allclose(rnnjax.recurrent(edited).apply(params, xs)[1], want, atol=1e-6)
-    assert fused.path(edited) == "reference" and fused.path(cell) == "fused"
+    assert rnnjax.scan_path(edited) == "reference" and rnnjax.scan_path(cell) == "fused"
     # and the stock cell is not what ran: the edit changes the result
     assert np.abs(rnnjax.recurrent(cell).apply(params, xs)[1] - want).max() > 0.1
 
@@ -168,7 +168,7 @@ def _update_paths(name, names, reference):
 
 def _check_update_edit(name, names, e, xs, lengths):
     edited = edit_update(CELLS[name](), e)
-    assert fused.path(edited) == "fused"
+    assert rnnjax.scan_path(edited) == "fused"
     assert_close(
         _update_paths(name, names, False)(e, xs, lengths),
         _update_paths(name, names, True)(e, xs, lengths),
@@ -218,10 +218,10 @@ def test_an_edited_update_in_fit():
 
 
 def _by_hand(cell, p, x, n):
-    """The stack(recurrent, bidirectional) layer written with rnnjax.scan."""
-    c0, y0 = rnnjax.scan(cell, p[0], x, length=n)
-    c1, y1 = rnnjax.scan(cell, p[1]["forward"], y0, length=n)
-    c2, y2 = rnnjax.scan(cell, p[1]["backward"], y0, length=n, reverse=True)
+    """The stack(recurrent, bidirectional) layer written with rnnjax.reference_scan."""
+    c0, y0 = rnnjax.reference_scan(cell, p[0], x, length=n)
+    c1, y1 = rnnjax.reference_scan(cell, p[1]["forward"], y0, length=n)
+    c2, y2 = rnnjax.reference_scan(cell, p[1]["backward"], y0, length=n, reverse=True)
     return [c0, (c1, c2)], jnp.concatenate([y1, y2], -1)
 
 
@@ -261,7 +261,7 @@ def _step_paths(name):
 )
 def test_an_edited_step_runs_as_written_in_every_layer(name_and_edit, lengths, seed):
     name, e = name_and_edit
-    assert fused.path(edit_step(CELLS[name](), e)) == "reference"
+    assert rnnjax.scan_path(edit_step(CELLS[name](), e)) == "reference"
     assert_close(*_step_paths(name)(e, *random_inputs(seed, lengths)))
 
 
@@ -274,7 +274,7 @@ def test_an_edited_step_in_a_model_and_fit():
     labels = jnp.array([0, 1, 1])
 
     def by_hand(p, x, n):  # the last valid output of the edited scan, read out
-        ys = rnnjax.scan(edited, p["rnn"], x, length=n)[1]
+        ys = rnnjax.reference_scan(edited, p["rnn"], x, length=n)[1]
         return ys[n - 1] @ p["readout"]["w"] + p["readout"]["b"]
 
     def loss(apply):
@@ -304,6 +304,6 @@ def test_bidirectional_with_two_different_steps_runs_each():
     params = layer.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I))
     _, ys = layer.apply(params, xs, length=4)
-    _, ys_f = rnnjax.scan(edited, params["forward"], xs, length=4)
-    _, ys_b = rnnjax.scan(cell, params["backward"], xs, length=4, reverse=True)
+    _, ys_f = rnnjax.reference_scan(edited, params["forward"], xs, length=4)
+    _, ys_b = rnnjax.reference_scan(cell, params["backward"], xs, length=4, reverse=True)
     np.testing.assert_allclose(ys, jnp.concatenate([ys_f, ys_b], -1), atol=1e-6)

@@ -1,10 +1,11 @@
-"""The fast path (rnnjax.fused) against the reference: cell.step in lax.scan.
+"""The fast path (rnnjax.scan's "fused" loop) against the reference: cell.step in lax.scan.
 
-The reference is rnnjax.scan, which runs cell.step step by step and is itself tested against
+The reference is rnnjax.reference_scan, which runs cell.step step by step and is itself tested against
 a Python loop and PyTorch in test_scan.py/test_interop.py. Gradients of the fast path (a
 custom VJP) are also checked against central finite differences.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,14 +50,14 @@ def _loss(run, cell, params, xs, carry, lengths, reverse, masked):
 
 
 def _fused(**options):
-    return lambda cell, params, xs, **kw: fused.scan(
+    return lambda cell, params, xs, **kw: rnnjax.scan(
         cell, params, xs, impl="fused", **kw, **options
     )
 
 
 def _close(a, b, tol=1e-5):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
+    # chex names the leaf that differs (e.g. the w_hh gradient), and checks the structure too
+    chex.assert_trees_all_close(a, b, rtol=tol, atol=tol)
 
 
 # The loop layouts the backends use by default: on CPU the input projection is in the loop
@@ -67,9 +68,8 @@ LAYOUTS = {"cpu": (False, 1), "gpu": (True, 4)}
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_values_and_gradients_match_reference(name, layout, monkeypatch):
+def test_values_and_gradients_match_reference(name, layout):
     hoist, unroll = LAYOUTS[layout]
-    monkeypatch.setattr(fused, "HOIST_INPUT", hoist)
     cell, params, xs, carry, lengths = _inputs(name)
     # (reverse, masked, remat): remat=3 does not divide T, so it also tests the padding
     for reverse, masked, remat in ((False, False, None), (True, True, None), (False, True, 3)):
@@ -78,13 +78,15 @@ def test_values_and_gradients_match_reference(name, layout, monkeypatch):
                 lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, masked), (0, 1, 2)
             )
         )(params, xs, carry)
-        _close(grad(_fused(remat=remat, unroll=unroll)), grad(rnnjax.scan))
+        _close(
+            grad(_fused(remat=remat, unroll=unroll, hoist_input=hoist)), grad(rnnjax.reference_scan)
+        )
 
 
 def test_default_layout_of_the_backend():
-    assert fused.HOIST_INPUT is None  # tests that change it restore it
     on_cpu = jax.default_backend() == "cpu"
-    assert fused._hoist_input() is not on_cpu
+    assert fused._hoist_input(None) is not on_cpu
+    assert fused._hoist_input(True) and not fused._hoist_input(False)
     assert fused.default_unroll() == (1 if on_cpu else 4)
 
 
@@ -97,16 +99,23 @@ def test_elman_backward_for_each_activation_matches_reference(activation):
     grad = lambda run: jax.grad(
         lambda p, x: jnp.sum(jnp.sin(jax.vmap(lambda s: run(cell, p, s)[1])(x))), (0, 1)
     )(params, xs)
-    _close(grad(_fused()), grad(rnnjax.scan))
+    _close(grad(_fused()), grad(rnnjax.reference_scan))
 
 
-def test_outputs_match_reference_per_step():
-    cell, params, xs, carry, _lengths = _inputs("lstm")
-    x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
-    want_final, want_ys = rnnjax.scan(cell, params, x, carry=c, length=4, reverse=True)
-    got_final, got_ys = fused.scan(cell, params, x, carry=c, length=4, reverse=True, impl="fused")
-    _close((got_final, got_ys), (want_final, want_ys), 1e-6)
-    np.testing.assert_array_equal(np.asarray(got_ys[4:]), 0.0)  # padding emits zeros
+class OutputsPerStep(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_outputs_match_reference_per_step(self):
+        cell, params, xs, carry, _lengths = _inputs("lstm")
+        x, c = xs[1], jax.tree.map(lambda a: a[1], carry)
+        kw = dict(carry=c, length=4, reverse=True)
+        want_final, want_ys = self.variant(lambda p: rnnjax.reference_scan(cell, p, x, **kw))(
+            params
+        )
+        got_final, got_ys = self.variant(lambda p: rnnjax.scan(cell, p, x, impl="fused", **kw))(
+            params
+        )
+        _close((got_final, got_ys), (want_final, want_ys), 1e-6)
+        np.testing.assert_array_equal(np.asarray(got_ys[4:]), 0.0)  # padding emits zeros
 
 
 def test_gradient_matches_finite_differences():
@@ -125,17 +134,17 @@ def test_gradient_matches_finite_differences():
 def test_remat_sqrt_matches_no_remat_and_reference_cells_fall_back():
     cell, params, xs, _carry, _lengths = _inputs("elman-relu-nobias")
     x = jnp.concatenate([xs[0]] * 3)  # T = 21, segments of ceil(sqrt(21)) = 5
-    run = lambda p, **kw: fused.scan(cell, p, x, length=17, **kw)[1]
+    run = lambda p, **kw: rnnjax.scan(cell, p, x, length=17, **kw)[1]
     want = jax.grad(lambda p: jnp.sum(run(p, impl="reference") ** 2))(params)
     _close(jax.grad(lambda p: jnp.sum(run(p, remat="sqrt") ** 2))(params), want)
     _close(jax.grad(lambda p: jnp.sum(run(p, impl="reference", remat="sqrt") ** 2))(params), want)
     # a cell without a fast path: impl="auto" falls back to cell.step, "fused" refuses
     gru_before = rnnjax.gru(H, reset_after=False)
     p = gru_before.init(jax.random.key(0), I)
-    assert not fused.supports(gru_before) and fused.supports(cell)
-    _close(fused.scan(gru_before, p, x, remat=4), rnnjax.scan(gru_before, p, x))
+    assert rnnjax.scan_path(gru_before) == "reference" and rnnjax.scan_path(cell) == "fused"
+    _close(rnnjax.scan(gru_before, p, x, remat=4), rnnjax.reference_scan(gru_before, p, x))
     with pytest.raises(ValueError, match="impl='fused'"):
-        fused.scan(gru_before, p, x, impl="fused")
+        rnnjax.scan(gru_before, p, x, impl="fused")
 
 
 def test_layers_use_the_fast_path_with_the_same_results():
@@ -149,7 +158,7 @@ def test_layers_use_the_fast_path_with_the_same_results():
     )
     _close(jax.value_and_grad(loss("fused"))(p), jax.value_and_grad(loss("reference"))(p))
     layer = rnnjax.recurrent(cell, reverse=True, remat=2)
-    _close(layer.apply(params, xs[0]), rnnjax.scan(cell, params, xs[0], reverse=True))
+    _close(layer.apply(params, xs[0]), rnnjax.reference_scan(cell, params, xs[0], reverse=True))
 
 
 def test_bad_options_raise():
@@ -176,7 +185,7 @@ def minimal_gated_unit(hidden_size):
 
 def test_a_users_gated_cell_takes_the_fast_path_and_matches_the_reference():
     cell = minimal_gated_unit(H)
-    assert fused.supports(cell) and fused.path(cell) == "fused"
+    assert rnnjax.scan_path(cell) == "fused"
     params = cell.init(jax.random.key(0), I)
     params = {k: v + 0.1 * jax.random.normal(jax.random.key(5), v.shape) for k, v in params.items()}
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
@@ -188,19 +197,19 @@ def test_a_users_gated_cell_takes_the_fast_path_and_matches_the_reference():
                 lambda p, x, c: _loss(run, cell, p, x, c, lengths, reverse, True), (0, 1, 2)
             )
         )(params, xs, carry)
-        _close(loss(_fused()), loss(rnnjax.scan))
+        _close(loss(_fused()), loss(rnnjax.reference_scan))
     # the fast path really ran: its VJP is a custom one, the reference's is not
-    jaxpr = str(jax.make_jaxpr(lambda p: fused.scan(cell, p, xs[0], impl="auto"))(params))
+    jaxpr = str(jax.make_jaxpr(lambda p: rnnjax.scan(cell, p, xs[0], impl="auto"))(params))
     assert "custom_vjp_call" in jaxpr
-    jaxpr = str(jax.make_jaxpr(lambda p: fused.scan(cell, p, xs[0], impl="reference"))(params))
+    jaxpr = str(jax.make_jaxpr(lambda p: rnnjax.scan(cell, p, xs[0], impl="reference"))(params))
     assert "custom_vjp_call" not in jaxpr
 
 
 @pytest.mark.parametrize(
-    "update", sorted(fused.HAND_WRITTEN_VJPS, key=lambda f: f.__name__), ids=lambda f: f.__name__
+    "update", sorted(fused._HAND_WRITTEN_VJPS, key=lambda f: f.__name__), ids=lambda f: f.__name__
 )
 def test_hand_written_vjps_equal_autodiff_of_the_update_they_belong_to(update):
-    hand = fused.HAND_WRITTEN_VJPS[update]
+    hand = fused._HAND_WRITTEN_VJPS[update]
     cells = [c for c in (rnnjax.lstm(H), rnnjax.gru(H), rnnjax.elman(H)) if c.step.update is update]
     assert cells, "every hand-written VJP belongs to a built-in cell"
     eq = cells[0].step
@@ -244,7 +253,7 @@ def test_an_update_edited_without_its_derivative_is_caught():
     grad = lambda run: jax.grad(lambda p: jnp.sum(jnp.sin(run(edited_cell, p, xs, length=5)[1])))(
         params
     )
-    _close(grad(_fused()), grad(rnnjax.scan))
+    _close(grad(_fused()), grad(rnnjax.reference_scan))
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "elman"])
@@ -261,7 +270,7 @@ def test_bfloat16_fast_path_matches_the_reference(name, masked):
         loss = lambda p: jnp.sum(jnp.sin(run(cell, p, xs, length=length)[1].astype(jnp.float32)))
         return jax.value_and_grad(loss)(params)
 
-    got, want = grad(_fused()), grad(rnnjax.scan)
+    got, want = grad(_fused()), grad(rnnjax.reference_scan)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert a.dtype == b.dtype
         scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) + 1e-3
@@ -298,9 +307,9 @@ def test_gradients_reach_the_values_an_update_closes_over():
     perm = jnp.roll(jnp.arange(4 * H), H)
     for run in (_fused(), _fused(remat=3)):
         grad = lambda r: jax.jit(jax.value_and_grad(lambda a: loss(a, perm, r)))(1.3)
-        _close(grad(run), grad(rnnjax.scan))
+        _close(grad(run), grad(rnnjax.reference_scan))
         # and per-example hyperparameters: the closed-over value is batched by vmap
         batched = lambda r: jax.jit(jax.vmap(jax.grad(lambda a: loss(a, perm, r))))(
             jnp.array([0.5, 1.0, 2.0])
         )
-        _close(batched(run), batched(rnnjax.scan))
+        _close(batched(run), batched(rnnjax.reference_scan))

@@ -28,8 +28,8 @@ def test_bidirectional_equals_two_scans(merge, backward, length):
     xs = jax.random.normal(jax.random.key(1), (T, I))
     (c_f, c_b), ys = layer.apply(params, xs, length=length)
 
-    ref_cf, ys_f = rnnjax.scan(fwd, params["forward"], xs, length=length)
-    ref_cb, ys_b = rnnjax.scan(bwd, params["backward"], xs, length=length, reverse=True)
+    ref_cf, ys_f = rnnjax.reference_scan(fwd, params["forward"], xs, length=length)
+    ref_cb, ys_b = rnnjax.reference_scan(bwd, params["backward"], xs, length=length, reverse=True)
     want = {
         "concat": jnp.concatenate([ys_f, ys_b], -1),
         "sum": ys_f + ys_b,
@@ -61,8 +61,8 @@ def test_stack_threads_outputs_through_layers():
     assert params[1]["w_ih"].shape == (4, 15)
     xs = jax.random.normal(jax.random.key(1), (T, I))
     finals, ys = layer.apply(params, xs, length=5)
-    f1, h1 = rnnjax.scan(rnnjax.elman(4), params[0], xs, length=5)
-    f2, h2 = rnnjax.scan(rnnjax.gru(5), params[1], h1, length=5, reverse=True)
+    f1, h1 = rnnjax.reference_scan(rnnjax.elman(4), params[0], xs, length=5)
+    f2, h2 = rnnjax.reference_scan(rnnjax.gru(5), params[1], h1, length=5, reverse=True)
     np.testing.assert_allclose(ys, h2, atol=1e-6)
     assert_trees_close(finals, [f1, f2])
 

@@ -16,7 +16,7 @@ from paths import I, assert_impl_equals_reference
 from random_params import random_params
 
 import rnnjax
-from rnnjax import diagnostics, fused, linear_cells
+from rnnjax import diagnostics, linear_cells
 
 B, T, H = 3, 6, 4
 CELLS = {
@@ -69,7 +69,7 @@ def test_the_step_and_the_parallel_path_follow_the_published_equations(name):
     carry = jnp.asarray(h0, cell.initial_carry(params).dtype)  # a negative state: log space copes
     want = numpy_loop(name, params, xs, h0)
     run = jax.jit(
-        lambda impl: fused.scan(cell, params, xs, carry=carry, impl=impl), static_argnums=0
+        lambda impl: rnnjax.scan(cell, params, xs, carry=carry, impl=impl), static_argnums=0
     )
     for impl in ("reference", "parallel"):
         got = run(impl)
@@ -139,16 +139,16 @@ def test_an_edited_linear_step_keeps_or_leaves_the_parallel_path_as_it_should():
         return log_a, log_b + jnp.log(2.0)
 
     edited = cell._replace(step=cell.step._replace(coefficients=doubled))
-    assert fused.path(edited, "parallel") == "parallel"
-    want = rnnjax.scan(edited, params, xs)[1]
+    assert rnnjax.scan_path(edited, "parallel") == "parallel"
+    want = rnnjax.reference_scan(edited, params, xs)[1]
     parallel = lambda c: rnnjax.recurrent(c, impl="parallel").apply(params, xs)[1]
     np.testing.assert_allclose(parallel(edited), want, atol=1e-6)
     assert np.abs(parallel(cell) - want).max() > 0.1
     wrapped = cell._replace(step=lambda p, h, x: cell.step(p, 2 * h, x))  # any other function
-    assert fused.path(wrapped) == fused.path(wrapped, "reference") == "reference"
+    assert rnnjax.scan_path(wrapped) == rnnjax.scan_path(wrapped, "reference") == "reference"
     np.testing.assert_allclose(
         rnnjax.recurrent(wrapped).apply(params, xs)[1],
-        rnnjax.scan(wrapped, params, xs)[1],
+        rnnjax.reference_scan(wrapped, params, xs)[1],
         atol=1e-6,
     )
     with pytest.raises(

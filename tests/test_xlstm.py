@@ -18,7 +18,7 @@ from paths import I, fit_one_step, paths, reference_only, values_and_gradients
 from random_params import random_params
 
 import rnnjax
-from rnnjax import diagnostics, fused, xlstm
+from rnnjax import diagnostics, xlstm
 
 B, T, H = 3, 6, 4
 CELLS = {
@@ -114,7 +114,7 @@ def test_the_step_follows_the_papers_equations_where_exp_overflows_float32(name)
     numpy_loop = slstm_numpy if name.startswith("slstm") else mlstm_numpy
     ys, state, m = numpy_loop(params, xs, heads)
     assert np.max(m) > np.log(np.finfo(np.float32).max)  # unstabilised float32 overflows
-    run = jax.jit(lambda impl: fused.scan(cell, params, xs, impl=impl), static_argnums=0)
+    run = jax.jit(lambda impl: rnnjax.scan(cell, params, xs, impl=impl), static_argnums=0)
     for impl in sorted({"reference", IMPL[name]}):
         final, got = run(impl)
         np.testing.assert_allclose(got, ys, rtol=2e-5, atol=1e-6, err_msg=impl)
@@ -131,13 +131,13 @@ def test_the_step_follows_the_papers_equations_where_exp_overflows_float32(name)
 
 
 def test_which_loop_runs_each_cell():
-    assert fused.path(CELLS["slstm"]()) == "fused"
-    assert fused.path(CELLS["slstm-heads"]()) == "reference"  # h R head by head: as written
+    assert rnnjax.scan_path(CELLS["slstm"]()) == "fused"
+    assert rnnjax.scan_path(CELLS["slstm-heads"]()) == "reference"  # h R head by head: as written
     for name in ("mlstm", "mlstm-heads"):
-        assert fused.path(CELLS[name](), "parallel") == "parallel"
-        assert fused.path(CELLS[name]()) == "reference"  # "auto": not measured faster
+        assert rnnjax.scan_path(CELLS[name](), "parallel") == "parallel"
+        assert rnnjax.scan_path(CELLS[name]()) == "reference"  # "auto": not measured faster
     with pytest.raises(ValueError, match="impl='parallel' needs a cell whose step"):
-        fused.scan(CELLS["slstm"](), None, jnp.zeros((T, I)), impl="parallel")
+        rnnjax.scan(CELLS["slstm"](), None, jnp.zeros((T, I)), impl="parallel")
     with pytest.raises(ValueError, match="hidden_size must be a multiple of num_heads=3, got 4"):
         rnnjax.mlstm(4, num_heads=3)
     with pytest.raises(ValueError, match="forget_bias must be 'powerlaw' or 'linspace'"):
