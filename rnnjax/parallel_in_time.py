@@ -157,7 +157,8 @@ def linear_scan(step: LinearStep, params: Any, xs: Array, carry: Any, length: Ar
         coefficients = jax.vmap(step.coefficients, (None, 0))(params, xs)
         identity = jax.tree.map(jnp.zeros_like, coefficients)  # a padded step: a = 1, s b = 0
         identity = (identity[0], jnp.full_like(identity[1], -jnp.inf), identity[2])
-        hs, ms = stabilised_recurrence(*padding.keep_carry(valid, coefficients, identity), carry)
+        log_a, log_s, b = padding.keep_carry(valid, coefficients, identity)
+        hs, ms = stabilised_recurrence(log_a, log_s, b, carry)
         carries = (jax.tree.map(lambda a, c: a.astype(c.dtype), hs, carry[0]), ms)
         ys = jax.vmap(step.output, (None, 0, 0))(params, carries, xs)
         return jax.tree.map(lambda a: a[-1], carries), padding.zero_outputs(valid, ys)
