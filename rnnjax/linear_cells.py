@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from rnnjax import checks, initializers
 from rnnjax.cells import Cell
 
-__all__ = ["LinearStep", "lru", "mingru", "minlstm"]
+__all__ = ["LinearStep", "lru", "mingru", "minlstm", "stabilised_update"]
 
 Array = jax.Array
 Params = dict[str, Array]

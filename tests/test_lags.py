@@ -89,7 +89,7 @@ def test_lag_components_equal_brute_force_and_sum_to_grad(name):
     expected = brute_force(cell, params, xs, loss_fn)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(components, expected, rtol=1e-4, atol=1e-5 * scale)
-    full = jax.grad(lambda p: loss_fn(*rnnjax.scan(cell, p, xs)))(params)
+    full = jax.grad(lambda p: loss_fn(*rnnjax.reference_scan(cell, p, xs)))(params)
     np.testing.assert_allclose(
         components.sum(0), ravel_pytree(full)[0], rtol=1e-4, atol=1e-5 * scale
     )
@@ -121,7 +121,7 @@ def test_padded_steps_contribute_exactly_zero(name):
     expected[:n] = brute_force(cell, params, xs[:n], lambda f, ys: loss_fn(f, ys))
     assert np.isfinite(components).all()
     np.testing.assert_allclose(components[0], expected, rtol=1e-4, atol=1e-6)
-    grad = jax.grad(lambda p: masked_loss(*rnnjax.scan(cell, p, poisoned, length=n)))(params)
+    grad = jax.grad(lambda p: masked_loss(*rnnjax.reference_scan(cell, p, poisoned, length=n)))(params)
     np.testing.assert_allclose(components[0].sum(0), ravel_pytree(grad)[0], rtol=1e-4, atol=1e-6)
 
 

@@ -155,7 +155,7 @@ def test_an_edited_mlstm_coefficient_moves_the_step_and_the_scan():
         return log_f, i_pre + jnp.log(2.0), b
 
     edited = cell._replace(step=cell.step._replace(coefficients=doubled))
-    want = rnnjax.scan(edited, params, xs)[1]
+    want = rnnjax.reference_scan(edited, params, xs)[1]
     parallel = lambda c: rnnjax.recurrent(c, impl="parallel").apply(params, xs)[1]
     np.testing.assert_allclose(parallel(edited), want, rtol=1e-5, atol=1e-6)
     assert np.abs(parallel(cell) - want).max() > 1e-3
