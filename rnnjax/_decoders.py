@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from rnnjax import _inputs, probes
 from rnnjax import attention as attention_lib
 from rnnjax.cells import Cell
-from rnnjax.layers import recurrent
+from rnnjax.layers import _UNCHECKED_APPLY, recurrent
 from rnnjax.readouts import Readout, linear
 
 Array = jax.Array
@@ -237,6 +237,9 @@ def attention_decoder(
             carry_names=cell.carry_names,
         )
     )
+    # Its params are the decoder's (checked by the model's apply), with the source beside
+    # them: not what the wrapper cell's init makes, so the layer's own check is skipped.
+    loop_apply = _UNCHECKED_APPLY[loop.apply]
 
     def emit(params, source, query, h, e):
         """Returns ``(logits: (V,), weights: (T_src,))`` of the step that reached ``h``.
@@ -261,7 +264,7 @@ def attention_decoder(
         es = embed.apply(params["embed"], previous)
         first = (jnp.arange(es.shape[0]) == 0).astype(es.dtype)[:, None]
         with probes.scope("cell"):
-            _, hs = loop.apply((params, source), jnp.concatenate([es, first], 1), carry=carry)
+            _, hs = loop_apply((params, source), jnp.concatenate([es, first], 1), carry=carry)
         # Step t's query is the state before it: the start carry's, then the loop's outputs.
         queries = jnp.concatenate([hidden_of(carry)[None].astype(hs.dtype), hs[:-1]])
         return jax.vmap(emit, in_axes=(None, None, 0, 0, 0))(params, source, queries, hs, es)
