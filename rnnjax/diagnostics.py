@@ -109,6 +109,13 @@ def _flow(fn: Callable[..., Array], args: tuple) -> tuple[dict[str, Array], dict
     return flow, flow_lengths
 
 
+def _whole_state_flow(fn: Callable[..., Array], args: tuple) -> dict[str, Array]:
+    """Returns ``{label: (T, n)}``: :func:`gradient_flow` with a loop's carry leaves side by
+    side in one row (the order of ``ravel_pytree``), as :func:`rnnjax.lags` needs them."""
+    run, zeros, _ = _probed_run(fn, args)
+    return jax.grad(run, has_aux=True)(zeros)[0]
+
+
 def gradient_flow(fn: Callable[..., Array], *args: Any) -> dict[str, Array]:
     """Returns ``{label: (T, n)}``: dL/d(state_t) of every recurrent loop inside ``fn``.
 

@@ -240,9 +240,9 @@ def layer_lag_gradients(fn: Callable[..., Array], *args: Any) -> dict[str, Any]:
     its new carry, as in every built-in cell; for other cells use :func:`lag_gradients`.
     """
     # Imported here: rnnjax.diagnostics re-exports this module's names.
-    from rnnjax.diagnostics import gradient_flow, loops
+    from rnnjax.diagnostics import _whole_state_flow, loops
 
-    flows = gradient_flow(fn, *args)
+    flows = _whole_state_flow(fn, args)
     out = {}
     for label, loop in loops(fn, *args).items():
         out[label] = _loop_lag_gradients(loop, flows[label])
