@@ -121,7 +121,9 @@ def test_padded_steps_contribute_exactly_zero(name):
     expected[:n] = brute_force(cell, params, xs[:n], lambda f, ys: loss_fn(f, ys))
     assert np.isfinite(components).all()
     np.testing.assert_allclose(components[0], expected, rtol=1e-4, atol=1e-6)
-    grad = jax.grad(lambda p: masked_loss(*rnnjax.reference_scan(cell, p, poisoned, length=n)))(params)
+    grad = jax.grad(lambda p: masked_loss(*rnnjax.reference_scan(cell, p, poisoned, length=n)))(
+        params
+    )
     np.testing.assert_allclose(components[0].sum(0), ravel_pytree(grad)[0], rtol=1e-4, atol=1e-6)
 
 
