@@ -65,13 +65,14 @@ def run(script, quick_flags=None):
         run_dir = os.path.join(tempfile.mkdtemp(prefix="rnnjax_apps_"), script)
         argv = [
             sys.executable,
-            os.path.join(REPO, "experiments", script + ".py"),
+            "-m",
+            f"experiments.{script}",
             "--no-progress",
             "--run-dir",
             run_dir,
             *(quick_flags if QUICK else []),
         ]
-        done = subprocess.run(argv, capture_output=True, text=True)
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
         if done.returncode:
             raise RuntimeError(done.stderr[-3000:])
     else:
