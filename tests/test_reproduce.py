@@ -244,7 +244,7 @@ def test_tiny_run_writes_claims_computed_from_its_numbers(tmp_path):
     figures = list((tmp_path / "figures").glob("*.png"))
     assert figures and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures)
     # The sign claim reports, and its verdict requires, λ_max(0.5) < 0 < λ_max(2) in every network.
-    lam = np.asarray(record["results"]["lambda_max"]["8"])  # (gains, networks)
+    lam = np.asarray(record["lambda_max"]["8"])  # (gains, networks)
     signs = bool(np.all(lam[0] < 0) and np.all(lam[-1] > 0))
     assert ("in every network: yes" in out["claims"][0].ours) == signs
     assert signs or not out["claims"][0].reproduced
@@ -256,9 +256,9 @@ def test_truncated_bptt_tiny_run_computes_its_verdicts_from_its_numbers(tmp_path
     config = truncated.Config(**truncated.PRESETS["tiny"])
     with open(tmp_path / "results.json") as f:
         record = json.load(f)
-    trained = record["results"]["runs"]
+    trained = record["runs"]
     assert sorted(trained, key=int) == [str(k) for k in config.truncations]
-    baseline = record["results"]["baseline_loss"]
+    baseline = record["baseline_loss"]
     assert baseline == pytest.approx(math.log(config.vocab_size))
     final = {
         int(k): np.median(np.asarray(r["test_loss"])[:, -1]) / baseline for k, r in trained.items()
