@@ -302,6 +302,7 @@ def test_docs_count_of_reproduced_claims_matches_their_table():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # every quick preset: 15 minutes of one core, more beside other tests
 def test_quick_presets_give_the_verdicts_in_the_docs(tmp_path):
     # `make reproduce` (about 15 minutes of CPU): every verdict equals the docs' table.
     from experiments.reproduce import run_all
