@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from finite_differences import assert_gradient_matches
-from paths import I, fit_one_step, paths, reference_only, values_and_gradients
+from paths import I, assert_impl_equals_reference, paths
 from random_params import random_params
 
 import rnnjax
@@ -209,39 +209,9 @@ def test_every_path_equals_the_reference_scan_with_nan_padding(name):
 
 def _check_paths(name, keep, fit):
     # A vmapped batch with lengths T, 2 and 0 whose padding is NaN, against cell.step in
-    # lax.scan on zero padding; values and gradients (parameters and inputs).
-    cell = CELLS[name]()
+    # lax.scan on zero padding; values and gradients (parameters and inputs): tests/paths.py.
     impl = "auto" if IMPL[name] != "parallel" else "parallel"
-    chosen = {k: v for k, v in paths(cell, impl=impl).items() if k in keep}
-    reference = {k: v for k, v in paths(cell, impl="reference").items() if k in keep}
-    assert set(chosen) == set(keep)
-    params = {
-        k: jax.tree.map(
-            lambda a: a + 0.3 * jax.random.normal(jax.random.key(4), a.shape),
-            init(jax.random.key(3)),
-        )
-        for k, (init, _) in chosen.items()
-    }
-    xs = jax.random.normal(jax.random.key(5), (B, T, I))
-    lengths = jnp.array([T, 2, 0], jnp.int32)
-    dirty = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, jnp.nan)
-    got = values_and_gradients(chosen, dirty, lengths, params)
-    with reference_only():  # the generators' decoders too
-        clean = jnp.where(jnp.isnan(dirty), 0.0, dirty)
-        want = values_and_gradients(reference, clean, lengths, params)
-    for path in chosen:
-        for a, b in zip(jax.tree.leaves(got[path]), jax.tree.leaves(want[path]), strict=True):
-            assert np.all(np.isfinite(a)), path
-            np.testing.assert_allclose(
-                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=path
-            )
-    if not fit:
-        return
-    got = fit_one_step(cell, jax.random.key(6), xs, lengths, impl=impl)
-    with reference_only():
-        want = fit_one_step(cell, jax.random.key(6), xs, lengths, impl="auto")
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert_impl_equals_reference(CELLS[name](), keep, impl=impl, batch=B, steps=T, fit=fit)
 
 
 @pytest.mark.parametrize("name", ["slstm", "slstm-heads", "mlstm-heads"])
