@@ -29,8 +29,6 @@ EXPLICIT = [
     "rnnjax.linen",
     "rnnjax.nnx",
     "rnnjax.launch",
-    "rnnjax.probes",
-    "rnnjax.lags",
     "rnnjax.study",
 ]
 

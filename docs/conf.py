@@ -48,6 +48,8 @@ myst_heading_anchors = 3
 # libraries cannot (no intersphinx offline), nor can the type hints' typing names.
 nitpicky = True
 nitpick_ignore_regex = [
+    # private records in signatures (what a public function returns is described in its docstring)
+    (r"py:.*", r"rnnjax\._src\..*"),
     (r"py:.*", r"(?!rnnjax\b).*"),
     (r"py:.*", r"rnnjax\..*\._\w+"),  # private names in type hints have no page by design
 ]

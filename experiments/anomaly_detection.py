@@ -51,8 +51,9 @@ import optax
 import rnnjax
 from experiments.experiment_cli import run_each, start_run, write_results
 from experiments.vmapped_seeds import init_states, keep_best
-from rnnjax import datasets, losses, models, readouts, runs, training
-from rnnjax.runs import option
+from rnnjax import losses, readouts, training
+from rnnjax._src import datasets, runs
+from rnnjax._src.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -242,7 +243,7 @@ def train_predictor(
     """
     L, l, D = config.context, config.predict_ahead, x.shape[1]
     cells = [rnnjax.recurrent(rnnjax.lstm(config.hidden_size)) for _ in range(config.num_layers)]
-    model = models.many_to_many(
+    model = rnnjax.many_to_many(
         rnnjax.stack(*cells) if len(cells) > 1 else cells[0], readouts.linear(l * D)
     )
     optimizer = optax.chain(

@@ -184,7 +184,10 @@ def _data_parallel(loss: Callable, params: Any, xs: Any, how: str):
     from jax.sharding import PartitionSpec as P
 
     mesh = rnnjax.training.data_parallel_mesh()
-    args = (rnnjax.training.replicate(params, mesh), rnnjax.training.shard_batch(xs, mesh))
+    args = (
+        rnnjax._src.training.devices.replicate(params, mesh),
+        rnnjax.training.shard_batch(xs, mesh),
+    )
     if how == "jit":
         return jax.jit(loss), jax.jit(jax.value_and_grad(loss)), args
     mapped = lambda f: jax.jit(

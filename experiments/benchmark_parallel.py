@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import optax
 
 import rnnjax
-from rnnjax import models, parallel_in_time, readouts, tasks, training
+from rnnjax import parallel_in_time, readouts, tasks, training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +178,7 @@ def trained_gru(config: Config, hidden: int, key):
     trained briefly on the adding problem (Adam 1e-2, clipping 1, batch 32)."""
     cell = rnnjax.gru(hidden)
     task = tasks.make_task("adding", num_steps=config.train_length)
-    model = models.many_to_many(rnnjax.recurrent(cell), readouts.linear(1))
+    model = rnnjax.many_to_many(rnnjax.recurrent(cell), readouts.linear(1))
     k_init, k_run = jax.random.split(key)
     params = model.init(k_init, task.input_size)
 

@@ -50,9 +50,10 @@ import optax
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
 from experiments.handwriting_ctc import digit_images
-from rnnjax import decoding, losses, padding, runs, training
-from rnnjax.language_models import carry_bridge
-from rnnjax.runs import option
+from rnnjax import losses, padding, training
+from rnnjax._src import decoding, runs
+from rnnjax._src.language_models import carry_bridge
+from rnnjax._src.runs import option
 
 ONES = [
     "zero",

@@ -53,8 +53,8 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax import language_models, registry, runs, training
-from rnnjax.runs import option
+from rnnjax._src import language_models, registry, runs, training
+from rnnjax._src.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -63,7 +63,9 @@ from rnnjax.runs import option
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    cell: str = option("lstm", "recurrent cell, a name in rnnjax.registry.CELLS (lstm, gru, ...)")
+    cell: str = option(
+        "lstm", "recurrent cell, a name in rnnjax._src.registry.CELLS (lstm, gru, ...)"
+    )
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     embed_size: int = option(32, "character embedding size")

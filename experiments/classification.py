@@ -49,8 +49,9 @@ import optax
 import rnnjax
 from experiments.experiment_cli import run_each, start_run, write_results
 from experiments.vmapped_seeds import init_states
-from rnnjax import data, datasets, losses, models, readouts, registry, runs, training
-from rnnjax.runs import option
+from rnnjax import data, datasets, losses, readouts, training
+from rnnjax._src import registry, runs
+from rnnjax._src.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -63,7 +64,7 @@ class Config:
         ("JapaneseVowels", "BasicMotions"), "UEA sets shipped by aeon: JapaneseVowels, BasicMotions"
     )
     cell: str = option(
-        "gru", "cell of each direction, a name in rnnjax.registry.CELLS (gru, lstm, ...)"
+        "gru", "cell of each direction, a name in rnnjax._src.registry.CELLS (gru, lstm, ...)"
     )
     hidden_size: int = option(32, "hidden units per direction")
     num_seeds: int = option(3, "seeds per data set, trained as one vmapped program")
@@ -183,7 +184,7 @@ def train_rnn(
     xs_train, len_train = (jnp.asarray(a) for a in data.pad(train))
     xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
-    model = models.many_to_one(
+    model = rnnjax.many_to_one(
         rnnjax.bidirectional(registry.make_cell(config.cell, config.hidden_size)),
         readouts.linear(num_classes),
         pool="mean",

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from rnnjax import runs
+from rnnjax._src import runs
 
 
 def start_run(

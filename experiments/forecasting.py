@@ -57,8 +57,9 @@ from threadpoolctl import threadpool_limits
 import rnnjax
 from experiments.experiment_cli import run_each, start_run, write_results
 from experiments.vmapped_seeds import init_states, keep_best
-from rnnjax import datasets, losses, models, readouts, runs, training
-from rnnjax.runs import option
+from rnnjax import losses, readouts, training
+from rnnjax._src import datasets, runs
+from rnnjax._src.runs import option
 
 # --------------------------------------------------------------------------------- config
 
@@ -286,7 +287,7 @@ def train_rnn(
     num_fit = num_pre - setup.validation
     data = prepare(y, setup, num_fit)
     L, H = setup.context, setup.horizon
-    model = models.many_to_many(
+    model = rnnjax.many_to_many(
         rnnjax.recurrent(CELLS[config.cell](config.hidden_size)), readouts.linear(H)
     )
     optimizer = optax.chain(

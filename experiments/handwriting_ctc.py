@@ -45,8 +45,9 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax import decoding, readouts, runs, training
-from rnnjax.runs import option
+from rnnjax import decoding, readouts, training
+from rnnjax._src import runs
+from rnnjax._src.runs import option
 
 BLANK = 0  # CTC blank; digit d is label d + 1
 

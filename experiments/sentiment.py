@@ -47,8 +47,9 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax import losses, readouts, runs, training
-from rnnjax.runs import option
+from rnnjax import losses, readouts, training
+from rnnjax._src import runs
+from rnnjax._src.runs import option
 
 PAD, UNKNOWN = 0, 1  # character tokens; the characters seen in training follow
 STEM = 5  # characters a held-out token must not share with any training token's start

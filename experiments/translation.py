@@ -53,8 +53,9 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax import losses, padding, runs, training
-from rnnjax.runs import option
+from rnnjax import losses, padding, training
+from rnnjax._src import runs
+from rnnjax._src.runs import option
 
 PAD, START, END = 0, 1, 2
 ATTENTION = {"none": None, "bahdanau": "bahdanau", "luong": "luong"}

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rnnjax import study
-from rnnjax.study import PRESETS, Config, grad_ratio, verdict
+from rnnjax._src import study
+from rnnjax._src.study import PRESETS, Config, grad_ratio, verdict
 
 __all__ = ["PRESETS", "Config", "grad_ratio", "main", "parse_args", "verdict"]
 

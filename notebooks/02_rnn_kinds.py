@@ -16,7 +16,7 @@
 #
 # Textbooks name recurrent networks by how inputs and outputs line up (Karpathy 2015, "The
 # Unreasonable Effectiveness of Recurrent Neural Networks"). In rnnjax each kind is one
-# constructor in `rnnjax.models` that takes cells, layers and readouts (`rnnjax.readouts`)
+# constructor in `rnnjax` that takes cells, layers and readouts (`rnnjax.readouts`)
 # and returns a record of pure functions acting on ONE example; `jax.vmap` batches it and
 # `rnnjax.losses` averages over the valid steps of a padded batch. Here we train each kind on
 # a small generated task and plot what it learned.
@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import losses, models, padding, readouts
+from rnnjax import losses, padding, readouts
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 STEPS = 40 if QUICK else 600  # Adam updates per model
@@ -45,7 +45,7 @@ def train(loss, params, batch_fn, evaluate, steps=STEPS, lr=1e-2):
     """Returns (trained params, (steps,) training losses, evaluate(trained params)).
 
     Adam with gradient clipping and a cosine schedule. ``loss(params, batch) -> scalar``;
-    ``batch_fn(key, step)`` draws a fresh batch each step. Training (one `rnnjax.run_steps`,
+    ``batch_fn(key, step)`` draws a fresh batch each step. Training (one `rnnjax.training.run_steps`,
     a `lax.scan` over updates) and the evaluation are ONE jitted program: one compilation.
     """
     optimizer = optax.chain(
@@ -56,7 +56,7 @@ def train(loss, params, batch_fn, evaluate, steps=STEPS, lr=1e-2):
 
     @jax.jit
     def run(state):
-        state, metrics = rnnjax.run_steps(step, state, batch_fn, steps)
+        state, metrics = rnnjax.training.run_steps(step, state, batch_fn, steps)
         return state.params, metrics["loss"], evaluate(state.params)
 
     params, curve, evaluation = run(state)
@@ -72,12 +72,12 @@ def plot_loss(ax, curve, ylabel="training loss"):
 
 # %% [markdown]
 # ## One-to-one: a feed-forward baseline
-# No recurrence at all: `models.one_to_one(readout)` maps one input to one output. It is the
+# No recurrence at all: `rnnjax.one_to_one(readout)` maps one input to one output. It is the
 # reference the recurrent kinds generalise. Task: regress $y = \sin(3x)$ on $x \in [-2, 2]$
 # with a two-layer tanh MLP (`readouts.mlp`).
 
 # %%
-net = models.one_to_one(readouts.mlp([H, H], 1, activation="tanh"))
+net = rnnjax.one_to_one(readouts.mlp([H, H], 1, activation="tanh"))
 
 
 def sine_batch(key, step):
@@ -115,14 +115,14 @@ plt.show()
 
 # %% [markdown]
 # ## Many-to-one: a sequence in, one output (sign of a sum)
-# `models.many_to_one(layer, readout, pool="last")` reads a sequence and classifies it from
+# `rnnjax.many_to_one(layer, readout, pool="last")` reads a sequence and classifies it from
 # its last valid output. Task: is the sum of $n \in [5, T]$ Gaussian numbers positive? The
 # sequences are padded to $T$ with **noise**: `length=n` makes the scan ignore it, so a model
 # that looked at the padding would fail.
 
 # %%
 T = 20 if QUICK else 40
-clf = models.many_to_one(rnnjax.recurrent(rnnjax.gru(H)), readouts.linear(2))
+clf = rnnjax.many_to_one(rnnjax.recurrent(rnnjax.gru(H)), readouts.linear(2))
 
 
 def sum_batch(key, step, size=128):
@@ -163,7 +163,7 @@ plt.show()
 
 # %% [markdown]
 # ## Many-to-many, aligned: one output per step (a centred moving average)
-# `models.many_to_many(layer, readout)` emits `readout(ys[t])` at every step. Task: output the
+# `rnnjax.many_to_many(layer, readout)` emits `readout(ys[t])` at every step. Task: output the
 # average of $x_{t-2}, \dots, x_{t+2}$. That needs two steps of the *future*: a
 # unidirectional GRU cannot know them, a `rnnjax.bidirectional` one reads the sequence both
 # ways. Padded steps get zero outputs and `losses.masked_mse` skips them.
@@ -181,8 +181,8 @@ def smooth_batch(key, step, size=64):
 
 
 taggers = {
-    "unidirectional GRU": models.many_to_many(rnnjax.recurrent(rnnjax.gru(H)), readouts.linear(1)),
-    "bidirectional GRU": models.many_to_many(
+    "unidirectional GRU": rnnjax.many_to_many(rnnjax.recurrent(rnnjax.gru(H)), readouts.linear(1)),
+    "bidirectional GRU": rnnjax.many_to_many(
         rnnjax.bidirectional(rnnjax.gru(H)), readouts.linear(1)
     ),
 }
@@ -226,7 +226,7 @@ plt.show()
 
 # %% [markdown]
 # ## One-to-many: a vector in, a token sequence out (the digits of an integer)
-# `models.one_to_many(cell, vocab_size, start_token=..., end_token=...)` turns one input into
+# `rnnjax.one_to_many(cell, vocab_size, start_token=..., end_token=...)` turns one input into
 # a generated sequence, as in image captioning: the input sets the initial carry
 # (`carry_0 = tanh(x W + b)`) and is fed at every step (`condition="both"`). Training is
 # teacher-forced (`apply`); `decode` generates inside `lax.scan`, greedily or by sampling,
@@ -246,7 +246,7 @@ def digits_data(n, max_len=4):
     return x, targets.astype(jnp.int32), num_digits + 1
 
 
-speller = models.one_to_many(rnnjax.gru(H), 13, start_token=1, end_token=2, embed_size=8)
+speller = rnnjax.one_to_many(rnnjax.gru(H), 13, start_token=1, end_token=2, embed_size=8)
 
 
 def digits_loss(p, batch):
@@ -290,7 +290,7 @@ plt.show()
 
 # %% [markdown]
 # ## Encoder–decoder: a sequence in, a sequence of its own length out (reversal)
-# `models.encoder_decoder(encoder, decoder_cell, vocab_size, ...)` reads a source with any
+# `rnnjax.encoder_decoder(encoder, decoder_cell, vocab_size, ...)` reads a source with any
 # layer (here a bidirectional GRU), flattens its final carry to a context vector that
 # initialises the decoder and is fed at every decoder step (Sutskever et al. 2014; Cho et al.
 # 2014), then generates like one-to-many. Task: reverse 5–8 tokens drawn from 3–7; the
@@ -312,7 +312,7 @@ def reverse_data(key, batch, max_len=8):
     return src, n, targets.at[jnp.arange(batch), n].set(2), n + 1
 
 
-seq2seq = models.encoder_decoder(
+seq2seq = rnnjax.encoder_decoder(
     rnnjax.bidirectional(rnnjax.gru(H)),
     rnnjax.gru(H),
     V,

@@ -69,7 +69,7 @@ print(
 # For one cell and one length, `experiment` trains `SEEDS` networks (each with its own
 # initialisation and data order) as ONE jitted, vmapped program: a recurrent cell read out by
 # a linear map at every step (`rnnjax.scan`, `rnnjax.readouts.linear`), Adam with gradient
-# clipping (`rnnjax.make_train_step`, `rnnjax.run_steps`). After every chunk of steps it
+# clipping (`rnnjax.make_train_step`, `rnnjax.training.run_steps`). After every chunk of steps it
 # probes $\|dL/dh_t\|$ on fixed test sequences, so the gradient flow is recorded *during*
 # training at no extra compilation.
 
@@ -114,7 +114,7 @@ def experiment(make_cell, length):
 
         def chunk(state, _):  # measure, then train; one copy of each in the program
             measured = (test_mse(state.params), grad_norms(state.params))
-            state, metrics = rnnjax.run_steps(train_step, state, batch_fn, CHUNK)
+            state, metrics = rnnjax.training.run_steps(train_step, state, batch_fn, CHUNK)
             return state, (metrics["loss"], *measured)
 
         # NUM_CHUNKS + 1 measurements (step 0, CHUNK, ..., NUM_STEPS); the chunk trained after

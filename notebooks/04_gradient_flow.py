@@ -137,7 +137,7 @@ plt.show()
 
 # %% [markdown]
 # ## 3. Singular values of the step Jacobians and of their product
-# `step_singular_values` gives the singular values of each $\partial h_t/\partial h_{t-1}$ along
+# `singular_values(step_jacobians(...))` gives the singular values of each $\partial h_t/\partial h_{t-1}$ along
 # the trajectory; `singular_values(final_state_jacobians(...)[t])` those of the product
 # $\partial h_{T-1}/\partial h_t$. We look at the product over the last $L = T/4$ steps (over all
 # $T$ steps it underflows float32 for scales ≤ 1).
@@ -148,7 +148,7 @@ step_spectra, product_spectra = {}, {}
 for g in [0.5, 1.0, 1.5, 3.0]:
     cell = elman(g)
     params = cell.init(k_w, 1)
-    sv = diagnostics.step_singular_values(cell, params, xs[0])  # (T, H)
+    sv = diagnostics.singular_values(diagnostics.step_jacobians(cell, params, xs[0]))  # (T, H)
     step_spectra[f"scale {g}"] = np.asarray(sv[T // 2])  # one step, mid-sequence
     product = diagnostics.final_state_jacobians(cell, params, xs[0])[T - 1 - L]
     product_spectra[f"scale {g}"] = np.asarray(diagnostics.singular_values(product))
@@ -363,12 +363,12 @@ plt.show()
 # %%
 import optax
 
-from rnnjax import models, readouts, tasks, training
+from rnnjax import readouts, tasks, training
 
 T_ORDER = 30 if QUICK else 60
 STEPS = 40 if QUICK else 800
 task = tasks.make_task("temporal_order", num_steps=T_ORDER)
-model = models.many_to_one(
+model = rnnjax.many_to_one(
     rnnjax.stack(rnnjax.bidirectional(rnnjax.lstm(H)), rnnjax.bidirectional(rnnjax.lstm(H))),
     readouts.linear(task.output_size),
     pool="first_last",

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import checkpoints, models, readouts, tasks, training
+from rnnjax import checkpoints, readouts, tasks, training
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 print("JAX", jax.__version__, "|", jax.device_count(), "devices:", jax.devices())
@@ -59,7 +59,7 @@ print("JAX", jax.__version__, "|", jax.device_count(), "devices:", jax.devices()
 # The adding problem (`rnnjax.tasks.adding_problem`): predict the sum of the two marked
 # values in a sequence of $T$ random numbers; predicting 1 always gives MSE 1/6, so only a
 # model that remembers the marked values across the sequence goes below it. The model is an
-# LSTM read out at its last step (`models.many_to_one`).
+# LSTM read out at its last step (`rnnjax.many_to_one`).
 
 
 # %%
@@ -76,7 +76,7 @@ class Config:
 
 config = Config()
 task = tasks.adding_problem(config.length)
-model = models.many_to_one(rnnjax.recurrent(rnnjax.lstm(config.hidden)), readouts.linear(1))
+model = rnnjax.many_to_one(rnnjax.recurrent(rnnjax.lstm(config.hidden)), readouts.linear(1))
 
 
 def loss_fn(params, batch, key):

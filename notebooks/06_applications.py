@@ -102,7 +102,9 @@ def show(done, figures):
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(13, 6))
-for ax, loader in zip(axes[0], datasets.SERIES.values()):
+for ax, loader in zip(
+    axes[0], (datasets.co2_monthly, datasets.sunspots_yearly, datasets.elnino_monthly)
+):
     s = loader()
     ax.plot(s.times, s.values, lw=0.8)
     ax.set_title(f"{s.name}: {len(s.values)} steps, period {s.period}")
@@ -117,7 +119,7 @@ for i in (0, 40, 80):
     )
 axes[1, 0].set_title("JapaneseVowels: first LPC coefficient")
 axes[1, 0].legend(fontsize=7)
-for ax, loader in zip(axes[1, 1:], datasets.ANOMALY_SETS.values()):
+for ax, loader in zip(axes[1, 1:], (datasets.ucr_anomaly, datasets.gutentag_anomaly)):
     a = loader()
     bad = np.flatnonzero(a.labels)
     ax.plot(a.test[:, 0], lw=0.4, color="k")

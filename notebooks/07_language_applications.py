@@ -118,7 +118,7 @@ for name, sample in lm_result["samples"].items():
 # words: "seven", "forty two", "three hundred five". The caption is a small language of its
 # own: a teen is one word for two digits, a zero is silent, so the decoder cannot copy one
 # word per digit. A feed-forward net maps the pixels to the LSTM's initial carry
-# (`rnnjax.language_models.carry_bridge`); the LSTM is a `language_model` that reads the start
+# (`rnnjax.readouts.carry_bridge`); the LSTM is a `language_model` that reads the start
 # token, then its own words. The held-out images are made of digit images no model saw.
 
 # %%

@@ -33,9 +33,9 @@
 # 1. how much of the gradient of a loss at the last step reaches each earlier step,
 #    $\|\partial L / \partial h_t\|$ (`rnnjax.diagnostics.state_gradient_norms`);
 # 2. the singular values of the step Jacobians and the Lyapunov spectrum of the input-driven
-#    cell (`step_singular_values`, `lyapunov_spectrum`).
+#    cell (`step_jacobians`, `lyapunov_spectrum`).
 #
-# Every cell comes from the one table of built-in cells, `rnnjax.registry.CELLS`, with its
+# Every cell comes from the one table of built-in cells, `rnnjax.CELLS`, with its
 # label and colour. Set `RNNJAX_QUICK=1` to shrink every size (the test suite does).
 
 # %%
@@ -48,7 +48,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import rnnjax
-from rnnjax import diagnostics, registry
+from rnnjax import diagnostics
+from rnnjax._src import registry
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 H = 8 if QUICK else 16  # hidden units (the selective SSM: H channels of N = 16 states)
@@ -137,7 +138,7 @@ def spectra(name):
         modulus = np.sort(np.exp(-np.exp(np.asarray(p["nu_log"]))))[::-1]
         return modulus[:K], np.log(modulus[:K])
     carry = rnnjax.scan(cell, p, xs[0, :1])[0]  # from the state after the first step
-    sv = diagnostics.step_singular_values(cell, p, xs[0, 1:], carry=carry)
+    sv = diagnostics.singular_values(diagnostics.step_jacobians(cell, p, xs[0, 1:], carry=carry))
     k = min(K, sv.shape[1])
     lyapunov = diagnostics.lyapunov_spectrum(cell, p, xs[0, 1:], carry=carry, k=k, key=k_basis)
     return np.asarray(jnp.mean(sv, axis=0))[:k], np.sort(np.asarray(lyapunov))[::-1]

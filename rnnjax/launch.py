@@ -36,7 +36,7 @@ import time
 import traceback
 
 from rnnjax import training
-from rnnjax.training import processes
+from rnnjax._src.training import processes
 
 __all__ = ["main"]
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 import rnnjax
-from rnnjax import models, readouts, training
+from rnnjax import readouts, training
 
 I = 3  # input features
 VOCAB = 5
@@ -60,20 +60,20 @@ def paths(cell, *, generators=True, flax_modules=True, impl="auto"):
         "bidirectional": _layer_path(bidirectional()),
         "stack": _layer_path(rnnjax.stack(recurrent(), bidirectional())),
         "many_to_one": _model_path(
-            models.many_to_one(bidirectional(), readouts.linear(2), pool="mean")
+            rnnjax.many_to_one(bidirectional(), readouts.linear(2), pool="mean")
         ),
-        "many_to_many": _model_path(models.many_to_many(recurrent(), readouts.linear(2))),
+        "many_to_many": _model_path(rnnjax.many_to_many(recurrent(), readouts.linear(2))),
     }
     if generators:
         targets = jnp.array([3, 1, 4, 2])
-        gen = models.one_to_many(cell, VOCAB, start_token=1, end_token=2)
+        gen = rnnjax.one_to_many(cell, VOCAB, start_token=1, end_token=2)
         out["one_to_many"] = (
             lambda k: gen.init(k, I),
             lambda p, xs, lengths: jnp.sum(
                 jnp.sin(jax.vmap(lambda x: gen.apply(p, x[0], targets))(xs))
             ),
         )
-        seq2seq = models.encoder_decoder(
+        seq2seq = rnnjax.encoder_decoder(
             rnnjax.bidirectional(cell), cell, VOCAB, start_token=1, end_token=2
         )
         out["encoder_decoder"] = (
@@ -126,7 +126,7 @@ def fit_one_step(cell, params_key, xs, lengths, impl="auto"):
     """Returns the params after one ``rnnjax.fit`` step of SGD on a many-to-one classifier."""
     import optax
 
-    model = models.many_to_one(
+    model = rnnjax.many_to_one(
         rnnjax.stack(rnnjax.bidirectional(cell, impl=impl), rnnjax.recurrent(cell, impl=impl)),
         readouts.linear(2),
     )
@@ -162,7 +162,7 @@ def reference_only():
     """Within it, every layer, model and module runs ``cell.step`` in ``lax.scan``, the loop
     of ``rnnjax.reference_scan`` (``impl="auto"``: neither the fast path nor the associative
     scan), by replacing the one function that picks the loop."""
-    loop = importlib.import_module("rnnjax.scan")  # (rnnjax.scan is the function)
+    loop = importlib.import_module("rnnjax._src.scan")
     original = loop._path
     loop._path = lambda cell, impl: "reference"
     try:

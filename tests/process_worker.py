@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import checkpoints, training
+from rnnjax._src import checkpoints, training
 
 T, I, H, B = 4, 2, 4, 4  # sequence length, inputs, hidden units, global batch size
 NUM_STEPS = 12

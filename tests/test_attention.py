@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import rnnjax
-from rnnjax import attention, initializers, models, padding
+from rnnjax._src import attention, initializers, padding
 
 KEY = jax.random.PRNGKey(0)
 V, S = 7, 9  # target and source vocabularies; start 1, end 2, pad 0
@@ -115,7 +115,7 @@ def _lstm(hidden):
 
 
 def _model(kind, hidden=5):
-    return models.encoder_decoder(
+    return rnnjax.encoder_decoder(
         rnnjax.bidirectional(_lstm(3)),
         _lstm(hidden),
         V,
@@ -204,7 +204,7 @@ def test_teacher_forced_decoder_equals_a_loop_of_the_papers_equations(kind):
 
 @pytest.mark.slow
 def test_nan_source_padding_reaches_no_output_or_gradient():
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.bidirectional(rnnjax.gru(3)),
         rnnjax.gru(4),
         V,
@@ -320,7 +320,7 @@ def test_attention_arguments_are_checked():
     with pytest.raises(ValueError, match="attention must be None or one of"):
         _model("dot")
     with pytest.raises(ValueError, match="feed_context must be False or None"):
-        models.encoder_decoder(
+        rnnjax.encoder_decoder(
             rnnjax.recurrent(rnnjax.gru(3)),
             rnnjax.gru(3),
             V,
@@ -355,7 +355,7 @@ def test_gradient_flow_reports_the_decoder_loop_equal_to_hand_placed_probes(kind
     )
 
     enc = dec = rnnjax.lstm(3)  # H of test_gradient_flow: its by_leaf splits (h, c)
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.bidirectional(enc), dec, V, start_token=1, end_token=2, attention=kind
     )
 

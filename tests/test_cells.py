@@ -8,7 +8,7 @@ from flax import linen as nn
 from random_params import random_params
 
 import rnnjax
-from rnnjax.registry import make_cell
+from rnnjax._src.registry import make_cell
 
 
 def sigmoid(x):

@@ -13,7 +13,8 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import checkpoints, training
+from rnnjax import training
+from rnnjax._src import checkpoints
 
 
 def assert_bitwise_equal(restored, original):
@@ -112,7 +113,8 @@ def test_mismatched_template_names_the_paths_and_reads_nothing(tmp_path):
 MISMATCH_SCRIPT = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, optax
-    from rnnjax import checkpoints, training
+    from rnnjax import training
+    from rnnjax._src import checkpoints
 
     def state_of(hidden):
         params = {"w": jnp.ones((3, hidden)), "b": jnp.zeros(hidden)}

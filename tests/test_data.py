@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rnnjax import data
+from rnnjax._src import data
 
 SERIES_SHAPES = [(17,), (17, 2)]
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnjax import datasets
+from rnnjax._src import datasets
 
 
 def test_co2_months_are_the_means_of_their_weeks():

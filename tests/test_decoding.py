@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import decoding
+from rnnjax._src import decoding
 
 V = 4
 L = 10  # every generation is L tokens from a prompt array of 4: each jitted variant compiles once

@@ -12,6 +12,7 @@ from random_params import random_params as _random_params
 
 import rnnjax
 from rnnjax import diagnostics as dg
+from rnnjax._src import spectra
 
 T, I, H = 6, 2, 3
 
@@ -108,7 +109,7 @@ def test_state_gradients_and_jacobians_match_brute_force(name, length):
     if length is not None:
         assert np.all(np.asarray(got[length:]) == 0.0)
     np.testing.assert_allclose(
-        dg.final_state_jacobians(cell, params, xs, carry=carry, length=length), jac, atol=1e-6
+        spectra.final_state_jacobians(cell, params, xs, carry=carry, length=length), jac, atol=1e-6
     )
     np.testing.assert_allclose(
         dg.jacobian_norms(cell, params, xs, carry=carry, length=length),
@@ -184,7 +185,7 @@ def test_linear_orthogonal_rnn_is_exact(a):
         np.log(a),
         atol=1e-4,
     )
-    np.testing.assert_allclose(dg.step_singular_values(cell, params, xs), a, rtol=1e-5)
+    np.testing.assert_allclose(spectra.step_singular_values(cell, params, xs), a, rtol=1e-5)
     bound = dg.pascanu_bound(params, cell)
     np.testing.assert_allclose(bound.sigma_max, a, rtol=1e-5)
     assert bool(bound.vanishing) == (a < 1.0)
@@ -243,17 +244,17 @@ def test_weight_spectra_and_pascanu_bound():
         dg.spectral_radius(w), np.max(np.abs(np.linalg.eigvals(w))), rtol=1e-5
     )
     # The bound bounds every step Jacobian's norm.
-    step_norms = dg.step_singular_values(cell, params, xs)[:, 0]
+    step_norms = spectra.step_singular_values(cell, params, xs)[:, 0]
     assert np.all(np.asarray(step_norms) <= float(bound.bound) * (1 + 1e-6))
     assert dg.pascanu_bound(params, "sigmoid").gamma == 0.25
 
     lstm = rnnjax.lstm(3)
     lp = lstm.init(jax.random.PRNGKey(0), I)
-    blocks = dg.recurrent_matrices(lp)
+    blocks = spectra.recurrent_matrices(lp)
     assert blocks.shape == (4, 3, 3)
     np.testing.assert_array_equal(blocks[1], lp["w_hh"][:, 3:6])  # the forget gate's block
     np.testing.assert_allclose(
-        dg.largest_singular_value(blocks),
+        spectra.largest_singular_value(blocks),
         [np.linalg.norm(np.asarray(lp["w_hh"][:, 3 * g : 3 * g + 3]), 2) for g in range(4)],
         rtol=1e-5,
     )

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from paths import I, fit_one_step, paths, reference_only
 
 import rnnjax
-from rnnjax import models, readouts, training
+from rnnjax import readouts, training
 
 B, T, H = 3, 6, 4
 
@@ -268,7 +268,7 @@ def test_an_edited_step_runs_as_written_in_every_layer(name_and_edit, lengths, s
 def test_an_edited_step_in_a_model_and_fit():
     e = {**IDENTITY, "gamma": jnp.float32(0.7), "perm": jnp.arange(3 * H)[::-1]}
     edited = edit_step(CELLS["gru-cho"](), e)
-    model = models.many_to_one(rnnjax.recurrent(edited), readouts.linear(2), pool="last")
+    model = rnnjax.many_to_one(rnnjax.recurrent(edited), readouts.linear(2), pool="last")
     params = _random_params(lambda k: model.init(k, I))
     xs, lengths = random_inputs(8, [T, 3, 1])
     labels = jnp.array([0, 1, 1])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import fused
+from rnnjax._src import fused
 
 T, I, H, B = 7, 3, 4, 3
 
@@ -236,7 +236,7 @@ def test_hand_written_vjps_equal_autodiff_of_the_update_they_belong_to(update):
 def test_an_update_edited_without_its_derivative_is_caught():
     # The check above fails for a hand-written VJP that no longer matches its update: here
     # the LSTM's derivative paired with an edited LSTM update.
-    edited = lambda carry, z: rnnjax.cells.lstm_update(carry, 1.5 * z)
+    edited = lambda carry, z: rnnjax._src.cells.lstm_update(carry, 1.5 * z)
     carry = (jnp.ones(H), jnp.ones(H))
     z = jnp.linspace(-1, 1, 4 * H)
     _, vjp = jax.vjp(lambda c, z: (edited(c, z), edited(c, z)[0]), carry, z)

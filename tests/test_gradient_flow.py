@@ -16,7 +16,9 @@ from jax.flatten_util import ravel_pytree
 
 import rnnjax
 from rnnjax import diagnostics as dg
-from rnnjax import models, readouts
+from rnnjax import readouts
+from rnnjax._src import diagnostics as diagnostics_impl
+from rnnjax._src import spectra
 
 B, T, I, H, VOCAB = 2, 5, 2, 3, 6
 LENGTHS = jnp.array([T, 3])
@@ -85,7 +87,7 @@ LSTM, GRU = rnnjax.lstm(H), rnnjax.gru(H)
 
 
 def stacked_classifier():
-    model = models.many_to_one(
+    model = rnnjax.many_to_one(
         rnnjax.stack(rnnjax.bidirectional(LSTM), rnnjax.bidirectional(GRU)),
         readouts.linear(2),
         pool="mean",
@@ -106,7 +108,7 @@ def stacked_classifier():
 
 
 def tagger():
-    model = models.many_to_many(rnnjax.recurrent(LSTM), readouts.linear(2))
+    model = rnnjax.many_to_many(rnnjax.recurrent(LSTM), readouts.linear(2))
 
     def by_hand(params, probes, xs, n):
         _, ys = direction(LSTM, params["rnn"], xs, probes["rnn"], n, False)
@@ -122,7 +124,7 @@ def tagger():
 
 
 def captioner():
-    model = models.one_to_many(LSTM, VOCAB, start_token=1, end_token=2)
+    model = rnnjax.one_to_many(LSTM, VOCAB, start_token=1, end_token=2)
 
     def by_hand(params, probes, xs, n):
         del n
@@ -137,7 +139,7 @@ def captioner():
 
 
 def translator():
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.bidirectional(LSTM), GRU, VOCAB, start_token=1, end_token=2
     )
 
@@ -203,7 +205,7 @@ def test_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
 
     from rnnjax import losses, training
 
-    model = models.many_to_one(
+    model = rnnjax.many_to_one(
         rnnjax.stack(rnnjax.bidirectional(GRU)),
         readouts.linear(2),
         pool="mean",
@@ -235,7 +237,7 @@ def test_gradient_flow_hook_in_fit_reads_tokens_through_the_embedding():
     assert sorted(rows) == [0, 4]
     # each recorded row is the flow of the parameters at that step, averaged over the
     # examples in which step t is valid (computed here example by example)
-    one = jax.jit(lambda *args: dg.gradient_flow_norms(loss, *args))
+    one = jax.jit(lambda *args: diagnostics_impl.gradient_flow_norms(loss, *args))
     for step, params in ((0, state.params), (4, result.state.params)):
         for label in ("rnn/0/forward", "rnn/0/backward"):
             per_example = [one(params, x, n, y)[label] for x, n, y in zip(tokens, lengths, labels)]
@@ -261,8 +263,8 @@ def test_per_layer_jacobian_norms_and_lyapunov_spectra_of_a_stack():
     params = layer.init(jax.random.key(0), I)
     xs, n = jax.random.normal(jax.random.key(1), (T, I)), 4
     fn = lambda p, x, n: layer.apply(p, x, length=n)
-    got_norms = dg.layer_jacobian_norms(fn, params, xs, n)
-    got_spectra = dg.layer_lyapunov_spectra(fn, params, xs, n, k=2, key=jax.random.key(2))
+    got_norms = spectra.layer_jacobian_norms(fn, params, xs, n)
+    got_spectra = spectra.layer_lyapunov_spectra(fn, params, xs, n, k=2, key=jax.random.key(2))
     _, below = rnnjax.bidirectional(LSTM).apply(params[0], xs, length=n)
     reads = {
         "0/forward": (LSTM, params[0]["forward"], xs),
@@ -364,3 +366,41 @@ def training_state(params):
         params: dict
 
     return State(params)
+
+
+def test_one_diagnostics_api_for_a_model_and_for_a_cell():
+    # rnnjax.diagnostics' loop functions take a cell (cell, params, xs) or a model's loss
+    # (fn, *args); on the one loop of rnnjax.scan both give the same numbers.
+    from rnnjax._src import lags
+
+    cell = rnnjax.lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (7, 3))
+    per_cell = lambda c, ys: jnp.sum(jnp.sin(ys))
+    fn = lambda p, x: jnp.sum(jnp.sin(rnnjax.scan(cell, p, x, length=5)[1]))
+    model_norms = dg.jacobian_norms(fn, params, xs)
+    np.testing.assert_allclose(
+        model_norms["scan"], dg.jacobian_norms(cell, params, xs, length=5), rtol=1e-6
+    )
+    assert model_norms.keys() == spectra.layer_jacobian_norms(fn, params, xs).keys()
+    np.testing.assert_allclose(
+        dg.lyapunov_spectrum(fn, params, xs, k=3)["scan"],
+        dg.lyapunov_spectrum(cell, params, xs, k=3, length=5),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        dg.gradient_by_lag(fn, params, xs)["scan"],
+        dg.gradient_by_lag(cell, params, xs, per_cell, length=5),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        dg.gradient_by_lag(fn, params, xs)["scan"],
+        lags.layer_gradient_by_lag(fn, params, xs)["scan"],
+    )
+    with pytest.raises(TypeError, match=r"cell must be an rnnjax\.Cell"):
+        dg.jacobian_norms("lstm", params, xs)
+    with pytest.raises(TypeError, match="carry and length belong to a call on one cell"):
+        dg.lyapunov_spectrum(fn, params, xs, length=3)
+    with pytest.raises(TypeError, match=r"jacobian_norms\(cell, params, xs"):
+        dg.jacobian_norms(cell, params)

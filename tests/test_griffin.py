@@ -15,7 +15,7 @@ from paths import assert_both_loops_give
 from random_params import random_params
 
 import rnnjax
-from rnnjax import griffin
+from rnnjax._src import griffin
 
 T, I, D = 6, 3, 4
 

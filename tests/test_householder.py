@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import householder, initializers
+from rnnjax import initializers
+from rnnjax._src import householder
 
 
 def _numpy_qr_positive(a):

@@ -12,7 +12,8 @@ from jax.flatten_util import ravel_pytree
 from random_params import random_params as _random_params
 
 import rnnjax
-from rnnjax import diagnostics, lags
+from rnnjax import diagnostics
+from rnnjax._src import lags
 
 T, I, H = 5, 2, 3
 
@@ -129,7 +130,7 @@ def test_padded_steps_contribute_exactly_zero(name):
 
 def test_layer_version_equals_the_cell_version_inside_a_model():
     cell = CELLS["gru"]
-    model = rnnjax.models.many_to_many(rnnjax.recurrent(cell), rnnjax.readouts.linear(2))
+    model = rnnjax._src.models.many_to_many(rnnjax.recurrent(cell), rnnjax.readouts.linear(2))
     key = jax.random.PRNGKey(3)
     params = model.init(key, I)
     params = jax.tree.map(
@@ -149,7 +150,9 @@ def test_layer_version_equals_the_cell_version_inside_a_model():
 
 def test_layer_version_of_a_bidirectional_layer_sums_to_each_direction_gradient():
     cell = CELLS["lstm"]
-    model = rnnjax.models.many_to_many(rnnjax.bidirectional(cell, cell), rnnjax.readouts.linear(1))
+    model = rnnjax._src.models.many_to_many(
+        rnnjax.bidirectional(cell, cell), rnnjax.readouts.linear(1)
+    )
     params = model.init(jax.random.PRNGKey(4), I)
     xs = jax.random.normal(jax.random.PRNGKey(5), (T, I)).at[3:].set(jnp.nan)
     model_loss = lambda p, x: jnp.sum(jnp.sin(model.apply(p, x, length=3)))

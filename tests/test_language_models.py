@@ -1,4 +1,4 @@
-"""rnnjax.language_models.carry_bridge: a conditioning vector sets a language model's carry."""
+"""rnnjax._src.language_models.carry_bridge: a conditioning vector sets a language model's carry."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 import rnnjax
 from rnnjax import decoding
-from rnnjax.language_models import carry_bridge, chunk_loss
+from rnnjax._src.language_models import carry_bridge, chunk_loss
 
 # An LSTM under a GRU: the carry has three leaves of two sizes, ((h, c), h).
 LM = rnnjax.language_model(
@@ -77,7 +77,7 @@ def _identity_model(vocab_size, dropout):
         output_size=vocab_size,
         initial_carry=lambda p: jnp.zeros(()),
     )
-    readout = rnnjax.readouts.Readout(lambda key, n: {}, lambda p, x: x, vocab_size)
+    readout = rnnjax._src.readouts.Readout(lambda key, n: {}, lambda p, x: x, vocab_size)
     return rnnjax.language_model(
         identity, vocab_size, embed_size=vocab_size, readout=readout, dropout=dropout
     )

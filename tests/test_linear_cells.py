@@ -16,7 +16,8 @@ from paths import I, assert_impl_equals_reference
 from random_params import random_params
 
 import rnnjax
-from rnnjax import diagnostics, linear_cells
+from rnnjax import diagnostics
+from rnnjax._src import linear_cells
 
 B, T, H = 3, 6, 4
 CELLS = {

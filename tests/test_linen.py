@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
-from rnnjax import linen as rl
-from rnnjax import models, readouts
+from rnnjax import readouts
+from rnnjax._src import linen as rl
 
 KEY = jax.random.PRNGKey(0)
 XS = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 2))
@@ -87,7 +87,7 @@ def test_wrappers_inside_a_users_module_match_the_pure_model_with_gradients():
     layer, head = rnnjax.bidirectional(rnnjax.gru(4)), readouts.linear(3)
     _same_structure(variables["params"]["encoder"], layer.init(KEY, 2))
     _same_structure(variables["params"]["head"], head.init(KEY, 8))
-    model = models.many_to_one(layer, head, pool="mean")
+    model = rnnjax.many_to_one(layer, head, pool="mean")
 
     def pure_out(p):
         # the same network as the pure many_to_one with mean pooling, up to the tanh
@@ -110,7 +110,7 @@ def test_wrappers_inside_a_users_module_match_the_pure_model_with_gradients():
 
 
 def test_model_embed_and_mlp_wrappers_match_pure():
-    model = models.one_to_one(readouts.mlp([4], 2))
+    model = rnnjax.one_to_one(readouts.mlp([4], 2))
     x = jax.random.normal(KEY, (6, 3))
     variables = rl.Model(model, example_ndim=1).init(KEY, x)
     pure = rl.to_pure(variables["params"])
@@ -150,7 +150,7 @@ def test_dropout_uses_the_dropout_rng_only_when_training():
 def test_nnx_rnn_params_outputs_and_grads_equal_pure_inside_a_users_module():
     from flax import nnx
 
-    from rnnjax import nnx as rnx
+    from rnnjax._src import nnx as rnx
 
     layer, head = rnnjax.bidirectional(rnnjax.gru(3)), readouts.linear(2)
 
@@ -202,7 +202,7 @@ def test_a_cell_where_a_layer_is_needed_raises_type_error():
     import pytest
     from flax import nnx
 
-    from rnnjax import nnx as rnx
+    from rnnjax._src import nnx as rnx
 
     with pytest.raises(TypeError, match=r"rnnjax.recurrent"):
         rl.RNN(rnnjax.gru(3)).init(KEY, XS)
@@ -218,7 +218,7 @@ def test_gradient_flow_labels_keep_linen_and_nnx_module_names():
     from test_gradient_flow import by_leaf, direction
 
     from rnnjax import diagnostics as dg
-    from rnnjax import nnx as rnx
+    from rnnjax._src import nnx as rnx
 
     h, x, n = 3, XS[1], 4
     lstm, gru = rnnjax.lstm(h), rnnjax.gru(h)

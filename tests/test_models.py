@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnjax
-from rnnjax import decoding, losses, models, padding, readouts
+from rnnjax import decoding, losses, padding, readouts
 
 KEY = jax.random.PRNGKey(0)
 
@@ -49,7 +49,7 @@ def _report(name, value):
 
 
 def test_one_to_one_learns_xor_quadrants():
-    model = models.one_to_one(readouts.mlp([32], 2))
+    model = rnnjax.one_to_one(readouts.mlp([32], 2))
 
     def batch(k, n=128):
         x = jax.random.uniform(k, (n, 2), minval=-1.0, maxval=1.0)
@@ -94,7 +94,7 @@ def test_many_to_one_pools_match_unpadded_reference(bidi):
         np.testing.assert_allclose(ys[-1][:4], final[0], rtol=1e-5)
         np.testing.assert_allclose(ys[0][4:], final[1], rtol=1e-5)
     for pool, features in reference.items():
-        model = models.many_to_one(layer, readouts.linear(2), pool=pool)
+        model = rnnjax.many_to_one(layer, readouts.linear(2), pool=pool)
         p = model.init(KEY, 3)
         assert p["readout"]["w"].shape == (features.shape[0], 2)
         p["rnn"] = rnn_params
@@ -104,7 +104,7 @@ def test_many_to_one_pools_match_unpadded_reference(bidi):
 
 def test_many_to_one_callable_pool_reads_the_final_carry():
     layer = rnnjax.recurrent(rnnjax.lstm(4))
-    model = models.many_to_one(layer, readouts.linear(1), pool=lambda carry, ys, n: carry[1])
+    model = rnnjax.many_to_one(layer, readouts.linear(1), pool=lambda carry, ys, n: carry[1])
     p = model.init(KEY, 2)
     xs = jax.random.normal(jax.random.PRNGKey(4), (5, 2))
     (_h, c), _ = layer.apply(p["rnn"], xs[:3])
@@ -114,7 +114,7 @@ def test_many_to_one_callable_pool_reads_the_final_carry():
 
 def test_many_to_one_zero_length_pools_to_zeros():
     for pool in ["last", "mean", "max"]:
-        model = models.many_to_one(rnnjax.recurrent(rnnjax.elman(3)), readouts.linear(2), pool=pool)
+        model = rnnjax.many_to_one(rnnjax.recurrent(rnnjax.elman(3)), readouts.linear(2), pool=pool)
         p = model.init(KEY, 2)
         np.testing.assert_allclose(model.apply(p, jnp.ones((4, 2)), length=0), p["readout"]["b"])
 
@@ -122,7 +122,7 @@ def test_many_to_one_zero_length_pools_to_zeros():
 @pytest.mark.slow
 def test_many_to_one_learns_sign_of_sum_with_noisy_padding():
     T, B = 10, 64
-    model = models.many_to_one(rnnjax.recurrent(rnnjax.gru(16)), readouts.linear(2))
+    model = rnnjax.many_to_one(rnnjax.recurrent(rnnjax.gru(16)), readouts.linear(2))
 
     def batch(k, n_examples=B):
         ka, kb, kc = jax.random.split(k, 3)
@@ -157,7 +157,7 @@ def test_many_to_one_learns_sign_of_sum_with_noisy_padding():
 
 def test_many_to_many_matches_unpadded_reference_and_zeros_padding():
     layer = rnnjax.bidirectional(rnnjax.lstm(3))
-    model = models.many_to_many(layer, readouts.linear(2))
+    model = rnnjax.many_to_many(layer, readouts.linear(2))
     p = model.init(KEY, 2)
     xs = jax.random.normal(jax.random.PRNGKey(5), (6, 2))
     _, ys = layer.apply(p["rnn"], xs[:4])
@@ -171,7 +171,7 @@ def test_many_to_many_matches_unpadded_reference_and_zeros_padding():
 def test_many_to_many_bidirectional_learns_lookahead_tagging():
     # tag[t] = 1 iff token[t] == token[t+1]: needs the next input, i.e. the backward direction
     T, B, K = 8, 64, 3
-    model = models.many_to_many(rnnjax.bidirectional(rnnjax.gru(16)), readouts.linear(2))
+    model = rnnjax.many_to_many(rnnjax.bidirectional(rnnjax.gru(16)), readouts.linear(2))
 
     def batch(k, n_examples=B):
         ka, kb = jax.random.split(k)
@@ -232,7 +232,7 @@ def _loop_decoder_logits(cell, p, context, previous_tokens, *, feed_context=True
 @pytest.mark.parametrize("condition", ["carry", "input", "both"])
 def test_one_to_many_teacher_forcing_matches_loop(condition):
     cell = rnnjax.lstm(5)
-    gen = models.one_to_many(cell, 6, start_token=1, end_token=2, embed_size=3, condition=condition)
+    gen = rnnjax.one_to_many(cell, 6, start_token=1, end_token=2, embed_size=3, condition=condition)
     x = jax.random.normal(jax.random.PRNGKey(6), (4,))
     p = gen.init(KEY, 4)
     targets = jnp.array([3, 5, 4, 2])
@@ -250,7 +250,7 @@ def test_one_to_many_teacher_forcing_matches_loop(condition):
 def test_greedy_decode_matches_loop_and_stops_at_end_token():
     cell = rnnjax.gru(8)
     vocab, start, end, pad, max_length = 5, 1, 2, 0, 6
-    gen = models.one_to_many(
+    gen = rnnjax.one_to_many(
         cell, vocab, start_token=start, end_token=end, pad_token=pad, embed_size=3
     )
     x = jax.random.normal(jax.random.PRNGKey(7), (3,))
@@ -286,7 +286,7 @@ def test_greedy_decode_matches_loop_and_stops_at_end_token():
 
 
 def test_sampling_follows_softmax_with_temperature():
-    gen = models.one_to_many(rnnjax.elman(4), 4, start_token=0, end_token=None, embed_size=2)
+    gen = rnnjax.one_to_many(rnnjax.elman(4), 4, start_token=0, end_token=None, embed_size=2)
     p = gen.init(KEY, 2)
     x = jnp.array([0.3, -0.2])
     p["readout"]["b"] = jnp.array([1.0, 0.0, -1.0, 0.5])
@@ -320,7 +320,7 @@ def _digits_data(n, num_bits=10, max_len=4):
 
 @pytest.mark.slow
 def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
-    gen = models.one_to_many(rnnjax.gru(64), 13, start_token=1, end_token=2, embed_size=8)
+    gen = rnnjax.one_to_many(rnnjax.gru(64), 13, start_token=1, end_token=2, embed_size=8)
 
     def loss(p, b):
         x, targets, length = b
@@ -346,7 +346,7 @@ def test_one_to_many_learns_to_emit_the_digits_of_an_integer():
 def test_encoder_decoder_ignores_source_padding_and_matches_loop():
     enc = rnnjax.bidirectional(rnnjax.gru(3))
     dec_cell = rnnjax.lstm(4)
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         enc,
         dec_cell,
         6,
@@ -372,7 +372,7 @@ def test_encoder_decoder_ignores_source_padding_and_matches_loop():
 
 
 def test_encoder_decoder_vector_source():
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.recurrent(rnnjax.elman(3)),
         rnnjax.gru(3),
         4,
@@ -405,7 +405,7 @@ def _reverse_data(k, batch, vocab=8, max_len=8):
 @pytest.mark.slow
 def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
     V, L = 8, 9
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.bidirectional(rnnjax.gru(32)),
         rnnjax.gru(32),
         V,
@@ -438,14 +438,14 @@ def test_encoder_decoder_learns_to_reverse_5_to_8_tokens():
 
 def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="pool"):
-        models.many_to_one(rnnjax.recurrent(rnnjax.gru(2)), readouts.linear(1), pool="median")
+        rnnjax.many_to_one(rnnjax.recurrent(rnnjax.gru(2)), readouts.linear(1), pool="median")
     with pytest.raises(ValueError, match="end_token"):
-        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=4)
+        rnnjax.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=4)
     with pytest.raises(ValueError, match="condition"):
-        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, condition="nowhere")
+        rnnjax.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, condition="nowhere")
     with pytest.raises(ValueError, match=r"readout.output_size"):
-        models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, readout=readouts.linear(3))
-    gen = models.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1)
+        rnnjax.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1, readout=readouts.linear(3))
+    gen = rnnjax.one_to_many(rnnjax.gru(2), 4, start_token=0, end_token=1)
     p = gen.init(KEY, 3)
     with pytest.raises(ValueError, match="max_length"):
         gen.generate(p, jnp.ones(3), max_length=0)
@@ -455,7 +455,7 @@ def test_errors_name_the_argument():
         gen.apply(p, jnp.ones((2, 3)), jnp.array([1]))
     with pytest.raises(ValueError, match="targets"):
         gen.apply(p, jnp.ones(3), jnp.array([[1]]))
-    one = models.one_to_one(readouts.linear(2))
+    one = rnnjax.one_to_one(readouts.linear(2))
     with pytest.raises(ValueError, match=r"jax.vmap"):
         one.apply(one.init(KEY, 3), jnp.ones((4, 3)))
 
@@ -466,10 +466,10 @@ def test_token_inputs_are_embedded_by_the_model():
     tokens = jnp.array([4, 1, 6, 0, 2])
     cell = rnnjax.gru(5)
     kinds = {
-        "many_to_one": lambda e: models.many_to_one(
+        "many_to_one": lambda e: rnnjax.many_to_one(
             rnnjax.bidirectional(cell), readouts.linear(2), pool="mean", embedding=e
         ),
-        "many_to_many": lambda e: models.many_to_many(
+        "many_to_many": lambda e: rnnjax.many_to_many(
             rnnjax.recurrent(cell), readouts.linear(2), embedding=e
         ),
     }
@@ -498,9 +498,9 @@ def test_token_inputs_are_embedded_by_the_model():
         with pytest.raises(ValueError, match="input_size must be None for token inputs"):
             with_tokens.init(jax.random.key(0), 3)
     # one_to_many conditioned on one token (a class to describe)
-    gen = models.one_to_many(cell, 6, start_token=1, end_token=2, embedding=table)
+    gen = rnnjax.one_to_many(cell, 6, start_token=1, end_token=2, embedding=table)
     params = gen.init(jax.random.key(0))
-    vector_gen = models.one_to_many(cell, 6, start_token=1, end_token=2)
+    vector_gen = rnnjax.one_to_many(cell, 6, start_token=1, end_token=2)
     vector_params = {k: v for k, v in params.items() if k != "source_embed"}
     x = params["source_embed"]["table"][4]
     targets = jnp.array([3, 5, 2])
@@ -516,7 +516,7 @@ def test_token_inputs_are_embedded_by_the_model():
     with pytest.raises(ValueError, match=r"x must be integer tokens of shape \(\) \(one token\)"):
         gen.apply(params, jnp.array([4]), targets)
     with pytest.raises(TypeError, match=r"embedding must be an rnnjax.readouts.embedding"):
-        models.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=7)
+        rnnjax.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=7)
 
 
 # ------------------------------------------------------------------ ids, labels and params
@@ -537,10 +537,10 @@ def _id_cases():
     embed = readouts.embedding(V, 2)
     key = jax.random.key(0)
     ids = jnp.arange(T) % (V - 1)
-    m2o = models.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
-    m2m = models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
-    o2m = models.one_to_many(cell, V, start_token=1, end_token=2, embed_size=2)
-    e2d = models.encoder_decoder(
+    m2o = rnnjax.many_to_one(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    m2m = rnnjax.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    o2m = rnnjax.one_to_many(cell, V, start_token=1, end_token=2, embed_size=2)
+    e2d = rnnjax.encoder_decoder(
         rnnjax.recurrent(cell), cell, V, start_token=1, end_token=2, embed_size=2,
         source_vocab_size=V, source_embed_size=2, attention="luong",
     )  # fmt: skip
@@ -629,39 +629,39 @@ def test_a_cell_where_a_layer_belongs_and_foreign_params_fail_early():
     with pytest.raises(
         TypeError, match=r"encoder must be an rnnjax.Layer.*rnnjax.recurrent\(cell\)"
     ):
-        models.encoder_decoder(rnnjax.gru(16), rnnjax.gru(16), 5, start_token=1, end_token=2)
+        rnnjax.encoder_decoder(rnnjax.gru(16), rnnjax.gru(16), 5, start_token=1, end_token=2)
     with pytest.raises(TypeError, match=r"decoder_cell must be an rnnjax.Cell"):
-        models.encoder_decoder(
+        rnnjax.encoder_decoder(
             rnnjax.recurrent(rnnjax.gru(4)), rnnjax.recurrent(rnnjax.gru(4)), 5,
             start_token=1, end_token=2,
         )  # fmt: skip
     with pytest.raises(TypeError, match=r"layer must be an rnnjax.Layer"):
-        models.many_to_one(rnnjax.gru(4), readouts.linear(2))
+        rnnjax.many_to_one(rnnjax.gru(4), readouts.linear(2))
     with pytest.raises(TypeError, match=r"layer must be an rnnjax.Layer"):
         rnnjax.language_model(rnnjax.lstm(4), 5)
     with pytest.raises(TypeError, match=r"readout must be an rnnjax.readouts.Readout"):
-        models.many_to_many(rnnjax.recurrent(rnnjax.gru(4)), 2)
+        rnnjax.many_to_many(rnnjax.recurrent(rnnjax.gru(4)), 2)
     with pytest.raises(ValueError, match=r"pad_token must be an int in \[0, vocab_size=5\)"):
-        models.one_to_many(rnnjax.gru(2), 5, start_token=0, end_token=1, pad_token=-5)
+        rnnjax.one_to_many(rnnjax.gru(2), 5, start_token=0, end_token=1, pad_token=-5)
     # NumPy ints are ints
-    models.one_to_many(rnnjax.gru(2), 5, start_token=np.int64(0), end_token=np.int32(1))
+    rnnjax.one_to_many(rnnjax.gru(2), 5, start_token=np.int64(0), end_token=np.int32(1))
     # parameters of another size or model fail naming the path, under jit too
-    small = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(3))), readouts.linear(2))
-    big = models.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(4))), readouts.linear(2))
+    small = rnnjax.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(3))), readouts.linear(2))
+    big = rnnjax.many_to_one(rnnjax.stack(rnnjax.recurrent(rnnjax.gru(4))), readouts.linear(2))
     xs = jnp.ones((3, 2))
     with pytest.raises(
         ValueError, match=r"params/readout/w must have shape \(3, 2\).*got \(4, 2\)"
     ):
         jax.jit(small.apply)(big.init(KEY, 2), xs)
-    lstm_model = models.many_to_one(
+    lstm_model = rnnjax.many_to_one(
         rnnjax.stack(rnnjax.recurrent(rnnjax.lstm(3))), readouts.linear(2)
     )
     with pytest.raises(ValueError, match=r"params/rnn/0/\w+ must have shape \((3, )?12,?\)"):
         lstm_model.apply(small.init(KEY, 2), xs)
-    seq2seq = models.encoder_decoder(
+    seq2seq = rnnjax.encoder_decoder(
         rnnjax.bidirectional(rnnjax.gru(3)), rnnjax.gru(3), 5, start_token=1, end_token=2
     )
-    attending = models.encoder_decoder(
+    attending = rnnjax.encoder_decoder(
         rnnjax.bidirectional(rnnjax.gru(3)), rnnjax.gru(3), 5, start_token=1, end_token=2,
         attention="bahdanau",
     )  # fmt: skip
@@ -687,8 +687,8 @@ def test_losses_of_a_batch_of_0_are_0_not_nan():
 def test_padded_ids_may_hold_anything():
     embed = readouts.embedding(5, 2)
     cell = rnnjax.gru(3)
-    tagger = models.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
-    seq2seq = models.encoder_decoder(
+    tagger = rnnjax.many_to_many(rnnjax.recurrent(cell), readouts.linear(2), embedding=embed)
+    seq2seq = rnnjax.encoder_decoder(
         rnnjax.recurrent(cell), cell, 5, start_token=1, end_token=2, source_vocab_size=5
     )
     lm = rnnjax.language_model(rnnjax.recurrent(cell), 5)

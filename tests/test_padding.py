@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from paths import I, paths, reference_only
 
 import rnnjax
-from rnnjax import models, padding, readouts
+from rnnjax import padding, readouts
 
 B, T, H = 3, 6, 4
 CELLS = {
@@ -141,7 +141,7 @@ def test_lengths_out_of_range_under_jit_vmap_are_clipped_and_finite(name):
         layer, fn = _bidirectional(cell)
         params = layer.init(jax.random.key(0), I)
     elif name == "many_to_one":
-        model = models.many_to_one(rnnjax.bidirectional(cell), readouts.linear(2), pool="mean")
+        model = rnnjax.many_to_one(rnnjax.bidirectional(cell), readouts.linear(2), pool="mean")
         params, fn = model.init(jax.random.key(0), I), lambda p, x, n: model.apply(p, x, length=n)
     else:
         params, fn = cell.init(jax.random.key(0), I), LAYERS[name](cell)
@@ -227,7 +227,7 @@ def test_out_of_range_tokens_embed_to_zeros_and_raise_when_checked():
 
 
 def test_a_seq2seq_model_with_bad_source_tokens_gives_finite_logits():
-    model = models.encoder_decoder(
+    model = rnnjax.encoder_decoder(
         rnnjax.recurrent(rnnjax.gru(H)),
         rnnjax.gru(H),
         6,

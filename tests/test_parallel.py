@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
     from rnnjax import training
+    from rnnjax._src.training import devices
 
     mesh = training.data_parallel_mesh()
     assert len(jax.devices()) == 2
@@ -40,7 +41,7 @@ SCRIPT = textwrap.dedent("""
             return jnp.sum(jnp.sin(ys))
 
         want = jax.value_and_grad(loss)(params, xs, lengths)
-        on_mesh = (training.replicate(params, mesh),) + training.shard_batch((xs, lengths), mesh)
+        on_mesh = (devices.replicate(params, mesh),) + training.shard_batch((xs, lengths), mesh)
         sharded = jax.jit(jax.value_and_grad(loss))(*on_mesh)
 
         def local(p, x, n):  # each device: its slice of the batch

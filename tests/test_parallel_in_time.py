@@ -13,8 +13,8 @@ import pytest
 from paths import I
 
 import rnnjax
-from rnnjax import parallel_in_time
-from rnnjax.registry import CELLS as CELL_SPECS
+from rnnjax._src import parallel_in_time
+from rnnjax._src.registry import CELLS as CELL_SPECS
 
 B, T, H = 3, 7, 3
 CELLS = {name: CELL_SPECS[name].make for name in ("elman", "gru", "lstm")}

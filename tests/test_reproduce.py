@@ -16,7 +16,7 @@ import pytest
 from experiments.reproduce import chaos
 from experiments.reproduce import truncated_bptt as truncated
 from experiments.reproduce import zucchet2024 as zucchet
-from rnnjax import runs
+from rnnjax._src import runs
 
 # ----------------------------------------------------- Zucchet & Orvieto 2024, 1-D closed form
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from rnnjax import runs
+from rnnjax._src import runs
 
 
 @pytest.mark.parametrize("successes,trials", [(0, 6), (1, 6), (3, 6), (6, 6), (17, 40)])

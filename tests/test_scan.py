@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import rnnjax
-from rnnjax.registry import make_cell
+from rnnjax._src.registry import make_cell
 
 T, I, H = 7, 3, 4
 CELLS = {
@@ -92,9 +92,11 @@ def test_reverse_equals_flip_scan_flip(name, length):
 
 def test_reverse_valid_is_an_involution_that_keeps_padding():
     xs = jnp.arange(6.0)[:, None]
-    np.testing.assert_array_equal(rnnjax.reverse_valid(xs, 4)[:, 0], [3, 2, 1, 0, 4, 5])
-    np.testing.assert_array_equal(rnnjax.reverse_valid(rnnjax.reverse_valid(xs, 4), 4), xs)
-    np.testing.assert_array_equal(rnnjax.reverse_valid(xs)[:, 0], [5, 4, 3, 2, 1, 0])
+    np.testing.assert_array_equal(rnnjax.padding.reverse_valid(xs, 4)[:, 0], [3, 2, 1, 0, 4, 5])
+    np.testing.assert_array_equal(
+        rnnjax.padding.reverse_valid(rnnjax.padding.reverse_valid(xs, 4), 4), xs
+    )
+    np.testing.assert_array_equal(rnnjax.padding.reverse_valid(xs)[:, 0], [5, 4, 3, 2, 1, 0])
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))

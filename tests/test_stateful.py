@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import language_models, training
+from rnnjax._src import language_models, training
 
 V, H = 6, 5
 CELL = rnnjax.gru(H)

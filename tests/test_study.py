@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import study
+from rnnjax._src import study
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_load_cell_factory_from_a_file_and_a_module(tmp_path):
     cell = make(3)
     params = cell.init(jax.random.PRNGKey(0), 2)
     assert params["w_hh"].shape == (3, 6)  # two gates
-    assert study.load_cell_factory("rnnjax.cells:gru")(3).hidden_size == 3
+    assert study.load_cell_factory("rnnjax:gru")(3).hidden_size == 3
     with pytest.raises(ValueError, match=r"'file\.py:name' or 'module:name'"):
         study.load_cell_factory(str(path))
     with pytest.raises(ValueError, match="does not exist"):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import tasks
+from rnnjax._src import tasks
 
 
 def _batch(task, n, seed=0):

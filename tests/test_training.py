@@ -24,7 +24,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import checkpoints, training
+from rnnjax._src import checkpoints, training
 
 T, I, H, B = 6, 2, 8, 8  # sequence length, input size, hidden size, batch size
 CELL = rnnjax.lstm(H, recurrent_init=jax.nn.initializers.normal(H**-0.5))  # cheap to compile
@@ -385,7 +385,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {test_dir!r})
     import jax, numpy as np
     import test_training as t
-    from rnnjax import training
+    from rnnjax._src import training
     assert len(jax.devices()) == 4
     r = t.fit(t.new_state(), 10, mesh=training.data_parallel_mesh())
     print("RESULT" + json.dumps({{
@@ -537,7 +537,7 @@ KILLED_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {test_dir!r})
     import test_training as t
-    from rnnjax import training
+    from rnnjax._src import training
 
     def hook(state):
         if int(state.step) == 15:

@@ -18,7 +18,8 @@ from paths import I, assert_impl_equals_reference, paths
 from random_params import random_params
 
 import rnnjax
-from rnnjax import diagnostics, xlstm
+from rnnjax import diagnostics
+from rnnjax._src import xlstm
 
 B, T, H = 3, 6, 4
 CELLS = {

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import models, readouts, tasks, training
+from rnnjax import readouts, tasks, training
 
 
 def train_on_adding(
@@ -42,7 +42,7 @@ def train_on_adding(
     100 steps, median over runs), "skipped_updates", "baseline"}``.
     """
     task = tasks.adding_problem(length)
-    model = models.many_to_one(rnnjax.recurrent(cell), readouts.linear(1))
+    model = rnnjax.many_to_one(rnnjax.recurrent(cell), readouts.linear(1))
 
     def mse(params, xs, targets):
         return jnp.mean(jnp.square(jax.vmap(lambda x: model.apply(params, x))(xs)[:, 0] - targets))

@@ -40,8 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnjax
-from rnnjax import diagnostics, runs
-from rnnjax.runs import Claim, option
+from rnnjax import diagnostics
+from rnnjax._src import runs
+from rnnjax._src.runs import Claim, option
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,8 +35,8 @@ import numpy as np
 import optax
 
 from experiments.reproduce.adding_runs import train_on_adding
-from rnnjax import registry, runs
-from rnnjax.runs import Claim, option
+from rnnjax._src import registry, runs
+from rnnjax._src.runs import Claim, option
 
 PAPER = "Le, Jaitly & Hinton 2015"
 PAPER_BASELINE = 0.1767

@@ -43,8 +43,8 @@ import optax
 
 import rnnjax
 from experiments.reproduce.adding_runs import train_on_adding
-from rnnjax import runs
-from rnnjax.runs import Claim, option
+from rnnjax._src import runs
+from rnnjax._src.runs import Claim, option
 
 PAPER = "Pascanu, Mikolov & Bengio 2013"
 

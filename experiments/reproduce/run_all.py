@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from rnnjax.runs import Claim, claims_table
+from rnnjax._src.runs import Claim, claims_table
 
 SCRIPTS = (
     "pascanu2013",

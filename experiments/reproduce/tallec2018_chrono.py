@@ -39,8 +39,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import diagnostics, models, readouts, runs, tasks, training
-from rnnjax.runs import Claim, option
+from rnnjax import diagnostics, readouts, training
+from rnnjax._src import runs, tasks
+from rnnjax._src.runs import Claim, option
 
 PAPER = "Tallec & Ollivier 2018"
 
@@ -125,7 +126,7 @@ def train(config: Config, inits: dict[str, rnnjax.Cell], task: tasks.Task, key: 
     if any(c.kind != cells[0].kind for c in cells):
         raise ValueError("the initialisations must share one step equation (cell.kind)")
     models_ = {
-        n: models.many_to_many(rnnjax.recurrent(c), readouts.linear(task.output_size))
+        n: rnnjax.many_to_many(rnnjax.recurrent(c), readouts.linear(task.output_size))
         for n, c in inits.items()
     }
     model = next(iter(models_.values()))

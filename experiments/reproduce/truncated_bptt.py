@@ -46,8 +46,8 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import language_models, runs, training
-from rnnjax.runs import Claim, option
+from rnnjax._src import language_models, runs, training
+from rnnjax._src.runs import Claim, option
 
 PAPER = "Williams & Peng 1990; Tallec & Ollivier 2017"
 

@@ -61,8 +61,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax import initializers, readouts, runs, training
-from rnnjax.runs import Claim, option
+from rnnjax import readouts, training
+from rnnjax._src import runs
+from rnnjax._src.runs import Claim, option
 
 PAPER = "Zucchet & Orvieto 2024"
 
@@ -303,10 +304,10 @@ def student_params(model: str, cell: rnnjax.Cell, key: jax.Array) -> dict:
     params = {**params, "w_hh": jnp.asarray(eigen_mapped_matrix(rng, params["w_hh"].shape[0], 0.0))}
     return {
         "rnn": params,
-        "c": readouts.linear(1, use_bias=False, kernel_init=initializers.lecun_normal()).init(
-            k_c, cell.hidden_size
-        )["w"],
-        "d": initializers.normal(1.0)(k_d, (1, 1)),
+        "c": readouts.linear(
+            1, use_bias=False, kernel_init=jax.nn.initializers.lecun_normal()
+        ).init(k_c, cell.hidden_size)["w"],
+        "d": jax.nn.initializers.normal(1.0)(k_d, (1, 1)),
     }
 
 

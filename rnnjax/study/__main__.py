@@ -1,6 +1,6 @@
 """``python -m rnnjax.study``: the vanishing-gradient study from the command line."""
 
-from rnnjax.study import main
+from rnnjax._src.study import main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""rnnjax's implementation: private. The public surface is ``rnnjax`` and its modules."""
