@@ -26,8 +26,9 @@ IMPLS = {
 
 
 def child(case_name: str, impl: str) -> None:
-    import benchmark
     import jax
+
+    from experiments import benchmark
 
     benchmark.warm_up()
     case = dict(benchmark.CASES[case_name])

@@ -41,13 +41,13 @@ import sys
 import time
 from typing import Any
 
-import benchmark  # experiments/benchmark.py: interleaved timing, XLA memory analysis
-import experiment_cli as cli
 import jax
 import jax.numpy as jnp
 import optax
 
 import rnnjax
+from experiments import benchmark  # interleaved timing, XLA memory analysis
+from experiments import experiment_cli as cli
 from rnnjax import parallel_in_time, readouts, tasks, training
 
 

@@ -53,8 +53,10 @@ import optax
 
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
-from rnnjax._src import language_models, registry, runs, training
+from rnnjax import training
+from rnnjax._src import language_models, registry, runs
 from rnnjax._src.runs import option
+from rnnjax._src.training import stateful
 
 # --------------------------------------------------------------------------------- config
 
@@ -63,9 +65,7 @@ from rnnjax._src.runs import option
 class Config:
     """Everything that defines the run; saved as ``config.json`` in the run directory."""
 
-    cell: str = option(
-        "lstm", "recurrent cell, a name in rnnjax._src.registry.CELLS (lstm, gru, ...)"
-    )
+    cell: str = option("lstm", "recurrent cell, a name in rnnjax.CELLS (lstm, gru, ...)")
     hidden_size: int = option(128, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     embed_size: int = option(32, "character embedding size")
@@ -289,7 +289,7 @@ def held_out_bits(model: rnnjax.LanguageModel, config: Config, test: list[np.nda
         initial = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(1))
 
         def body(carry, chunk):
-            carry = training.reset_carry(carry, initial, chunk.reset)
+            carry = stateful.reset_carry(carry, initial, chunk.reset)
             mean, (carry, aux) = loss(params, chunk, carry, None)
             return carry, (mean * aux["tokens"], aux["tokens"])
 

@@ -63,9 +63,7 @@ class Config:
     datasets: tuple[str, ...] = option(
         ("JapaneseVowels", "BasicMotions"), "UEA sets shipped by aeon: JapaneseVowels, BasicMotions"
     )
-    cell: str = option(
-        "gru", "cell of each direction, a name in rnnjax._src.registry.CELLS (gru, lstm, ...)"
-    )
+    cell: str = option("gru", "cell of each direction, a name in rnnjax.CELLS (gru, lstm, ...)")
     hidden_size: int = option(32, "hidden units per direction")
     num_seeds: int = option(3, "seeds per data set, trained as one vmapped program")
     num_steps: int = option(200, "Adam updates per data set")

@@ -30,9 +30,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import benchmark  # experiments/benchmark.py: its interleaved timing
-
 import rnnjax
+from experiments import benchmark  # its interleaved timing
 
 
 def main() -> None:

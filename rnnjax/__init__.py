@@ -37,8 +37,8 @@ from rnnjax._src.models import Model, many_to_many, many_to_one, one_to_one
 from rnnjax._src.registry import CELLS, make_cell
 from rnnjax._src.scan import reference_scan, scan, scan_path
 from rnnjax._src.seq2seq import Generator, encoder_decoder, one_to_many
-from rnnjax._src.training import TrainState, fit, init_train_state, make_train_step, use_cpu_cores
 from rnnjax._src.xlstm import mlstm, slstm
+from rnnjax.training import TrainState, fit, init_train_state, make_train_step, use_cpu_cores
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,19 @@
-"""Decoding: one generation loop and one beam search for every autoregressive model, and CTC.
+"""Decoding token sequences from an autoregressive model: sampling, greedy, beam search, CTC.
 
-Every model that generates (:func:`rnnjax.language_model`, :func:`rnnjax.one_to_many`,
-:func:`rnnjax.encoder_decoder`) has ``generate`` with the keywords of :func:`generate`.
+Every decoder here takes the model as one function of one step,
+``step_fn(carry, token) -> (carry, logits: (V,))`` (for a :func:`rnnjax.language_model`,
+``lambda c, t: lm.step(params, c, t)``), and runs inside ``jax.lax.scan`` for a fixed number
+of steps, so that it jits, vmaps over a batch of prompts, and compiles once per shape.
+
+* :func:`filter_logits` / :func:`sample_token`: temperature, top-k (Fan et al. 2018) and
+  nucleus/top-p (Holtzman et al. 2020) sampling of one token; greedy is ``key=None``.
+* :func:`generate`: the one generation loop every model's ``generate`` runs: a prompt
+  read verbatim, then tokens picked one by one (greedy, sampled, or the best beam) until
+  ``max_length`` or the end token.
+* :func:`beam_search`: the ``beam_size`` highest-scoring continuations, score the sum of
+  the tokens' log-probabilities, optionally divided by Wu et al. 2016's length penalty.
+* :func:`ctc_greedy` and :func:`ctc_prefix_beam_search`: reading a label sequence off
+  per-frame CTC logits (Graves et al. 2006), best path and prefix beam search.
 """
 
 from rnnjax._src.decoding import beam_search, ctc_greedy, ctc_prefix_beam_search, generate

@@ -1,4 +1,12 @@
-"""Figures for papers: gradient norms over time, their heat map, singular value and Lyapunov spectra."""
+"""Figures of gradient flow: gradient norms over time, their evolution in training,
+singular-value spectra and Lyapunov spectra.
+
+Each function returns a ``matplotlib.figure.Figure`` and, given ``path``, saves it (PNG,
+PDF or any format matplotlib infers from the suffix). matplotlib is imported only when a
+figure is drawn, so ``import rnnjax`` never needs it; when no backend has been chosen
+(no ``MPLBACKEND`` and pyplot not yet imported) the non-interactive Agg backend is used.
+Curves are given as a mapping ``{label: values}`` (one line per cell) or as one array.
+"""
 
 from rnnjax._src.plots import (
     gradient_heatmap,

@@ -32,7 +32,9 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax._src import checkpoints, training
+from rnnjax import training
+from rnnjax._src import checkpoints
+from rnnjax._src.training import processes
 
 T, I, H, B = 4, 2, 4, 4  # sequence length, inputs, hidden units, global batch size
 NUM_STEPS = 12
@@ -163,7 +165,7 @@ def second_launch(out):
 def hang(out):
     """Process 1 stops itself; process 0 then waits for it in a collective until JAX's runtime,
     missing process 1's heartbeats, ends process 0. Each writes its pid and the time first."""
-    training.processes.any_process(False)  # both are here
+    processes.any_process(False)  # both are here
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the runtime ends process 0 by abort()
     me = jax.process_index()
     with open(os.path.join(out, f"p{me}_hang.txt"), "w") as f:
@@ -171,7 +173,7 @@ def hang(out):
     if me == 1:
         os.kill(os.getpid(), signal.SIGSTOP)
     else:
-        training.processes.any_process(False)
+        processes.any_process(False)
         with open(os.path.join(out, "p0_returned.txt"), "w") as f:  # must not happen
             f.write(repr(time.time()))
 

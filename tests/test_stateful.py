@@ -7,7 +7,9 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax._src import language_models, training
+from rnnjax import training
+from rnnjax._src import language_models
+from rnnjax._src.training import stateful
 
 V, H = 6, 5
 CELL = rnnjax.gru(H)
@@ -135,7 +137,7 @@ def test_fit_carries_the_state_and_streams_learn():
     )
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     assert first > 1.5 and last < 0.2  # ln 6 = 1.79 at chance; the cycle is learnt
-    assert isinstance(result.state.opt_state, training.CarriedState)
+    assert isinstance(result.state.opt_state, stateful.CarriedState)
     with pytest.raises(TypeError, match="init_stateful_train_state"):
         step(
             training.init_train_state(jax.random.PRNGKey(0), params, opt),

@@ -24,7 +24,9 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax._src import checkpoints, training
+from rnnjax import training
+from rnnjax._src import checkpoints
+from rnnjax._src.training import step as step_module
 
 T, I, H, B = 6, 2, 8, 8  # sequence length, input size, hidden size, batch size
 CELL = rnnjax.lstm(H, recurrent_init=jax.nn.initializers.normal(H**-0.5))  # cheap to compile
@@ -327,7 +329,7 @@ def test_skip_nonfinite_skips_and_counts():
     # And the Adam state too: skipping equals training on the 9 finite batches alone.
     ref, step = linear_state(), jax.jit(LINEAR_STEP)
     for s in [*range(7), 8, 9]:
-        ref, _ = step(ref, nan_at_7(training.step._step_keys(ref.key, jnp.int32(s))[0], s))
+        ref, _ = step(ref, nan_at_7(step_module._step_keys(ref.key, jnp.int32(s))[0], s))
     np.testing.assert_allclose(result.state.params["w"], ref.params["w"], rtol=1e-6)
     with pytest.raises(TypeError, match="skip_nonfinite"):
         LINEAR_STEP_SKIP(linear_state(), nan_at_7(jax.random.key(0), 0))
@@ -385,7 +387,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {test_dir!r})
     import jax, numpy as np
     import test_training as t
-    from rnnjax._src import training
+    from rnnjax import training
     assert len(jax.devices()) == 4
     r = t.fit(t.new_state(), 10, mesh=training.data_parallel_mesh())
     print("RESULT" + json.dumps({{
@@ -537,7 +539,7 @@ KILLED_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {test_dir!r})
     import test_training as t
-    from rnnjax._src import training
+    from rnnjax import training
 
     def hook(state):
         if int(state.step) == 15:

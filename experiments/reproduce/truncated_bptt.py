@@ -46,8 +46,10 @@ import numpy as np
 import optax
 
 import rnnjax
-from rnnjax._src import language_models, runs, training
+from rnnjax import training
+from rnnjax._src import language_models, runs
 from rnnjax._src.runs import Claim, option
+from rnnjax._src.training import stateful
 
 PAPER = "Williams & Peng 1990; Tallec & Ollivier 2017"
 
@@ -157,8 +159,8 @@ def memoryless_baseline(vocab_size: int) -> tuple[float, float]:
     return math.log(vocab_size), 1.0 / vocab_size
 
 
-def stream_chunks(inputs: jax.Array, targets: jax.Array, chunk_length: int) -> training.Chunks:
-    """Returns the streams ``(B, L)`` as NumPy ``training.Chunks`` of ``(L // chunk_length, B, chunk_length)``.
+def stream_chunks(inputs: jax.Array, targets: jax.Array, chunk_length: int) -> stateful.Chunks:
+    """Returns the streams ``(B, L)`` as NumPy ``stateful.Chunks`` of ``(L // chunk_length, B, chunk_length)``.
 
     Consecutive chunks of a stream follow each other (the carry is reset only before the
     first); symbols after the last whole chunk are dropped.
@@ -170,7 +172,7 @@ def stream_chunks(inputs: jax.Array, targets: jax.Array, chunk_length: int) -> t
         return np.asarray(a)[:, : n * chunk_length].reshape(b, n, chunk_length).transpose(1, 0, 2)
 
     reset = np.broadcast_to((np.arange(n) == 0)[:, None], (n, b))
-    return training.Chunks(
+    return stateful.Chunks(
         cut(inputs), cut(targets), np.full((n, b), chunk_length, np.int32), reset
     )
 

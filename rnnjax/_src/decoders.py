@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax._src import attention as attention_lib
+from rnnjax._src import checks, decoding, probes
 from rnnjax._src import inputs as _inputs
-from rnnjax._src import probes
 from rnnjax._src.cells import Cell
 from rnnjax._src.layers import _UNCHECKED_APPLY, recurrent
 from rnnjax._src.readouts import Readout, linear
@@ -271,3 +271,96 @@ def attention_decoder(
         return jax.vmap(emit, in_axes=(None, None, 0, 0, 0))(params, source, queries, hs, es)
 
     return Decoder(init, read, start, step, teacher_force)
+
+
+# ------------------------------------------------------- generation after a start token
+
+
+def check_targets(targets: Any, vocab_size: int) -> None:
+    if jnp.ndim(targets) != 1 or jnp.shape(targets)[0] == 0:
+        raise ValueError(
+            f"targets must have shape (T,) with T >= 1 for one sequence, got {jnp.shape(targets)}"
+        )
+    if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+        raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
+    _inputs.check_ids(targets, vocab_size, "targets")
+
+
+def previous(targets: Array, start_token: int) -> Array:
+    """Returns what teacher forcing reads: ``[start_token, targets[:-1]]``."""
+    return jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
+
+
+def generate_after_start(
+    decoder: Decoder,
+    vocab_size: int,
+    params: Any,
+    source: Any,
+    state: Any,
+    *,
+    start_token: int,
+    max_length: int,
+    prompt: Any,
+    prompt_length: Any,
+    options: dict,
+) -> tuple[Array, Array]:
+    """Returns ``(tokens, length)``: :func:`rnnjax.decoding.generate` after the start token."""
+    checks.positive_int("max_length", max_length)
+    if prompt is None:
+        forced, forced_length = jnp.array([start_token], jnp.int32), None
+    else:
+        prompt = jnp.asarray(prompt)
+        if prompt.ndim != 1 or prompt.shape[0] == 0:
+            raise ValueError(f"prompt must have shape (P,) with P >= 1, got {prompt.shape}")
+        if not jnp.issubdtype(prompt.dtype, jnp.integer):
+            raise TypeError(f"prompt must be integer tokens, got dtype {prompt.dtype}")
+        forced = jnp.concatenate([jnp.array([start_token], jnp.int32), prompt.astype(jnp.int32)])
+        forced_length = None if prompt_length is None else prompt_length + 1
+        if prompt.shape[0] > max_length:
+            raise ValueError(
+                f"prompt must have shape (P,) with 1 <= P <= max_length={max_length}, "
+                f"got {prompt.shape}"
+            )
+        valid = None
+        if prompt_length is not None:
+            valid = jnp.arange(prompt.shape[0]) < prompt_length
+        _inputs.check_ids(prompt, vocab_size, "prompt", valid=valid)
+    tokens, length = decoding.generate(
+        lambda s, t: decoder.step(params, source, s, t),
+        state,
+        forced,
+        max_length=max_length + 1,
+        prompt_length=forced_length,
+        **options,
+    )
+    return tokens[1:], length - 1  # without the start token
+
+
+UNSET: Any = object()
+
+
+def generation_options(
+    vocab_size,
+    defaults,
+    *,
+    key,
+    temperature,
+    top_k,
+    top_p,
+    beam_size,
+    length_penalty,
+    end_token,
+    pad_token,
+) -> dict:
+    end_token = defaults[0] if end_token is UNSET else end_token
+    pad_token = defaults[1] if pad_token is UNSET else pad_token
+    return dict(
+        key=key,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        end_token=_inputs.optional_token("end_token", end_token, vocab_size),
+        pad_token=_inputs.special_token("pad_token", pad_token, vocab_size),
+    )

@@ -1,22 +1,4 @@
-"""Gradient-flow diagnostics: backpropagation through time made measurable.
-
-The API is at the model level: :func:`gradient_flow` (dL/d(state_t) of every loop inside a
-loss), :func:`layer_jacobian_norms` and :func:`layer_lyapunov_spectra` (each loop driven
-by what it reads inside the model) and :func:`gradient_flow_hook` (the flow during
-training) take ``fn, *args`` and label each loop by where it sits. The functions of one
-cell (:func:`state_gradients`, :func:`jacobian_norms`, :func:`lyapunov_spectrum`, ...) are
-the same per-loop computations applied to the one loop of ``rnnjax.scan(cell, params, xs)``.
-
-The *state* of a cell is its whole carry flattened with ``jax.flatten_util.ravel_pytree``
-(for an LSTM: ``h`` then ``c``), a vector of size ``n``; :func:`gradient_flow` reports
-a carry of several leaves leaf by leaf (``.../h``, ``.../c``). ``state_t`` is the carry that
-step ``t`` hands to step ``t + 1`` (0-based: ``state_0`` is the carry after reading
-``xs[0]``, ``state_{T-1}`` is the final carry). Every function acts on ONE sequence
-``xs: (T, input_size)``, works for any :class:`rnnjax.Cell` (including ones written by
-users), under ``jax.jit``, and batches with ``jax.vmap`` (a per-example ``length``
-included). Padding follows :func:`rnnjax.scan`: steps ``t >= length`` leave the carry
-unchanged, so they carry no gradient and their step Jacobian is the identity.
-"""
+"""The implementation of :mod:`rnnjax.diagnostics` (its docstring describes it)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Weight initialisers with the ``init(key, shape, dtype) -> array`` signature of ``jax.nn.initializers``.
-
-The standard ones are re-exported from ``jax.nn.initializers``, except ``orthogonal``, which
-draws the same matrices without LAPACK (see :mod:`rnnjax.householder`); ``identity`` (IRNN,
-Le et al. 2015) and ``chrono_bias`` (Tallec & Ollivier 2018) are the recurrent-specific ones.
-"""
+"""The implementation of :mod:`rnnjax.initializers` (its docstring describes it)."""
 
 from __future__ import annotations
 

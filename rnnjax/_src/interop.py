@@ -1,9 +1,4 @@
-"""Conversion from PyTorch's ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` to rnnjax layers.
-
-rnnjax's cells use PyTorch's equations, gate order and two-bias convention, so conversion
-is a transpose of each weight matrix, nothing more. torch is imported only when called:
-rnnjax does not need it.
-"""
+"""The implementation of :mod:`rnnjax.interop` (its docstring describes it)."""
 
 from __future__ import annotations
 

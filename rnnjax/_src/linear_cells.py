@@ -56,7 +56,7 @@ class LinearStep(NamedTuple):
 
     ``h̃`` and ``b`` may be pytrees (the mLSTM's ``(C, n)``); ``log a``, ``log s`` and ``m``
     index the leading axes of every leaf (one scale per head). The parallel path scans the
-    same triples (``rnnjax.parallel_in_time.combine_stabilised``), and its ``m_t`` is the
+    same triples (``rnnjax._src.linear_scan.combine_stabilised``), and its ``m_t`` is the
     step's.
 
     Attributes:
@@ -300,7 +300,7 @@ def mingru(
 
     The gates read only ``x_t``, so the step is linear in ``h`` and the parallel path is a
     scan over ``(log(1 - z_t), log z_t + log h̃_t)`` (their log-space evaluation; a state of
-    any sign is handled, see ``rnnjax.parallel_in_time.linear_recurrence``). The paper's
+    any sign is handled, see ``rnnjax._src.linear_scan.linear_recurrence``). The paper's
     ``nn.Linear`` layers start from PyTorch's uniform init; here from ``kernel_init`` and
     ``bias_init`` like the other cells.
 

@@ -1,10 +1,4 @@
-"""Readouts and embeddings: the small feed-forward maps around a recurrent core.
-
-Like a cell, each is a ``NamedTuple`` of pure functions over plain pytrees. A
-:class:`Readout` maps feature vectors to outputs (``linear``, ``mlp``) and acts on any
-leading axes, so the same readout serves one vector ``(F,)``, a sequence ``(T, F)`` or a
-batch. An :class:`Embedding` maps integer tokens to vectors by table lookup.
-"""
+"""The implementation of :mod:`rnnjax.readouts` (its docstring describes it)."""
 
 from __future__ import annotations
 

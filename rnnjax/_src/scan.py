@@ -27,7 +27,7 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 
-from rnnjax._src import checks, fused, padding, parallel_in_time, probes
+from rnnjax._src import checks, fused, linear_scan, padding, parallel_in_time, probes
 from rnnjax._src.cells import Cell
 from rnnjax._src.linear_cells import LinearStep
 
@@ -120,7 +120,7 @@ def check_options(cell: Cell, impl: Any, remat: Any) -> None:
         raise ValueError(f"remat must be None, 'sqrt' or a positive int, got {remat!r}")
     if impl == "fused" and fused.gated_step(cell) is None:
         raise ValueError(
-            f"impl='fused' needs a cell whose step is a rnnjax._src.cells.GatedStep (built-in "
+            f"impl='fused' needs a cell whose step is a rnnjax.GatedStep (built-in "
             f"cells, rnnjax.gated); got a step of type {type(cell.step).__name__} "
             f"(cell kind {cell.kind!r}); use impl='auto' to run it as written"
         )
@@ -300,7 +300,7 @@ def dispatch(
     def forward(carry, xs, length) -> tuple[Any, Array]:  # forward in time, padding cleaned
         if kind == "parallel":
             step = cast(LinearStep, cell.step)
-            return parallel_in_time.linear_scan(step, params, xs, carry, length)
+            return linear_scan.linear_scan(step, params, xs, carry, length)
         if kind == "reference":
             return _reference_loop(cell, params, xs, carry, length, False, unroll)
         if kind == "fused":

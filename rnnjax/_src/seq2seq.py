@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._src import checks, decoding, padding, probes
+from rnnjax._src import checks, padding, probes
 from rnnjax._src import decoders as _decoders
 from rnnjax._src import inputs as _inputs
 from rnnjax._src.cells import Cell
@@ -74,96 +74,6 @@ class Generator(NamedTuple):
 
 
 # --------------------------------------------------------------------------- generators
-
-
-def _check_targets(targets: Any, vocab_size: int) -> None:
-    if jnp.ndim(targets) != 1 or jnp.shape(targets)[0] == 0:
-        raise ValueError(
-            f"targets must have shape (T,) with T >= 1 for one sequence, got {jnp.shape(targets)}"
-        )
-    if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
-        raise TypeError(f"targets must be integer tokens, got dtype {jnp.result_type(targets)}")
-    _inputs.check_ids(targets, vocab_size, "targets")
-
-
-def _previous(targets: Array, start_token: int) -> Array:
-    """Returns what teacher forcing reads: ``[start_token, targets[:-1]]``."""
-    return jnp.concatenate([jnp.array([start_token], targets.dtype), targets[:-1]])
-
-
-def _generate(
-    decoder: _decoders.Decoder,
-    vocab_size: int,
-    params: Any,
-    source: Any,
-    state: Any,
-    *,
-    start_token: int,
-    max_length: int,
-    prompt: Any,
-    prompt_length: Any,
-    options: dict,
-) -> tuple[Array, Array]:
-    """Returns ``(tokens, length)``: :func:`rnnjax.decoding.generate` after the start token."""
-    checks.positive_int("max_length", max_length)
-    if prompt is None:
-        forced, forced_length = jnp.array([start_token], jnp.int32), None
-    else:
-        prompt = jnp.asarray(prompt)
-        if prompt.ndim != 1 or prompt.shape[0] == 0:
-            raise ValueError(f"prompt must have shape (P,) with P >= 1, got {prompt.shape}")
-        if not jnp.issubdtype(prompt.dtype, jnp.integer):
-            raise TypeError(f"prompt must be integer tokens, got dtype {prompt.dtype}")
-        forced = jnp.concatenate([jnp.array([start_token], jnp.int32), prompt.astype(jnp.int32)])
-        forced_length = None if prompt_length is None else prompt_length + 1
-        if prompt.shape[0] > max_length:
-            raise ValueError(
-                f"prompt must have shape (P,) with 1 <= P <= max_length={max_length}, "
-                f"got {prompt.shape}"
-            )
-        valid = None
-        if prompt_length is not None:
-            valid = jnp.arange(prompt.shape[0]) < prompt_length
-        _inputs.check_ids(prompt, vocab_size, "prompt", valid=valid)
-    tokens, length = decoding.generate(
-        lambda s, t: decoder.step(params, source, s, t),
-        state,
-        forced,
-        max_length=max_length + 1,
-        prompt_length=forced_length,
-        **options,
-    )
-    return tokens[1:], length - 1  # without the start token
-
-
-_UNSET: Any = object()
-
-
-def _options(
-    vocab_size,
-    defaults,
-    *,
-    key,
-    temperature,
-    top_k,
-    top_p,
-    beam_size,
-    length_penalty,
-    end_token,
-    pad_token,
-) -> dict:
-    end_token = defaults[0] if end_token is _UNSET else end_token
-    pad_token = defaults[1] if pad_token is _UNSET else pad_token
-    return dict(
-        key=key,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
-        end_token=_inputs.optional_token("end_token", end_token, vocab_size),
-        pad_token=_inputs.special_token("pad_token", pad_token, vocab_size),
-    )
 
 
 def _check_cell(name: str, value: Any) -> None:
@@ -263,10 +173,10 @@ def one_to_many(
 
     def apply(params, x, targets, *, key=None, train=False):
         del key, train
-        _check_targets(targets, vocab_size)
+        _decoders.check_targets(targets, vocab_size)
         c = context(params, x)
         logits, _ = decoder.teacher_force(
-            params, c, decoder.start(params, c), _previous(targets, start_token)
+            params, c, decoder.start(params, c), _decoders.previous(targets, start_token)
         )
         return logits
 
@@ -283,16 +193,16 @@ def one_to_many(
         top_p=None,
         beam_size=None,
         length_penalty=None,
-        end_token=_UNSET,
-        pad_token=_UNSET,
+        end_token=_decoders.UNSET,
+        pad_token=_decoders.UNSET,
     ):
-        options = _options(
+        options = _decoders.generation_options(
             vocab_size, tokens, key=key, temperature=temperature, top_k=top_k, top_p=top_p,
             beam_size=beam_size, length_penalty=length_penalty, end_token=end_token,
             pad_token=pad_token,
         )  # fmt: skip
         c = context(params, x)
-        return _generate(
+        return _decoders.generate_after_start(
             decoder,
             vocab_size,
             params,
@@ -479,11 +389,11 @@ def encoder_decoder(
         return_attention=False,
     ):
         check_return_attention(return_attention)
-        _check_targets(targets, vocab_size)
+        _decoders.check_targets(targets, vocab_size)
         read, state = encode(params, source, source_length, key, train)
         with probes.scope("decoder"):
             logits, weights = decoder.teacher_force(
-                params["decoder"], read, state, _previous(targets, start_token)
+                params["decoder"], read, state, _decoders.previous(targets, start_token)
             )
         return (logits, weights) if return_attention else logits
 
@@ -501,18 +411,18 @@ def encoder_decoder(
         top_p=None,
         beam_size=None,
         length_penalty=None,
-        end_token=_UNSET,
-        pad_token=_UNSET,
+        end_token=_decoders.UNSET,
+        pad_token=_decoders.UNSET,
         return_attention=False,
     ):
         check_return_attention(return_attention)
-        options = _options(
+        options = _decoders.generation_options(
             vocab_size, tokens, key=key, temperature=temperature, top_k=top_k, top_p=top_p,
             beam_size=beam_size, length_penalty=length_penalty, end_token=end_token,
             pad_token=pad_token,
         )  # fmt: skip
         read, state = encode(params, source, source_length, None, False)
-        tokens_out, length = _generate(
+        tokens_out, length = _decoders.generate_after_start(
             decoder,
             vocab_size,
             params["decoder"],
@@ -528,7 +438,7 @@ def encoder_decoder(
             return tokens_out, length
         # The weights of the emitted tokens: teacher forcing on them runs the same steps.
         _, weights = decoder.teacher_force(
-            params["decoder"], read, state, _previous(tokens_out, start_token)
+            params["decoder"], read, state, _decoders.previous(tokens_out, start_token)
         )
         valid = padding.valid_steps(max_length, length)
         return tokens_out, length, padding.zero_outputs(valid, weights)

@@ -15,9 +15,10 @@
 
 from rnnjax._src.language_models import chunk_loss
 from rnnjax._src.training.devices import data_parallel_mesh, shard_batch, use_cpu_cores
-from rnnjax._src.training.host_loop import EarlyStopping, Schedule, fit
+from rnnjax._src.training.host_loop import fit
 from rnnjax._src.training.processes import initialize_processes
 from rnnjax._src.training.run_dir import load_config, read_metrics
+from rnnjax._src.training.schedule import EarlyStopping, Schedule
 from rnnjax._src.training.stateful import (
     chunk_at,
     document_chunks,

@@ -23,7 +23,7 @@ class Config:
     task: str = runs.option("adding", "task: adding | copy | temporal_order")
     cells: tuple[str, ...] = runs.option(
         ("elman", "lstm", "gru"),
-        "baseline cells from rnnjax._src.registry.CELLS (elman: tanh, orthogonal W_hh; lstm: forget "
+        "baseline cells from rnnjax.CELLS (elman: tanh, orthogonal W_hh; lstm: forget "
         "bias --forget-bias; gru; irnn: ReLU, W_hh = I; lru; mingru; ...)",
     )
     cell: tuple[str, ...] = runs.option(

@@ -60,7 +60,7 @@ import optax
 import tqdm
 from jax.flatten_util import ravel_pytree
 
-from rnnjax._src import diagnostics, lags, models, readouts, runs, spectra, tasks, training
+from rnnjax._src import diagnostics, lags, models, readouts, runs, spectra, tasks
 from rnnjax._src.cells import Cell
 from rnnjax._src.layers import recurrent
 from rnnjax._src.study.config import (
@@ -78,6 +78,9 @@ from rnnjax._src.study.report import (
     make_figures,
     verdict,
 )
+from rnnjax._src.training.host_loop import fit
+from rnnjax._src.training.schedule import Schedule
+from rnnjax._src.training.step import init_train_state, make_train_step
 
 
 def _glu(hidden_size: int) -> readouts.Readout:
@@ -237,17 +240,17 @@ def _run_group(
     def init_state(key):
         k_init, k_data = jax.random.split(key)
         params = model.init(k_init, task.input_size)
-        return training.init_train_state(k_data, params, optimizer, skip_nonfinite=True)
+        return init_train_state(k_data, params, optimizer, skip_nonfinite=True)
 
     states = init_state(jax.random.split(group_key, config.num_seeds))
     jacobian_norms, lyapunov = init_diagnostics(states.params)
     lag_norms_init = lag_norms(states.params)
-    train_step = training.make_train_step(
+    train_step = make_train_step(
         loss_fn, optimizer, skip_nonfinite=True, learning_rate=config.learning_rate
     )
     group_config = {**dataclasses.asdict(config), "cell": study_cell.name, "length": length}
     t0 = time.perf_counter()
-    result = training.fit(
+    result = fit(
         train_step,
         states,
         batch_fn,
@@ -256,7 +259,7 @@ def _run_group(
         config=group_config,
         eval_fn=eval_fn,
         hooks=[hook],
-        schedule=training.Schedule(
+        schedule=Schedule(
             chunk_size=config.eval_every,
             eval_every=config.eval_every,
             checkpoint_every=config.checkpoint_every or None,

@@ -14,7 +14,6 @@ state after ``s`` updates.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import signal
@@ -33,10 +32,17 @@ from rnnjax._src import checkpoints
 from rnnjax._src.training import processes
 from rnnjax._src.training import run_dir as files
 from rnnjax._src.training.devices import DATA_AXIS, data_parallel_mesh, replicate, shard_batch
+from rnnjax._src.training.records import (
+    append_rows,
+    metric_rows,
+    nonfinite_error,
+    tensorboard_writer,
+    write_fit_summary,
+)
+from rnnjax._src.training.schedule import EarlyStopping, Schedule, Watch, check_interval
 from rnnjax._src.training.step import (
     Array,
     BatchFn,
-    NonFiniteError,
     TrainState,
     TrainStep,
     eval_key,
@@ -44,108 +50,6 @@ from rnnjax._src.training.step import (
 )
 
 Hook = Callable[[TrainState], Mapping[str, Any]]
-
-
-def _check_interval(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """When :func:`fit` stops a chunk of device steps to do something on the host.
-
-    Attributes:
-      chunk_size: steps per device program between host synchronisations.
-      eval_every: steps between evaluations (None: at step 0 and at the end only).
-      checkpoint_every: steps between checkpoints (None: at the end only).
-      hook_every: steps between hook calls (None: every chunk).
-      keep_checkpoints: how many of the latest checkpoints to keep.
-
-    Chunks end at every multiple of each interval; make them multiples of ``chunk_size``
-    to compile one program.
-    """
-
-    chunk_size: int = 100
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    hook_every: int | None = None
-    keep_checkpoints: int = 3
-
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            _check_interval(
-                field.name,
-                getattr(self, field.name),
-                allow_none=field.name not in ("chunk_size", "keep_checkpoints"),
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class EarlyStopping:
-    """Stop training when a metric has not improved for ``patience`` evaluations.
-
-    Attributes:
-      metric: the history key watched, e.g. ``"eval/loss"`` (the ``"loss"`` of ``eval_fn``)
-        or a hook's key; it is read each time it is recorded.
-      patience: evaluations in a row without improvement after which training stops.
-      mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
-      min_delta: an improvement must exceed this (a NaN never improves).
-      restore_best: :func:`fit` returns the state of the best evaluation, not the last.
-
-    The best state is kept as an orbax checkpoint in ``run_dir/best`` (one step, the
-    best's), and a resumed run continues the same count from its metrics history.
-    """
-
-    metric: str = "eval/loss"
-    patience: int = 5
-    mode: str = "min"
-    min_delta: float = 0.0
-    restore_best: bool = True
-
-    def __post_init__(self):
-        _check_interval("patience", self.patience, allow_none=False)
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
-
-    def improves(self, value: float, best: float | None) -> bool:
-        """Returns whether ``value`` beats ``best`` (None: nothing recorded yet)."""
-        if not np.isfinite(value):
-            return False
-        if best is None:
-            return True
-        return (
-            value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
-        )
-
-
-class _Watch:
-    """The early-stopping count: best value and step, evaluations since the best."""
-
-    def __init__(self, rule: EarlyStopping, history: Sequence[dict]):
-        self.rule, self.best, self.best_step, self.wait = rule, None, None, 0
-        for row in history:  # a resumed run replays the count from its history
-            if rule.metric in row:
-                self.update(row[rule.metric], row["step"])
-
-    def update(self, value: Any, step: int) -> bool:
-        """Records an evaluation; returns whether it is the new best."""
-        value = float(value)
-        if self.rule.improves(value, self.best):
-            self.best, self.best_step, self.wait = value, step, 0
-            return True
-        self.wait += 1
-        return False
-
-    @property
-    def exhausted(self) -> bool:
-        return self.wait >= self.rule.patience
 
 
 class FitResult(NamedTuple):
@@ -276,7 +180,7 @@ def fit(
         no checkpoint after the last good one is.
       CheckpointError: the latest checkpoint cannot be read (the message names its path).
     """
-    _check_interval("num_steps", num_steps, allow_none=False)
+    check_interval("num_steps", num_steps, allow_none=False)
     if not isinstance(schedule, Schedule):
         raise TypeError(
             f"schedule must be a rnnjax.training.Schedule, got {type(schedule).__name__}"
@@ -347,7 +251,7 @@ def fit(
                 files.write_metrics(run_dir, [])
         if tensorboard and lead:
             assert run_dir is not None  # checked above
-            writer = stack.enter_context(contextlib.closing(_tensorboard_writer(run_dir, history)))
+            writer = stack.enter_context(contextlib.closing(tensorboard_writer(run_dir, history)))
         if start > num_steps:
             raise ValueError(f"the state is at step {start}, past num_steps={num_steps}")
         return _loop(
@@ -370,48 +274,6 @@ def fit(
             best=best,
             writer=writer,
         )
-
-
-def _tensorboard_writer(run_dir: str, history: Sequence[dict]):
-    """Returns a tensorboardX writer of ``run_dir/tensorboard`` holding exactly ``history``.
-
-    The event files are rewritten from ``metrics.jsonl``'s rows: a run killed after its
-    last checkpoint had already logged the steps that the resumed run redoes, and event
-    files cannot be truncated, so appending would show those steps twice.
-    """
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError as e:
-        raise ImportError(
-            "fit(tensorboard=True) needs tensorboardX: pip install "
-            "'rnnjax[tensorboard]' (or tensorboardX)"
-        ) from e
-    directory = os.path.join(run_dir, "tensorboard")
-    if os.path.isdir(directory):
-        for name in os.listdir(directory):
-            if name.startswith("events.out.tfevents."):
-                os.remove(os.path.join(directory, name))
-    writer = SummaryWriter(directory)
-    _write_scalars(writer, history)
-    return writer
-
-
-def _write_scalars(writer: Any, rows: Sequence[dict]) -> None:
-    """Writes each row's scalars (and each vmapped run's, as ``key/run<i>``).
-
-    ``train/*`` keys are left out: they repeat, at the last step, the training metrics of the
-    step before, which TensorBoard already shows under their own names.
-    """
-    for row in rows:
-        for k, v in row.items():
-            if k == "step" or k.startswith("train/") or isinstance(v, (bool, str)):
-                continue
-            if isinstance(v, (int, float)):
-                writer.add_scalar(k, v, row["step"])
-            elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
-                for i, x in enumerate(v):  # one value per vmapped run
-                    writer.add_scalar(f"{k}/run{i}", x, row["step"])
-    writer.flush()
 
 
 @contextlib.contextmanager
@@ -464,8 +326,8 @@ def _loop(
 ):
     from tqdm.auto import tqdm
 
-    append = functools.partial(_append, run_dir=run_dir, writer=writer)
-    watch = None if early_stopping is None else _Watch(early_stopping, history)
+    append = functools.partial(append_rows, run_dir=run_dir, writer=writer)
+    watch = None if early_stopping is None else Watch(early_stopping, history)
     best_state, stopped_early = None, False
     if watch is not None and best is not None and best.all_steps():
         best_state = checkpoints.restore(best, state)
@@ -503,7 +365,7 @@ def _loop(
                     )
                     metrics = jax.device_get(metrics)
                     dt = (time.perf_counter() - t0) / (end - step)
-                    rows = _rows(metrics, step, end - step, batched, dt)
+                    rows = metric_rows(metrics, step, end - step, batched, dt)
                     rows[0].update(pending)
                     pending = {}
                     bad = _first_nonfinite(metrics, skipping)
@@ -511,7 +373,7 @@ def _loop(
                         rows = rows[: bad[0] + 1]
                     append(history, rows)
                     if bad is not None:
-                        raise _nonfinite_error(step + bad[0], bad, manager, last_saved)
+                        raise nonfinite_error(step + bad[0], bad, manager, last_saved)
                     state, step = new_state, end
                     bar.update(end - bar.n)
                     bar.set_postfix(loss=f"{np.mean(rows[-1]['loss']):.4g}", refresh=False)
@@ -575,7 +437,7 @@ def _loop(
         append(history, [{"step": step, **pending, **train}])
     best_step = None if watch is None else watch.best_step
     if run_dir is not None:
-        _write_summary(
+        write_fit_summary(
             run_dir,
             history,
             step,
@@ -594,82 +456,5 @@ def _loop(
     return FitResult(state, history, interrupted, stopped_early, best_step)
 
 
-def _rows(
-    metrics: Mapping[str, np.ndarray], start: int, n: int, batched: bool, time_per_step: float
-) -> list[dict]:
-    """Returns one dict per step of a chunk from metrics stacked to (n,) or (N, n)."""
-    rows = []
-    for i in range(n):
-        row: dict[str, Any] = {"step": start + i}
-        for k, v in metrics.items():
-            row[k] = files.to_python(v[:, i] if batched else v[i])
-        row["time_per_step"] = time_per_step
-        rows.append(row)
-    return rows
-
-
-def _append(history: list[dict], rows: list[dict], run_dir: str | None, writer: Any = None) -> None:
-    history.extend(rows)
-    if run_dir is not None:
-        files.append_metrics(run_dir, rows)
-    if writer is not None:
-        _write_scalars(writer, rows)
-
-
 def _eval_keys(state: TrainState, batched: bool) -> Array:
     return jax.vmap(eval_key)(state.key, state.step) if batched else eval_key(state.key, state.step)
-
-
-def _nonfinite_error(step: int, bad: tuple, manager: Any, last_saved: str | None) -> NonFiniteError:
-    _, metric, runs = bad
-    where = f"step {step}" + (f" (runs {runs})" if runs is not None else "")
-    if manager is None:
-        ckpt = "no run_dir, so no checkpoint was kept"
-    elif last_saved is None:
-        ckpt = "no checkpoint had been saved yet"
-    else:
-        ckpt = f"the last good checkpoint, {last_saved}, is untouched"
-    hint = (
-        ""
-        if metric == "param_norm"
-        else "; to skip such updates instead, use make_train_step(..., skip_nonfinite=True) "
-        "and init_train_state(..., skip_nonfinite=True)"
-    )
-    return NonFiniteError(
-        f"training stopped: {metric} is not finite at {where}; {ckpt}{hint}",
-        step=step,
-        metric=metric,
-        checkpoint=last_saved,
-    )
-
-
-def _write_summary(
-    run_dir: str,
-    history: list[dict],
-    step: int,
-    num_steps: int,
-    interrupted: bool,
-    wall_time: float,
-    last_saved: str | None,
-    early: dict | None = None,
-) -> None:
-    last_train = next((r for r in reversed(history) if "loss" in r), {})
-    evals = [r for r in history if any(k.startswith("eval/") for k in r)]
-    files.write_summary(
-        run_dir,
-        {
-            "step": step,
-            "num_steps": num_steps,
-            "finished": step == num_steps,
-            "interrupted": interrupted,
-            "wall_time_s": wall_time,
-            "last_checkpoint": last_saved,
-            "last_train_metrics": last_train,
-            "last_eval": {
-                k: v for k, v in evals[-1].items() if k == "step" or k.startswith("eval/")
-            }
-            if evals
-            else None,
-            **({"early_stopping": early} if early is not None else {}),
-        },
-    )
