@@ -52,7 +52,6 @@ from experiments.experiment_cli import start_run, write_results
 from experiments.handwriting_ctc import digit_images
 from rnnjax import losses, padding, training
 from rnnjax._src import decoding, runs
-from rnnjax._src.language_models import carry_bridge
 from rnnjax._src.runs import option
 
 ONES = [
@@ -233,7 +232,7 @@ def train_and_caption(
     lm = rnnjax.language_model(
         rnnjax.recurrent(rnnjax.lstm(config.hidden_size)), len(WORDS), embed_size=config.embed_size
     )
-    bridge = carry_bridge(lm, (config.feature_size,))
+    bridge = rnnjax.readouts.carry_bridge(lm, (config.feature_size,))
     table = jnp.asarray(caption_table())
     images, labels = jnp.asarray(data["train_images"]), jnp.asarray(data["train_labels"])
     optimizer = optax.chain(

@@ -54,7 +54,7 @@ import optax
 import rnnjax
 from experiments.experiment_cli import start_run, write_results
 from rnnjax import training
-from rnnjax._src import language_models, registry, runs
+from rnnjax._src import runs
 from rnnjax._src.runs import option
 from rnnjax._src.training import stateful
 
@@ -102,8 +102,8 @@ PROMPT = 'The "while" statement\n*********************\n\n'
 
 def check_config(config: Config) -> None:
     """Raises ValueError naming the first field that is out of range."""
-    if config.cell not in registry.CELLS:
-        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
+    if config.cell not in rnnjax.CELLS:
+        raise ValueError(f"cell must be one of {sorted(rnnjax.CELLS)}, got {config.cell!r}")
     runs.check_positive(
         config,
         "hidden_size",
@@ -264,7 +264,7 @@ def unigram_bits_per_char(
 def build_model(config: Config, vocab_size: int) -> rnnjax.LanguageModel:
     """Returns the language model of ``config``."""
     layers = [
-        rnnjax.recurrent(registry.make_cell(config.cell, config.hidden_size))
+        rnnjax.recurrent(rnnjax.make_cell(config.cell, config.hidden_size))
         for _ in range(config.num_layers)
     ]
     layer = layers[0] if len(layers) == 1 else rnnjax.stack(*layers)
@@ -283,7 +283,7 @@ def held_out_bits(model: rnnjax.LanguageModel, config: Config, test: list[np.nda
     chunks = jax.tree.map(
         jnp.asarray, training.document_chunks(test, num_streams=1, chunk_length=config.chunk_length)
     )
-    loss = language_models.chunk_loss(model)
+    loss = rnnjax.training.chunk_loss(model)
 
     def bits(params):
         initial = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(1))
@@ -319,7 +319,7 @@ def train_rnn(config: Config, text: Text, key: jax.Array, progress: bool | None)
     )
     optimizer = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(learning_rate))
     state = training.init_stateful_train_state(k_data, params, optimizer, initial)
-    step = training.make_stateful_train_step(language_models.chunk_loss(model), optimizer, initial)
+    step = training.make_stateful_train_step(rnnjax.training.chunk_loss(model), optimizer, initial)
     bits = held_out_bits(model, config, text.test)
     t0 = time.perf_counter()
     result = training.fit(

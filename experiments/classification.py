@@ -50,7 +50,7 @@ import rnnjax
 from experiments.experiment_cli import run_each, start_run, write_results
 from experiments.vmapped_seeds import init_states
 from rnnjax import data, datasets, losses, readouts, training
-from rnnjax._src import registry, runs
+from rnnjax._src import runs
 from rnnjax._src.runs import option
 
 # --------------------------------------------------------------------------------- config
@@ -97,8 +97,8 @@ def check_config(config: Config) -> None:
     for name in config.datasets:
         if name not in PUBLISHED_DTW_D:
             raise ValueError(f"datasets must be among {sorted(PUBLISHED_DTW_D)}, got {name!r}")
-    if config.cell not in registry.CELLS:
-        raise ValueError(f"cell must be one of {sorted(registry.CELLS)}, got {config.cell!r}")
+    if config.cell not in rnnjax.CELLS:
+        raise ValueError(f"cell must be one of {sorted(rnnjax.CELLS)}, got {config.cell!r}")
     runs.check_positive(config, "hidden_size", "num_seeds", "num_steps", "batch_size", "eval_every")
     if not config.learning_rate > 0 or not config.clip_norm > 0:
         raise ValueError(
@@ -183,7 +183,7 @@ def train_rnn(
     xs_test, len_test = (jnp.asarray(a) for a in data.pad(test))
     y_train, y_test = jnp.asarray(train_labels), jnp.asarray(test_labels)
     model = rnnjax.many_to_one(
-        rnnjax.bidirectional(registry.make_cell(config.cell, config.hidden_size)),
+        rnnjax.bidirectional(rnnjax.make_cell(config.cell, config.hidden_size)),
         readouts.linear(num_classes),
         pool="mean",
     )

@@ -49,7 +49,6 @@ import numpy as np
 
 import rnnjax
 from rnnjax import diagnostics
-from rnnjax._src import registry
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 H = 8 if QUICK else 16  # hidden units (the selective SSM: H channels of N = 16 states)
@@ -62,9 +61,9 @@ print("JAX", jax.__version__, "on", jax.devices()[0].platform, f"| H = {H}, T = 
 key = jax.random.key(0)
 k_x, k_w = jax.random.split(key)
 xs = jax.random.normal(k_x, (NUM_SEQ, T, I))
-cells = {name: registry.make_cell(name, H) for name in NAMES}
+cells = {name: rnnjax.make_cell(name, H) for name in NAMES}
 params = {name: cell.init(k_w, I) for name, cell in cells.items()}
-spec = registry.CELLS
+spec = rnnjax.CELLS
 for name, cell in cells.items():  # which loop each runs: rnnjax.scan_path
     state = jax.flatten_util.ravel_pytree(cell.initial_carry(params[name]))[0]
     linear = isinstance(cell.step, rnnjax.LinearStep)  # only those run as one associative scan

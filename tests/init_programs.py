@@ -40,32 +40,27 @@ def seeds_vmapped_init():
     return init, lambda key: (jax.random.split(key, 8), 16)
 
 
-def translation_init():
-    # The model of experiments/translation.py with Luong attention, where make apps hung.
+def _encoder_decoder_init(cell, attention):
     model = rnnjax.encoder_decoder(
-        rnnjax.bidirectional(rnnjax.lstm(H)),
-        rnnjax.lstm(H),
+        rnnjax.bidirectional(cell(H)),
+        cell(H),
         40,
         start_token=1,
         end_token=2,
         pad_token=0,
         source_vocab_size=30,
-        attention="luong",
+        attention=attention,
     )
     return jax.jit(model.init), lambda key: (key,)
+
+
+def translation_init():
+    # The model of experiments/translation.py with Luong attention, where make apps hung.
+    return _encoder_decoder_init(rnnjax.lstm, "luong")
 
 
 def bahdanau_init():
-    model = rnnjax.encoder_decoder(
-        rnnjax.bidirectional(rnnjax.gru(H)),
-        rnnjax.gru(H),
-        40,
-        start_token=1,
-        end_token=2,
-        source_vocab_size=30,
-        attention="bahdanau",
-    )
-    return jax.jit(model.init), lambda key: (key,)
+    return _encoder_decoder_init(rnnjax.gru, "bahdanau")
 
 
 def language_model_init():

@@ -34,8 +34,9 @@ import time
 import numpy as np
 import optax
 
+import rnnjax
 from experiments.reproduce.adding_runs import train_on_adding
-from rnnjax._src import registry, runs
+from rnnjax._src import runs
 from rnnjax._src.runs import Claim, option
 
 PAPER = "Le, Jaitly & Hinton 2015"
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                 file=sys.stderr,
             )
             trained[name, t] = train_on_adding(
-                registry.make_cell(CELLS[name][1], config.hidden_size),
+                rnnjax.make_cell(CELLS[name][1], config.hidden_size),
                 optimizer,
                 [{"learning_rate": lr} for lr in config.learning_rates],
                 length=t,

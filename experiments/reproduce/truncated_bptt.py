@@ -47,7 +47,7 @@ import optax
 
 import rnnjax
 from rnnjax import training
-from rnnjax._src import language_models, runs
+from rnnjax._src import runs
 from rnnjax._src.runs import Claim, option
 from rnnjax._src.training import stateful
 
@@ -217,7 +217,7 @@ def train(
             jax.random.fold_in(k, 1), lm.init(k), optimizer, initial
         )
     )(seed_keys)
-    step = training.make_stateful_train_step(language_models.chunk_loss(lm), optimizer, initial)
+    step = training.make_stateful_train_step(rnnjax.training.chunk_loss(lm), optimizer, initial)
     every = max(num_steps // config.num_evals, 1)
     result = training.fit(
         step,
