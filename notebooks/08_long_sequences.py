@@ -47,9 +47,8 @@ import numpy as np
 import rnnjax
 from rnnjax import diagnostics, parallel_in_time, readouts, tasks
 
-sys.path.insert(0, os.path.join(os.pardir, "experiments"))
-import benchmark_parallel
-import vanishing_gradients
+sys.path.insert(0, os.path.abspath(os.path.join(os.getcwd(), os.pardir)))
+from experiments import benchmark_parallel, vanishing_gradients
 
 QUICK = os.environ.get("RNNJAX_QUICK") == "1"
 T = 200 if QUICK else 1000  # sequence length of the value checks and the Newton runs
