@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -144,3 +145,22 @@ def test_markdown_table():
         runs.markdown_table(["a", "b"], [[1.23456, "x|y"]])
         == "| a | b |\n|---|---|\n| 1.235 | x/y |"
     )
+
+
+def test_finish_claims_writes_prints_and_returns_the_run(tmp_path, capsys):
+    claim = runs.Claim("P 2000", "Fig. 1", "x grows", "x2", "x2.1 [1.9, 2.3]", True)
+    out = runs.finish_claims(
+        str(tmp_path),
+        title="T",
+        config=_Config(),
+        results={"x": 2.1},
+        summary=["Notes."],
+        started=time.perf_counter() - 2.0,
+        claims=[claim],
+    )
+    assert out == {"claims": [claim], "results": {"x": 2.1}, "run_dir": str(tmp_path)}
+    with open(tmp_path / "results.json") as f:
+        record = json.load(f)
+    assert record["x"] == 2.1 and 2.0 <= record["wall_time_s"] < 60
+    printed = capsys.readouterr().out
+    assert "| Fig. 1 | x grows |" in printed and f"Run directory: {tmp_path}" in printed

@@ -368,17 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
     claims = [claim_cross, claim_mf, claim_shape]
-    runs.write_run(
+    return runs.finish_claims(
         run_dir,
         title="Transition to chaos and Lyapunov spectra",
         config=config,
         results=results,
         summary=notes,
-        wall_time_s=time.perf_counter() - t0,
+        started=t0,
         claims=claims,
     )
-    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
-    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -223,17 +223,15 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Figure: {os.path.relpath(figure, run_dir)}.",
     ]
-    runs.write_run(
+    return runs.finish_claims(
         run_dir,
         title=f"{PAPER}: IRNN on the adding problem",
         config=config,
         results=results,
         summary=notes,
-        wall_time_s=time.perf_counter() - t0,
+        started=t0,
         claims=claims,
     )
-    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
-    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -443,17 +443,15 @@ def main(argv: list[str] | None = None) -> dict:
         "Figures: " + ", ".join(os.path.relpath(p, run_dir) for p in figures) + ".",
     ]
     claims = [claim_wall, claim_jump, claim_sgd, claim_threshold]
-    runs.write_run(
+    return runs.finish_claims(
         run_dir,
         title=f"{PAPER}: the cliff and gradient clipping",
         config=config,
         results=results,
         summary=notes,
-        wall_time_s=time.perf_counter() - t0,
+        started=t0,
         claims=claims,
     )
-    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
-    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

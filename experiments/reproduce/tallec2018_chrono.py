@@ -342,17 +342,15 @@ def main(argv: list[str] | None = None) -> dict:
         **{f"{n}_{k}": v for n, r in trained.items() for k, v in r.items()},
     }
     claims = [claim, claim_gradient]
-    runs.write_run(
+    return runs.finish_claims(
         run_dir,
         title=f"{PAPER}: chrono initialisation on the copy task",
         config=config,
         results=results,
         summary=notes,
-        wall_time_s=time.perf_counter() - t0,
+        started=t0,
         claims=claims,
     )
-    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
-    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

@@ -372,17 +372,15 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": {str(k): r for k, r in trained.items()},
     }
     claims = [claim_long, claim_short]
-    runs.write_run(
+    return runs.finish_claims(
         run_dir,
         title=f"{PAPER}: truncated BPTT on a {d}-step dependency",
         config=config,
         results=results,
         summary=notes,
-        wall_time_s=time.perf_counter() - t0,
+        started=t0,
         claims=claims,
     )
-    print("\n".join(runs.claims_table(claims)) + f"\n\nRun directory: {run_dir}")
-    return {"claims": claims, "results": results, "run_dir": run_dir}
 
 
 if __name__ == "__main__":

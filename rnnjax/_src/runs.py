@@ -220,6 +220,31 @@ def write_run(
     _files.write_atomic(os.path.join(run_dir, "summary.md"), "\n".join(text))
 
 
+def finish_claims(
+    run_dir: str,
+    *,
+    title: str,
+    config: Any,
+    results: Mapping[str, Any],
+    summary: Sequence[str],
+    started: float,
+    claims: Sequence[Claim],
+) -> dict:
+    """The end of a reproduction: :func:`write_run` (wall time since ``started``, a
+    ``time.perf_counter()``), the claims' table printed, ``{"claims", "results", "run_dir"}``."""
+    write_run(
+        run_dir,
+        title=title,
+        config=config,
+        results=results,
+        summary=summary,
+        wall_time_s=time.perf_counter() - started,
+        claims=claims,
+    )
+    print("\n".join(claims_table(claims)) + f"\n\nRun directory: {run_dir}")
+    return {"claims": claims, "results": results, "run_dir": run_dir}
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Returns a markdown table; floats are printed with 4 significant digits."""
 
