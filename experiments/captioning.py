@@ -15,7 +15,7 @@ Methods, in the order this script runs them:
    digit images; the test images, once, from the test digit images.
 2. Model. A one-to-many generator (Karpathy & Fei-Fei 2015): a feed-forward net maps the
    192 pixels to the initial carry of an LSTM language model
-   (:func:`rnnjax.language_models.carry_bridge`, :func:`rnnjax.language_model`), which
+   (:func:`rnnjax.readouts.carry_bridge`, :func:`rnnjax.language_model`), which
    reads the start token and then its own words.
 3. Training. Teacher forcing, next-word cross-entropy masked after the end token; Adam
    with clipping.

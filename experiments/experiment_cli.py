@@ -1,11 +1,11 @@
-"""What the application experiments add to :mod:`rnnjax.runs`: a start, a loop over data sets
+"""What the application experiments add to ``rnnjax._src.runs``: a start, a loop over data sets
 and a summary that leads with the verdict.
 
 :func:`start_run` parses the flags, checks the config and opens the run directory;
 :func:`run_each` runs one data set after the other with its own key; :func:`write_results`
 writes ``results.json`` (``{"results", "verdict", ...}``) and ``summary.md`` and prints them.
 Config fields, presets, the run directory's rule (the same config resumes, another is
-refused), tables and figures are :mod:`rnnjax.runs`'.
+refused), tables and figures are ``rnnjax._src.runs``'.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def start_run(
     name: str,
     check: Callable[[Any], None],
 ) -> tuple[Any, argparse.Namespace, str]:
-    """Returns ``(config, options, run_dir)``: :func:`rnnjax.runs.parse_config`, ``check(config)``
-    (which raises on a bad field) and :func:`rnnjax.runs.open_run_dir`, in that order."""
+    """Returns ``(config, options, run_dir)``: ``rnnjax._src.runs.parse_config``, ``check(config)``
+    (which raises on a bad field) and ``rnnjax._src.runs.open_run_dir``, in that order."""
     config, opts = runs.parse_config(config_cls, presets, argv, description or "", name)
     check(config)
     return config, opts, runs.open_run_dir(opts.run_dir, config)
