@@ -9,7 +9,7 @@ only, and the context is the weighted sum of annotations:
     c = sum_j alpha_j h_j
 
 The part of the score that depends on ``h_j`` alone is computed once per source
-(:func:`memory`), not once per decoder step (Bahdanau et al. 2015, appendix A.1.2, notes
+(once per sequence), not once per decoder step (Bahdanau et al. 2015, appendix A.1.2, notes
 ``U_a h_j`` "can be pre-computed").
 
 * :func:`additive`: ``e_j = v^T tanh(W s + U h_j)`` (Bahdanau, Cho & Bengio 2015, "Neural
@@ -20,8 +20,8 @@ The part of the score that depends on ``h_j`` alone is computed once per source
 How a decoder uses them (which state is the query, where the context goes) is the decoder's
 business: :func:`rnnjax.encoder_decoder` with ``attention="bahdanau"`` or ``"luong"``.
 Padding is handled here once: padded annotations are set to zero before anything reads
-them (so NaN or inf padding reaches neither a value nor a gradient) and
-A softmax masked by the length gives padded steps exactly zero weight.
+them (so NaN or inf padding reaches neither a value nor a gradient) and a softmax
+masked by the length gives padded steps exactly zero weight.
 """
 
 from rnnjax._src.attention import additive, general

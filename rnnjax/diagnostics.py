@@ -18,13 +18,6 @@ its arguments, ``fn, *args`` (any rnnjax layer, model or Flax module inside; bat
 * :func:`singular_values`, :func:`spectral_radius` and :func:`pascanu_bound` of matrices and
   Elman weights.
 
-The API is at the model level: :func:`gradient_flow` (dL/d(state_t) of every loop inside a
-loss), :func:`layer_jacobian_norms` and :func:`layer_lyapunov_spectra` (each loop driven
-by what it reads inside the model) and :func:`gradient_flow_hook` (the flow during
-training) take ``fn, *args`` and label each loop by where it sits. The functions of one
-cell (:func:`state_gradients`, :func:`jacobian_norms`, :func:`lyapunov_spectrum`, ...) are
-the same per-loop computations applied to the one loop of ``rnnjax.scan(cell, params, xs)``.
-
 The *state* of a cell is its whole carry flattened with ``jax.flatten_util.ravel_pytree``
 (for an LSTM: ``h`` then ``c``), a vector of size ``n``; :func:`gradient_flow` reports
 a carry of several leaves leaf by leaf (``.../h``, ``.../c``). ``state_t`` is the carry that

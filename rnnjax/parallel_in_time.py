@@ -25,8 +25,8 @@
 
    Convergence is measured on the trajectory returned: the residual
    ``max_t |s_t - f(s_{t-1}, x_t)| / (1 + |f(s_{t-1}, x_t)|)`` must be ``<= tol``. A run that
-   does not get there says so (:class:`Report`) and, by the user's choice, raises or falls
-   back to the sequential scan: never a silently wrong answer. Gradients are exact: the
+   does not get there says so (the report of :func:`evaluate`) and, by the user's choice,
+   raises or falls back to the sequential scan: never a silently wrong answer. Gradients are exact: the
    backward pass of the fixed point is the linear recurrence
    ``λ_t = ∂L/∂s_t + J_{t+1}^T λ_{t+1}``, solved by the same scan (a custom VJP).
 

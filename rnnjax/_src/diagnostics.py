@@ -133,8 +133,8 @@ def loops(fn: Callable[..., Any], *args: Any) -> dict[str, probes.Loop]:
 
     Each :class:`rnnjax.probes.Loop` holds the cell, its parameters, the sequence it read
     (for a layer above the first, the outputs of the layer below), the initial carry, the
-    length and the direction, so that the per-loop diagnostics (:func:`layer_lyapunov_spectra`,
-    :func:`layer_jacobian_norms`) measure each layer of a model as it runs inside it.
+    length and the direction, so that the per-loop diagnostics (:func:`rnnjax.diagnostics.lyapunov_spectrum`,
+    :func:`rnnjax.diagnostics.jacobian_norms` of a model) measure each layer of a model as it runs inside it.
     Labels as in :func:`gradient_flow`, one per loop (not per carry leaf).
     """
     with probes.probing(modules=args) as context:
