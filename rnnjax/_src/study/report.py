@@ -63,7 +63,7 @@ def _records_of(config: Config, group: dict) -> list[dict]:
 
 
 def _sci(x: float) -> str:
-    return "nan" if not np.isfinite(x) else f"{x:.1e}"
+    return "n/a" if not np.isfinite(x) else f"{x:.1e}"
 
 
 def _median(records: Sequence[dict], key: str, cell: str, length: int) -> float:
@@ -109,6 +109,12 @@ def _summary_table(config: Config, cells: Sequence[StudyCell], records: list[dic
         "",
     ]
     lines += table(lambda rs: pair(rs, "grad_ratio_init", "grad_ratio_final", _sci))
+    if any(not np.isfinite(r[k]) for r in records for k in ("grad_ratio_init", "grad_ratio_final")):
+        lines += [
+            "",
+            "n/a: ||dL/dh_T|| = 0 in at least one seed: its loss is 0 in float32 (solved outright), "
+            "so no gradient reaches any step and the ratio is undefined.",
+        ]
     if any("final_accuracy" in r for r in records):
         chance = {
             "copy": " (on the 10 recalled symbols; chance 1/8)",
