@@ -49,6 +49,7 @@ import rnnjax
 from experiments import benchmark  # interleaved timing, XLA memory analysis
 from experiments import experiment_cli as cli
 from rnnjax import parallel_in_time, readouts, tasks, training
+from rnnjax._src import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +287,7 @@ def verdict(records: list[dict]) -> list[str]:
 
 
 def figure(records: list[dict], fig_dir: str) -> str:
-    plt = cli.pyplot()
+    plt = runs.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, mode in zip(axes, ("fwd", "fwd_bwd")):
         series: dict[str, tuple[list, list]] = {}
@@ -304,7 +305,7 @@ def figure(records: list[dict], fig_dir: str) -> str:
         ax.set(xscale="log", yscale="log", xlabel="T", title=f"{mode}: sequential / parallel time")
     axes[0].set_ylabel("speed-up (>1: parallel faster)")
     axes[1].legend(fontsize=7)
-    return os.path.basename(cli.save_figure(fig, fig_dir, "speedup.png"))
+    return os.path.basename(runs.save_figure(fig, fig_dir, "speedup.png"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -332,17 +333,17 @@ def main(argv: list[str] | None = None) -> dict:
                         jax.random.fold_in(key, len(records)),
                     )
                 )
-                cli.write_json(os.path.join(run_dir, "timings.json"), records)  # hours of work
+                runs.write_json(os.path.join(run_dir, "timings.json"), records)  # hours of work
     iterations = newton_iterations(config, jax.random.fold_in(key, 10_000))
-    cli.write_json(os.path.join(run_dir, "newton_iterations.json"), iterations)
+    runs.write_json(os.path.join(run_dir, "newton_iterations.json"), iterations)
     header = ["cell", "H", "T", "impl", "ms", "sequential / this", "fwd+bwd MB"]
     tables = "\n\n".join(
         [
             f"## Forward + backward (B = {config.batch_size})\n\n"
-            + cli.markdown_table(header, ratio_rows(records, "fwd_bwd")),
-            "## Forward\n\n" + cli.markdown_table(header, ratio_rows(records, "fwd")),
+            + runs.markdown_table(header, ratio_rows(records, "fwd_bwd")),
+            "## Forward\n\n" + runs.markdown_table(header, ratio_rows(records, "fwd")),
             f"## Newton iterations, GRU H={min(config.hidden_sizes)} (max / median over the batch; converged fraction)\n\n"
-            + cli.markdown_table(
+            + runs.markdown_table(
                 ["params", "method", "T", "max", "median", "converged"],
                 [
                     [
