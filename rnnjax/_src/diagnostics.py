@@ -30,6 +30,32 @@ def _check_cell(cell: Any) -> None:
         raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
 
 
+def on_one_cell(
+    name: str, fn_or_cell: Any, args: tuple, cell_args: str, carry: Any, length: Any
+) -> bool:
+    """Returns whether ``name(fn_or_cell, *args)`` is a call on one cell (an rnnjax.Cell, then
+    ``cell_args``) rather than on a model's scalar loss ``fn(*args)``; raises TypeError naming
+    what is wrong with either (``carry`` and ``length`` belong to a call on one cell)."""
+    if isinstance(fn_or_cell, Cell):
+        if len(args) != len(cell_args.split(", ")):
+            raise TypeError(
+                f"{name}(cell, {cell_args}, ...) takes {cell_args} after the cell, got "
+                f"{len(args)} positional arguments after it"
+            )
+        return True
+    if not callable(fn_or_cell):
+        raise TypeError(
+            "cell must be an rnnjax.Cell (or, for a model, a scalar loss fn(*args)), got "
+            f"{fn_or_cell!r}"
+        )
+    if carry is not None or length is not None:
+        raise TypeError(
+            f"{name}(fn, *args): carry and length belong to a call on one cell; pass them to "
+            "the model inside fn"
+        )
+    return False
+
+
 def _probed_run(fn: Callable, args: tuple) -> tuple[Callable, dict[str, Array], dict]:
     """Returns ``(run, zeros, leaves)``: ``run(probes) = (fn(*args), lengths)`` with
     ``probes`` added to the state of every loop inside it, the zero probes (``{label: (T,

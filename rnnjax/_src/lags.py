@@ -37,6 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from rnnjax._src import padding
 from rnnjax._src.cells import Cell
+from rnnjax._src.diagnostics import _whole_state_flow, loops, on_one_cell
 from rnnjax._src.scan import check_inputs, initial_carry
 
 __all__ = ["gradient_by_lag", "lag_gradients", "layer_gradient_by_lag", "layer_lag_gradients"]
@@ -224,26 +225,10 @@ def gradient_by_lag(
     the loop. With ``per_leaf=True``, each ``(T,)`` becomes ``{leaf path: (T,)}``, one norm
     per parameter leaf (paths like ``"wh"`` or ``"0/kernel"``).
     """
-    if isinstance(fn_or_cell, Cell):
-        if len(args) != 3:
-            raise TypeError(
-                "gradient_by_lag(cell, params, xs, loss_fn, ...) takes the cell's params, one "
-                f"sequence xs and loss_fn after the cell, got {len(args)} positional arguments"
-            )
+    if on_one_cell("gradient_by_lag", fn_or_cell, args, "params, xs, loss_fn", carry, length):
         components = lag_gradients(fn_or_cell, *args, carry=carry, length=length)
         return _norms(components, per_leaf)
-    if not callable(fn_or_cell):
-        raise TypeError(
-            "cell must be an rnnjax.Cell (or, for a model, a scalar loss fn(*args)), got "
-            f"{fn_or_cell!r}"
-        )
-    if carry is not None or length is not None:
-        raise TypeError(
-            "gradient_by_lag(fn, *args): carry and length belong to a call on one cell; pass "
-            "them to the model inside fn"
-        )
-    fn: Any = fn_or_cell  # a scalar loss fn(*args)
-    return layer_gradient_by_lag(fn, *args, per_leaf=per_leaf)
+    return layer_gradient_by_lag(fn_or_cell, *args, per_leaf=per_leaf)
 
 
 def layer_lag_gradients(fn: Callable[..., Array], *args: Any) -> dict[str, Any]:
@@ -259,9 +244,6 @@ def layer_lag_gradients(fn: Callable[..., Array], *args: Any) -> dict[str, Any]:
     backward direction from its last valid step). The step's output must be (a leaf of)
     its new carry, as in every built-in cell; for other cells use :func:`lag_gradients`.
     """
-    # Imported here: rnnjax.diagnostics re-exports this module's names.
-    from rnnjax._src.diagnostics import _whole_state_flow, loops
-
     flows = _whole_state_flow(fn, args)
     out = {}
     for label, loop in loops(fn, *args).items():

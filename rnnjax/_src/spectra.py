@@ -19,33 +19,10 @@ from jax.flatten_util import ravel_pytree
 
 from rnnjax._src import householder, padding, probes
 from rnnjax._src.cells import ELMAN_UPDATES, Cell, GatedStep
-from rnnjax._src.diagnostics import _check_cell, _probed_run, loops
+from rnnjax._src.diagnostics import _check_cell, _probed_run, loops, on_one_cell
 from rnnjax._src.scan import check_inputs, initial_carry, scan
 
 Array = jax.Array
-
-
-def _cell_args(name: str, args: tuple, carry: Any, length: Any) -> tuple:
-    """Returns ``(params, xs, carry, length)`` of a per-cell call ``name(cell, params, xs)``."""
-    if len(args) != 2:
-        raise TypeError(
-            f"{name}(cell, params, xs, ...) takes the cell's params and one sequence xs after "
-            f"the cell, got {len(args)} positional arguments after it"
-        )
-    return (*args, carry, length)
-
-
-def _model_args(name: str, fn: Any, carry: Any, length: Any) -> None:
-    """Checks a per-model call ``name(fn, *args)``: ``fn`` callable, no per-cell keywords."""
-    if not callable(fn):
-        raise TypeError(
-            f"cell must be an rnnjax.Cell (or, for a model, a scalar loss fn(*args)), got {fn!r}"
-        )
-    if carry is not None or length is not None:
-        raise TypeError(
-            f"{name}(fn, *args): carry and length belong to a call on one cell; pass them to "
-            "the model inside fn"
-        )
 
 
 def jacobian_norms(
@@ -68,10 +45,9 @@ def jacobian_norms(
     their largest singular value, ``ord="fro"`` their Frobenius norm. Entries ``t >= length``
     are zero.
     """
-    if isinstance(fn_or_cell, Cell):
-        loop = _loop_of(fn_or_cell, *_cell_args("jacobian_norms", args, carry, length))
-        return _jacobian_norms(loop, ord)
-    _model_args("jacobian_norms", fn_or_cell, carry, length)
+    if on_one_cell("jacobian_norms", fn_or_cell, args, "params, xs", carry, length):
+        params, xs = args
+        return _jacobian_norms(_loop_of(fn_or_cell, params, xs, carry, length), ord)
     return layer_jacobian_norms(fn_or_cell, *args, ord=ord)
 
 
@@ -111,10 +87,9 @@ def lyapunov_spectrum(
         that switch off, as in an IRNN): a zero diagonal entry of R gives an exponent of
         -inf for that direction and the basis loses its order.
     """
-    if isinstance(fn_or_cell, Cell):
-        loop = _loop_of(fn_or_cell, *_cell_args("lyapunov_spectrum", args, carry, length))
-        return _lyapunov(loop, k, reorth_every, key)
-    _model_args("lyapunov_spectrum", fn_or_cell, carry, length)
+    if on_one_cell("lyapunov_spectrum", fn_or_cell, args, "params, xs", carry, length):
+        params, xs = args
+        return _lyapunov(_loop_of(fn_or_cell, params, xs, carry, length), k, reorth_every, key)
     return layer_lyapunov_spectra(fn_or_cell, *args, k=k, reorth_every=reorth_every, key=key)
 
 
