@@ -3,6 +3,7 @@ Orvieto (2024) and of the transition to chaos against closed forms at small size
 tiny run of every script (each output well formed, each verdict consistent with its
 numbers)."""
 
+import dataclasses
 import importlib
 import json
 import math
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rnnjax
 from experiments.reproduce import chaos
 from experiments.reproduce import truncated_bptt as truncated
 from experiments.reproduce import zucchet2024 as zucchet
@@ -315,3 +317,86 @@ def test_quick_presets_give_the_verdicts_in_the_docs(tmp_path):
         for c in claims
     }
     assert ours == _docs_verdicts()
+
+
+# ------------------------------------ Zucchet & Orvieto 2024, the authors' scan (shared inputs)
+
+
+def test_lag_gram_is_the_sum_of_the_lag_embeddings_gram_matrices():
+    # M = Σ_b Z_bᵀ Z_b with Z_b[t, j] = x[b, t - j] (0 for j > t), built by loops.
+    xs = np.random.default_rng(0).standard_normal((3, 7))
+    z = np.zeros((3, 7, 7))
+    for b in range(3):
+        for t in range(7):
+            for j in range(t + 1):
+                z[b, t, j] = xs[b, t - j]
+    brute = np.einsum("btj,btk->jk", z, z)
+    np.testing.assert_allclose(
+        zucchet.lag_gram(jnp.asarray(xs, jnp.float32)), brute, rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("model", ["rnn", "lru"])
+def test_quadratic_loss_is_the_batch_loss_with_its_gradient(model):
+    # The shared-inputs path trains on 0.5 EᵀME/(BT); it must be the batch's mean squared
+    # error of predict() over the sequences, value and gradient, for both students.
+    config = zucchet.Config(seq_len=12, teacher_size=3, student_size=5, batch_size=4, nu0s=(0.9,))
+    cell = zucchet.student_cell(config, model)
+    student = zucchet.student_params(
+        model, zucchet.lru_student(config, 0.9) if model == "lru" else cell, jax.random.key(1)
+    )
+    teacher_cell = rnnjax.elman(3, "identity", use_bias=False)
+    teacher = zucchet.make_teacher(np.random.default_rng(2), config, 0.9)
+    xs = jax.random.normal(jax.random.key(3), (4, 12))
+
+    def batch_loss(student):
+        ys = jax.vmap(lambda x: zucchet.predict(cell, student, x[:, None]))(xs)
+        targets = jax.vmap(lambda x: zucchet.predict(teacher_cell, teacher, x[:, None]))(xs)
+        return 0.5 * jnp.mean(jnp.square(ys - targets))
+
+    kernel = zucchet.impulse_response(teacher_cell, teacher, 12)
+    gram = zucchet.lag_gram(xs)
+    quadratic = lambda student: zucchet.quadratic_loss(cell, student, kernel, gram, 4)
+    assert float(quadratic(student)) == pytest.approx(float(batch_loss(student)), rel=1e-5)
+    for got, want in zip(
+        jax.tree.leaves(jax.grad(quadratic)(student)),
+        jax.tree.leaves(jax.grad(batch_loss)(student)),
+    ):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+
+
+def test_shared_inputs_runs_share_their_seeds_inputs_and_report_every_run():
+    # Tiny shared-inputs scan: results in (ν0, rate, seed) order, one curve per run, and a
+    # run's loss curve at step 0 is the quadratic loss of its initial state on its seed's batch.
+    config = dataclasses.replace(
+        zucchet.Config(**zucchet.PRESETS["tiny"]),
+        num_seeds=2,
+        rnn_lrs=(1e-3, 1e-2),
+        shared_inputs=True,
+    )
+    out = zucchet.train_students(config, "rnn", jax.random.key(0))
+    assert out["final_loss"].shape == (2, 2, 2)
+    assert out["curves"].shape == (2, 2, 2, config.num_steps)
+    assert np.all(np.isfinite(out["final_loss"]))
+    # Same (ν0, seed), different rates: same init, same inputs, so the same first loss.
+    np.testing.assert_allclose(out["curves"][:, 0, :, 0], out["curves"][:, 1, :, 0], rtol=1e-6)
+    assert not np.allclose(out["curves"][:, :, 0, 0], out["curves"][:, :, 1, 0])
+
+
+def test_memory_verdict_decides_on_the_intervals_of_the_log_losses():
+    # (ν0, lr, seed): one rate; RNN grows 1e3 on every seed, LRU 2x; then an LRU whose seeds
+    # disagree (1x and 1e4x) so its growth's interval straddles 10x.
+    seeds = np.array([1.0, 1.2, 0.9])
+    rnn = {"final_loss": np.stack([seeds * 1e-6, seeds * 1e-3])[:, None, :]}
+    lru = {"final_loss": np.stack([seeds * 1e-6, seeds * 2e-6])[:, None, :]}
+    verdict, intervals = zucchet.memory_verdict({"rnn": rnn, "lru": lru})
+    assert verdict is True
+    assert intervals["growth"]["rnn"].estimate == pytest.approx(3.0)
+    assert intervals["growth"]["lru"].estimate == pytest.approx(math.log10(2.0))
+    wide = {"final_loss": np.array([[1e-6, 1e-6, 1e-6], [1e-6, 1e-2, 1e-3]])[:, None, :]}
+    assert zucchet.memory_verdict({"rnn": rnn, "lru": wide})[0] is None
+    flat_rnn = {"final_loss": np.stack([seeds * 1e-6, seeds * 1e-6])[:, None, :]}
+    assert zucchet.memory_verdict({"rnn": flat_rnn, "lru": lru})[0] is False
+    # Every RNN seed diverged at the last ν0: growth +inf, still a decided "degrades".
+    diverged = {"final_loss": np.array([[1e-6] * 3, [np.inf] * 3])[:, None, :]}
+    assert zucchet.memory_verdict({"rnn": diverged, "lru": lru})[0] is True

@@ -81,9 +81,10 @@ class _Config:
     num_steps: int = runs.option(10, "steps")
     rates: tuple[float, ...] = runs.option((0.1, 0.2), "learning rates")
     name: str = runs.option("a", "a name, 100% free text")
+    shared: bool = runs.option(False, "a switch")
 
 
-_PRESETS = {"quick": {}, "tiny": {"num_steps": 2}}
+_PRESETS = {"quick": {}, "tiny": {"num_steps": 2}, "on": {"shared": True}}
 
 
 def test_parse_config_takes_the_preset_and_the_flags(tmp_path, capsys):
@@ -100,6 +101,13 @@ def test_parse_config_takes_the_preset_and_the_flags(tmp_path, capsys):
         name="x",
     )
     assert config == _Config(num_steps=7) and opts.run_dir == str(tmp_path)
+    # A bool field is a switch pair (bool("False") would be True).
+    parse = lambda *argv: runs.parse_config(_Config, _PRESETS, list(argv), description="", name="x")
+    assert parse("--shared")[0].shared is True
+    assert parse("--preset", "on", "--no-shared")[0].shared is False
+    assert parse("--preset", "on")[0].shared is True
+    with pytest.raises(SystemExit):
+        parse("--shared", "False")
     with pytest.raises(SystemExit):
         runs.parse_config(_Config, _PRESETS, ["--help"], description="", name="x")
     assert "--num-steps" in capsys.readouterr().out

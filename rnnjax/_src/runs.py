@@ -109,6 +109,14 @@ def parse_config(
         default: Any = f.default
         if many:
             default = " ".join(map(str, default))
+        if kind is bool:  # --name / --no-name: bool("False") would be True
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{f.metadata['help']} (default {default})".replace("%", "%%"),
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,
