@@ -719,7 +719,8 @@ def main(argv: list[str] | None = None) -> dict:
         "Sec. 4, Fig. 3A",
         f"teacher-student (T={config.seq_len}): the dense linear RNN degrades as ν0 → 1, "
         "the LRU (diagonal, normalised) does not",
-        "RNN loss grows by orders of magnitude from ν0=0.36 to 0.99; LRU stays low (figure, no table)",
+        "figure only; read off it (their notebook's output), ν0=0.36 → 0.99: RNN ≈ 8e-9 → "
+        "0.4 (x5e7), LRU ≈ 5e-8 → 2e-5 (x4e2)",
         ours,
         verdict,
         differs=(
