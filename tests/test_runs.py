@@ -121,7 +121,7 @@ def test_run_dir_resumes_the_same_config_and_refuses_another(tmp_path):
     run_dir = runs.open_run_dir(tmp_path / "run", _Config())
     assert os.path.isdir(os.path.join(run_dir, "figures"))
     with open(os.path.join(run_dir, "config.json")) as f:
-        assert json.load(f) == {"num_steps": 10, "rates": [0.1, 0.2], "name": "a"}
+        assert json.load(f) == {"num_steps": 10, "rates": [0.1, 0.2], "name": "a", "shared": False}
     assert runs.open_run_dir(tmp_path / "run", _Config()) == run_dir
     with pytest.raises(ValueError, match=r"config differs .*\['num_steps'\]"):
         runs.open_run_dir(tmp_path / "run", _Config(num_steps=11))
