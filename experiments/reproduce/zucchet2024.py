@@ -68,6 +68,18 @@ from rnnjax._src import runs
 from rnnjax._src.runs import Claim, option
 
 PAPER = "Zucchet & Orvieto 2024"
+# Fig. 3A (left) as printed in the authors' notebook output
+# (figures/comparison_architectures_LSI.ipynb, their scans' mean final loss per ν0), read
+# off its log axis by eye: good to about a fifth of a decade. ν0 -> (RNN, LRU).
+PAPER_FIG3A = {
+    0.36: (8e-9, 5.5e-8),
+    0.68: (1.1e-7, 1.3e-7),
+    0.84: (2e-5, 9e-7),
+    0.92: (9e-5, 2.5e-6),
+    0.96: (6e-4, 5e-6),
+    0.98: (0.046, 4.6e-5),
+    0.99: (0.44, 2.4e-5),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -656,6 +668,15 @@ def make_figures(config: Config, rows: list[dict], students: dict, run_dir: str)
                 color=color,
                 alpha=0.5,
                 label=label + ", mean ± 2 s.e. (the authors' statistic)",
+            )
+    if all(nu0 in PAPER_FIG3A for nu0 in config.nu0s):
+        for j, (color, label) in enumerate((("tab:red", "RNN"), ("tab:blue", "LRU"))):
+            ax.semilogy(
+                config.nu0s,
+                [PAPER_FIG3A[nu0][j] for nu0 in config.nu0s],
+                "x:",
+                color=color,
+                label=f"{label}, the paper's Fig. 3A (read off)",
             )
     ax.set_xlabel(r"teacher memory $\nu_0$")
     ax.set_ylabel("final loss (over seeds, best lr)")
