@@ -109,21 +109,17 @@ def parse_config(
         default: Any = f.default
         if many:
             default = " ".join(map(str, default))
-        if kind is bool:  # --name / --no-name: bool("False") would be True
-            parser.add_argument(
-                "--" + f.name.replace("_", "-"),
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{f.metadata['help']} (default {default})".replace("%", "%%"),
-            )
-            continue
+        # A bool is a switch pair --name / --no-name: type=bool would read "False" as True.
+        kind_args: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if kind is bool
+            else {"type": kind, "nargs": "+" if many else None, "metavar": kind.__name__.upper()}
+        )
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=kind,
-            nargs="+" if many else None,
             default=None,
-            metavar=kind.__name__.upper(),
             help=f"{f.metadata['help']} (default {default})".replace("%", "%%"),
+            **kind_args,
         )
     args = parser.parse_args(argv)
     values = dict(presets[args.preset])
