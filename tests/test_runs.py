@@ -52,6 +52,10 @@ def test_difference_interval_by_newcombe():
     # Two normal intervals: half-widths add in quadrature, as for a difference of means.
     got = runs.difference_interval(runs.Interval(3.0, 2.0, 4.0), runs.Interval(1.0, 0.0, 2.0))
     assert got == pytest.approx((2.0, 2.0 - math.sqrt(2), 2.0 + math.sqrt(2)))
+    # An infinite estimate (every run diverged) is its own interval, not nan from inf - inf.
+    inf = runs.Interval(math.inf, math.inf, math.inf)
+    assert runs.difference_interval(inf, runs.Interval(1.0, 0.0, 2.0)) == (math.inf,) * 3
+    assert runs.difference_interval(runs.Interval(1.0, 0.0, 2.0), inf) == (-math.inf,) * 3
 
 
 def test_decide_is_inconclusive_when_the_interval_straddles_the_criterion():

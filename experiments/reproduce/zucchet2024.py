@@ -378,7 +378,7 @@ def initial_state(
     """
     i, lr, s = run
     nu0 = config.nu0s[i]
-    init_cell = student_cell(config, model) if model == "rnn" else lru_student(config, nu0)
+    init_cell = dense_linear(config.student_size) if model == "rnn" else lru_student(config, nu0)
     run_key = jax.random.fold_in(jax.random.fold_in(key, i), s)
     teacher = make_teacher(np.random.default_rng([config.seed, i, s]), config, nu0)
     params = {"student": student_params(model, init_cell, run_key), "teacher": teacher_fn(teacher)}
@@ -601,15 +601,8 @@ def memory_verdict(students: dict) -> tuple[bool | None, dict]:
     for m, s in students.items():
         best = best_over_lr(s["final_loss"])[1]
         at[m] = [log_loss_interval(s["final_loss"][i, best[i]]) for i in (0, -1)]
-
-    def difference(a: runs.Interval, b: runs.Interval) -> runs.Interval:
-        if math.isinf(a.estimate) or math.isinf(b.estimate):  # every seed of one diverged
-            d = a.estimate - b.estimate
-            return runs.Interval(d, d, d)
-        return runs.difference_interval(a, b)
-
-    growth = {m: difference(last, first) for m, (first, last) in at.items()}
-    gap = difference(at["rnn"][1], at["lru"][1])
+    growth = {m: runs.difference_interval(last, first) for m, (first, last) in at.items()}
+    gap = runs.difference_interval(at["rnn"][1], at["lru"][1])
     parts = [
         runs.decide(growth["rnn"], 1.0),
         runs.decide(growth["lru"], 1.0, above=False),

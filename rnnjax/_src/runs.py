@@ -335,9 +335,12 @@ def difference_interval(a: Interval, b: Interval) -> Interval:
     Newcombe (1998, method 10): ``low = d - sqrt((a - a.low)² + (b.high - b)²)``, ``high =
     d + sqrt((a.high - a)² + (b - b.low)²)`` with d = a - b. For two Wilson intervals this is
     the hybrid score interval of a difference of proportions; for two symmetric normal
-    intervals it is d ± the root sum of squares of the half-widths.
+    intervals it is d ± the root sum of squares of the half-widths. An infinite ``d`` is its
+    own interval.
     """
     d = a.estimate - b.estimate
+    if math.isinf(d):  # an infinite estimate (e.g. every run diverged): no width to add
+        return Interval(d, d, d)
     low = d - math.hypot(a.estimate - a.low, b.high - b.estimate)
     high = d + math.hypot(a.high - a.estimate, b.estimate - b.low)
     return Interval(d, low, high)
